@@ -1,0 +1,7 @@
+"""What users import: the job builder, sources and sinks. No sockets or files here."""
+
+from mesh.api import sinks, sources
+from mesh.api.job import Job
+from mesh.api.streams import KeyedStream, Stream, StreamSink
+
+__all__ = ["Job", "KeyedStream", "Stream", "StreamSink", "sinks", "sources"]

@@ -1,0 +1,272 @@
+"""``Job``: the object a job file defines, and how it becomes a logical graph.
+
+A job file builds a ``Job`` at module level; ``build()`` turns the recorded operators
+into a ``LogicalGraph`` (pure data, sent to the coordinator) plus the operator
+definitions that hold the user's functions (looked up by operator id on each node).
+The same file imported on every node must build the same graph: module-level code has
+to be deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mesh.api.sinks import Sink
+from mesh.api.sources import Source
+from mesh.errors import GraphError
+from mesh.graph.keygroups import DEFAULT_MAX_PARALLELISM
+from mesh.graph.logical import (
+    Chaining,
+    EdgeSpec,
+    JobConfig,
+    LogicalGraph,
+    OperatorSpec,
+    Partitioning,
+)
+from mesh.time.durations import parse_duration
+
+if TYPE_CHECKING:
+    from mesh.api.streams import Stream
+
+__all__ = ["BuiltJob", "InputRef", "Job", "OperatorDef"]
+
+_CHECKPOINT_MODES = ("exactly_once", "at_least_once")
+_STATE_BACKENDS = ("memory", "sqlite")
+
+KeyFn = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InputRef:
+    """One input of an operator: the upstream operator and how records are spread."""
+
+    op: int
+    partitioning: Partitioning | None  # None: forward if parallelisms match, else rebalance
+    key_fn: KeyFn | None = None  # set for hash partitioning
+
+
+@dataclass(eq=False)
+class OperatorDef:
+    """An operator as the user described it, with the user's functions."""
+
+    id: int
+    kind: str
+    inputs: list[InputRef]
+    fn: Callable[..., Any] | None = None
+    key_fn: KeyFn | None = None  # keyed operators: how to get the key of an input record
+    field_name: str | None = None  # sum/min/max: the dict field
+    source: Source | None = None
+    sink: Sink | None = None
+    name: str | None = None
+    uid: str | None = None
+    parallelism: int | None = None
+    chaining: Chaining = Chaining.ALWAYS
+    slot_sharing_group: str | None = None
+    co_location_group: str | None = None
+    default_name: str = ""
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltJob:
+    """A job's logical graph plus the definitions holding the user's functions."""
+
+    graph: LogicalGraph
+    operators: dict[int, OperatorDef]
+    edge_key_fns: dict[tuple[int, int], KeyFn]
+
+    def operator(self, op_id: int) -> OperatorDef:
+        """The definition of operator ``op_id``."""
+        return self.operators[op_id]
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GraphError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+def _duration(value: Any, what: str) -> int:
+    try:
+        return parse_duration(value, what=what)
+    except ValueError as exc:
+        raise GraphError(str(exc)) from None
+
+
+class Job:
+    """A streaming job: sources → operators → sinks.
+
+    Args:
+        name: the job's name, shown in ``mesh list``.
+        parallelism: default parallelism of every operator.
+        max_parallelism: number of key groups; the upper bound for rescaling keyed state.
+        checkpoint_interval: how often to checkpoint (``"1s"``), or None for never.
+        checkpoint_mode: ``"exactly_once"`` (aligned barriers) or ``"at_least_once"``.
+        state_backend: ``"memory"`` or ``"sqlite"``.
+        restart: what to do when a task fails.
+        buffer_timeout: the longest a partly filled output buffer waits before it is sent.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        parallelism: int = 1,
+        max_parallelism: int = DEFAULT_MAX_PARALLELISM,
+        checkpoint_interval: int | str | None = None,
+        checkpoint_mode: str = "exactly_once",
+        state_backend: str = "memory",
+        restart: Any = None,
+        buffer_timeout: int | str = "10ms",
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise GraphError(f"Job name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.parallelism = _positive_int(parallelism, "Job parallelism")
+        self.max_parallelism = _positive_int(max_parallelism, "Job max_parallelism")
+        if self.parallelism > self.max_parallelism:
+            raise GraphError(
+                f"Job parallelism {parallelism} exceeds max_parallelism {max_parallelism}"
+            )
+        self.checkpoint_interval_ms = (
+            None
+            if checkpoint_interval is None
+            else _duration(checkpoint_interval, "Job checkpoint_interval")
+        )
+        if checkpoint_mode not in _CHECKPOINT_MODES:
+            raise GraphError(
+                f"Job checkpoint_mode must be one of {', '.join(_CHECKPOINT_MODES)}, "
+                f"got {checkpoint_mode!r}"
+            )
+        self.checkpoint_mode = checkpoint_mode
+        if state_backend not in _STATE_BACKENDS:
+            raise GraphError(
+                f"Job state_backend must be one of {', '.join(_STATE_BACKENDS)}, "
+                f"got {state_backend!r}"
+            )
+        self.state_backend = state_backend
+        self.restart = restart
+        self.buffer_timeout_ms = _duration(buffer_timeout, "Job buffer_timeout")
+        self._operators: list[OperatorDef] = []
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, operators={len(self._operators)})"
+
+    # -- building -----------------------------------------------------------------------
+
+    def source(self, source: Source, *, watermarks: Any = None, name: str | None = None) -> Stream:
+        """Add a source; returns its stream of records."""
+        from mesh.api.streams import Stream
+
+        if not isinstance(source, Source):
+            raise GraphError(
+                f"job.source() expects a mesh.sources object, got {type(source).__name__}"
+            )
+        if watermarks is not None:
+            raise GraphError("watermarks are not supported yet")
+        op = self._add(
+            "source",
+            [],
+            source=source,
+            default_name=f"Source: {type(source).__name__}",
+            description=source.describe(),
+        )
+        if name is not None:
+            op.name = name
+        return Stream(self, [InputRef(op.id, None)], op.id)
+
+    def _add(self, kind: str, inputs: list[InputRef], **fields: Any) -> OperatorDef:
+        for ref in inputs:
+            if not 0 <= ref.op < len(self._operators):
+                raise GraphError("a stream from another Job cannot be used in this one")
+        op = OperatorDef(id=len(self._operators), kind=kind, inputs=list(inputs), **fields)
+        self._operators.append(op)
+        return op
+
+    def _operator(self, op_id: int) -> OperatorDef:
+        return self._operators[op_id]
+
+    def build(
+        self,
+        *,
+        parallelism: int | None = None,
+        checkpoint_interval_ms: int | None = None,
+    ) -> BuiltJob:
+        """Resolve defaults and produce the logical graph.
+
+        ``parallelism`` overrides the job's default parallelism (operators with an
+        explicit ``set_parallelism`` keep theirs), as ``--parallelism`` does.
+        """
+        default_p = self.parallelism if parallelism is None else parallelism
+        _positive_int(default_p, "parallelism")
+        if default_p > self.max_parallelism:
+            raise GraphError(
+                f"parallelism {default_p} exceeds the job's max_parallelism {self.max_parallelism}"
+            )
+        interval = (
+            self.checkpoint_interval_ms
+            if checkpoint_interval_ms is None
+            else (checkpoint_interval_ms)
+        )
+        config = JobConfig(
+            name=self.name,
+            parallelism=default_p,
+            max_parallelism=self.max_parallelism,
+            buffer_timeout_ms=self.buffer_timeout_ms,
+            checkpoint_interval_ms=interval,
+            checkpoint_mode=self.checkpoint_mode,
+            state_backend=self.state_backend,
+        )
+        specs: list[OperatorSpec] = []
+        edges: list[EdgeSpec] = []
+        key_fns: dict[tuple[int, int], KeyFn] = {}
+        groups: list[str] = []
+        for op in self._operators:
+            p = default_p if op.parallelism is None else op.parallelism
+            if p > self.max_parallelism:
+                raise GraphError(
+                    f"operator {op.uid or op.default_name!r}: parallelism {p} exceeds "
+                    f"max_parallelism {self.max_parallelism}"
+                )
+            if op.slot_sharing_group is not None:
+                group = op.slot_sharing_group
+            else:
+                inherited = {groups[ref.op] for ref in op.inputs}
+                group = inherited.pop() if len(inherited) == 1 else "default"
+            groups.append(group)
+            specs.append(
+                OperatorSpec(
+                    id=op.id,
+                    uid=op.uid if op.uid is not None else f"{op.kind}-{op.id}",
+                    name=op.name if op.name is not None else op.default_name,
+                    kind=op.kind,
+                    parallelism=p,
+                    max_parallelism=self.max_parallelism,
+                    chaining=op.chaining,
+                    slot_sharing_group=group,
+                    co_location_group=op.co_location_group,
+                    description=op.description,
+                )
+            )
+            for ref in op.inputs:
+                up = specs[ref.op]
+                part = ref.partitioning
+                if part is None:
+                    part = Partitioning.FORWARD if up.parallelism == p else Partitioning.REBALANCE
+                if any(e.source == ref.op and e.target == op.id for e in edges):
+                    raise GraphError(
+                        f"operator {specs[-1].uid!r} takes the same stream twice; "
+                        "union a stream with itself is not supported"
+                    )
+                edges.append(EdgeSpec(source=ref.op, target=op.id, partitioning=part))
+                if ref.key_fn is not None:
+                    key_fns[(ref.op, op.id)] = ref.key_fn
+        graph = LogicalGraph(config=config, operators=tuple(specs), edges=tuple(edges))
+        graph.validate()
+        return BuiltJob(
+            graph=graph,
+            operators={op.id: op for op in self._operators},
+            edge_key_fns=key_fns,
+        )

@@ -1,0 +1,217 @@
+"""``Stream`` and ``KeyedStream``: the user's handles for adding operators.
+
+A stream stands for the output of one operator (or a union of several), plus how the
+next operator should receive it (its partitioning). Operator options (``name``,
+``uid``, ``set_parallelism``, ...) apply to the operator that produced the stream and
+return the same stream, so they chain: ``s.map(f).name("parse").set_parallelism(4)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from mesh.api.job import InputRef, Job, OperatorDef
+from mesh.api.sinks import Sink
+from mesh.errors import GraphError
+from mesh.graph.logical import Chaining, Partitioning
+
+__all__ = ["KeyedStream", "Stream", "StreamSink"]
+
+
+def _check_fn(fn: Any, method: str) -> None:
+    if not callable(fn):
+        raise GraphError(f"{method}() expects a function, got {type(fn).__name__}")
+
+
+def _check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise GraphError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+class _OperatorOptions:
+    """Options that apply to the operator behind a handle."""
+
+    def __init__(self, job: Job, op_id: int | None) -> None:
+        self._job = job
+        self._op_id = op_id
+
+    def _op(self, option: str) -> OperatorDef:
+        if self._op_id is None:
+            raise GraphError(
+                f".{option}() applies to an operator, but this stream is a union of several; "
+                "set it on the operators before union() or after the next operator"
+            )
+        return self._job._operator(self._op_id)
+
+    def name(self, name: str) -> Any:
+        """Name the operator (shown in ``mesh status``)."""
+        self._op("name").name = _check_name(name, "name")
+        return self
+
+    def uid(self, uid: str) -> Any:
+        """Give the operator a stable identity for its state across code changes."""
+        self._op("uid").uid = _check_name(uid, "uid")
+        return self
+
+    def set_parallelism(self, parallelism: int) -> Any:
+        """Run the operator with ``parallelism`` subtasks."""
+        if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
+            raise GraphError(f"set_parallelism() expects a positive int, got {parallelism!r}")
+        self._op("set_parallelism").parallelism = parallelism
+        return self
+
+    def slot_sharing_group(self, group: str) -> Any:
+        """Put the operator in a named slot-sharing group."""
+        self._op("slot_sharing_group").slot_sharing_group = _check_name(group, "group")
+        return self
+
+    def co_location_group(self, group: str) -> Any:
+        """Run subtask i of every operator in ``group`` in the same slot."""
+        self._op("co_location_group").co_location_group = _check_name(group, "group")
+        return self
+
+    def disable_chaining(self) -> Any:
+        """Never fuse this operator with its neighbours."""
+        self._op("disable_chaining").chaining = Chaining.NEVER
+        return self
+
+    def start_new_chain(self) -> Any:
+        """Start a new chain at this operator (it may still chain to what follows)."""
+        op = self._op("start_new_chain")
+        if op.chaining is not Chaining.NEVER:
+            op.chaining = Chaining.HEAD
+        return self
+
+
+class Stream(_OperatorOptions):
+    """A stream of records."""
+
+    def __init__(self, job: Job, inputs: list[InputRef], op_id: int | None) -> None:
+        super().__init__(job, op_id)
+        self._inputs = inputs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(job={self._job.name!r}, operator={self._op_id})"
+
+    # -- transformations ----------------------------------------------------------------
+
+    def _then(self, kind: str, default_name: str, **fields: Any) -> Stream:
+        op = self._job._add(kind, self._inputs, default_name=default_name, **fields)
+        return Stream(self._job, [InputRef(op.id, None)], op.id)
+
+    def map(self, fn: Callable[[Any], Any]) -> Stream:
+        """Apply ``fn`` to every record."""
+        _check_fn(fn, "map")
+        return self._then("map", "Map", fn=fn)
+
+    def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Stream:
+        """Replace every record by the records of the iterable ``fn`` returns."""
+        _check_fn(fn, "flat_map")
+        return self._then("flat_map", "FlatMap", fn=fn)
+
+    def filter(self, fn: Callable[[Any], Any]) -> Stream:
+        """Keep the records for which ``fn`` is true."""
+        _check_fn(fn, "filter")
+        return self._then("filter", "Filter", fn=fn)
+
+    def key_by(self, fn: Callable[[Any], Any]) -> KeyedStream:
+        """Partition the stream by ``fn(record)``: equal keys go to the same subtask."""
+        _check_fn(fn, "key_by")
+        inputs = [InputRef(ref.op, Partitioning.HASH, fn) for ref in self._inputs]
+        return KeyedStream(self._job, inputs, self._op_id, fn)
+
+    def union(self, *streams: Stream) -> Stream:
+        """Merge this stream with ``streams`` (records interleave in arrival order)."""
+        inputs = list(self._inputs)
+        for other in streams:
+            if not isinstance(other, Stream):
+                raise GraphError(f"union() expects streams, got {type(other).__name__}")
+            if other._job is not self._job:
+                raise GraphError("union() of streams from different jobs")
+            inputs.extend(other._inputs)
+        return Stream(self._job, inputs, None)
+
+    def sink(self, sink: Sink) -> StreamSink:
+        """Send the stream to ``sink``."""
+        if not isinstance(sink, Sink):
+            raise GraphError(f"sink() expects a mesh.sinks object, got {type(sink).__name__}")
+        op = self._job._add(
+            "sink",
+            self._inputs,
+            sink=sink,
+            default_name=f"Sink: {type(sink).__name__}",
+            description=sink.describe(),
+        )
+        return StreamSink(self._job, op.id)
+
+    # -- partitioning -------------------------------------------------------------------
+
+    def _partitioned(self, partitioning: Partitioning) -> Stream:
+        inputs = [InputRef(ref.op, partitioning) for ref in self._inputs]
+        return Stream(self._job, inputs, self._op_id)
+
+    def forward(self) -> Stream:
+        """Subtask i sends to subtask i of the next operator (needs equal parallelism)."""
+        return self._partitioned(Partitioning.FORWARD)
+
+    def rebalance(self) -> Stream:
+        """Round-robin over all subtasks of the next operator."""
+        return self._partitioned(Partitioning.REBALANCE)
+
+    def rescale(self) -> Stream:
+        """Round-robin over a local subset of the next operator's subtasks."""
+        return self._partitioned(Partitioning.RESCALE)
+
+    def broadcast(self) -> Stream:
+        """Every record to every subtask of the next operator."""
+        return self._partitioned(Partitioning.BROADCAST)
+
+    def shuffle(self) -> Stream:
+        """Each record to a random subtask of the next operator."""
+        return self._partitioned(Partitioning.SHUFFLE)
+
+
+class KeyedStream(Stream):
+    """A stream partitioned by key; keyed operators keep state per key."""
+
+    def __init__(
+        self, job: Job, inputs: list[InputRef], op_id: int | None, key_fn: Callable[[Any], Any]
+    ) -> None:
+        super().__init__(job, inputs, op_id)
+        self._key_fn = key_fn
+
+    def _keyed(self, kind: str, default_name: str, **fields: Any) -> Stream:
+        op = self._job._add(
+            kind, self._inputs, default_name=default_name, key_fn=self._key_fn, **fields
+        )
+        return Stream(self._job, [InputRef(op.id, None)], op.id)
+
+    def reduce(self, fn: Callable[[Any, Any], Any]) -> Stream:
+        """Running reduce per key: emits ``fn(previous, record)`` after every record."""
+        _check_fn(fn, "reduce")
+        return self._keyed("reduce", "Reduce", fn=fn)
+
+    def sum(self, field: str) -> Stream:
+        """Running sum of ``record[field]`` per key; emits the record with the running sum."""
+        return self._keyed("sum", f"Sum({_check_name(field, 'field')})", field_name=field)
+
+    def min(self, field: str) -> Stream:
+        """Running minimum of ``record[field]`` per key; emits the record with it."""
+        return self._keyed("min", f"Min({_check_name(field, 'field')})", field_name=field)
+
+    def max(self, field: str) -> Stream:
+        """Running maximum of ``record[field]`` per key; emits the record with it."""
+        return self._keyed("max", f"Max({_check_name(field, 'field')})", field_name=field)
+
+    def count(self) -> Stream:
+        """Running count per key: emits ``{"key": k, "count": n}`` after every record."""
+        return self._keyed("count", "Count")
+
+
+class StreamSink(_OperatorOptions):
+    """The handle of a sink operator: only operator options apply."""
+
+    def __repr__(self) -> str:
+        return f"StreamSink(job={self._job.name!r}, operator={self._op_id})"

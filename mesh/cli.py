@@ -1,0 +1,477 @@
+"""The ``mesh`` command line.
+
+Exit codes: 0 success, 1 the job failed (or a daemon could not run), 2 a usage,
+configuration or job-file error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import orjson
+import typer
+
+from mesh._version import __version__
+from mesh.errors import ConfigError, GraphError, JobCodeError, MeshError, RemoteError
+
+__all__ = ["app", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="mesh: a distributed stream processor for Python.",
+)
+
+T = TypeVar("T")
+
+CoordinatorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--coordinator",
+        help="coordinator address [env MESH_COORDINATOR; default tcp://127.0.0.1:5550]",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML file with settings (flags win)")
+]
+LogLevelOption = Annotated[
+    str | None, typer.Option("--log-level", help="debug, info, warning or error")
+]
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    _err(f"error: {message}")
+    return typer.Exit(code)
+
+
+def _coordinator_address(flag: str | None) -> str:
+    from mesh.client.client import DEFAULT_COORDINATOR
+    from mesh.transport.sockets import parse_endpoint
+
+    value = flag or os.environ.get("MESH_COORDINATOR") or DEFAULT_COORDINATOR
+    try:
+        return str(parse_endpoint(value))
+    except ValueError as exc:
+        origin = "--coordinator" if flag else "MESH_COORDINATOR"
+        raise _fail(f"coordinator = {value!r} (from {origin}) is not allowed: {exc}", 2) from None
+
+
+def _run_client(address: str, action: Callable[[Any], Awaitable[T]]) -> T:
+    from mesh.client.client import open_client
+
+    async def go() -> T:
+        async with open_client(address, timeout_s=10.0) as client:
+            return await action(client)
+
+    try:
+        return anyio.run(go, backend="asyncio")
+    except TimeoutError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    except RemoteError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+
+
+# -- daemons ---------------------------------------------------------------------------------
+
+
+def _serve(
+    daemon_run: Callable[..., Coroutine[Any, Any, None]], on_ready: Callable[[Any], None]
+) -> None:
+    """Run a daemon until SIGTERM/SIGINT; returns after a clean stop."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            ready = await tg.start(daemon_run)
+            on_ready(ready)
+
+    anyio.run(main, backend="asyncio")
+
+
+@app.command()
+def coordinator(
+    config: ConfigOption = None,
+    bind: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Run a coordinator daemon."""
+    from mesh.config import COORDINATOR_SETTINGS, default_state_dir, resolve_settings
+    from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
+    from mesh.logs import setup_logging
+    from mesh.systemd import notify
+
+    try:
+        s = resolve_settings(
+            COORDINATOR_SETTINGS,
+            "coordinator",
+            flags={"bind": bind, "state_dir": state_dir, "log_level": log_level},
+            config_file=config,
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    setup_logging(s["log_level"], role="coordinator")
+    daemon = Coordinator(
+        CoordinatorConfig(
+            bind=s["bind"],
+            state_dir=s["state_dir"] or default_state_dir("coordinator"),
+            heartbeat_interval_ms=s["heartbeat_interval"],
+            heartbeat_timeout_ms=s["heartbeat_timeout"],
+            placement=s["placement"],
+        )
+    )
+
+    def ready(endpoint: str) -> None:
+        notify(
+            READY=1, MAINPID=os.getpid(), MESH_ENDPOINT=endpoint, STATUS=f"listening on {endpoint}"
+        )
+
+    try:
+        _serve(daemon.run, ready)
+    except OSError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+
+
+@app.command()
+def node(
+    config: ConfigOption = None,
+    coordinator: CoordinatorOption = None,
+    slots: Annotated[int | None, typer.Option(help="slots this node offers")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
+    bind_host: Annotated[str | None, typer.Option(help="interface for data ports")] = None,
+    advertise_host: Annotated[str | None, typer.Option(help="host peers dial")] = None,
+    node_id: Annotated[str | None, typer.Option(help="stable node id")] = None,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Run a node daemon."""
+    from mesh.config import NODE_SETTINGS, default_state_dir, resolve_settings
+    from mesh.logs import setup_logging
+    from mesh.node.daemon import Node, NodeConfig
+    from mesh.protocol.messages import PeerAddress
+    from mesh.systemd import notify
+
+    try:
+        s = resolve_settings(
+            NODE_SETTINGS,
+            "node",
+            flags={
+                "coordinator": coordinator,
+                "slots": slots,
+                "state_dir": state_dir,
+                "bind_host": bind_host,
+                "advertise_host": advertise_host,
+                "node_id": node_id,
+                "log_level": log_level,
+            },
+            config_file=config,
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    setup_logging(s["log_level"], role="node")
+    daemon = Node(
+        NodeConfig(
+            coordinator=s["coordinator"],
+            slots=s["slots"],
+            state_dir=s["state_dir"] or default_state_dir("node"),
+            bind_host=s["bind_host"],
+            advertise_host=s["advertise_host"],
+            node_id=s["node_id"],
+        )
+    )
+
+    def ready(address: PeerAddress) -> None:
+        notify(
+            READY=1,
+            MAINPID=os.getpid(),
+            MESH_NODE_ID=address.node_id,
+            MESH_DATA_ENDPOINT=address.data_endpoint,
+            MESH_CONTROL_ENDPOINT=address.control_endpoint,
+            STATUS=f"node {address.node_id} registered",
+        )
+
+    try:
+        _serve(daemon.run, ready)
+    except (OSError, MeshError) as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+def _prepare(job_file: Path, job: str | None, parallelism: int | None) -> Any:
+    from mesh.client.client import prepare_submission
+
+    if parallelism is not None and parallelism < 1:
+        raise _fail(f"--parallelism must be >= 1, got {parallelism}", EXIT_USAGE)
+    try:
+        return prepare_submission(job_file, job_name=job, parallelism=parallelism)
+    except (JobCodeError, GraphError) as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
+@app.command()
+def submit(
+    job_file: Annotated[Path, typer.Argument(help="the job's Python file")],
+    job: Annotated[str | None, typer.Option(help="which Job, if the file has several")] = None,
+    parallelism: Annotated[int | None, typer.Option(help="default parallelism")] = None,
+    coordinator: CoordinatorOption = None,
+) -> None:
+    """Submit a job to a running cluster; prints the job id on the last line."""
+    address = _coordinator_address(coordinator)
+    submission = _prepare(job_file, job, parallelism)
+    job_id = _run_client(address, lambda c: c.submit(submission))
+    typer.echo(job_id)
+
+
+@app.command("list")
+def list_jobs(
+    coordinator: CoordinatorOption = None,
+    json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """One line per job: id, name, state, uptime."""
+    from mesh.client.render import format_jobs
+
+    jobs = _run_client(_coordinator_address(coordinator), lambda c: c.list_jobs())
+    typer.echo(orjson.dumps(jobs).decode() if json else format_jobs(jobs))
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="job id (a unique prefix is enough)")],
+    coordinator: CoordinatorOption = None,
+    json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh until the job ends")] = False,
+) -> None:
+    """One job's graph, placement (node/slot per subtask) and record counts."""
+    from mesh.client.render import format_status
+
+    address = _coordinator_address(coordinator)
+
+    def show(st: dict[str, Any]) -> None:
+        if json:
+            typer.echo(orjson.dumps(st).decode())
+        else:
+            if watch and sys.stdout.isatty():
+                typer.echo("\x1b[2J\x1b[H", nl=False)
+            typer.echo(format_status(st))
+
+    async def watch_loop(client: Any) -> None:
+        while True:
+            st = await client.status(job_id)
+            show(st)
+            if not watch or st["state"] in ("FINISHED", "CANCELED", "FAILED"):
+                return
+            await anyio.sleep(1.0)
+
+    try:
+        _run_client(address, watch_loop)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="job id (a unique prefix is enough)")],
+    coordinator: CoordinatorOption = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the job to stop")] = 30.0,
+) -> None:
+    """Stop a job and wait until it is stopped (its slots are free again)."""
+    address = _coordinator_address(coordinator)
+
+    async def go(client: Any) -> str:
+        await client.cancel(job_id)
+        with anyio.move_on_after(timeout):
+            while True:
+                st = await client.status(job_id)
+                if st["state"] in ("FINISHED", "CANCELED", "FAILED"):
+                    return f"job {st['job_id']} {st['state']}"
+                await anyio.sleep(0.2)
+        return f"job {job_id} still stopping after {timeout:g}s"
+
+    typer.echo(_run_client(address, go))
+
+
+@app.command()
+def nodes(
+    coordinator: CoordinatorOption = None,
+    json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Registered nodes with their slots and last heartbeat."""
+    from mesh.client.render import format_nodes
+
+    found = _run_client(_coordinator_address(coordinator), lambda c: c.nodes())
+    typer.echo(orjson.dumps(found).decode() if json else format_nodes(found))
+
+
+@app.command()
+def run(
+    job_file: Annotated[Path, typer.Argument(help="the job's Python file")],
+    job: Annotated[str | None, typer.Option(help="which Job, if the file has several")] = None,
+    nodes: Annotated[int, typer.Option(help="node processes to start")] = 2,
+    slots: Annotated[int | None, typer.Option(help="slots per node (default: enough)")] = None,
+    parallelism: Annotated[int | None, typer.Option(help="default parallelism")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="keep the cluster's state and logs here")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
+) -> None:
+    """Run a job on an embedded local cluster and wait for it to end."""
+    from mesh.client.local_cluster import LocalCluster
+    from mesh.coordinator.scheduler import slots_needed
+    from mesh.graph.execution import build_execution_graph
+    from mesh.graph.logical import LogicalGraph
+
+    if nodes < 1:
+        raise _fail(f"--nodes must be >= 1, got {nodes}", EXIT_USAGE)
+    if slots is not None and slots < 1:
+        raise _fail(f"--slots must be >= 1, got {slots}", EXIT_USAGE)
+    submission = _prepare(job_file, job, parallelism)
+    needed = sum(
+        slots_needed(build_execution_graph(LogicalGraph.from_dict(submission.graph))).values()
+    )
+    per_node = slots or max(1, math.ceil(needed / nodes))
+    temp_dir = None if state_dir else tempfile.mkdtemp(prefix="mesh-run-")
+    directory = state_dir or Path(temp_dir or ".")
+    cluster = LocalCluster(nodes=nodes, slots=per_node, state_dir=directory, log_level="info")
+    code = EXIT_FAILED
+    try:
+        try:
+            cluster.start()
+        except MeshError as exc:
+            raise _fail(str(exc), EXIT_FAILED) from None
+        if not quiet:
+            _err(
+                f"local cluster: coordinator {cluster.address}, "
+                f"{nodes} node(s) x {per_node} slot(s)"
+            )
+        code = anyio.run(_drive, cluster.address, submission, quiet, backend="asyncio")
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    finally:
+        cluster.stop()
+        if temp_dir and code == EXIT_OK:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        elif not quiet and code != EXIT_OK:
+            _err(f"daemon logs: {cluster.log_dir}")
+    raise typer.Exit(code)
+
+
+async def _drive(address: str, submission: Any, quiet: bool) -> int:
+    """Submit, show progress, print results; returns the exit code."""
+    from mesh.client.client import open_client
+    from mesh.client.render import format_progress
+    from mesh.time.durations import format_duration
+
+    tty = sys.stderr.isatty()
+    async with open_client(address) as client:
+        try:
+            job_id = await client.submit(submission)
+        except RemoteError as exc:
+            _err(f"error: {exc}")
+            return EXIT_FAILED
+        if not quiet:
+            _err(f"job {job_id} ({submission.job_name}) submitted")
+        collected: list[Any] = []
+        offset = 0
+        interrupted = False
+        last_line = 0.0
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+
+                async def on_signal() -> None:
+                    nonlocal interrupted
+                    async for _ in signals:
+                        interrupted = True
+                        _err("\ninterrupted: cancelling the job ...")
+                        await client.cancel(job_id)
+                        return
+
+                tg.start_soon(on_signal)
+                while True:
+                    st = await client.status(job_id)
+                    records, offset, _ = await client.fetch_collected(job_id, offset)
+                    collected.extend(records)
+                    now = anyio.current_time()
+                    if not quiet and (tty or now - last_line >= 5.0):
+                        _err(
+                            ("\r" if tty else "") + format_progress(st) + ("" if tty else "\n"),
+                        )
+                        last_line = now
+                    if st["state"] in ("FINISHED", "CANCELED", "FAILED"):
+                        break
+                    await anyio.sleep(0.5)
+                tg.cancel_scope.cancel()
+        while True:
+            records, offset, complete = await client.fetch_collected(job_id, offset)
+            collected.extend(records)
+            if complete or not records:
+                break
+    if not quiet and tty:
+        _err("")
+    for record in collected:
+        sys.stdout.write(orjson.dumps(record).decode() + "\n")
+    sys.stdout.flush()
+    state = st["state"]
+    elapsed = format_duration(st["uptime_ms"])
+    totals = st["totals"]
+    _err(
+        f"job {job_id} ({st['name']}) {state} after {elapsed}: "
+        f"{totals['records_in']:,} records in, {totals['records_out']:,} out"
+    )
+    for sink in st.get("sinks", []):
+        if sink.get("type") == "JsonLines":
+            directory = Path(submission.base_dir) / sink["directory"]
+            parts = sorted(directory.glob(f"part-{job_id}-*.jsonl"))
+            _err(f"results: {directory}/ ({len(parts)} part file(s) part-{job_id}-*.jsonl)")
+        elif sink.get("type") == "Collect":
+            _err(f"results: {len(collected)} collected record(s) printed on stdout")
+    if state == "FAILED":
+        _err(f"\n{st.get('error') or 'the job failed'}")
+        return EXIT_FAILED
+    if interrupted or state == "CANCELED":
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mesh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
+) -> None:
+    """mesh: a distributed stream processor for Python."""
+
+
+def main() -> None:
+    """The console script."""
+    app()

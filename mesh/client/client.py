@@ -1,0 +1,113 @@
+"""Talking to a coordinator from a client (the CLI, tests, notebooks)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mesh.api.loader import load_job
+from mesh.client.bundle import make_bundle
+from mesh.errors import RemoteError
+from mesh.protocol.messages import (
+    Ack,
+    CancelJob,
+    CollectedReply,
+    FetchCollected,
+    GetJobStatus,
+    JobList,
+    JobStatusReply,
+    ListJobs,
+    ListNodes,
+    NodeList,
+    SubmitJob,
+    SubmitReply,
+)
+from mesh.transport.control import ControlConnection
+from mesh.transport.sockets import SocketFactory, SocketKind
+
+__all__ = ["DEFAULT_COORDINATOR", "CoordinatorClient", "open_client", "prepare_submission"]
+
+DEFAULT_COORDINATOR = "tcp://127.0.0.1:5550"
+
+
+def prepare_submission(
+    job_file: str | Path,
+    *,
+    job_name: str | None = None,
+    parallelism: int | None = None,
+    base_dir: str | Path | None = None,
+) -> SubmitJob:
+    """Import the job file, build its graph, and pack it for submission."""
+    job = load_job(job_file, job_name)
+    build_args: dict[str, Any] = {}
+    if parallelism is not None:
+        build_args["parallelism"] = parallelism
+    built = job.build(**build_args)
+    bundle, entry = make_bundle(job_file)
+    return SubmitJob(
+        graph=built.graph.to_dict(),
+        job_name=job.name,
+        entry=entry,
+        build_args=build_args,
+        base_dir=str(Path(base_dir or os.getcwd()).resolve()),
+        bundle=bundle,
+    )
+
+
+class CoordinatorClient:
+    """Requests to one coordinator."""
+
+    def __init__(self, connection: ControlConnection, timeout_s: float) -> None:
+        self._conn = connection
+        self.timeout_s = timeout_s
+
+    async def _request(self, msg: Any, expected: type[Any]) -> Any:
+        reply = await self._conn.request(msg, timeout_s=self.timeout_s)
+        if not isinstance(reply, expected):
+            raise RemoteError(f"unexpected reply {type(reply).__name__} to {type(msg).__name__}")
+        return reply
+
+    async def submit(self, submission: SubmitJob) -> str:
+        """Submit a job; returns its id."""
+        reply: SubmitReply = await self._request(submission, SubmitReply)
+        return reply.job_id
+
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        """One summary per job."""
+        reply: JobList = await self._request(ListJobs(), JobList)
+        return reply.jobs
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        """A job's status."""
+        reply: JobStatusReply = await self._request(GetJobStatus(job_id=job_id), JobStatusReply)
+        return reply.status
+
+    async def cancel(self, job_id: str) -> str:
+        """Ask the coordinator to cancel a job."""
+        reply: Ack = await self._request(CancelJob(job_id=job_id), Ack)
+        return reply.detail
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """One summary per registered node."""
+        reply: NodeList = await self._request(ListNodes(), NodeList)
+        return reply.nodes
+
+    async def fetch_collected(self, job_id: str, offset: int) -> tuple[list[Any], int, bool]:
+        """Records collected from ``offset`` on: (records, next offset, complete)."""
+        reply: CollectedReply = await self._request(
+            FetchCollected(job_id=job_id, offset=offset), CollectedReply
+        )
+        return orjson.loads(reply.records), reply.next_offset, reply.complete
+
+
+@asynccontextmanager
+async def open_client(address: str, *, timeout_s: float = 10.0) -> AsyncIterator[CoordinatorClient]:
+    """A client of the coordinator at ``address``, closed on exit."""
+    with SocketFactory() as factory:
+        sock = factory.connect(SocketKind.DEALER, address)
+        yield CoordinatorClient(ControlConnection(sock, peer=f"coordinator {address}"), timeout_s)

@@ -1,0 +1,242 @@
+"""An embedded cluster on this machine: a coordinator and N nodes as subprocesses.
+
+``mesh run`` and the integration tests use it. Daemons bind free ports on 127.0.0.1 and
+report them, once ready, over the sd_notify protocol to a socket this process listens
+on. They run in their own session (a Ctrl-C in the terminal reaches only the client,
+which then stops them in order) and, on Linux, are killed if this process dies.
+Their stderr goes to log files under ``<state_dir>/logs``; stdout (``Print`` sinks)
+is inherited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from mesh.errors import MeshError
+from mesh.systemd import NotifyListener
+
+__all__ = ["DaemonProcess", "LocalCluster"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass(eq=False)
+class DaemonProcess:
+    """One daemon the cluster started."""
+
+    role: str
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    ready: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the daemon's log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalCluster:
+    """Starts, tracks and stops a coordinator and nodes on 127.0.0.1."""
+
+    def __init__(
+        self,
+        *,
+        nodes: int = 2,
+        slots: int = 2,
+        state_dir: str | Path,
+        env: dict[str, str] | None = None,
+        coordinator_args: list[str] | None = None,
+        node_args: list[str] | None = None,
+        log_level: str = "info",
+        stdout: IO[bytes] | int | None = None,
+    ) -> None:
+        if nodes < 1:
+            raise MeshError(f"a local cluster needs at least one node, got {nodes}")
+        self.node_count = nodes
+        self.slots = slots
+        self.state_dir = Path(state_dir).resolve()
+        self.log_dir = self.state_dir / "logs"
+        self._env = dict(env or {})
+        self._coordinator_args = coordinator_args or []
+        self._node_args = node_args or []
+        self._log_level = log_level
+        self._stdout = stdout
+        self._listener: NotifyListener | None = None
+        self.coordinator: DaemonProcess | None = None
+        self.nodes: list[DaemonProcess] = []
+        self.address = ""
+        self._node_counter = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start the coordinator, then the nodes; return once all are ready."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._listener = NotifyListener()
+        try:
+            self.coordinator = self._spawn(
+                "coordinator",
+                "coordinator",
+                [
+                    "coordinator",
+                    "--bind",
+                    "tcp://127.0.0.1:0",
+                    "--state-dir",
+                    str(self.state_dir / "coordinator"),
+                    *self._coordinator_args,
+                ],
+            )
+            self._wait_ready([self.coordinator], timeout_s)
+            self.address = self.coordinator.ready["MESH_ENDPOINT"]
+            for _ in range(self.node_count):
+                self.add_node(wait=False)
+            self._wait_ready(self.nodes, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def add_node(
+        self, *, slots: int | None = None, wait: bool = True, timeout_s: float = 30.0
+    ) -> DaemonProcess:
+        """Start one more node (ready on return unless ``wait`` is False)."""
+        self._node_counter += 1
+        name = f"node-{self._node_counter}"
+        node = self._spawn(
+            "node",
+            name,
+            [
+                "node",
+                "--coordinator",
+                self.address,
+                "--slots",
+                str(slots or self.slots),
+                "--state-dir",
+                str(self.state_dir / name),
+                "--node-id",
+                name,
+                *self._node_args,
+            ],
+        )
+        self.nodes.append(node)
+        if wait:
+            self._wait_ready([node], timeout_s)
+        return node
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop every daemon (SIGTERM, then SIGKILL after ``timeout_s``); idempotent."""
+        daemons = [*self.nodes, *([self.coordinator] if self.coordinator else [])]
+        for daemon in daemons:
+            if daemon.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    daemon.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for daemon in daemons:
+            try:
+                daemon.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()
+                daemon.process.wait()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _spawn(self, role: str, name: str, args: list[str]) -> DaemonProcess:
+        assert self._listener is not None
+        env = {**os.environ, **self._env, "NOTIFY_SOCKET": self._listener.path}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        for key in [k for k in env if k.startswith("MESH_") and k not in self._env]:
+            del env[key]  # the parent's settings must not leak into embedded daemons
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mesh", *args, "--log-level", self._log_level],
+                stdin=subprocess.DEVNULL,
+                stdout=self._stdout,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        return DaemonProcess(role=role, name=name, process=process, log_path=log_path)
+
+    def _wait_ready(self, daemons: list[DaemonProcess], timeout_s: float) -> None:
+        assert self._listener is not None
+        pending = {str(d.pid): d for d in daemons if not d.ready}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            for daemon in pending.values():
+                if not daemon.alive():
+                    raise MeshError(
+                        f"{daemon.name} exited with code {daemon.process.returncode} before it "
+                        f"was ready; its log ({daemon.log_path}) ends with:\n{daemon.log_tail()}"
+                    )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                names = ", ".join(d.name for d in pending.values())
+                raise MeshError(f"{names} not ready within {timeout_s:g}s (logs in {self.log_dir})")
+            readable, _, _ = select.select([self._listener], [], [], min(remaining, 0.2))
+            if not readable:
+                continue
+            fields = self._listener.receive(0)
+            if fields and fields.get("READY") == "1":
+                pid = fields.get("MAINPID", "")
+                if pid in pending:
+                    pending.pop(pid).ready = fields
+
+    def kill(self, daemon: DaemonProcess, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to a daemon (for fault injection)."""
+        daemon.process.send_signal(sig)
+
+    def describe(self) -> dict[str, Any]:
+        """Pids and addresses, for people and tests."""
+        return {
+            "coordinator": self.address,
+            "nodes": [{"name": n.name, "pid": n.pid, **n.ready} for n in self.nodes],
+            "logs": str(self.log_dir),
+        }

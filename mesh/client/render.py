@@ -1,0 +1,95 @@
+"""Rendering job and node information for people (the JSON forms are the raw data)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.time.durations import format_duration
+
+__all__ = ["format_jobs", "format_nodes", "format_progress", "format_status"]
+
+
+def _count(n: float) -> str:
+    return f"{int(n):,}"
+
+
+def format_progress(status: dict[str, Any]) -> str:
+    """One line: state, elapsed, records in/out and their rates."""
+    totals = status["totals"]
+    return (
+        f"[{status['state']:<10}] {format_duration(status['uptime_ms']):>7}  "
+        f"in {_count(totals['records_in'])} ({_count(totals['in_rate'])}/s)  "
+        f"out {_count(totals['records_out'])} ({_count(totals['out_rate'])}/s)"
+    )
+
+
+def _table(rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def format_jobs(jobs: list[dict[str, Any]]) -> str:
+    """``mesh list``: one line per job."""
+    rows = [["JOB ID", "NAME", "STATE", "UPTIME"]]
+    for job in jobs:
+        rows.append([job["job_id"], job["name"], job["state"], format_duration(job["uptime_ms"])])
+    return _table(rows)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """``mesh status``: the job, its graph, placement and per-subtask counts."""
+    lines = [
+        f"job {status['job_id']} ({status['name']}): {status['state']}, "
+        f"up {format_duration(status['uptime_ms'])}, attempt {status['attempt']}",
+        format_progress(status),
+    ]
+    if status.get("error"):
+        lines += ["", "error:", status["error"]]
+    lines += ["", "graph:"]
+    for task in status["tasks"]:
+        lines.append(f"  task {task['id']}: {task['name']}  (parallelism {task['parallelism']})")
+    for edge in status["edges"]:
+        lines.append(f"  task {edge['source']} -> task {edge['target']}: {edge['partitioning']}")
+    rows = [["SUBTASK", "NAME", "NODE", "SLOT", "STATE", "IN", "OUT", "IN/S", "OUT/S", "BP ms"]]
+    for task in status["tasks"]:
+        for sub in task["subtasks"]:
+            rows.append(
+                [
+                    sub["subtask"],
+                    f"{task['name']} ({sub['index'] + 1}/{task['parallelism']})",
+                    str(sub["node"]),
+                    str(sub["slot"]),
+                    sub["state"],
+                    _count(sub["records_in"]),
+                    _count(sub["records_out"]),
+                    _count(sub["in_rate"]),
+                    _count(sub["out_rate"]),
+                    _count(sub["backpressure_ms"]),
+                ]
+            )
+    lines += ["", "placement and records:", _table(rows)]
+    return "\n".join(lines)
+
+
+def format_nodes(nodes: list[dict[str, Any]]) -> str:
+    """``mesh nodes``: one line per node."""
+    rows = [["NODE", "HOST", "PID", "SLOTS", "FREE", "LAST HEARTBEAT", "RSS MiB", "JOBS"]]
+    for node in nodes:
+        rows.append(
+            [
+                node["node_id"],
+                node["host"],
+                str(node["pid"]),
+                str(node["slots"]),
+                str(node["free"]),
+                f"{format_duration(node['last_heartbeat_ms_ago'])} ago",
+                f"{node['rss_bytes'] / 1048576:.0f}",
+                ",".join(node["jobs"]) or "-",
+            ]
+        )
+    return _table(rows)

@@ -1,0 +1,181 @@
+"""Daemon settings from flags, ``MESH_*`` environment variables and TOML files.
+
+Precedence: flag > environment > file > default. A file may hold the keys at top level
+or in a table named after the daemon (``[node]``, ``[coordinator]``). Every value is
+checked when the daemon starts; a bad one raises ``ConfigError`` with one line naming
+the key, where the value came from, the value, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mesh.errors import ConfigError
+from mesh.time.durations import parse_duration
+from mesh.transport.sockets import parse_endpoint
+
+__all__ = [
+    "COORDINATOR_SETTINGS",
+    "NODE_SETTINGS",
+    "Setting",
+    "default_state_dir",
+    "resolve_settings",
+]
+
+
+def default_state_dir(role: str) -> Path:
+    """``$XDG_STATE_HOME/mesh/<role>`` (``~/.local/state/mesh/<role>``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mesh" / role
+
+
+def _endpoint(bind: bool) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        return str(parse_endpoint(str(value), allow_wildcard_port=bind))
+
+    return parse
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer >= 1")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected an integer >= 1") from None
+    if number < 1 or (isinstance(value, float) and value != number):
+        raise ValueError("expected an integer >= 1")
+    return number
+
+
+def _duration(value: Any) -> int:
+    ms = parse_duration(value)
+    if ms <= 0:
+        raise ValueError("expected a duration above zero, like 500ms or 2s")
+    return ms
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _text(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("expected a non-empty string")
+    return text
+
+
+def _path(value: Any) -> Path:
+    return Path(_text(value)).expanduser()
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configurable key."""
+
+    key: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return "MESH_" + self.key.upper()
+
+
+_LOG_LEVEL = Setting(
+    "log_level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"
+)
+
+COORDINATOR_SETTINGS = (
+    Setting("bind", _endpoint(bind=True), "tcp://127.0.0.1:5550", "address to listen on"),
+    Setting("state_dir", _path, None, "directory for the coordinator's state"),
+    Setting("heartbeat_interval", _duration, 1000, "how often nodes report"),
+    Setting("heartbeat_timeout", _duration, 5000, "silence after which a node is lost"),
+    Setting("placement", _choice("spread", "pack"), "spread", "how subtasks fill nodes"),
+    _LOG_LEVEL,
+)
+
+NODE_SETTINGS = (
+    Setting("coordinator", _endpoint(bind=False), "tcp://127.0.0.1:5550", "coordinator address"),
+    Setting("slots", _positive_int, 1, "slots offered"),
+    Setting("state_dir", _path, None, "directory for the node's state"),
+    Setting("bind_host", _text, "127.0.0.1", "interface for the data and credit ports"),
+    Setting("advertise_host", _text, None, "host name peers use to reach this node"),
+    Setting("node_id", _text, None, "stable id of this node (default: host-pid)"),
+    _LOG_LEVEL,
+)
+
+
+def _load_file(path: Path, role: str, allowed: set[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    values: dict[str, Any] = {}
+    other_roles = {"node", "coordinator"} - {role}
+    for key, value in data.items():
+        if key == role and isinstance(value, dict):
+            values.update(value)
+        elif key in other_roles and isinstance(value, dict):
+            continue
+        else:
+            values[key] = value
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(
+                f"{path}: unknown key {key!r} for a {role} (allowed: {', '.join(sorted(allowed))})"
+            )
+    return values
+
+
+def resolve_settings(
+    settings: tuple[Setting, ...],
+    role: str,
+    *,
+    flags: Mapping[str, Any],
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Every setting's value, from flags, env, file, then defaults, each validated."""
+    env = os.environ if env is None else env
+    by_key = {s.key: s for s in settings}
+    file_values = (
+        _load_file(Path(config_file), role, set(by_key)) if config_file is not None else {}
+    )
+    resolved: dict[str, Any] = {}
+    for setting in settings:
+        if flags.get(setting.key) is not None:
+            raw, origin = flags[setting.key], f"--{setting.key.replace('_', '-')}"
+        elif setting.env in env:
+            raw, origin = env[setting.env], setting.env
+        elif setting.key in file_values:
+            raw, origin = file_values[setting.key], f"{config_file}"
+        else:
+            resolved[setting.key] = setting.default
+            continue
+        try:
+            resolved[setting.key] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{setting.key} = {raw!r} (from {origin}) is not allowed: {exc}"
+            ) from None
+    return resolved

@@ -1,0 +1,1 @@
+"""The coordinator: node registry, job registry, scheduler, and job lifecycle."""

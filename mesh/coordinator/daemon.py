@@ -1,0 +1,410 @@
+"""The coordinator daemon (Flink's JobManager): nodes, jobs, scheduling, lifecycle.
+
+One ROUTER socket serves nodes (register, heartbeat, deploy results, task updates,
+collected records) and clients (submit, list, status, cancel, fetch results). Each
+message is handled to completion on the event loop; nothing is awaited in between
+except sends, so the registries are never seen half-updated.
+
+A job goes: submit → schedule (slots, or a clear error) → deploy to every node →
+(all nodes ready) start → every subtask finished → FINISHED. A failed subtask, a
+failed deploy or a lost node fails the job and cancels what is left of it; a user's
+cancel stops every subtask, keeping what sinks wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import orjson
+
+from mesh._version import __version__
+from mesh.coordinator.jobs import IllegalTransition, JobRecord, JobState
+from mesh.coordinator.registry import NodeInfo, NodeRegistry
+from mesh.coordinator.scheduler import schedule
+from mesh.errors import FrameError, MeshError, SchedulingError
+from mesh.graph.execution import build_execution_graph
+from mesh.graph.logical import LogicalGraph
+from mesh.protocol import codec
+from mesh.protocol.messages import (
+    Ack,
+    CancelJob,
+    CancelTasks,
+    CollectBatch,
+    CollectedReply,
+    DeployResult,
+    DeployTasks,
+    ErrorReply,
+    FetchCollected,
+    GetJobStatus,
+    Heartbeat,
+    JobList,
+    JobStatusReply,
+    ListJobs,
+    ListNodes,
+    NodeList,
+    PeerAddress,
+    RegisterNode,
+    RegisterReply,
+    StartTasks,
+    SubmitJob,
+    SubmitReply,
+    TaskUpdate,
+)
+from mesh.time.clock import Clock, SystemClock
+from mesh.transport.sockets import Outbox, SocketFactory, SocketKind
+
+__all__ = ["Coordinator", "CoordinatorConfig"]
+
+log = logging.getLogger("mesh.coordinator")
+
+# Most records one FetchCollected reply carries (the client asks again for more).
+_COLLECT_BATCHES_PER_REPLY = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """Settings of a coordinator daemon."""
+
+    bind: str = "tcp://127.0.0.1:5550"
+    state_dir: Path = Path(".mesh/coordinator")
+    heartbeat_interval_ms: int = 1000
+    heartbeat_timeout_ms: int = 5000
+    placement: str = "spread"
+    cancel_timeout_ms: int = 10_000
+    exclusive_credits: int = 2
+    floating_credits: int = 8
+    buffer_records: int = 1024
+
+
+class Coordinator:
+    """A coordinator daemon."""
+
+    def __init__(self, config: CoordinatorConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.nodes = NodeRegistry()
+        self.jobs: dict[str, JobRecord] = {}
+        self.endpoint: str | None = None
+        self.wire_errors = 0
+        self._outbox: Outbox | None = None
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; ``task_status.started(endpoint)`` once bound."""
+        with SocketFactory() as factory:
+            router = factory.bind(SocketKind.ROUTER, self.config.bind)
+            self.endpoint = router.endpoint
+            self._outbox = Outbox(router)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._outbox.pump)
+                tg.start_soon(self._monitor)
+                log.info("coordinator listening on %s", router.endpoint)
+                task_status.started(router.endpoint)
+                while True:
+                    frames = router.recv_nowait()
+                    if frames is None:
+                        await router.wait_readable()
+                        continue
+                    try:
+                        self._on_frames(frames)
+                    except Exception:  # a bug must not take the cluster down
+                        log.exception("error while handling a message")
+                    await anyio.lowlevel.checkpoint()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _send(self, identity: bytes, msg: Any, rid: str | None = None) -> None:
+        assert self._outbox is not None
+        self._outbox.send([identity, *codec.encode(msg, rid=rid)])
+
+    def _send_to_node(self, node_id: str, msg: Any) -> None:
+        node = self.nodes.get(node_id)
+        if node is None:
+            log.warning("cannot send %s to node %s: not registered", type(msg).__name__, node_id)
+            return
+        self._send(node.identity, msg)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        identity, body = frames[0], frames[1:]
+        try:
+            envelope = codec.decode(body)
+        except FrameError as exc:
+            self.wire_errors += 1
+            if self.wire_errors <= 20 or self.wire_errors % 1000 == 0:
+                peer = identity.decode("utf-8", "replace")
+                log.warning("dropped a malformed message from %r: %s", peer, exc)
+            return
+        msg, rid = envelope.message, envelope.rid
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            self._send(identity, ErrorReply(f"unexpected message {msg.TYPE}", "bad_request"), rid)
+            return
+        try:
+            reply = handler(self, identity, msg)
+        except MeshError as exc:
+            reply = ErrorReply(str(exc), type(exc).__name__)
+        if reply is not None:
+            self._send(identity, reply, rid)
+
+    def now(self) -> int:
+        """Wall clock, epoch ms."""
+        return self.clock.now_ms()
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    def _on_register(self, identity: bytes, msg: RegisterNode) -> RegisterReply:
+        if msg.version != __version__:
+            return RegisterReply(
+                ok=False,
+                error=f"node runs mesh {msg.version}, coordinator runs {__version__}",
+            )
+        if msg.slots < 1:
+            return RegisterReply(ok=False, error=f"a node needs at least 1 slot, got {msg.slots}")
+        now = self.clock.monotonic_ms()
+        previous = self.nodes.register(
+            NodeInfo(
+                node_id=msg.node_id,
+                identity=identity,
+                slots=msg.slots,
+                address=PeerAddress(msg.node_id, msg.data_endpoint, msg.control_endpoint),
+                host=msg.host,
+                pid=msg.pid,
+                registered_ms=now,
+                last_heartbeat_ms=now,
+            )
+        )
+        if previous is not None and previous.pid != msg.pid:
+            self._node_gone(previous, "restarted")
+        log.info("node %s registered: %d slot(s) at %s", msg.node_id, msg.slots, msg.data_endpoint)
+        return RegisterReply(ok=True, heartbeat_interval_ms=self.config.heartbeat_interval_ms)
+
+    def _on_heartbeat(self, identity: bytes, msg: Heartbeat) -> None:
+        now = self.clock.monotonic_ms()
+        if not self.nodes.heartbeat(
+            msg.node_id, now, rss_bytes=msg.rss_bytes, wire_errors=msg.wire_errors
+        ):
+            log.warning("heartbeat from unregistered node %s", msg.node_id)
+            return
+        for job_id, metrics in msg.tasks.items():
+            job = self.jobs.get(job_id)
+            if job is None or job.done:
+                continue
+            for m in metrics:
+                job.update_metrics(m, now, from_heartbeat=True)
+
+    async def _monitor(self) -> None:
+        """Finds lost nodes and overdue cancellations."""
+        while True:
+            await self.clock.sleep_ms(min(self.config.heartbeat_interval_ms, 500))
+            now = self.clock.monotonic_ms()
+            for node_id in self.nodes.expired(now, self.config.heartbeat_timeout_ms):
+                node = self.nodes.get(node_id)
+                if node is not None:
+                    self._node_gone(node, f"no heartbeat for {self.config.heartbeat_timeout_ms} ms")
+            for job in list(self.jobs.values()):
+                if job.state is JobState.CANCELLING and now > job.cancel_deadline_ms:
+                    log.warning("job %s: cancellation timed out; marking it CANCELED", job.job_id)
+                    self._end(job, JobState.CANCELED)
+
+    def _node_gone(self, node: NodeInfo, why: str) -> None:
+        if self.nodes.get(node.node_id) is node:
+            self.nodes.remove(node.node_id)
+        log.warning("node %s lost: %s", node.node_id, why)
+        for job in list(self.jobs.values()):
+            if not job.done and node.node_id in job.nodes:
+                self._fail(job, f"node {node.node_id} ({node.host}, pid {node.pid}) lost: {why}")
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def _new_job_id(self) -> str:
+        while True:
+            job_id = secrets.token_hex(8)
+            if job_id not in self.jobs:
+                return job_id
+
+    def _on_submit(self, identity: bytes, msg: SubmitJob) -> SubmitReply | ErrorReply:
+        graph = LogicalGraph.from_dict(msg.graph)
+        eg = build_execution_graph(graph)
+        job = JobRecord(job_id=self._new_job_id(), submission=msg, graph=eg, created_ms=self.now())
+        self.jobs[job.job_id] = job
+        log.info("job %s (%s) submitted", job.job_id, job.name)
+        job.transition(JobState.SCHEDULING)
+        try:
+            assignments = schedule(
+                eg,
+                self.nodes.free_slots(),
+                {n.node_id: n.slots for n in self.nodes.nodes.values()},
+                placement=self.config.placement,
+            )
+        except SchedulingError as exc:
+            self._fail(job, f"cannot schedule job {job.name!r}: {exc}")
+            return ErrorReply(f"job {job.job_id}: {exc}", "not_enough_slots")
+        job.assignments = assignments
+        self.nodes.allocate(job.job_id, assignments)
+        self._deploy(job)
+        return SubmitReply(job_id=job.job_id)
+
+    def _deploy(self, job: JobRecord) -> None:
+        msg = job.submission
+        peers = [self.nodes.nodes[n].address for n in sorted(job.nodes)]
+        credits = {
+            "exclusive": self.config.exclusive_credits,
+            "floating": self.config.floating_credits,
+            "buffer_records": self.config.buffer_records,
+        }
+        job.deploy_pending = set(job.nodes)
+        for node_id in sorted(job.nodes):
+            self._send_to_node(
+                node_id,
+                DeployTasks(
+                    job_id=job.job_id,
+                    attempt=job.attempt,
+                    graph=msg.graph,
+                    fingerprint=job.graph.logical.fingerprint(),
+                    job_name=msg.job_name,
+                    entry=msg.entry,
+                    build_args=msg.build_args,
+                    base_dir=msg.base_dir,
+                    assignments=job.assignments,
+                    peers=peers,
+                    credits=credits,
+                    bundle=msg.bundle,
+                ),
+            )
+
+    def _job_for(self, job_id: str, attempt: int) -> JobRecord | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.attempt != attempt:
+            return None
+        return job
+
+    def _on_deploy_result(self, identity: bytes, msg: DeployResult) -> None:
+        job = self._job_for(msg.job_id, msg.attempt)
+        if job is None or job.state is not JobState.SCHEDULING:
+            return
+        if not msg.ok:
+            self._fail(job, msg.error or f"deploy failed on node {msg.node_id}")
+            return
+        job.deploy_pending.discard(msg.node_id)
+        if not job.deploy_pending:
+            job.transition(JobState.RUNNING)
+            job.started_ms = self.now()
+            for node_id in sorted(job.nodes):
+                self._send_to_node(node_id, StartTasks(job_id=job.job_id, attempt=job.attempt))
+            log.info("job %s (%s) running on %d node(s)", job.job_id, job.name, len(job.nodes))
+
+    def _on_task_update(self, identity: bytes, msg: TaskUpdate) -> None:
+        job = self._job_for(msg.job_id, msg.attempt)
+        if job is None:
+            return
+        job.update_metrics(msg.metrics, self.clock.monotonic_ms(), from_heartbeat=False)
+        if job.done:
+            return
+        state = msg.metrics.state
+        if state == "FAILED":
+            self._fail(job, msg.error or f"subtask {msg.metrics.subtask} failed")
+        elif job.state is JobState.RUNNING and job.all_subtasks(frozenset({"FINISHED"})):
+            self._end(job, JobState.FINISHED)
+        elif job.state is JobState.CANCELLING and job.subtasks_done():
+            self._end(job, JobState.CANCELED)
+
+    def _on_collect(self, identity: bytes, msg: CollectBatch) -> None:
+        job = self._job_for(msg.job_id, msg.attempt)
+        if job is not None:
+            job.collected.append(msg.records)
+
+    def _cancel_tasks(self, job: JobRecord, reason: str) -> None:
+        for node_id in sorted(job.nodes):
+            if self.nodes.get(node_id) is not None:
+                self._send_to_node(
+                    node_id, CancelTasks(job_id=job.job_id, attempt=job.attempt, reason=reason)
+                )
+
+    def _fail(self, job: JobRecord, error: str) -> None:
+        if job.done:
+            return
+        log.error("job %s (%s) failed: %s", job.job_id, job.name, error)
+        job.error = error
+        self._cancel_tasks(job, "failure")
+        self._end(job, JobState.FAILED)
+
+    def _end(self, job: JobRecord, state: JobState) -> None:
+        try:
+            job.transition(state)
+        except IllegalTransition:
+            log.exception("job %s", job.job_id)
+            return
+        job.ended_ms = self.now()
+        self.nodes.release(job.job_id)
+        if state is not JobState.FAILED:
+            log.info("job %s (%s) %s", job.job_id, job.name, state.value)
+
+    # -- client requests --------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> JobRecord:
+        job = self.jobs.get(job_id)
+        if job is None:
+            matches = [j for j in self.jobs if j.startswith(job_id)] if job_id else []
+            if len(matches) == 1:
+                return self.jobs[matches[0]]
+            raise MeshError(f"no job {job_id!r} (see mesh list)")
+        return job
+
+    def _on_list_jobs(self, identity: bytes, msg: ListJobs) -> JobList:
+        now = self.now()
+        jobs = sorted(self.jobs.values(), key=lambda j: j.created_ms)
+        return JobList(jobs=[j.summary(now) for j in jobs])
+
+    def _on_status(self, identity: bytes, msg: GetJobStatus) -> JobStatusReply:
+        return JobStatusReply(status=self._job(msg.job_id).status(self.now()))
+
+    def _on_cancel(self, identity: bytes, msg: CancelJob) -> Ack:
+        job = self._job(msg.job_id)
+        if job.done:
+            return Ack(detail=f"job {job.job_id} is already {job.state.value}")
+        if job.state is JobState.CANCELLING:
+            return Ack(detail="already cancelling")
+        job.transition(JobState.CANCELLING)
+        job.cancel_deadline_ms = self.clock.monotonic_ms() + self.config.cancel_timeout_ms
+        self._cancel_tasks(job, "user")
+        if job.subtasks_done() or not job.nodes:
+            self._end(job, JobState.CANCELED)
+        log.info("job %s (%s) cancelling", job.job_id, job.name)
+        return Ack(detail="cancelling")
+
+    def _on_fetch(self, identity: bytes, msg: FetchCollected) -> CollectedReply:
+        job = self._job(msg.job_id)
+        batches = job.collected[msg.offset : msg.offset + _COLLECT_BATCHES_PER_REPLY]
+        records: list[Any] = []
+        for batch in batches:
+            records.extend(orjson.loads(batch))
+        next_offset = msg.offset + len(batches)
+        complete = job.done and next_offset >= len(job.collected)
+        return CollectedReply(
+            next_offset=next_offset, complete=complete, records=orjson.dumps(records)
+        )
+
+    def _on_list_nodes(self, identity: bytes, msg: ListNodes) -> NodeList:
+        now = self.clock.monotonic_ms()
+        return NodeList(nodes=[n.summary(now) for n in self.nodes.nodes.values()])
+
+    _handlers: dict[type[Any], Any] = {
+        RegisterNode: _on_register,
+        Heartbeat: _on_heartbeat,
+        DeployResult: _on_deploy_result,
+        TaskUpdate: _on_task_update,
+        CollectBatch: _on_collect,
+        SubmitJob: _on_submit,
+        ListJobs: _on_list_jobs,
+        GetJobStatus: _on_status,
+        CancelJob: _on_cancel,
+        FetchCollected: _on_fetch,
+        ListNodes: _on_list_nodes,
+    }

@@ -1,0 +1,239 @@
+"""A job as the coordinator tracks it: its lifecycle and what its subtasks report.
+
+Job states, and the only moves between them (anything else is a bug and raises an
+error naming the job and both states):
+
+    CREATED ──> SCHEDULING ──> RUNNING ──> FINISHED
+        │            │  │          │
+        │            │  └──────────┼──> CANCELLING ──> CANCELED
+        └────────────┴─────────────┴──> FAILED
+
+SCHEDULING covers placing the subtasks and deploying them; RUNNING starts when every
+node has its subtasks ready. FINISHED, CANCELED and FAILED are final.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from mesh.graph.execution import ExecutionGraph
+from mesh.protocol.messages import SubmitJob, SubtaskMetrics, TaskAssignment
+
+__all__ = ["TERMINAL", "IllegalTransition", "JobRecord", "JobState"]
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    CREATED = "CREATED"
+    SCHEDULING = "SCHEDULING"
+    RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"
+    FINISHED = "FINISHED"
+    CANCELED = "CANCELED"
+    FAILED = "FAILED"
+
+
+TERMINAL = frozenset({JobState.FINISHED, JobState.CANCELED, JobState.FAILED})
+
+_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.CREATED: frozenset({JobState.SCHEDULING, JobState.FAILED, JobState.CANCELED}),
+    JobState.SCHEDULING: frozenset({JobState.RUNNING, JobState.CANCELLING, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.CANCELLING, JobState.FAILED}),
+    JobState.CANCELLING: frozenset({JobState.CANCELED, JobState.FAILED}),
+    JobState.FINISHED: frozenset(),
+    JobState.CANCELED: frozenset(),
+    JobState.FAILED: frozenset(),
+}
+
+_SUBTASK_DONE = frozenset({"FINISHED", "FAILED", "CANCELED"})
+
+
+class IllegalTransition(RuntimeError):
+    """A job was asked to move between states that are not connected."""
+
+
+@dataclass
+class _Rate:
+    at_ms: float = 0.0
+    records_in: int = 0
+    records_out: int = 0
+    in_rate: float = 0.0
+    out_rate: float = 0.0
+
+
+@dataclass(eq=False)
+class JobRecord:
+    """Everything the coordinator knows about one job."""
+
+    job_id: str
+    submission: SubmitJob
+    graph: ExecutionGraph
+    created_ms: int  # wall clock
+    state: JobState = JobState.CREATED
+    attempt: int = 0
+    started_ms: int = 0
+    ended_ms: int = 0
+    error: str | None = None
+    assignments: list[TaskAssignment] = field(default_factory=list)
+    deploy_pending: set[str] = field(default_factory=set)  # nodes yet to confirm deploy
+    metrics: dict[str, SubtaskMetrics] = field(default_factory=dict)  # by "task.index"
+    rates: dict[str, _Rate] = field(default_factory=dict)
+    collected: list[bytes] = field(default_factory=list)  # encoded record lists
+    cancel_deadline_ms: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """The job's name."""
+        return self.graph.logical.config.name
+
+    @property
+    def nodes(self) -> set[str]:
+        """Nodes running part of the job."""
+        return {a.node_id for a in self.assignments}
+
+    def transition(self, new: JobState) -> None:
+        """Move to ``new``; raises IllegalTransition if the lifecycle does not allow it."""
+        if new not in _TRANSITIONS[self.state]:
+            raise IllegalTransition(f"job {self.job_id}: cannot go from {self.state} to {new}")
+        self.state = new
+
+    @property
+    def done(self) -> bool:
+        """Whether the job reached a final state."""
+        return self.state in TERMINAL
+
+    def all_subtasks(self, states: frozenset[str]) -> bool:
+        """Whether every subtask reported one of ``states``."""
+        subtasks = [str(s) for s in self.graph.subtasks()]
+        return all((m := self.metrics.get(s)) is not None and m.state in states for s in subtasks)
+
+    def subtasks_done(self) -> bool:
+        """Whether every subtask ended (finished, failed or cancelled)."""
+        return self.all_subtasks(_SUBTASK_DONE)
+
+    def update_metrics(
+        self, metrics: SubtaskMetrics, now_ms: float, *, from_heartbeat: bool
+    ) -> None:
+        """Take a subtask's counters; a heartbeat never overrides a final state."""
+        current = self.metrics.get(metrics.subtask)
+        if from_heartbeat and current is not None and current.state in _SUBTASK_DONE:
+            return
+        self.metrics[metrics.subtask] = metrics
+        rate = self.rates.setdefault(metrics.subtask, _Rate(at_ms=now_ms))
+        elapsed = now_ms - rate.at_ms
+        if elapsed >= 250:
+            rate.in_rate = (metrics.records_in - rate.records_in) * 1000.0 / elapsed
+            rate.out_rate = (metrics.records_out - rate.records_out) * 1000.0 / elapsed
+            rate.at_ms, rate.records_in, rate.records_out = (
+                now_ms,
+                metrics.records_in,
+                metrics.records_out,
+            )
+        if metrics.state in _SUBTASK_DONE:
+            rate.in_rate = rate.out_rate = 0.0
+
+    def summary(self, now_ms: int) -> dict[str, Any]:
+        """One line of ``mesh list``."""
+        end = self.ended_ms or now_ms
+        return {
+            "job_id": self.job_id,
+            "name": self.name,
+            "state": self.state.value,
+            "created_ms": self.created_ms,
+            "uptime_ms": max(0, end - (self.started_ms or self.created_ms)),
+        }
+
+    def status(self, now_ms: int) -> dict[str, Any]:
+        """Everything ``mesh status`` shows, as JSON-ready data."""
+        eg = self.graph
+        logical = eg.logical
+        placement = {a.subtask: a for a in self.assignments}
+        source_tasks = {t.id for t in eg.job.tasks if logical.operator(t.head).kind == "source"}
+        sink_tasks = {t.id for t in eg.job.tasks if logical.operator(t.tail).kind == "sink"}
+        totals: dict[str, float] = {
+            "records_in": 0,
+            "records_out": 0,
+            "in_rate": 0.0,
+            "out_rate": 0.0,
+        }
+        tasks = []
+        for task in eg.job.tasks:
+            subtasks = []
+            for index in range(task.parallelism):
+                key = f"{task.id}.{index}"
+                m = self.metrics.get(key)
+                r = self.rates.get(key, _Rate())
+                a = placement.get(key)
+                entry: dict[str, Any] = {
+                    "subtask": key,
+                    "index": index,
+                    "node": a.node_id if a else None,
+                    "slot": a.slot if a else None,
+                    "state": m.state if m else "SCHEDULED",
+                    "records_in": m.records_in if m else 0,
+                    "records_out": m.records_out if m else 0,
+                    "in_rate": round(r.in_rate, 1),
+                    "out_rate": round(r.out_rate, 1),
+                    "backpressure_ms": m.backpressure_ms if m else 0.0,
+                    "started_ms": m.started_ms if m else 0,
+                    "finished_ms": m.finished_ms if m else 0,
+                }
+                subtasks.append(entry)
+                if task.id in source_tasks:
+                    totals["records_in"] += entry["records_in"]
+                    totals["in_rate"] += entry["in_rate"]
+                if task.id in sink_tasks:
+                    totals["records_out"] += entry["records_out"]
+                    totals["out_rate"] += entry["out_rate"]
+            tasks.append(
+                {
+                    "id": task.id,
+                    "name": task.name,
+                    "parallelism": task.parallelism,
+                    "slot_sharing_group": task.slot_sharing_group,
+                    "operators": [
+                        {
+                            "uid": logical.operator(o).uid,
+                            "name": logical.operator(o).name,
+                            "kind": logical.operator(o).kind,
+                            **logical.operator(o).description,
+                        }
+                        for o in task.operators
+                    ],
+                    "subtasks": subtasks,
+                }
+            )
+        edges = [
+            {
+                "source": e.source_task,
+                "target": e.target_task,
+                "partitioning": e.partitioning.value,
+            }
+            for e in eg.job.edges
+        ]
+        started = [m.started_ms for m in self.metrics.values() if m.started_ms]
+        finished = [m.finished_ms for m in self.metrics.values() if m.finished_ms]
+        end = self.ended_ms or now_ms
+        return {
+            "job_id": self.job_id,
+            "name": self.name,
+            "state": self.state.value,
+            "attempt": self.attempt,
+            "created_ms": self.created_ms,
+            "started_ms": self.started_ms,
+            "ended_ms": self.ended_ms,
+            "uptime_ms": max(0, end - (self.started_ms or self.created_ms)),
+            "processing_started_ms": min(started) if started else 0,
+            "processing_finished_ms": max(finished) if finished and self.done else 0,
+            "error": self.error,
+            "parallelism": logical.config.parallelism,
+            "tasks": tasks,
+            "edges": edges,
+            "totals": {k: round(v, 1) if isinstance(v, float) else v for k, v in totals.items()},
+            "sinks": [
+                {"uid": op.uid, **op.description} for op in logical.operators if op.kind == "sink"
+            ],
+        }

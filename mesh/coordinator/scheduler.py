@@ -1,0 +1,107 @@
+"""The slot scheduler (pure): an execution graph plus free slots → a placement.
+
+Rules (Flink's):
+* A slot-sharing group needs as many slots as its largest parallelism; slot k of a
+  group holds subtask k of every task in the group, so a whole pipeline can share a
+  slot. The job needs the sum over its groups.
+* Tasks of one co-location group must be in the same sharing group and have the same
+  parallelism; subtask i of each then shares slot i (true by the rule above).
+* ``spread`` takes each next slot from the node with the most free slots (ties by node
+  id), so subtasks spread evenly; ``pack`` fills the first node before the next.
+
+If the slots do not suffice, ``SchedulingError`` says how many are needed per group and
+what each node offers.
+"""
+
+from __future__ import annotations
+
+from mesh.errors import SchedulingError
+from mesh.graph.execution import ExecutionGraph
+from mesh.protocol.messages import TaskAssignment
+
+__all__ = ["PLACEMENTS", "schedule", "slots_needed"]
+
+PLACEMENTS = ("spread", "pack")
+
+
+def slots_needed(eg: ExecutionGraph) -> dict[str, int]:
+    """Slots needed per slot-sharing group (largest parallelism in the group)."""
+    needed: dict[str, int] = {}
+    for task in eg.job.tasks:
+        group = task.slot_sharing_group
+        needed[group] = max(needed.get(group, 0), task.parallelism)
+    return needed
+
+
+def _check_co_location(eg: ExecutionGraph) -> None:
+    groups: dict[str, list[tuple[str, str, int]]] = {}
+    for task in eg.job.tasks:
+        for op_id in task.operators:
+            op = eg.logical.operator(op_id)
+            if op.co_location_group is not None:
+                groups.setdefault(op.co_location_group, []).append(
+                    (op.uid, task.slot_sharing_group, task.parallelism)
+                )
+    for name, members in groups.items():
+        if len({m[1] for m in members}) > 1:
+            detail = ", ".join(f"{uid} in {group!r}" for uid, group, _ in members)
+            raise SchedulingError(
+                f"co-location group {name!r} spans slot-sharing groups ({detail}); "
+                "co-located operators must share one slot-sharing group"
+            )
+        if len({m[2] for m in members}) > 1:
+            detail = ", ".join(f"{uid} has {p}" for uid, _, p in members)
+            raise SchedulingError(f"co-location group {name!r} needs equal parallelism ({detail})")
+
+
+def _describe(free: dict[str, list[int]], totals: dict[str, int]) -> str:
+    if not totals:
+        return "no nodes are registered"
+    parts = [
+        f"{node} offers {len(free.get(node, []))} free of {totals[node]}" for node in sorted(totals)
+    ]
+    return "; ".join(parts)
+
+
+def schedule(
+    eg: ExecutionGraph,
+    free: dict[str, list[int]],
+    totals: dict[str, int],
+    *,
+    placement: str = "spread",
+) -> list[TaskAssignment]:
+    """Place every subtask of ``eg`` in the ``free`` slots (node id → slot numbers)."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    _check_co_location(eg)
+    needed = slots_needed(eg)
+    total_needed = sum(needed.values())
+    available = sum(len(slots) for slots in free.values())
+    if total_needed > available:
+        per_group = ", ".join(f"{g}: {n}" for g, n in needed.items())
+        raise SchedulingError(
+            f"job needs {total_needed} slot(s) ({per_group}) but the cluster has "
+            f"{available} free: {_describe(free, totals)}. Start more nodes or give them "
+            "more --slots."
+        )
+    remaining = {node: list(slots) for node, slots in sorted(free.items())}
+    group_slots: dict[str, list[tuple[str, int]]] = {}
+    for group, count in needed.items():
+        chosen = []
+        for _ in range(count):
+            candidates = [n for n in remaining if remaining[n]]
+            if placement == "spread":
+                node = min(candidates, key=lambda n: (-len(remaining[n]), n))
+            else:
+                node = candidates[0]
+            chosen.append((node, remaining[node].pop(0)))
+        group_slots[group] = chosen
+    assignments = []
+    for task in eg.job.tasks:
+        slots = group_slots[task.slot_sharing_group]
+        for index in range(task.parallelism):
+            node, slot = slots[index]
+            assignments.append(
+                TaskAssignment(subtask=f"{task.id}.{index}", node_id=node, slot=slot)
+            )
+    return assignments

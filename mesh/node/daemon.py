@@ -1,0 +1,251 @@
+"""The node daemon (Flink's TaskManager): offers slots, runs the subtasks deployed to it.
+
+Lifecycle: ``Node.run`` binds the data and credit sockets, connects to the coordinator,
+registers (retrying until the coordinator answers), then reports ready through
+``task_status`` and heartbeats until it is cancelled. Everything it starts lives in its
+task group; cancelling ``run`` stops every job and closes every socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from mesh._version import __version__
+from mesh.errors import MeshError
+from mesh.node.job import JobRuntime
+from mesh.node.network import NodeNetwork
+from mesh.node.task import SubtaskRunner
+from mesh.protocol import codec
+from mesh.protocol.messages import (
+    CancelTasks,
+    CollectBatch,
+    DeployResult,
+    DeployTasks,
+    Heartbeat,
+    PeerAddress,
+    RegisterNode,
+    RegisterReply,
+    StartTasks,
+    SubtaskMetrics,
+    TaskUpdate,
+)
+from mesh.time.clock import Clock, SystemClock
+from mesh.transport.control import ControlConnection
+from mesh.transport.sockets import SocketFactory, SocketKind
+
+__all__ = ["Node", "NodeConfig"]
+
+log = logging.getLogger("mesh.node")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Settings of a node daemon."""
+
+    coordinator: str
+    slots: int = 1
+    state_dir: Path = Path(".mesh/node")
+    bind_host: str = "127.0.0.1"
+    advertise_host: str | None = None  # how peers reach us; defaults to bind_host
+    node_id: str | None = None
+    register_timeout_s: float = 2.0
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Node:
+    """A node daemon."""
+
+    def __init__(self, config: NodeConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.jobs: dict[str, JobRuntime] = {}
+        self.address: PeerAddress | None = None
+        self.heartbeat_interval_ms = 1000
+        self._control: ControlConnection | None = None
+        self._network: NodeNetwork | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[PeerAddress] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; ``task_status.started`` once registered."""
+        config = self.config
+        with SocketFactory() as factory:
+            network = NodeNetwork(factory, self.node_id, config.bind_host)
+            self._network = network
+            self.address = network.advertise(config.advertise_host or config.bind_host)
+            dealer = factory.connect(SocketKind.DEALER, config.coordinator, identity=self.node_id)
+            self._control = ControlConnection(dealer, peer=f"coordinator {config.coordinator}")
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    tg.start_soon(network.run)
+                    tg.start_soon(self._control.serve, self._on_message)
+                    await self._register()
+                    tg.start_soon(self._heartbeats)
+                    log.info(
+                        "node %s ready: %d slot(s), data %s, credits %s",
+                        self.node_id,
+                        config.slots,
+                        self.address.data_endpoint,
+                        self.address.control_endpoint,
+                    )
+                    task_status.started(self.address)
+            finally:
+                for runtime in self.jobs.values():
+                    runtime.cancel(commit=False)
+                network.close()
+
+    async def _register(self) -> None:
+        assert self._control is not None and self.address is not None
+        message = RegisterNode(
+            node_id=self.node_id,
+            slots=self.config.slots,
+            data_endpoint=self.address.data_endpoint,
+            control_endpoint=self.address.control_endpoint,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+        )
+        waited = False
+        while True:
+            try:
+                reply = await self._control.request(
+                    message, timeout_s=self.config.register_timeout_s
+                )
+            except TimeoutError:
+                if not waited:
+                    log.warning("waiting for the coordinator at %s ...", self.config.coordinator)
+                    waited = True
+                continue
+            if not isinstance(reply, RegisterReply) or not reply.ok:
+                error = getattr(reply, "error", None) or f"unexpected reply {type(reply).__name__}"
+                raise MeshError(f"coordinator refused node {self.node_id}: {error}")
+            self.heartbeat_interval_ms = reply.heartbeat_interval_ms
+            return
+
+    async def _heartbeats(self) -> None:
+        assert self._control is not None and self._network is not None
+        while True:
+            await self.clock.sleep_ms(self.heartbeat_interval_ms)
+            tasks: dict[str, list[SubtaskMetrics]] = {
+                job_id: runtime.metrics() for job_id, runtime in self.jobs.items()
+            }
+            await self._control.send(
+                Heartbeat(
+                    node_id=self.node_id,
+                    tasks=tasks,
+                    rss_bytes=_rss_bytes(),
+                    wire_errors=sum(self._network.errors.values()),
+                )
+            )
+
+    # -- messages from the coordinator --------------------------------------------------------
+
+    async def _on_message(self, envelope: codec.Envelope) -> None:
+        msg = envelope.message
+        if isinstance(msg, DeployTasks):
+            await self._deploy(msg)
+        elif isinstance(msg, StartTasks):
+            self._start(msg)
+        elif isinstance(msg, CancelTasks):
+            runtime = self.jobs.get(msg.job_id)
+            if runtime is not None and runtime.attempt == msg.attempt:
+                log.info("cancelling job %s (%s)", msg.job_id, msg.reason or "requested")
+                runtime.cancel(commit=msg.reason == "user")
+        else:
+            log.warning("unexpected %s from the coordinator", type(msg).__name__)
+
+    def _work_dir(self, job_id: str, attempt: int) -> Path:
+        return self.config.state_dir / "jobs" / f"{job_id}-{attempt}"
+
+    async def _deploy(self, deploy: DeployTasks) -> None:
+        assert self._control is not None and self._network is not None
+        old = self.jobs.get(deploy.job_id)
+        if old is not None:
+            old.cancel(commit=False)
+        runtime = JobRuntime(
+            deploy,
+            node_id=self.node_id,
+            network=self._network,
+            work_dir=self._work_dir(deploy.job_id, deploy.attempt),
+            clock=self.clock,
+            send_collected=self._collector(deploy.job_id, deploy.attempt),
+        )
+        try:
+            runtime.prepare()
+        except Exception as exc:
+            log.error("deploy of job %s failed: %s", deploy.job_id, exc)
+            self._network.unregister(deploy.job_id, deploy.attempt)
+            await self._control.send(
+                DeployResult(
+                    job_id=deploy.job_id,
+                    attempt=deploy.attempt,
+                    node_id=self.node_id,
+                    ok=False,
+                    error=f"node {self.node_id}: {exc}",
+                )
+            )
+            return
+        self.jobs[deploy.job_id] = runtime
+        await self._control.send(
+            DeployResult(
+                job_id=deploy.job_id, attempt=deploy.attempt, node_id=self.node_id, ok=True
+            )
+        )
+
+    def _start(self, start: StartTasks) -> None:
+        runtime = self.jobs.get(start.job_id)
+        if runtime is None or runtime.attempt != start.attempt or self._tg is None:
+            log.warning("start for unknown job %s attempt %d", start.job_id, start.attempt)
+            return
+        self._tg.start_soon(self._run_job, runtime)
+
+    async def _run_job(self, runtime: JobRuntime) -> None:
+        control = self._control
+        assert control is not None
+
+        def on_update(subtask: str, runner: SubtaskRunner) -> None:
+            metrics = next(m for m in runtime.metrics() if m.subtask == subtask)
+            control.send_nowait(
+                TaskUpdate(
+                    job_id=runtime.job_id,
+                    attempt=runtime.attempt,
+                    node_id=self.node_id,
+                    metrics=metrics,
+                    error=runner.error,
+                )
+            )
+
+        try:
+            await runtime.run(on_update)
+        finally:
+            if self.jobs.get(runtime.job_id) is runtime:
+                del self.jobs[runtime.job_id]
+            shutil.rmtree(self._work_dir(runtime.job_id, runtime.attempt), ignore_errors=True)
+
+    def _collector(self, job_id: str, attempt: int) -> Callable[[str, bytes], None]:
+        def send(subtask: str, records: bytes) -> None:
+            assert self._control is not None
+            self._control.send_nowait(
+                CollectBatch(job_id=job_id, attempt=attempt, subtask=subtask, records=records)
+            )
+
+        return send

@@ -1,0 +1,303 @@
+"""A job attempt on one node: from a deploy message to running subtasks.
+
+``JobRuntime.prepare`` does everything that can fail before any record moves: it unpacks
+and imports the job's code, rebuilds the graph and checks it is the submitted one, then
+wires the subtasks placed here — input gates, output channels (local or remote),
+operators — and registers the channels with the node's network. ``run`` starts every
+subtask; each one's end (FINISHED, FAILED with its traceback, CANCELED) is reported
+through ``on_update``. A failed subtask does not stop its siblings here: the coordinator
+decides what happens to the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mesh._excgroups import unwrap
+from mesh.api.job import BuiltJob
+from mesh.api.loader import load_job
+from mesh.errors import JobCodeError, MeshError
+from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
+from mesh.graph.logical import LogicalGraph
+from mesh.node.bundle import extract_bundle
+from mesh.node.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
+from mesh.node.context import TaskContext
+from mesh.node.network import JobChannels, NodeNetwork, RemoteCreditReturn, RemoteLink
+from mesh.node.operators import RuntimeOperator, build_operator
+from mesh.node.output import EdgeWriter
+from mesh.node.readers import build_reader
+from mesh.node.task import SubtaskRunner, TaskState
+from mesh.node.writers import build_sink
+from mesh.protocol.messages import DeployTasks, PeerAddress, SubtaskMetrics
+from mesh.time.clock import Clock
+
+__all__ = ["JobRuntime"]
+
+log = logging.getLogger("mesh.node.job")
+
+UpdateFn = Callable[[str, SubtaskRunner], None]
+
+
+def _parse_subtask(text: str) -> SubtaskRef:
+    task, index = text.split(".")
+    return SubtaskRef(int(task), int(index))
+
+
+class JobRuntime:
+    """The subtasks of one job attempt placed on this node."""
+
+    def __init__(
+        self,
+        deploy: DeployTasks,
+        *,
+        node_id: str,
+        network: NodeNetwork,
+        work_dir: Path,
+        clock: Clock,
+        send_collected: Callable[[str, bytes], None],
+    ) -> None:
+        self.deploy = deploy
+        self.job_id = deploy.job_id
+        self.attempt = deploy.attempt
+        self.node_id = node_id
+        self._network = network
+        self._work_dir = work_dir
+        self._clock = clock
+        self._send_collected = send_collected
+        self.runners: dict[str, SubtaskRunner] = {}
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._failures: dict[str, BaseException] = {}
+        self._scope: anyio.CancelScope | None = None
+        self._module_names: list[str] = []
+
+    # -- preparing ------------------------------------------------------------------------
+
+    def _load(self) -> tuple[BuiltJob, ExecutionGraph]:
+        deploy = self.deploy
+        code_dir = self._work_dir / "code"
+        extract_bundle(deploy.bundle, code_dir)
+        before = set(sys.modules)
+        try:
+            job = load_job(code_dir / deploy.entry, deploy.job_name, search_root=code_dir)
+            built = job.build(**deploy.build_args)
+        except MeshError:
+            raise
+        except Exception as exc:
+            raise JobCodeError(f"building the job graph failed: {exc}") from exc
+        finally:
+            self._module_names = [m for m in sys.modules if m not in before]
+        graph = LogicalGraph.from_dict(deploy.graph)
+        if (
+            built.graph.fingerprint() != deploy.fingerprint
+            or graph.fingerprint() != deploy.fingerprint
+        ):
+            raise JobCodeError(
+                f"the job graph built on node {self.node_id} differs from the submitted one "
+                f"({built.graph.fingerprint()} != {deploy.fingerprint}); module-level code of "
+                "a job file must build the same graph every time it is imported"
+            )
+        return built, build_execution_graph(graph)
+
+    def prepare(self) -> None:
+        """Load the code and wire the local subtasks; raises MeshError saying what failed."""
+        deploy = self.deploy
+        built, eg = self._load()
+        graph = eg.logical
+        config = graph.config
+        exclusive = deploy.credits.get("exclusive", 2)
+        floating = deploy.credits.get("floating", 8)
+        buffer_records = deploy.credits.get("buffer_records", 1024)
+        placement = {_parse_subtask(a.subtask): a.node_id for a in deploy.assignments}
+        peers: dict[str, PeerAddress] = {p.node_id: p for p in deploy.peers}
+        local = sorted(ref for ref, node in placement.items() if node == self.node_id)
+        tasks = eg.job.tasks
+        channels = JobChannels(self.job_id, self.attempt)
+
+        def label(ch_id: int) -> str:
+            ch = eg.channels[ch_id]
+            return (
+                f"{self.job_id}#{ch_id} ({tasks[ch.producer.task].name} {ch.producer.index} -> "
+                f"{tasks[ch.consumer.task].name} {ch.consumer.index})"
+            )
+
+        # 1. input gates; credits for remote producers go back over the network.
+        gates: dict[SubtaskRef, InputGate] = {}
+        for ref in local:
+            inputs = eg.input_channels(ref)
+            if not inputs:
+                continue
+            gate = InputGate(exclusive=exclusive, floating=floating)
+            for ch in inputs:
+                producer_node = placement[ch.producer]
+                if producer_node == self.node_id:
+                    credit_return: Any = None  # set once the producer's channel exists
+                    peer = f"local subtask {ch.producer}"
+                else:
+                    address = peers[producer_node]
+                    credit_return = RemoteCreditReturn(
+                        self._network.peer(address), self.job_id, self.attempt
+                    )
+                    peer = f"node {producer_node}"
+                channels.inputs[ch.id] = gate.add_channel(
+                    ch.id, credit_return, label=label(ch.id), peer=peer
+                )
+            gates[ref] = gate
+
+        # 2. output channels and the writers of every outgoing edge.
+        writers: dict[SubtaskRef, list[EdgeWriter]] = {ref: [] for ref in local}
+        for ref in local:
+            for edge in eg.job.outputs_of(ref.task):
+                outs = []
+                for ch in eg.output_channels(edge.id, ref.index):
+                    consumer_node = placement[ch.consumer]
+                    link: Any
+                    if consumer_node == self.node_id:
+                        target = channels.inputs[ch.id]
+                        link = LocalLink(target)
+                    else:
+                        link = RemoteLink(
+                            self._network.peer(peers[consumer_node]), self.job_id, self.attempt
+                        )
+                    out = OutputChannel(ch.id, exclusive, link, label(ch.id))
+                    if consumer_node == self.node_id:
+                        channels.inputs[ch.id].credit_return = LocalCreditReturn(out)
+                    channels.outputs[ch.id] = out
+                    outs.append(out)
+                writers[ref].append(
+                    EdgeWriter(
+                        producer=graph.operator(edge.source_op),
+                        consumer=graph.operator(edge.target_op),
+                        partitioning=edge.partitioning,
+                        channels=outs,
+                        subtask_index=ref.index,
+                        buffer_records=buffer_records,
+                        key_fn=built.edge_key_fns.get((edge.source_op, edge.target_op)),
+                    )
+                )
+        for gate in gates.values():
+            gate.seal()
+
+        # 3. operators and runners.
+        for ref in local:
+            task = tasks[ref.task]
+            ctx = TaskContext(
+                job_id=self.job_id,
+                attempt=self.attempt,
+                node_id=self.node_id,
+                task_name=task.name,
+                subtask_index=ref.index,
+                parallelism=task.parallelism,
+                max_parallelism=config.max_parallelism,
+                base_dir=Path(deploy.base_dir),
+                clock=self._clock,
+                collect=self._collector(str(ref)),
+            )
+            reader = None
+            operators: list[RuntimeOperator] = []
+            for op_id in task.operators:
+                spec = graph.operator(op_id)
+                definition = built.operator(op_id)
+                if definition.kind == "source":
+                    assert definition.source is not None
+                    reader = build_reader(definition.source, ctx)
+                elif definition.kind == "sink":
+                    assert definition.sink is not None
+                    operators.append(build_sink(spec, definition.sink, ctx))
+                else:
+                    operators.append(build_operator(spec, definition))
+            runner = SubtaskRunner(
+                name=f"{task.name} ({ref.index + 1}/{task.parallelism})",
+                operators=operators,
+                writers=writers[ref],
+                clock=self._clock,
+                buffer_timeout_ms=config.buffer_timeout_ms,
+                read_batch=buffer_records,
+                reader=reader,
+                gate=gates.get(ref),
+            )
+            self.runners[str(ref)] = runner
+        self._network.register(channels)
+
+    def _collector(self, subtask: str) -> Callable[[bytes], None]:
+        def collect(payload: bytes) -> None:
+            self._send_collected(subtask, payload)
+
+        return collect
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, on_update: UpdateFn) -> None:
+        """Run every local subtask until each has ended."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                for subtask, runner in self.runners.items():
+                    tg.start_soon(self._run_one, subtask, runner, on_update)
+        finally:
+            self._network.unregister(self.job_id, self.attempt)
+            for name in self._module_names:
+                sys.modules.pop(name, None)
+
+    async def _run_one(self, subtask: str, runner: SubtaskRunner, on_update: UpdateFn) -> None:
+        gate = runner.gate
+        if gate is not None:
+            gate.on_failure = lambda exc: self._fail_subtask(subtask, exc)
+        runner.state = TaskState.RUNNING
+        on_update(subtask, runner)
+        try:
+            with anyio.CancelScope() as scope:
+                self._scopes[subtask] = scope
+                try:
+                    await runner.run()
+                except Exception as exc:
+                    self._failed(runner, unwrap(exc))
+        finally:
+            if runner.state is TaskState.RUNNING:
+                if subtask in self._failures:  # a broken channel cancelled the subtask
+                    self._failed(runner, self._failures[subtask])
+                else:
+                    runner.state = TaskState.CANCELED
+            on_update(subtask, runner)
+
+    def _failed(self, runner: SubtaskRunner, exc: BaseException) -> None:
+        runner.state = TaskState.FAILED
+        runner.error = (
+            f"subtask {runner.name} on node {self.node_id} failed:\n"
+            + "".join(traceback.format_exception(exc)).rstrip()
+        )
+        log.error("%s", runner.error)
+
+    def _fail_subtask(self, subtask: str, exc: BaseException) -> None:
+        self._failures.setdefault(subtask, exc)
+        scope = self._scopes.get(subtask)
+        if scope is not None:
+            scope.cancel()
+
+    def cancel(self, *, commit: bool) -> None:
+        """Stop every subtask; ``commit`` keeps the output sinks have written so far."""
+        for runner in self.runners.values():
+            runner.commit_on_cancel = commit
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def metrics(self) -> list[SubtaskMetrics]:
+        """A snapshot of every local subtask's counters."""
+        return [
+            SubtaskMetrics(
+                subtask=subtask,
+                state=runner.state.value,
+                records_in=runner.metrics.records_in,
+                records_out=runner.metrics.records_out,
+                backpressure_ms=round(runner.metrics.backpressure_ms, 1),
+                started_ms=runner.metrics.started_ms,
+                finished_ms=runner.metrics.finished_ms,
+            )
+            for subtask, runner in self.runners.items()
+        ]

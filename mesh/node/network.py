@@ -1,0 +1,304 @@
+"""A node's data plane: its sockets, the links to other nodes, and frame routing.
+
+Sockets (all created by the ``SocketFactory``):
+
+* one PULL bound at the node's data endpoint: every other node PUSHes the DATA and
+  event frames of all its channels to us over one connection per node pair;
+* one ROUTER bound at the node's control endpoint: consumers on other nodes send the
+  credits (and end-of-partition acks) of our output channels here;
+* per peer node, a PUSH to its data endpoint and a DEALER to its control endpoint.
+
+Both receive pumps drain their socket without blocking and route each frame by
+``(job, channel)``. Whatever is malformed — a frame that does not decode, a wrong
+version, an unknown job, a frame from an older attempt — is counted and logged with the
+peer and channel, and dropped; a broken channel (sequence gap, overdraft, undecodable
+payload) fails only the subtask that reads it. Nothing a peer sends can stop a pump.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import anyio
+import zmq
+
+from mesh.errors import FrameError
+from mesh.node.channels import InputChannel, OutputChannel
+from mesh.protocol.messages import PeerAddress
+from mesh.transport.frames import FrameKind, decode_header, encode_header
+from mesh.transport.sockets import Outbox, SocketFactory, SocketKind
+
+__all__ = ["JobChannels", "NodeNetwork", "RemoteCreditReturn", "RemoteLink"]
+
+log = logging.getLogger("mesh.node.network")
+
+# Frames handled between two yields to the event loop: keeps pumps from starving tasks.
+_PUMP_BATCH = 64
+
+
+@dataclass(eq=False)
+class JobChannels:
+    """The channel endpoints of one job attempt on this node."""
+
+    job_id: str
+    attempt: int
+    inputs: dict[int, InputChannel] = field(default_factory=dict)
+    outputs: dict[int, OutputChannel] = field(default_factory=dict)
+
+
+class RemotePeer:
+    """Our links to one other node."""
+
+    def __init__(self, factory: SocketFactory, own_id: str, address: PeerAddress) -> None:
+        self.address = address
+        self._factory = factory
+        self.data = Outbox(factory.connect(SocketKind.PUSH, address.data_endpoint))
+        self.control = Outbox(
+            factory.connect(SocketKind.DEALER, address.control_endpoint, identity=own_id)
+        )
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.data.pump)
+            tg.start_soon(self.control.pump)
+
+    def close(self) -> None:
+        self._factory.release(self.data.sock)
+        self._factory.release(self.control.sock)
+
+
+class RemoteLink:
+    """Sends one job attempt's channel frames to a peer node."""
+
+    __slots__ = ("_attempt", "_job", "_peer")
+
+    def __init__(self, peer: RemotePeer, job_id: str, attempt: int) -> None:
+        self._peer = peer
+        self._job = job_id
+        self._attempt = attempt
+
+    def transmit(self, channel: int, kind: FrameKind, seq: int, arg: int, payload: bytes) -> None:
+        header = encode_header(kind, self._job, self._attempt, channel, seq, arg)
+        self._peer.data.send([header, payload])
+
+
+class RemoteCreditReturn:
+    """Sends one job attempt's credits and end-of-partition acks to a producer node."""
+
+    __slots__ = ("_attempt", "_job", "_peer")
+
+    def __init__(self, peer: RemotePeer, job_id: str, attempt: int) -> None:
+        self._peer = peer
+        self._job = job_id
+        self._attempt = attempt
+
+    def grant(self, channel: int, credits: int) -> None:
+        header = encode_header(FrameKind.CREDIT, self._job, self._attempt, channel, 0, credits)
+        self._peer.control.send([header])
+
+    def ack_end(self, channel: int) -> None:
+        header = encode_header(FrameKind.EOP_ACK, self._job, self._attempt, channel)
+        self._peer.control.send([header])
+
+
+class NodeNetwork:
+    """The node's data plane: sockets, peer links, and routing of frames to channels."""
+
+    def __init__(self, factory: SocketFactory, node_id: str, bind_host: str) -> None:
+        self.node_id = node_id
+        self._factory = factory
+        self._pull = factory.bind(SocketKind.PULL, f"tcp://{bind_host}:0")
+        self._router = factory.bind(SocketKind.ROUTER, f"tcp://{bind_host}:0")
+        self._jobs: dict[str, JobChannels] = {}
+        self._peers: dict[str, RemotePeer] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        # Counters of dropped frames by reason, for logs, metrics and tests.
+        self.errors: Counter[str] = Counter()
+
+    @property
+    def data_endpoint(self) -> str:
+        """Where other nodes PUSH frames to us."""
+        return self._pull.endpoint
+
+    @property
+    def control_endpoint(self) -> str:
+        """Where other nodes send credits for our output channels."""
+        return self._router.endpoint
+
+    def advertise(self, host: str) -> PeerAddress:
+        """Our address as peers should dial it (``host`` replaces the bound host)."""
+
+        def swap(endpoint: str) -> str:
+            port = endpoint.rsplit(":", 1)[1]
+            return f"tcp://{host}:{port}"
+
+        return PeerAddress(
+            node_id=self.node_id,
+            data_endpoint=swap(self.data_endpoint),
+            control_endpoint=swap(self.control_endpoint),
+        )
+
+    async def run(self) -> None:
+        """Run the receive pumps and peer links until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._data_pump)
+            tg.start_soon(self._control_pump)
+            for peer in self._peers.values():
+                tg.start_soon(peer.run)
+
+    # -- registry -----------------------------------------------------------------------
+
+    def peer(self, address: PeerAddress) -> RemotePeer:
+        """The links to ``address``'s node, created on first use."""
+        peer = self._peers.get(address.node_id)
+        if peer is not None and peer.address != address:
+            peer.close()  # the node came back on other ports
+            peer = None
+        if peer is None:
+            peer = RemotePeer(self._factory, self.node_id, address)
+            self._peers[address.node_id] = peer
+            if self._tg is not None:
+                self._tg.start_soon(peer.run)
+        return peer
+
+    def register(self, channels: JobChannels) -> None:
+        """Route frames of ``channels.job_id`` (replacing any older attempt)."""
+        self._jobs[channels.job_id] = channels
+
+    def unregister(self, job_id: str, attempt: int) -> None:
+        """Stop routing frames of this job attempt; later ones are counted as unknown."""
+        current = self._jobs.get(job_id)
+        if current is not None and current.attempt == attempt:
+            del self._jobs[job_id]
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _drop(self, reason: str, detail: str) -> None:
+        count = self.errors[reason] = self.errors[reason] + 1
+        if count <= 20 or count % 1000 == 0:
+            log.warning("dropped frame (%s, #%d): %s", reason, count, detail)
+
+    async def _data_pump(self) -> None:
+        sock = self._pull
+        handled = 0
+        while True:
+            frames = sock.recv_frames_nowait()
+            if frames is None:
+                handled = 0
+                await sock.wait_readable()
+                continue
+            try:
+                self._on_data(frames)
+            except Exception as exc:  # never let a peer's frame stop the pump
+                self._drop("internal", f"{type(exc).__name__}: {exc}")
+            handled += 1
+            if handled >= _PUMP_BATCH:
+                handled = 0
+                await anyio.lowlevel.checkpoint()
+
+    @staticmethod
+    def _peer_of(frame: zmq.Frame) -> str:
+        try:
+            return str(frame.get("Peer-Address"))
+        except zmq.ZMQError:
+            return "unknown peer"
+
+    def _on_data(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) != 2:
+            self._drop(
+                "malformed",
+                f"data message with {len(frames)} frame(s) from {self._peer_of(frames[0])}",
+            )
+            return
+        try:
+            header = decode_header(frames[0].buffer)
+        except FrameError as exc:
+            self._drop("malformed", f"{exc} (from {self._peer_of(frames[0])})")
+            return
+        job = self._jobs.get(header.job)
+        if job is None:
+            self._drop(
+                "unknown_job",
+                f"job {header.job} channel {header.channel} from {self._peer_of(frames[0])}",
+            )
+            return
+        if header.attempt != job.attempt:
+            self._drop(
+                "stale_attempt",
+                f"job {header.job} channel {header.channel}: attempt {header.attempt}, "
+                f"running {job.attempt}",
+            )
+            return
+        channel = job.inputs.get(header.channel)
+        if channel is None or header.kind in (FrameKind.CREDIT, FrameKind.EOP_ACK):
+            self._drop(
+                "unknown_channel",
+                f"job {header.job}: {header.kind.name} for channel {header.channel}, which "
+                f"is not an input here (from {self._peer_of(frames[0])})",
+            )
+            return
+        channel.deliver(header.kind, header.seq, header.arg, frames[1].buffer)
+
+    async def _control_pump(self) -> None:
+        sock = self._router
+        handled = 0
+        while True:
+            frames = sock.recv_frames_nowait()
+            if frames is None:
+                handled = 0
+                await sock.wait_readable()
+                continue
+            try:
+                self._on_control(frames)
+            except Exception as exc:  # never let a peer's frame stop the pump
+                self._drop("internal", f"{type(exc).__name__}: {exc}")
+            handled += 1
+            if handled >= _PUMP_BATCH:
+                handled = 0
+                await anyio.lowlevel.checkpoint()
+
+    def _on_control(self, frames: list[zmq.Frame]) -> None:
+        peer = frames[0].bytes.decode("utf-8", "replace")
+        if len(frames) != 2:
+            self._drop(
+                "malformed", f"control message with {len(frames) - 1} frame(s) from {peer!r}"
+            )
+            return
+        try:
+            header = decode_header(frames[1].buffer)
+        except FrameError as exc:
+            self._drop("malformed", f"{exc} (from {peer!r})")
+            return
+        job = self._jobs.get(header.job)
+        if job is None:
+            self._drop("unknown_job", f"{header.kind.name} for job {header.job} from {peer!r}")
+            return
+        if header.attempt != job.attempt:
+            self._drop(
+                "stale_attempt",
+                f"{header.kind.name} for job {header.job} attempt {header.attempt} from {peer!r}",
+            )
+            return
+        channel = job.outputs.get(header.channel)
+        if channel is None:
+            self._drop(
+                "unknown_channel",
+                f"{header.kind.name} for channel {header.channel} of job {header.job}, which is "
+                f"not an output here (from {peer!r})",
+            )
+            return
+        if header.kind is FrameKind.CREDIT:
+            channel.on_credit(header.arg)
+        elif header.kind is FrameKind.EOP_ACK:
+            channel.on_end_ack()
+        else:
+            self._drop("malformed", f"{header.kind.name} frame on the credit port from {peer!r}")
+
+    def close(self) -> None:
+        """Close peer links (the factory closes the bound sockets)."""
+        for peer in self._peers.values():
+            peer.close()
+        self._peers.clear()

@@ -1,0 +1,146 @@
+"""Sink writers: the runtime side of ``mesh.sinks``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mesh.api import sinks
+from mesh.errors import EncodingError, GraphError
+from mesh.graph.logical import OperatorSpec
+from mesh.node.context import TaskContext
+from mesh.node.operators import RuntimeOperator
+
+__all__ = ["SinkOperator", "build_sink", "encode_batch", "encode_lines"]
+
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+
+def _encoding_error(
+    spec: OperatorSpec, batch: list[Any], exc: Exception, verb: str
+) -> EncodingError:
+    for record in batch:
+        try:
+            _dumps(record)
+        except TypeError as inner:
+            return EncodingError(
+                f"operator {spec.uid!r} ({spec.name}) {verb} a record of type "
+                f"{type(record).__name__} that cannot be encoded as JSON: {inner}"
+            )
+    return EncodingError(f"operator {spec.uid!r} ({spec.name}): cannot encode records: {exc}")
+
+
+def encode_batch(spec: OperatorSpec, batch: list[Any]) -> bytes:
+    """``batch`` as one JSON array; EncodingError names ``spec`` and the record's type."""
+    try:
+        return _dumps(batch)
+    except TypeError as exc:
+        raise _encoding_error(spec, batch, exc, "emitted") from None
+
+
+def encode_lines(spec: OperatorSpec, batch: list[Any]) -> bytes:
+    """``batch`` as JSON lines; EncodingError names ``spec`` and the record's type."""
+    try:
+        return b"".join([_dumps(record, option=_NEWLINE) for record in batch])
+    except TypeError as exc:
+        raise _encoding_error(spec, batch, exc, "received") from None
+
+
+class SinkOperator(RuntimeOperator):
+    """The last operator of a chain: records go out of the job here."""
+
+    def commit(self) -> None:
+        """The input ended normally (or the job was cancelled): make output visible."""
+
+    def abort(self) -> None:
+        """The subtask failed: drop output that was not made visible."""
+
+
+class _JsonLinesSink(SinkOperator):
+    def __init__(self, spec: OperatorSpec, sink: sinks.JsonLines, ctx: TaskContext) -> None:
+        super().__init__(spec)
+        self.directory = ctx.resolve(sink.directory)
+        name = f"part-{ctx.job_id}-{spec.uid}-{ctx.subtask_index}.jsonl"
+        self.final_path = self.directory / name
+        self.temp_path = self.directory / f".{name}.inprogress"
+        self._file: Any = None
+
+    def open(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.temp_path, "wb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as exc:
+            raise GraphError(
+                f"sink {self.spec.uid!r}: cannot write to {self.directory}: {exc}"
+            ) from None
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        self._file.write(encode_lines(self.spec, batch))
+        return []
+
+    def commit(self) -> None:
+        if self._file is None:
+            return
+        f, self._file = self._file, None
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(self.temp_path, self.final_path)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            Path(self.temp_path).unlink(missing_ok=True)
+
+
+class _PrintSink(SinkOperator):
+    def __init__(self, spec: OperatorSpec, sink: sinks.Print, ctx: TaskContext) -> None:
+        super().__init__(spec)
+        self.prefix = f"{ctx.subtask_index + 1}> " if ctx.parallelism > 1 else ""
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        prefix = self.prefix
+        text = encode_lines(self.spec, batch).decode()
+        if prefix:
+            text = "".join(prefix + line + "\n" for line in text.splitlines())
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return []
+
+
+class _CollectSink(SinkOperator):
+    def __init__(self, spec: OperatorSpec, sink: sinks.Collect, ctx: TaskContext) -> None:
+        super().__init__(spec)
+        if ctx.collect is None:
+            raise GraphError(f"sink {spec.uid!r}: Collect needs a client to send records to")
+        self._send = ctx.collect
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        if batch:
+            self._send(encode_batch(self.spec, batch))
+        return []
+
+
+def build_sink(spec: OperatorSpec, sink: sinks.Sink, ctx: TaskContext) -> SinkOperator:
+    """The runtime operator for ``sink`` in the subtask described by ``ctx``."""
+    factories: dict[type[Any], Callable[[OperatorSpec, Any, TaskContext], SinkOperator]] = {
+        sinks.JsonLines: _JsonLinesSink,
+        sinks.Print: _PrintSink,
+        sinks.Collect: _CollectSink,
+    }
+    factory = factories.get(type(sink))
+    if factory is None:
+        raise GraphError(f"sink {type(sink).__name__} is not supported by this node")
+    return factory(spec, sink, ctx)

@@ -1,0 +1,301 @@
+"""Control-plane messages between clients, the coordinator and nodes.
+
+Directions: node → coordinator (register, heartbeat, deploy results, task updates,
+collected records); coordinator → node (deploy, start, cancel); client → coordinator
+(submit, list, status, cancel, fetch results) with a reply for every request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesh.protocol.codec import message
+
+__all__ = [
+    "Ack",
+    "CancelJob",
+    "CancelTasks",
+    "CollectBatch",
+    "CollectedReply",
+    "DeployResult",
+    "DeployTasks",
+    "ErrorReply",
+    "FetchCollected",
+    "GetJobStatus",
+    "Heartbeat",
+    "JobList",
+    "JobStatusReply",
+    "ListJobs",
+    "ListNodes",
+    "NodeList",
+    "PeerAddress",
+    "RegisterNode",
+    "RegisterReply",
+    "StartTasks",
+    "SubmitJob",
+    "SubmitReply",
+    "SubtaskMetrics",
+    "TaskAssignment",
+    "TaskUpdate",
+]
+
+
+# -- shared shapes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubtaskMetrics:
+    """Counters of one subtask, as reported by its node."""
+
+    subtask: str  # "task.index"
+    state: str
+    records_in: int = 0
+    records_out: int = 0
+    backpressure_ms: float = 0.0  # time spent waiting for output credit
+    started_ms: int = 0  # wall clock when the subtask started processing
+    finished_ms: int = 0  # wall clock when it finished (0: not yet)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """Where a node receives data (PULL) and credits (ROUTER)."""
+
+    node_id: str
+    data_endpoint: str
+    control_endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAssignment:
+    """One subtask placed in one slot of one node."""
+
+    subtask: str  # "task.index"
+    node_id: str
+    slot: int
+
+
+# -- node → coordinator ------------------------------------------------------------------
+
+
+@message("register_node")
+@dataclass(frozen=True, slots=True)
+class RegisterNode:
+    """A node offers its slots."""
+
+    node_id: str
+    slots: int
+    data_endpoint: str
+    control_endpoint: str
+    host: str
+    pid: int
+    version: str
+
+
+@message("heartbeat")
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A node is alive; carries the metrics of its subtasks."""
+
+    node_id: str
+    tasks: dict[str, list[SubtaskMetrics]] = field(default_factory=dict)  # job -> metrics
+    rss_bytes: int = 0
+    wire_errors: int = 0
+
+
+@message("deploy_result")
+@dataclass(frozen=True, slots=True)
+class DeployResult:
+    """A node prepared (or failed to prepare) its subtasks of a job."""
+
+    job_id: str
+    attempt: int
+    node_id: str
+    ok: bool
+    error: str | None = None
+
+
+@message("task_update")
+@dataclass(frozen=True, slots=True)
+class TaskUpdate:
+    """A subtask changed state (RUNNING, FINISHED, FAILED, CANCELED)."""
+
+    job_id: str
+    attempt: int
+    node_id: str
+    metrics: SubtaskMetrics
+    error: str | None = None
+
+
+@message("collect_batch")
+@dataclass(frozen=True, slots=True)
+class CollectBatch:
+    """Records a ``Collect`` sink subtask sends back (an orjson-encoded list)."""
+
+    job_id: str
+    attempt: int
+    subtask: str
+    records: bytes
+
+
+# -- coordinator → node ------------------------------------------------------------------
+
+
+@message("register_reply")
+@dataclass(frozen=True, slots=True)
+class RegisterReply:
+    """The coordinator's answer to a registration."""
+
+    ok: bool
+    heartbeat_interval_ms: int = 1000
+    error: str | None = None
+
+
+@message("deploy_tasks")
+@dataclass(frozen=True, slots=True)
+class DeployTasks:
+    """Prepare these subtasks of a job (channels, operators); do not start them yet."""
+
+    job_id: str
+    attempt: int
+    graph: dict[str, Any]  # LogicalGraph.to_dict()
+    fingerprint: str
+    job_name: str
+    entry: str  # the job file's path inside the bundle
+    build_args: dict[str, Any]  # what the client passed to Job.build()
+    base_dir: str  # relative paths in the job resolve against this
+    assignments: list[TaskAssignment]  # every subtask of the job
+    peers: list[PeerAddress]  # every node that runs part of the job
+    credits: dict[str, int]  # {"exclusive": E, "floating": F, "buffer_records": B}
+    bundle: bytes  # zip of the job's code
+
+
+@message("start_tasks")
+@dataclass(frozen=True, slots=True)
+class StartTasks:
+    """Every node is ready: start the job's subtasks."""
+
+    job_id: str
+    attempt: int
+
+
+@message("cancel_tasks")
+@dataclass(frozen=True, slots=True)
+class CancelTasks:
+    """Stop every subtask of a job on this node."""
+
+    job_id: str
+    attempt: int
+    reason: str = ""
+
+
+# -- client ↔ coordinator ----------------------------------------------------------------
+
+
+@message("submit_job")
+@dataclass(frozen=True, slots=True)
+class SubmitJob:
+    """Run a job."""
+
+    graph: dict[str, Any]
+    job_name: str
+    entry: str
+    build_args: dict[str, Any]
+    base_dir: str
+    bundle: bytes
+
+
+@message("submit_reply")
+@dataclass(frozen=True, slots=True)
+class SubmitReply:
+    """The job was accepted."""
+
+    job_id: str
+
+
+@message("list_jobs")
+@dataclass(frozen=True, slots=True)
+class ListJobs:
+    """Ask for every job."""
+
+
+@message("job_list")
+@dataclass(frozen=True, slots=True)
+class JobList:
+    """One summary per job."""
+
+    jobs: list[dict[str, Any]]
+
+
+@message("get_job_status")
+@dataclass(frozen=True, slots=True)
+class GetJobStatus:
+    """Ask for one job's status."""
+
+    job_id: str
+
+
+@message("job_status")
+@dataclass(frozen=True, slots=True)
+class JobStatusReply:
+    """A job's status (graph, placement, metrics) as a JSON object."""
+
+    status: dict[str, Any]
+
+
+@message("cancel_job")
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    """Stop a job."""
+
+    job_id: str
+
+
+@message("fetch_collected")
+@dataclass(frozen=True, slots=True)
+class FetchCollected:
+    """Ask for the records ``Collect`` sinks sent back, from ``offset`` on."""
+
+    job_id: str
+    offset: int = 0
+
+
+@message("collected")
+@dataclass(frozen=True, slots=True)
+class CollectedReply:
+    """Collected records (an orjson-encoded list) from the requested offset."""
+
+    next_offset: int
+    complete: bool  # the job ended and everything was returned
+    records: bytes
+
+
+@message("list_nodes")
+@dataclass(frozen=True, slots=True)
+class ListNodes:
+    """Ask for every registered node."""
+
+
+@message("node_list")
+@dataclass(frozen=True, slots=True)
+class NodeList:
+    """One summary per node."""
+
+    nodes: list[dict[str, Any]]
+
+
+@message("ack")
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A request succeeded and has nothing more to say."""
+
+    detail: str = ""
+
+
+@message("error")
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A request failed; ``code`` is a short machine-readable reason."""
+
+    message: str
+    code: str = "error"

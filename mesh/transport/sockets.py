@@ -1,0 +1,246 @@
+"""The one place where ZeroMQ sockets are created, configured and closed.
+
+Every socket mesh uses comes from a ``SocketFactory``, so options that must hold
+everywhere (linger, high-water marks as a tripwire, ROUTER_MANDATORY, keepalive, and
+later CURVE keys) are set in one spot.
+
+``Socket`` pairs a ``zmq.asyncio`` socket with a synchronous shadow of the same socket:
+the shadow does non-blocking sends and receives in tight loops (``zmq.asyncio`` with
+NOBLOCK never raises ``zmq.Again`` — it returns a failed future and the message is lost),
+and the asyncio socket is only awaited for readiness when nothing can be done now.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import deque
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any
+
+import anyio
+import zmq
+import zmq.asyncio
+
+__all__ = ["Endpoint", "Outbox", "Socket", "SocketFactory", "SocketKind", "parse_endpoint"]
+
+log = logging.getLogger("mesh.transport")
+
+_ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5}|\*)$")
+
+
+class SocketKind(Enum):
+    """The socket types mesh uses."""
+
+    ROUTER = zmq.ROUTER
+    DEALER = zmq.DEALER
+    PUSH = zmq.PUSH
+    PULL = zmq.PULL
+
+
+class Endpoint(str):
+    """A validated ``tcp://host:port`` address."""
+
+    __slots__ = ()
+
+
+def parse_endpoint(value: str, *, allow_wildcard_port: bool = False) -> Endpoint:
+    """Validate a ``tcp://host:port`` endpoint; raises ValueError saying what is wrong."""
+    match = _ENDPOINT.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"expected an address like tcp://127.0.0.1:5550, got {value!r}")
+    port = match.group("port")
+    if port == "*" or port == "0":
+        if not allow_wildcard_port:
+            raise ValueError(f"a concrete port is needed to connect, got {value!r}")
+    elif not 0 < int(port) < 65536:
+        raise ValueError(f"port must be 1..65535, got {port} in {value!r}")
+    return Endpoint(value.strip())
+
+
+class Socket:
+    """An asyncio ZeroMQ socket with a synchronous shadow for non-blocking drains."""
+
+    __slots__ = ("_async", "_sync", "endpoint", "kind")
+
+    def __init__(self, sock: zmq.asyncio.Socket, kind: SocketKind, endpoint: str) -> None:
+        self._async = sock
+        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        self.kind = kind
+        self.endpoint = endpoint
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket was closed."""
+        return bool(self._async.closed)
+
+    def send_nowait(self, frames: Sequence[bytes | memoryview]) -> bool:
+        """Send now if the socket can take it; False when it would block.
+
+        For a ROUTER (with ROUTER_MANDATORY) an unknown or gone peer raises
+        ``zmq.ZMQError`` with ``EHOSTUNREACH``.
+        """
+        try:
+            self._sync.send_multipart(frames, zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return False
+        return True
+
+    async def send(self, frames: Sequence[bytes | memoryview]) -> None:
+        """Send, waiting for room if the socket is full."""
+        while not self.send_nowait(frames):
+            await self.wait_writable()
+
+    def recv_nowait(self) -> list[bytes] | None:
+        """The next message's frames, or None if nothing is queued."""
+        try:
+            return self._sync.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def recv_frames_nowait(self) -> list[zmq.Frame] | None:
+        """Like ``recv_nowait`` but zero-copy ``zmq.Frame`` objects (``.buffer``, peer info)."""
+        try:
+            return self._sync.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+
+    async def wait_writable(self) -> None:
+        """Return once a message can be sent."""
+        await self._async.poll(None, zmq.POLLOUT)  # type: ignore[call-arg]  # stub lacks flags
+
+    async def wait_readable(self) -> None:
+        """Return once a message can be received."""
+        await self._async.poll(None, zmq.POLLIN)  # type: ignore[call-arg]  # stub lacks flags
+
+    async def recv(self) -> list[bytes]:
+        """Wait for and return the next message."""
+        while True:
+            frames = self.recv_nowait()
+            if frames is not None:
+                return frames
+            await self.wait_readable()
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; pending messages are kept for at most ``linger_ms``."""
+        if not self._async.closed:
+            self._async.close(linger=linger_ms)
+
+
+class Outbox:
+    """Sends through one socket without blocking the caller.
+
+    ``send`` goes straight to the socket when it has room and nothing is queued;
+    otherwise the frames wait in order and ``pump`` (a task of the owner) sends them as
+    room appears. For a ROUTER, a message to a peer that is not connected is dropped
+    and logged (ROUTER_MANDATORY reports it instead of dropping silently).
+    """
+
+    def __init__(self, sock: Socket) -> None:
+        self.sock = sock
+        self._pending: deque[Sequence[bytes]] = deque()
+        self._wakeup = anyio.Event()
+        self.dropped = 0
+
+    def _try(self, frames: Sequence[bytes]) -> bool:
+        try:
+            return self.sock.send_nowait(frames)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.dropped += 1
+            peer = bytes(frames[0]).decode("utf-8", "replace")
+            log.warning("dropped a message to %r: not connected to %s", peer, self.sock.endpoint)
+            return True
+
+    def send(self, frames: Sequence[bytes]) -> None:
+        """Send ``frames`` after everything sent before them."""
+        if self._pending or not self._try(frames):
+            self._pending.append(frames)
+            self._wakeup.set()
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for room in the socket."""
+        return len(self._pending)
+
+    async def pump(self) -> None:
+        """Send queued messages as the socket makes room (runs until cancelled)."""
+        while True:
+            while self._pending:
+                if self._try(self._pending[0]):
+                    self._pending.popleft()
+                else:
+                    await self.sock.wait_writable()
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+
+
+class SocketFactory:
+    """Creates every socket of a process from one ZeroMQ context."""
+
+    def __init__(self, *, high_water_mark: int = 100_000) -> None:
+        self._context = zmq.asyncio.Context()
+        self._hwm = high_water_mark
+        self._sockets: set[Socket] = set()
+
+    def _new(self, kind: SocketKind, identity: str | None) -> zmq.asyncio.Socket:
+        sock = self._context.socket(kind.value)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Credits bound what is in flight; the HWM is only a tripwire far above that.
+        sock.setsockopt(zmq.SNDHWM, self._hwm)
+        sock.setsockopt(zmq.RCVHWM, self._hwm)
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        if kind is SocketKind.ROUTER:
+            # A ROUTER silently drops what it cannot deliver unless told to complain.
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if identity is not None:
+            sock.setsockopt(zmq.IDENTITY, identity.encode())
+        return sock
+
+    def bind(self, kind: SocketKind, endpoint: str, *, identity: str | None = None) -> Socket:
+        """Create a socket bound to ``endpoint``; port ``0`` or ``*`` picks a free port.
+
+        ``Socket.endpoint`` is the address actually bound.
+        """
+        parse_endpoint(endpoint, allow_wildcard_port=True)
+        address = re.sub(r":0$", ":*", endpoint.strip())
+        sock = self._new(kind, identity)
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise OSError(f"cannot bind {endpoint}: {exc}") from None
+        bound = sock.getsockopt(zmq.LAST_ENDPOINT)
+        actual = bound.decode() if isinstance(bound, bytes) else str(bound)
+        wrapped = Socket(sock, kind, actual)
+        self._sockets.add(wrapped)
+        return wrapped
+
+    def connect(self, kind: SocketKind, endpoint: str, *, identity: str | None = None) -> Socket:
+        """Create a socket connected to ``endpoint`` (the connection is made in the background)."""
+        parse_endpoint(endpoint)
+        sock = self._new(kind, identity)
+        sock.connect(endpoint.strip())
+        wrapped = Socket(sock, kind, endpoint)
+        self._sockets.add(wrapped)
+        return wrapped
+
+    def release(self, sock: Socket) -> None:
+        """Close ``sock`` now (it is no longer tracked here)."""
+        sock.close()
+        self._sockets.discard(sock)
+
+    def close(self) -> None:
+        """Close every socket made here, then the context."""
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+        self._context.term()
+
+    def __enter__(self) -> SocketFactory:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
