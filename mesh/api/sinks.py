@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Collect", "JsonLines", "Print", "Sink"]
+__all__ = ["Collect", "JsonLines", "Print", "Sink", "ZmqPush"]
 
 
 class Sink:
@@ -20,9 +20,10 @@ class Sink:
 class JsonLines(Sink):
     """Writes one JSON line per record into part files under ``directory``.
 
-    Each subtask writes ``.part-<job>-<subtask>.jsonl.inprogress`` and renames it to
-    ``part-<job>-<subtask>.jsonl`` (fsynced) when its input ends, so readers that glob
-    ``part-*.jsonl`` only see finished files.
+    Each subtask writes ``.part-<job>-<uid>-<subtask>.jsonl.inprogress`` and renames it
+    to ``part-<job>-<uid>-<subtask>.jsonl`` (fsynced) when its input ends or the job is
+    cancelled, so readers that glob ``part-*.jsonl`` only see finished files. A subtask
+    that fails removes its unfinished file.
     """
 
     directory: str
@@ -50,3 +51,23 @@ class Collect(Sink):
     """
 
     records: list[Any] = field(default_factory=list, repr=False)
+
+
+@dataclass(eq=False)
+class ZmqPush(Sink):
+    """Sends each record as one JSON message to a ZeroMQ PULL socket outside mesh.
+
+    Each sink subtask connects a PUSH socket to ``endpoint`` (the outside consumer
+    binds). When the consumer falls behind, the sink waits — and the backpressure walks
+    up the job to its sources.
+    """
+
+    endpoint: str
+    high_water_mark: int = 1000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.endpoint, str) or not self.endpoint.startswith("tcp://"):
+            raise TypeError(f"ZmqPush expects a tcp:// endpoint, got {self.endpoint!r}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "ZmqPush", "endpoint": self.endpoint}

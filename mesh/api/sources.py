@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Collection", "Generator", "JsonLines", "Source", "TextFile"]
+__all__ = ["Collection", "Generator", "JsonLines", "Source", "TextFile", "ZmqPull"]
 
 
 class Source:
@@ -111,3 +111,25 @@ class Generator(Source):
 
     def describe(self) -> dict[str, Any]:
         return {"type": "Generator", "count": self.count, "rate": self.rate}
+
+
+@dataclass(eq=False)
+class ZmqPull(Source):
+    """Records from a ZeroMQ PUSH socket outside mesh: one JSON value per message.
+
+    Each source subtask connects a PULL socket to ``endpoint`` (the outside producer
+    binds), so ZeroMQ spreads messages over the subtasks. Unbounded and *not
+    replayable*: after a failure, messages that were in flight are gone, so a job with
+    this source is at-least-once at best. A message that is not JSON fails the task.
+    """
+
+    endpoint: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.endpoint, str) or not self.endpoint.startswith("tcp://"):
+            raise TypeError(f"ZmqPull expects a tcp:// endpoint, got {self.endpoint!r}")
+        self.bounded = False
+        self.replayable = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "ZmqPull", "endpoint": self.endpoint}

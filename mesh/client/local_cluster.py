@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from mesh.config import COORDINATOR_SETTINGS, NODE_SETTINGS
 from mesh.errors import MeshError
 from mesh.systemd import NotifyListener
 
@@ -190,8 +191,9 @@ class LocalCluster:
         assert self._listener is not None
         env = {**os.environ, **self._env, "NOTIFY_SOCKET": self._listener.path}
         env.setdefault("PYTHONUNBUFFERED", "1")
-        for key in [k for k in env if k.startswith("MESH_") and k not in self._env]:
-            del env[key]  # the parent's settings must not leak into embedded daemons
+        for setting in (*COORDINATOR_SETTINGS, *NODE_SETTINGS):
+            if setting.env not in self._env:  # the user's daemon settings stay out
+                env.pop(setting.env, None)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(

@@ -148,6 +148,22 @@ class LogicalGraph:
         encoded = orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(encoded).hexdigest()[:16]
 
+    def differences(self, other: LogicalGraph, limit: int = 3) -> list[str]:
+        """What differs between two graphs, for people (empty when they are equal)."""
+        found: list[str] = []
+        mine, theirs = self.to_dict(), other.to_dict()
+        if mine["config"] != theirs["config"]:
+            found.append(f"job settings {mine['config']} vs {theirs['config']}")
+        if len(self.operators) != len(other.operators):
+            found.append(f"{len(self.operators)} operators vs {len(other.operators)}")
+        for a, b in zip(mine["operators"], theirs["operators"], strict=False):
+            for key in a:
+                if a[key] != b.get(key):
+                    found.append(f"operator {a['id']} {key}: {a[key]!r} vs {b.get(key)!r}")
+        if mine["edges"] != theirs["edges"]:
+            found.append("the edges between operators")
+        return found[:limit]
+
     def validate(self) -> None:
         """Raise GraphError unless the graph can run."""
         ops = self.operators

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.time.clock import Clock
+from mesh.transport.sockets import SocketFactory
 
 __all__ = ["TaskContext"]
 
@@ -26,6 +27,8 @@ class TaskContext:
     clock: Clock
     # Sends encoded records to the client (Collect sinks); None outside a cluster.
     collect: Callable[[bytes], None] | None = None
+    # Where connectors get their sockets (ZmqPull, ZmqPush); None outside a node.
+    sockets: SocketFactory | None = None
 
     @property
     def subtask(self) -> str:

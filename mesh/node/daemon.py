@@ -81,6 +81,7 @@ class Node:
         self._control: ControlConnection | None = None
         self._network: NodeNetwork | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._sockets: SocketFactory | None = None
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[PeerAddress] = anyio.TASK_STATUS_IGNORED
@@ -88,6 +89,7 @@ class Node:
         """Serve until cancelled; ``task_status.started`` once registered."""
         config = self.config
         with SocketFactory() as factory:
+            self._sockets = factory
             network = NodeNetwork(factory, self.node_id, config.bind_host)
             self._network = network
             self.address = network.advertise(config.advertise_host or config.bind_host)
@@ -188,6 +190,7 @@ class Node:
             work_dir=self._work_dir(deploy.job_id, deploy.attempt),
             clock=self.clock,
             send_collected=self._collector(deploy.job_id, deploy.attempt),
+            sockets=self._sockets,
         )
         try:
             runtime.prepare()

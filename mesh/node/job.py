@@ -37,6 +37,7 @@ from mesh.node.task import SubtaskRunner, TaskState
 from mesh.node.writers import build_sink
 from mesh.protocol.messages import DeployTasks, PeerAddress, SubtaskMetrics
 from mesh.time.clock import Clock
+from mesh.transport.sockets import SocketFactory
 
 __all__ = ["JobRuntime"]
 
@@ -62,6 +63,7 @@ class JobRuntime:
         work_dir: Path,
         clock: Clock,
         send_collected: Callable[[str, bytes], None],
+        sockets: SocketFactory | None = None,
     ) -> None:
         self.deploy = deploy
         self.job_id = deploy.job_id
@@ -71,6 +73,7 @@ class JobRuntime:
         self._work_dir = work_dir
         self._clock = clock
         self._send_collected = send_collected
+        self._sockets = sockets
         self.runners: dict[str, SubtaskRunner] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._failures: dict[str, BaseException] = {}
@@ -94,14 +97,14 @@ class JobRuntime:
         finally:
             self._module_names = [m for m in sys.modules if m not in before]
         graph = LogicalGraph.from_dict(deploy.graph)
-        if (
-            built.graph.fingerprint() != deploy.fingerprint
-            or graph.fingerprint() != deploy.fingerprint
-        ):
+        if graph.fingerprint() != deploy.fingerprint:
+            raise JobCodeError("the submitted job graph does not match its fingerprint")
+        if built.graph.fingerprint() != deploy.fingerprint:
+            diff = "; ".join(graph.differences(built.graph))
             raise JobCodeError(
                 f"the job graph built on node {self.node_id} differs from the submitted one "
-                f"({built.graph.fingerprint()} != {deploy.fingerprint}); module-level code of "
-                "a job file must build the same graph every time it is imported"
+                f"(submitted vs built here: {diff}). Module-level code of a job file must be "
+                "deterministic: it must build the same graph every time it is imported"
             )
         return built, build_execution_graph(graph)
 
@@ -198,6 +201,7 @@ class JobRuntime:
                 base_dir=Path(deploy.base_dir),
                 clock=self._clock,
                 collect=self._collector(str(ref)),
+                sockets=self._sockets,
             )
             reader = None
             operators: list[RuntimeOperator] = []
@@ -289,13 +293,14 @@ class JobRuntime:
 
     def metrics(self) -> list[SubtaskMetrics]:
         """A snapshot of every local subtask's counters."""
+        now = self._clock.monotonic_ms()
         return [
             SubtaskMetrics(
                 subtask=subtask,
                 state=runner.state.value,
                 records_in=runner.metrics.records_in,
                 records_out=runner.metrics.records_out,
-                backpressure_ms=round(runner.metrics.backpressure_ms, 1),
+                backpressure_ms=round(runner.metrics.backpressure_total(now), 1),
                 started_ms=runner.metrics.started_ms,
                 finished_ms=runner.metrics.finished_ms,
             )

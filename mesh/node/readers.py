@@ -12,12 +12,14 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import orjson
 
 from mesh.api import sources
 from mesh.errors import GraphError, RecordError
 from mesh.node.context import TaskContext
 from mesh.node.splits import FileRange, plan_splits
+from mesh.transport.sockets import SocketKind
 
 __all__ = ["SourceReader", "build_reader"]
 
@@ -240,6 +242,38 @@ class _FileReader(SourceReader):
         self._close_file()
 
 
+class _ZmqPullReader(SourceReader):
+    """Messages from an outside PUSH socket; waits (without blocking the node) for more."""
+
+    def __init__(self, source: sources.ZmqPull, ctx: TaskContext) -> None:
+        if ctx.sockets is None:
+            raise GraphError("ZmqPull needs the node's socket factory")
+        self._factory = ctx.sockets
+        self._endpoint = source.endpoint
+        self._sock = ctx.sockets.connect(SocketKind.PULL, source.endpoint)
+
+    async def read(self, max_records: int) -> list[Any] | None:
+        out: list[Any] = []
+        while len(out) < max_records:
+            frames = self._sock.recv_nowait()
+            if frames is None:
+                if out:
+                    break
+                with anyio.move_on_after(0.05):  # come back to let the task see cancellation
+                    await self._sock.wait_readable()
+                continue
+            try:
+                out.append(orjson.loads(frames[-1]))
+            except orjson.JSONDecodeError as exc:
+                raise RecordError(
+                    f"ZmqPull {self._endpoint}: a message is not JSON ({exc}): {frames[-1][:80]!r}"
+                ) from None
+        return out
+
+    def close(self) -> None:
+        self._factory.release(self._sock)
+
+
 def build_reader(source: sources.Source, ctx: TaskContext) -> SourceReader:
     """The reader for ``source`` in the subtask described by ``ctx``."""
     factories: dict[type[Any], Callable[[Any, TaskContext], SourceReader]] = {
@@ -247,6 +281,7 @@ def build_reader(source: sources.Source, ctx: TaskContext) -> SourceReader:
         sources.Generator: _GeneratorReader,
         sources.TextFile: _FileReader,
         sources.JsonLines: _FileReader,
+        sources.ZmqPull: _ZmqPullReader,
     }
     factory = factories.get(type(source))
     if factory is None:

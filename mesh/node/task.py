@@ -15,6 +15,7 @@ every consumer acknowledged it before it reports FINISHED.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -53,9 +54,15 @@ class TaskMetrics:
 
     records_in: int = 0
     records_out: int = 0
-    backpressure_ms: float = 0.0
+    backpressure_ms: float = 0.0  # completed waits for output room
+    backpressured_since: float | None = None  # monotonic ms, while waiting now
     started_ms: int = 0
     finished_ms: int = 0
+
+    def backpressure_total(self, now_ms: float) -> float:
+        """Time spent waiting for output room, including a wait going on now."""
+        since = self.backpressured_since
+        return self.backpressure_ms + (now_ms - since if since is not None else 0.0)
 
 
 class SubtaskRunner:
@@ -110,12 +117,22 @@ class SubtaskRunner:
             writer.write(batch)
 
     async def _respect_backpressure(self) -> None:
+        sink = self._sink
+        if sink is not None and sink.needs_settle:
+            await self._backpressured(sink.settle())
         limit = self.max_backlog
         for writer in self.writers:
             if writer.max_backlog() >= limit:
-                started = self.clock.monotonic_ms()
-                await writer.wait_backlog_below(limit)
-                self.metrics.backpressure_ms += self.clock.monotonic_ms() - started
+                await self._backpressured(writer.wait_backlog_below(limit))
+
+    async def _backpressured(self, wait: Awaitable[None]) -> None:
+        metrics = self.metrics
+        started = metrics.backpressured_since = self.clock.monotonic_ms()
+        try:
+            await wait
+        finally:
+            metrics.backpressured_since = None
+            metrics.backpressure_ms += self.clock.monotonic_ms() - started
 
     async def _flusher(self) -> None:
         interval = max(self.buffer_timeout_ms, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from mesh.errors import EncodingError, GraphError
 from mesh.graph.logical import OperatorSpec
 from mesh.node.context import TaskContext
 from mesh.node.operators import RuntimeOperator
+from mesh.transport.sockets import SocketKind
 
 __all__ = ["SinkOperator", "build_sink", "encode_batch", "encode_lines"]
 
@@ -54,6 +56,12 @@ def encode_lines(spec: OperatorSpec, batch: list[Any]) -> bytes:
 
 class SinkOperator(RuntimeOperator):
     """The last operator of a chain: records go out of the job here."""
+
+    #: True when ``settle`` must be awaited after every batch (the sink can fall behind).
+    needs_settle = False
+
+    async def settle(self) -> None:
+        """Wait until the sink has room again (awaiting here is the sink's backpressure)."""
 
     def commit(self) -> None:
         """The input ended normally (or the job was cancelled): make output visible."""
@@ -133,12 +141,48 @@ class _CollectSink(SinkOperator):
         return []
 
 
+class _ZmqPushSink(SinkOperator):
+    needs_settle = True
+
+    def __init__(self, spec: OperatorSpec, sink: sinks.ZmqPush, ctx: TaskContext) -> None:
+        super().__init__(spec)
+        if ctx.sockets is None:
+            raise GraphError(f"sink {spec.uid!r}: ZmqPush needs the node's socket factory")
+        self._factory = ctx.sockets
+        self._sock = ctx.sockets.connect(
+            SocketKind.PUSH, sink.endpoint, high_water_mark=sink.high_water_mark
+        )
+        # Encoded messages not yet taken by the socket, oldest first.
+        self._pending: deque[bytes] = deque()
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        pending = self._pending
+        for line in encode_lines(self.spec, batch).splitlines():
+            pending.append(line)
+        self._send_ready()
+        return []
+
+    def _send_ready(self) -> None:
+        pending = self._pending
+        while pending and self._sock.send_nowait([pending[0]]):
+            pending.popleft()
+
+    async def settle(self) -> None:
+        while self._pending:
+            await self._sock.wait_writable()
+            self._send_ready()
+
+    def close(self) -> None:
+        self._factory.release(self._sock)
+
+
 def build_sink(spec: OperatorSpec, sink: sinks.Sink, ctx: TaskContext) -> SinkOperator:
     """The runtime operator for ``sink`` in the subtask described by ``ctx``."""
     factories: dict[type[Any], Callable[[OperatorSpec, Any, TaskContext], SinkOperator]] = {
         sinks.JsonLines: _JsonLinesSink,
         sinks.Print: _PrintSink,
         sinks.Collect: _CollectSink,
+        sinks.ZmqPush: _ZmqPushSink,
     }
     factory = factories.get(type(sink))
     if factory is None:

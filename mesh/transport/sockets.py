@@ -185,12 +185,15 @@ class SocketFactory:
         self._hwm = high_water_mark
         self._sockets: set[Socket] = set()
 
-    def _new(self, kind: SocketKind, identity: str | None) -> zmq.asyncio.Socket:
+    def _new(
+        self, kind: SocketKind, identity: str | None, hwm: int | None = None
+    ) -> zmq.asyncio.Socket:
         sock = self._context.socket(kind.value)
         sock.setsockopt(zmq.LINGER, 0)
-        # Credits bound what is in flight; the HWM is only a tripwire far above that.
-        sock.setsockopt(zmq.SNDHWM, self._hwm)
-        sock.setsockopt(zmq.RCVHWM, self._hwm)
+        # Credits bound what is in flight; the HWM is only a tripwire far above that
+        # (connectors to outside systems pass a small one: it is their backpressure).
+        sock.setsockopt(zmq.SNDHWM, hwm or self._hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm or self._hwm)
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         if kind is SocketKind.ROUTER:
             # A ROUTER silently drops what it cannot deliver unless told to complain.
@@ -218,10 +221,17 @@ class SocketFactory:
         self._sockets.add(wrapped)
         return wrapped
 
-    def connect(self, kind: SocketKind, endpoint: str, *, identity: str | None = None) -> Socket:
+    def connect(
+        self,
+        kind: SocketKind,
+        endpoint: str,
+        *,
+        identity: str | None = None,
+        high_water_mark: int | None = None,
+    ) -> Socket:
         """Create a socket connected to ``endpoint`` (the connection is made in the background)."""
         parse_endpoint(endpoint)
-        sock = self._new(kind, identity)
+        sock = self._new(kind, identity, high_water_mark)
         sock.connect(endpoint.strip())
         wrapped = Socket(sock, kind, endpoint)
         self._sockets.add(wrapped)

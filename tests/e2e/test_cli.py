@@ -1,0 +1,255 @@
+"""The ``mesh`` command line as a user drives it: separate daemons, then client commands."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from mesh.systemd import NotifyListener
+from tests.helpers import read_parts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Daemons:
+    """Daemons started with the CLI; all are killed at teardown."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.listener = NotifyListener()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> dict[str, str]:
+        env = {**os.environ, "NOTIFY_SOCKET": self.listener.path}
+        env.pop("MESH_COORDINATOR", None)
+        log = open(self.workdir / f"daemon-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mesh", *args],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes.append(process)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"mesh {args[0]} exited: {process.returncode}"
+            ready, _, _ = select.select([self.listener], [], [], 0.2)
+            if ready:
+                fields = self.listener.receive(0)
+                if fields and fields.get("MAINPID") == str(process.pid):
+                    return fields
+        raise AssertionError(f"mesh {args[0]} not ready in time")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.listener.close()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A directory with the examples, as a user's checkout would have them."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    return tmp_path
+
+
+@pytest.fixture
+def daemons(workdir: Path) -> Iterator[Daemons]:
+    group = Daemons(workdir)
+    yield group
+    group.stop()
+
+
+def mesh(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60):
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args],
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_state(workdir: Path, address: str, job_id: str, states: tuple[str, ...]) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        result = mesh(workdir, "status", job_id, "--json", "--coordinator", address)
+        assert result.returncode == 0, result.stderr
+        status = orjson.loads(result.stdout)
+        if status["state"] in states:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached {states}")
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline and (
+                " -m mesh node " in cmdline or " -m mesh coordinator " in cmdline
+            ):
+                found.append(int(entry.name))
+    return found
+
+
+UNBOUNDED = """
+from mesh import Job, sinks, sources
+
+job = Job("ticker", parallelism=2)
+ticks = job.source(sources.Generator(lambda i: {"i": i}, rate=500))
+ticks.rebalance().map(lambda r: r).sink(sinks.JsonLines("out/ticker"))
+"""
+
+
+def test_separate_daemons_submit_list_status_cancel(workdir: Path, daemons: Daemons) -> None:
+    coordinator = daemons.start(
+        "coordinator", "--bind", "tcp://127.0.0.1:0", "--state-dir", str(workdir / "c")
+    )
+    address = coordinator["MESH_ENDPOINT"]
+    for n in (1, 2):
+        daemons.start(
+            "node", "--coordinator", address, "--slots", "2", "--state-dir", str(workdir / f"n{n}")
+        )
+
+    # submit prints the job id on its last line
+    submitted = mesh(workdir, "submit", "examples/wordcount.py", "--coordinator", address)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    assert len(job_id) == 16
+
+    status = wait_state(workdir, address, job_id, ("FINISHED",))
+    placement = [(s["node"], s["slot"]) for t in status["tasks"] for s in t["subtasks"]]
+    assert len(placement) == 4 and len({n for n, _ in placement}) == 2
+    counts = read_parts(workdir / "out" / "wordcount")
+    assert status["totals"]["records_out"] == len(counts) > 0
+
+    listed = mesh(workdir, "list", env={"MESH_COORDINATOR": address})  # address from env
+    assert listed.returncode == 0, listed.stderr
+    assert job_id in listed.stdout and "wordcount" in listed.stdout and "FINISHED" in listed.stdout
+
+    shown = mesh(workdir, "status", job_id[:6], "--coordinator", address)  # a prefix is enough
+    assert shown.returncode == 0, shown.stderr
+    assert "placement and records" in shown.stdout
+    rows = [line.split() for line in shown.stdout.splitlines()]
+    for node, slot in placement:  # every subtask's row shows its node and slot
+        assert any(node in row and str(slot) in row for row in rows)
+    assert f"{status['tasks'][0]['subtasks'][0]['records_out']:,}" in shown.stdout
+
+    # an unbounded job runs until cancelled; cancel frees its slots
+    (workdir / "ticker.py").write_text(UNBOUNDED)
+    submitted = mesh(workdir, "submit", "ticker.py", "--coordinator", address)
+    ticker = submitted.stdout.strip().splitlines()[-1]
+    wait_state(workdir, address, ticker, ("RUNNING",))
+    nodes = orjson.loads(mesh(workdir, "nodes", "--json", "--coordinator", address).stdout)
+    assert sum(n["free"] for n in nodes) == 2
+    cancelled = mesh(workdir, "cancel", ticker, "--coordinator", address)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "CANCELED" in cancelled.stdout
+    nodes = orjson.loads(mesh(workdir, "nodes", "--json", "--coordinator", address).stdout)
+    assert [n["free"] for n in nodes] == [2, 2]
+    assert list((workdir / "out" / "ticker").glob("part-*.jsonl"))  # output kept on cancel
+
+
+def test_client_errors_and_exit_codes(workdir: Path, daemons: Daemons) -> None:
+    coordinator = daemons.start(
+        "coordinator", "--bind", "tcp://127.0.0.1:0", "--state-dir", str(workdir / "c")
+    )
+    address = coordinator["MESH_ENDPOINT"]
+
+    missing = mesh(workdir, "status", "feedbeef", "--coordinator", address)
+    assert missing.returncode == 1 and "no job 'feedbeef'" in missing.stderr
+
+    no_file = mesh(workdir, "submit", "nope.py", "--coordinator", address)
+    assert no_file.returncode == 2 and "job file not found" in no_file.stderr
+
+    no_slots = mesh(workdir, "submit", "examples/wordcount.py", "--coordinator", address)
+    assert no_slots.returncode == 1
+    assert "needs 2 slot(s)" in no_slots.stderr and "no nodes are registered" in no_slots.stderr
+
+    bad_slots = mesh(workdir, "node", "--coordinator", address, "--slots", "0")
+    assert bad_slots.returncode == 2
+    assert "slots = 0 (from --slots) is not allowed: expected an integer >= 1" in bad_slots.stderr
+
+    bad_env = mesh(workdir, "node", env={"MESH_COORDINATOR": "localhost:5550"})
+    assert bad_env.returncode == 2 and "MESH_COORDINATOR" in bad_env.stderr
+
+    (workdir / "bad.toml").write_text("slot = 3\n")
+    bad_file = mesh(workdir, "node", "--config", "bad.toml")
+    assert bad_file.returncode == 2 and "unknown key 'slot'" in bad_file.stderr
+
+    nobody = mesh(workdir, "list", "--coordinator", "tcp://127.0.0.1:9")
+    assert nobody.returncode == 1 and "is it running?" in nobody.stderr
+
+
+def test_run_exit_codes_and_cleanup(workdir: Path) -> None:
+    ok = mesh(workdir, "run", "examples/wordcount.py", "--nodes", "2", "--parallelism", "2")
+    assert ok.returncode == 0, ok.stderr
+    assert "FINISHED" in ok.stderr and "results:" in ok.stderr
+
+    (workdir / "fail.py").write_text(
+        "from mesh import Job, sinks, sources\n"
+        "job = Job('boom')\n"
+        "job.source(sources.Collection([1, 0])).map(lambda x: 1 / x).sink(sinks.Collect())\n"
+    )
+    failed = mesh(workdir, "run", "fail.py", "--nodes", "1")
+    assert failed.returncode == 1
+    assert "ZeroDivisionError" in failed.stderr and "on record 0" in failed.stderr
+
+    (workdir / "broken.py").write_text("import no_such_module\n")
+    broken = mesh(workdir, "run", "broken.py")
+    assert broken.returncode == 2 and "No module named 'no_such_module'" in broken.stderr
+
+
+def test_run_ctrl_c_cancels_and_leaves_no_processes(workdir: Path) -> None:
+    (workdir / "ticker.py").write_text(UNBOUNDED)
+    with subprocess.Popen(
+        [sys.executable, "-m", "mesh", "run", "ticker.py", "--nodes", "2", "--state-dir", "st"],
+        cwd=workdir,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            deadline = time.monotonic() + 60
+            seen = ""
+            while "RUNNING" not in seen and time.monotonic() < deadline:
+                line = process.stderr.readline()  # type: ignore[union-attr]
+                assert line, f"mesh run ended early: {seen}"
+                seen += line
+            children = processes_mentioning(str(workdir / "st"))
+            assert len(children) == 3  # a coordinator and two nodes
+            process.send_signal(signal.SIGINT)
+            assert process.wait(30) == 130
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -1,0 +1,139 @@
+"""Bad input on real daemons: each gets a clear error that names the thing at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mesh.client.client import open_client, prepare_submission
+from mesh.errors import RemoteError
+from tests.helpers import run_job, write_job
+
+
+def test_user_function_raising_fails_the_job_with_operator_and_record(
+    local_cluster, tmp_path: Path
+) -> None:
+    job_file = write_job(
+        tmp_path,
+        """
+        from mesh import Job, sinks, sources
+
+        def explode(x):
+            if x == 1234:
+                raise ValueError("cannot handle 1234")
+            return x
+
+        job = Job("poison", parallelism=2)
+        nums = job.source(sources.Generator(lambda i: i, count=5000))
+        nums.key_by(lambda x: x % 7).map(explode).uid("exploder").sink(sinks.Collect())
+        """,
+    )
+    cluster = local_cluster(nodes=2, slots=2)
+    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+
+    assert status["state"] == "FAILED"
+    error = status["error"]
+    assert "'exploder'" in error and "1234" in error
+    assert "ValueError: cannot handle 1234" in error and "Traceback" in error
+
+    async def free_slots() -> list[int]:
+        async with open_client(cluster.address) as client:
+            return [n["free"] for n in await client.nodes()]
+
+    assert anyio.run(free_slots) == [2, 2]
+
+
+def test_unencodable_record_names_operator_and_type(local_cluster, tmp_path: Path) -> None:
+    job_file = write_job(
+        tmp_path,
+        """
+        from mesh import Job, sinks, sources
+
+        job = Job("sets", parallelism=2)
+        nums = job.source(sources.Collection(range(10)))
+        nums.map(lambda x: {x}).uid("to-set").rebalance().sink(sinks.Collect())
+        """,
+    )
+    cluster = local_cluster(nodes=2, slots=2)
+    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    assert status["state"] == "FAILED"
+    assert "'to-set'" in status["error"]
+    assert "record of type set" in status["error"]
+
+
+def test_too_few_slots_says_what_is_needed_and_offered(local_cluster, tmp_path: Path) -> None:
+    job_file = write_job(
+        tmp_path,
+        """
+        from mesh import Job, sinks, sources
+
+        job = Job("big", parallelism=5)
+        job.source(sources.Collection([1, 2, 3])).sink(sinks.Collect())
+        """,
+    )
+    cluster = local_cluster(nodes=2, slots=2)
+
+    async def submit() -> str:
+        async with open_client(cluster.address) as client:
+            return await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+
+    with pytest.raises(RemoteError) as info:
+        anyio.run(submit)
+    message = str(info.value)
+    assert "needs 5 slot(s)" in message
+    assert "node-1 offers 2 free of 2" in message and "node-2 offers 2 free of 2" in message
+
+
+def test_nondeterministic_job_file_is_refused_at_deploy(local_cluster, tmp_path: Path) -> None:
+    job_file = write_job(
+        tmp_path,
+        """
+        import os
+        from mesh import Job, sinks, sources
+
+        job = Job("flaky", parallelism=1)
+        job.source(sources.Collection([1])).map(lambda x: x).name(f"pid {os.getpid()}").sink(
+            sinks.Collect()
+        )
+        """,
+    )
+    cluster = local_cluster(nodes=1, slots=1)
+    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    assert status["state"] == "FAILED"
+    assert "differs from the submitted one" in status["error"]
+    assert "deterministic" in status["error"]
+
+
+def test_missing_input_file_names_the_pattern(local_cluster, tmp_path: Path) -> None:
+    job_file = write_job(
+        tmp_path,
+        """
+        from mesh import Job, sinks, sources
+
+        job = Job("nofile")
+        job.source(sources.TextFile("missing/*.txt")).sink(sinks.Collect())
+        """,
+    )
+    cluster = local_cluster(nodes=1, slots=1)
+    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    assert status["state"] == "FAILED"
+    assert "no file matches 'missing/*.txt'" in status["error"]
+
+
+def test_bad_json_line_names_file_and_offset(local_cluster, tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\n{"a": 2}\n{oops\n{"a": 4}\n')
+    job_file = write_job(
+        tmp_path,
+        """
+        from mesh import Job, sinks, sources
+
+        job = Job("badjson")
+        job.source(sources.JsonLines("in.jsonl")).sink(sinks.Collect())
+        """,
+    )
+    cluster = local_cluster(nodes=1, slots=1)
+    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    assert status["state"] == "FAILED"
+    assert "in.jsonl: the line at byte offset 18 is not valid JSON" in status["error"]
