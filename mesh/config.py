@@ -54,7 +54,7 @@ def _positive_int(value: Any) -> int:
 
 
 def _duration(value: Any) -> int:
-    ms = parse_duration(value)
+    ms = parse_duration(value, what="")
     if ms <= 0:
         raise ValueError("expected a duration above zero, like 500ms or 2s")
     return ms
@@ -119,6 +119,9 @@ NODE_SETTINGS = (
     _LOG_LEVEL,
 )
 
+# Every key any daemon knows: a shared file may hold keys for both at its top level.
+_ALL_KEYS = {s.key for s in (*COORDINATOR_SETTINGS, *NODE_SETTINGS)}
+
 
 def _load_file(path: Path, role: str, allowed: set[str]) -> dict[str, Any]:
     try:
@@ -139,11 +142,16 @@ def _load_file(path: Path, role: str, allowed: set[str]) -> dict[str, Any]:
             continue
         else:
             values[key] = value
-    for key in values:
-        if key not in allowed:
-            raise ConfigError(
-                f"{path}: unknown key {key!r} for a {role} (allowed: {', '.join(sorted(allowed))})"
-            )
+    for key in list(values):
+        if key in allowed:
+            continue
+        section = data.get(role)
+        if key in _ALL_KEYS and not (isinstance(section, dict) and key in section):
+            del values[key]  # a shared file's top-level key meant for the other daemon
+            continue
+        raise ConfigError(
+            f"{path}: unknown key {key!r} for a {role} (allowed: {', '.join(sorted(allowed))})"
+        )
     return values
 
 

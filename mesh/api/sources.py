@@ -101,7 +101,9 @@ class Generator(Source):
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise TypeError(f"Generator expects a function fn(i), got {type(self.fn).__name__}")
-        if self.count is not None and (not isinstance(self.count, int) or self.count < 0):
+        if self.count is not None and (
+            isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0
+        ):
             raise ValueError(f"Generator count must be a non-negative int, got {self.count!r}")
         if self.rate is not None and not (
             isinstance(self.rate, int | float) and not isinstance(self.rate, bool) and self.rate > 0

@@ -48,6 +48,9 @@ def _fmix32(h: int) -> int:
     return h
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def canonical_key(key: Any) -> Hashable:
     """The form a key is stored under: lists become tuples, integral floats become ints."""
     if isinstance(key, list | tuple):
@@ -55,16 +58,25 @@ def canonical_key(key: Any) -> Hashable:
     if isinstance(key, bool):
         return int(key)  # True == 1 as a dict key, so they must share a key group
     if isinstance(key, float) and key.is_integer():
-        return int(key)
+        key = int(key)
     if isinstance(key, dict):
         raise TypeError("a key must be a str, number, bool, None or a list of those, not a dict")
     return key  # type: ignore[no-any-return]
 
 
+def _encode_key(key: Any) -> Any:
+    # JSON has no 64-bit limit but orjson does: hash huge ints by their decimal text.
+    if isinstance(key, int) and key not in _INT64:
+        return str(key)
+    if isinstance(key, tuple):
+        return tuple(_encode_key(k) for k in key)
+    return key
+
+
 def stable_hash(key: Any) -> int:
     """A 32-bit hash of ``key`` that is the same in every process and on every run."""
     try:
-        encoded = orjson.dumps(canonical_key(key), option=orjson.OPT_SORT_KEYS)
+        encoded = orjson.dumps(_encode_key(canonical_key(key)), option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
         raise TypeError(f"cannot hash key of type {type(key).__name__}: {exc}") from None
     return _fmix32(zlib.crc32(encoded))

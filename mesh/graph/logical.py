@@ -140,7 +140,10 @@ class LogicalGraph:
         except (KeyError, TypeError, ValueError) as exc:
             raise GraphError(f"malformed job graph: {exc}") from None
         graph = cls(config=config, operators=operators, edges=edges)
-        graph.validate()
+        try:
+            graph.validate()
+        except (TypeError, ValueError) as exc:
+            raise GraphError(f"malformed job graph: {exc}") from None
         return graph
 
     def fingerprint(self) -> str:

@@ -22,13 +22,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import anyio
-import zmq
 
 from mesh.errors import FrameError
 from mesh.node.channels import InputChannel, OutputChannel
 from mesh.protocol.messages import PeerAddress
 from mesh.transport.frames import FrameKind, decode_header, encode_header
-from mesh.transport.sockets import Outbox, SocketFactory, SocketKind
+from mesh.transport.sockets import Frame, Outbox, SocketFactory, SocketKind, frame_peer
 
 __all__ = ["JobChannels", "NodeNetwork", "RemoteCreditReturn", "RemoteLink"]
 
@@ -199,30 +198,23 @@ class NodeNetwork:
                 handled = 0
                 await anyio.lowlevel.checkpoint()
 
-    @staticmethod
-    def _peer_of(frame: zmq.Frame) -> str:
-        try:
-            return str(frame.get("Peer-Address"))
-        except zmq.ZMQError:
-            return "unknown peer"
-
-    def _on_data(self, frames: list[zmq.Frame]) -> None:
+    def _on_data(self, frames: list[Frame]) -> None:
         if len(frames) != 2:
             self._drop(
                 "malformed",
-                f"data message with {len(frames)} frame(s) from {self._peer_of(frames[0])}",
+                f"data message with {len(frames)} frame(s) from {frame_peer(frames[0])}",
             )
             return
         try:
             header = decode_header(frames[0].buffer)
         except FrameError as exc:
-            self._drop("malformed", f"{exc} (from {self._peer_of(frames[0])})")
+            self._drop("malformed", f"{exc} (from {frame_peer(frames[0])})")
             return
         job = self._jobs.get(header.job)
         if job is None:
             self._drop(
                 "unknown_job",
-                f"job {header.job} channel {header.channel} from {self._peer_of(frames[0])}",
+                f"job {header.job} channel {header.channel} from {frame_peer(frames[0])}",
             )
             return
         if header.attempt != job.attempt:
@@ -237,7 +229,7 @@ class NodeNetwork:
             self._drop(
                 "unknown_channel",
                 f"job {header.job}: {header.kind.name} for channel {header.channel}, which "
-                f"is not an input here (from {self._peer_of(frames[0])})",
+                f"is not an input here (from {frame_peer(frames[0])})",
             )
             return
         channel.deliver(header.kind, header.seq, header.arg, frames[1].buffer)
@@ -260,7 +252,7 @@ class NodeNetwork:
                 handled = 0
                 await anyio.lowlevel.checkpoint()
 
-    def _on_control(self, frames: list[zmq.Frame]) -> None:
+    def _on_control(self, frames: list[Frame]) -> None:
         peer = frames[0].bytes.decode("utf-8", "replace")
         if len(frames) != 2:
             self._drop(

@@ -121,16 +121,20 @@ class _Keyed(RuntimeOperator):
         self.state: dict[Any, Any] = {}
 
     def _key(self, record: Any) -> Any:
+        """The state key of ``record`` (lists become tuples); errors name the record."""
         try:
             key = self.key_fn(record)
-            hash(key)
-        except TypeError as exc:
-            if isinstance(key, list):
-                return canonical_key(key)
-            raise self._error("key_by function gave an unusable key:", record, exc) from exc
         except Exception as exc:
             raise self._error("key_by function raised", record, exc) from exc
-        return key
+        try:
+            hash(key)
+            return key
+        except TypeError:
+            pass
+        try:
+            return canonical_key(key)
+        except TypeError as exc:
+            raise self._error("key_by function gave an unusable key:", record, exc) from exc
 
 
 class _Reduce(_Keyed):
@@ -230,7 +234,7 @@ class _Count(_Keyed):
                 key = self._key(record)
                 n = state.get(key, 0) + 1
                 state[key] = n
-                append({"key": key, "count": n})
+                append({"key": self.key_fn(record), "count": n})  # the key as the user made it
         return out
 
 

@@ -1,6 +1,5 @@
-"""Time: clocks and durations. Knows nothing of the network or of jobs."""
+"""Time: clocks (``mesh.time.clock``) and durations (``mesh.time.durations``).
 
-from mesh.time.clock import Clock, ManualClock, SystemClock
-from mesh.time.durations import format_duration, parse_duration
-
-__all__ = ["Clock", "ManualClock", "SystemClock", "format_duration", "parse_duration"]
+Knows nothing of the network or of jobs. Import the submodules directly; this package
+module stays empty so that importing durations does not load the clock's dependencies.
+"""

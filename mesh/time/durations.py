@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["format_duration", "parse_duration"]
@@ -15,19 +16,23 @@ def parse_duration(value: int | float | str, *, what: str = "duration") -> int:
 
     Raises ValueError naming ``what`` when the value is negative or not a duration.
     """
+    prefix = f"{what}: " if what else ""
+    expected = f"{prefix}expected a duration like 500ms, 2s, 5m or 1h, got {value!r}"
     if isinstance(value, bool):
-        raise ValueError(f"{what}: expected a duration like 500ms, 2s, 5m or 1h, got {value!r}")
+        raise ValueError(expected)
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(expected)
         if value < 0:
-            raise ValueError(f"{what}: must not be negative, got {value!r}")
-        return int(value)
+            raise ValueError(f"{prefix}must not be negative, got {value!r}")
+        return round(value)
     if isinstance(value, str):
         match = _PATTERN.match(value)
         if match:
             return round(float(match.group(1)) * _UNITS_MS[match.group(2)])
         if value.strip().isdigit():
             return int(value.strip())
-    raise ValueError(f"{what}: expected a duration like 500ms, 2s, 5m or 1h, got {value!r}")
+    raise ValueError(expected)
 
 
 def format_duration(ms: int | float) -> str:
@@ -36,7 +41,7 @@ def format_duration(ms: int | float) -> str:
         return f"{int(ms)}ms"
     seconds = ms / 1000
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{math.floor(seconds * 10) / 10:.1f}s"
     minutes, sec = divmod(int(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{sec:02d}s"

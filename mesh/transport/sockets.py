@@ -23,7 +23,28 @@ import anyio
 import zmq
 import zmq.asyncio
 
-__all__ = ["Endpoint", "Outbox", "Socket", "SocketFactory", "SocketKind", "parse_endpoint"]
+__all__ = [
+    "Endpoint",
+    "Frame",
+    "Outbox",
+    "Socket",
+    "SocketFactory",
+    "SocketKind",
+    "frame_peer",
+    "parse_endpoint",
+]
+
+#: A received message part (zero-copy): ``.buffer``, ``.bytes``; see ``frame_peer``.
+Frame = zmq.Frame
+
+
+def frame_peer(frame: Frame) -> str:
+    """The address of the peer that sent ``frame`` ("unknown peer" if ZeroMQ cannot say)."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        return "unknown peer"
+
 
 log = logging.getLogger("mesh.transport")
 

@@ -1,0 +1,43 @@
+"""A node that dies is noticed by its missing heartbeats, and its jobs fail with a
+message naming it (failover that recovers the job comes with checkpoints)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import anyio
+
+from mesh.client.client import open_client, prepare_submission
+from tests.helpers import wait_for_state, write_job
+
+JOB = """
+    from mesh import Job, sinks, sources
+
+    job = Job("forever", parallelism=2)
+    ticks = job.source(sources.Generator(lambda i: i, rate=1000))
+    ticks.rebalance().map(lambda x: x).sink(sinks.Collect())
+"""
+
+
+def test_killed_node_fails_its_jobs_and_leaves_the_registry(local_cluster, tmp_path: Path) -> None:
+    job_file = write_job(tmp_path, JOB)
+    cluster = local_cluster(
+        nodes=2,
+        slots=2,
+        env={"MESH_HEARTBEAT_INTERVAL": "200ms", "MESH_HEARTBEAT_TIMEOUT": "1s"},
+    )
+
+    async def scenario() -> tuple[dict, list]:
+        async with open_client(cluster.address) as client:
+            job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            await wait_for_state(client, job_id, ("RUNNING",))
+            victim = next(n for n in cluster.nodes if n.name == "node-2")
+            cluster.kill(victim, signal.SIGKILL)
+            status = await wait_for_state(client, job_id, ("FAILED",), timeout_s=15)
+            return status, await client.nodes()
+
+    status, nodes = anyio.run(scenario)
+    assert "node node-2" in status["error"] and "lost: no heartbeat for 1000 ms" in status["error"]
+    assert [n["node_id"] for n in nodes] == ["node-1"]
+    assert nodes[0]["free"] == 2  # the failed job's slots are free again
