@@ -208,6 +208,11 @@ def latency(hop: bool, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="mesh benchmarks (JSON on stdout)")
     parser.add_argument("--only", choices=["w1", "w2", "latency"], action="append")
@@ -217,7 +222,7 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     args = parser.parse_args()
     only = set(args.only or ["w1", "w2", "latency"])
-    if not DATA.exists() or sum(1 for _ in open(DATA, "rb")) != args.events:
+    if not DATA.exists() or _count_lines(DATA) != args.events:
         generate(DATA, args.events)
     env = {"MESH_BENCH_DATA": str(DATA)}
     report: dict[str, Any] = {

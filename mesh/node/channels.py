@@ -153,12 +153,14 @@ class OutputChannel:
     async def wait_backlog_below(self, limit: int) -> None:
         """Return once fewer than ``limit`` data buffers wait for credit."""
         while self._ledger.backlog >= limit:
-            self._backlog_changed = anyio.Event()
+            if self._backlog_changed.is_set():  # a fresh event for this round of waiters
+                self._backlog_changed = anyio.Event()
             await self._backlog_changed.wait()
 
     def discard(self) -> None:
         """Drop what is still queued (the job is being torn down)."""
         self._ledger.discard()
+        self._backlog_changed.set()
 
 
 class LocalLink:
@@ -256,6 +258,11 @@ class InputGate:
             self.channels, exclusive=self._exclusive, floating=self._floating
         )
 
+    def _sealed(self) -> InputCredits:
+        if self._credits is None:
+            raise ChannelError("input gate used before seal(): its channels are not set up")
+        return self._credits
+
     @property
     def finished(self) -> bool:
         """Every channel delivered END_OF_PARTITION."""
@@ -285,9 +292,8 @@ class InputGate:
         if self._failure is not None:
             return
         if kind is _DATA:
-            assert self._credits is not None
             try:
-                grants = self._credits.on_buffer(channel.id, arg)
+                grants = self._sealed().on_buffer(channel.id, arg)
             except ChannelError as exc:
                 self.fail(ChannelError(f"channel {channel.label} from {channel.peer}: {exc}"))
                 return
@@ -317,8 +323,7 @@ class InputGate:
                     ready.append(channel)
                 if kind is _EOP:
                     self._ended.add(channel.id)
-                    assert self._credits is not None
-                    grants = self._credits.on_end(channel.id)
+                    grants = self._sealed().on_end(channel.id)
                     if grants:
                         self._grant(grants)
                     channel.credit_return.ack_end(channel.id)
@@ -332,11 +337,10 @@ class InputGate:
 
     def consumed(self, channel: InputChannel) -> None:
         """The subtask is done with one DATA buffer of ``channel``: return its credit."""
-        assert self._credits is not None
         try:
-            grants = self._credits.on_consumed(channel.id)
+            grants = self._sealed().on_consumed(channel.id)
         except ChannelError as exc:
-            self.fail(exc)
+            self.fail(ChannelError(f"channel {channel.label} from {channel.peer}: {exc}"))
             return
         if grants:
             self._grant(grants)

@@ -200,7 +200,7 @@ def decode(frames: Sequence[bytes | memoryview]) -> Envelope:
     if not isinstance(header, dict):
         raise FrameError("control header must be a JSON object")
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise FrameError(
             f"unsupported control protocol version {version!r} (this side speaks "
             f"{PROTOCOL_VERSION})"

@@ -91,14 +91,23 @@ def encode_header(
     arg: int = 0,
     ext: dict[str, Any] | None = None,
 ) -> bytes:
-    """Encode a header (see the module docstring for the layout)."""
-    job_bytes = job.encode("ascii")
-    flags = _FLAG_EXT if ext else 0
-    head = _FIXED.pack(MAGIC, VERSION, kind, flags, attempt, channel, seq, arg, len(job_bytes))
-    if not ext:
-        return head + job_bytes
-    ext_bytes = orjson.dumps(ext)
-    return head + job_bytes + _EXT_LEN.pack(len(ext_bytes)) + ext_bytes
+    """Encode a header (see the module docstring for the layout).
+
+    Raises ValueError for values the layout cannot hold (a job id that is not short
+    ASCII, numbers out of range, an extension over 64 KiB).
+    """
+    try:
+        job_bytes = job.encode("ascii")
+        flags = _FLAG_EXT if ext else 0
+        head = _FIXED.pack(MAGIC, VERSION, kind, flags, attempt, channel, seq, arg, len(job_bytes))
+        if len(job_bytes) > 255:
+            raise ValueError(f"job id is {len(job_bytes)} bytes; at most 255 fit")
+        if not ext:
+            return head + job_bytes
+        ext_bytes = orjson.dumps(ext)
+        return head + job_bytes + _EXT_LEN.pack(len(ext_bytes)) + ext_bytes
+    except (struct.error, UnicodeEncodeError, orjson.JSONEncodeError) as exc:
+        raise ValueError(f"cannot encode frame header: {exc}") from None
 
 
 def decode_header(data: bytes | memoryview) -> FrameHeader:
