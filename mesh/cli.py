@@ -73,8 +73,25 @@ def _coordinator_address(flag: str | None) -> str:
         raise _fail(f"coordinator = {value!r} (from {origin}) is not allowed: {exc}", 2) from None
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast, with a clear message, when nothing listens at ``address``."""
+    import socket
+
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except OSError as exc:
+        raise _fail(
+            f"cannot reach the coordinator at {address}: {exc.strerror or exc} "
+            "(is it running? set --coordinator or MESH_COORDINATOR)",
+            EXIT_FAILED,
+        ) from None
+
+
 def _run_client(address: str, action: Callable[[Any], Awaitable[T]]) -> T:
     from mesh.client.client import open_client
+
+    _check_reachable(address)
 
     async def go() -> T:
         async with open_client(address, timeout_s=10.0) as client:
@@ -399,6 +416,7 @@ async def _drive(address: str, submission: Any, quiet: bool) -> int:
         offset = 0
         interrupted = False
         last_line = 0.0
+        last_state = ""
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
 
@@ -416,11 +434,11 @@ async def _drive(address: str, submission: Any, quiet: bool) -> int:
                     records, offset, _ = await client.fetch_collected(job_id, offset)
                     collected.extend(records)
                     now = anyio.current_time()
-                    if not quiet and (tty or now - last_line >= 5.0):
-                        _err(
-                            ("\r" if tty else "") + format_progress(st) + ("" if tty else "\n"),
-                        )
-                        last_line = now
+                    changed = st["state"] != last_state
+                    if not quiet and (tty or changed or now - last_line >= 5.0):
+                        end = "" if tty else "\n"
+                        _err(("\r" if tty else "") + format_progress(st) + end)
+                        last_line, last_state = now, st["state"]
                     if st["state"] in ("FINISHED", "CANCELED", "FAILED"):
                         break
                     await anyio.sleep(0.5)
