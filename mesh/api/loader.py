@@ -16,9 +16,20 @@ from pathlib import Path
 from mesh.api.job import Job
 from mesh.errors import JobCodeError
 
-__all__ = ["find_job", "import_job_file", "load_job"]
+__all__ = ["find_job", "import_job_file", "load_job", "package_root"]
 
 _counter = itertools.count()
+
+
+def package_root(job_file: Path) -> Path:
+    """Where the job's imports resolve: the parent of its top-level package, if the file
+    is inside a package (directories with ``__init__.py``), else the file's directory."""
+    directory = job_file.resolve().parent
+    if not (directory / "__init__.py").exists():
+        return directory
+    while (directory.parent / "__init__.py").exists():
+        directory = directory.parent
+    return directory.parent
 
 
 def import_job_file(path: str | Path, *, search_root: str | Path | None = None) -> object:
@@ -35,7 +46,7 @@ def import_job_file(path: str | Path, *, search_root: str | Path | None = None) 
     if spec is None or spec.loader is None:
         raise JobCodeError(f"cannot import job file {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    root = str(Path(search_root).resolve()) if search_root is not None else str(path.parent)
+    root = str(Path(search_root).resolve() if search_root is not None else package_root(path))
     sys.path.insert(0, root)
     sys.modules[module_name] = module
     try:

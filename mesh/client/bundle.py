@@ -11,6 +11,7 @@ import io
 import zipfile
 from pathlib import Path
 
+from mesh.api.loader import package_root
 from mesh.errors import JobCodeError
 
 __all__ = ["MAX_BUNDLE_BYTES", "make_bundle"]
@@ -19,22 +20,12 @@ MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 _SKIP_DIRS = {"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
 
-def _package_root(job_file: Path) -> Path:
-    """The directory whose contents are shipped: the top package's parent, or the file's dir."""
-    directory = job_file.parent
-    if not (directory / "__init__.py").exists():
-        return directory
-    while (directory.parent / "__init__.py").exists():
-        directory = directory.parent
-    return directory.parent
-
-
 def make_bundle(job_file: str | Path) -> tuple[bytes, str]:
     """Zip the job's code; returns the archive and the job file's path inside it."""
     path = Path(job_file).resolve()
     if not path.is_file():
         raise JobCodeError(f"job file not found: {job_file}")
-    root = _package_root(path)
+    root = package_root(path)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         if root == path.parent and not (root / "__init__.py").exists():

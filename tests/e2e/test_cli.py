@@ -210,18 +210,24 @@ def test_client_errors_and_exit_codes(workdir: Path, daemons: Daemons) -> None:
 
 
 def test_run_exit_codes_and_cleanup(workdir: Path) -> None:
-    ok = mesh(workdir, "run", "examples/wordcount.py", "--nodes", "2", "--parallelism", "2")
+    ok = mesh(
+        workdir, "run", "examples/wordcount.py", "--nodes", "2", "--parallelism", "2",
+        "--state-dir", "ok-state",
+    )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "FINISHED" in ok.stderr and "results:" in ok.stderr
+    assert processes_mentioning(str(workdir / "ok-state")) == []
+    assert (workdir / "ok-state" / "logs" / "node-2.log").exists()
 
     (workdir / "fail.py").write_text(
         "from mesh import Job, sinks, sources\n"
         "job = Job('boom')\n"
         "job.source(sources.Collection([1, 0])).map(lambda x: 1 / x).sink(sinks.Collect())\n"
     )
-    failed = mesh(workdir, "run", "fail.py", "--nodes", "1")
+    failed = mesh(workdir, "run", "fail.py", "--nodes", "1", "--state-dir", "failed-state")
     assert failed.returncode == 1
     assert "ZeroDivisionError" in failed.stderr and "on record 0" in failed.stderr
+    assert processes_mentioning(str(workdir / "failed-state")) == []
 
     (workdir / "broken.py").write_text("import no_such_module\n")
     broken = mesh(workdir, "run", "broken.py")
