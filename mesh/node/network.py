@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -26,8 +27,8 @@ import anyio
 from mesh.errors import FrameError
 from mesh.node.channels import InputChannel, OutputChannel
 from mesh.protocol.messages import PeerAddress
-from mesh.transport.frames import FrameKind, decode_header, encode_header
-from mesh.transport.sockets import Frame, Outbox, SocketFactory, SocketKind, frame_peer
+from mesh.transport.frames import FrameHeader, FrameKind, decode_header, encode_header
+from mesh.transport.sockets import Frame, Outbox, Socket, SocketFactory, SocketKind, frame_peer
 
 __all__ = ["JobChannels", "NodeNetwork", "RemoteCreditReturn", "RemoteLink"]
 
@@ -143,8 +144,8 @@ class NodeNetwork:
         """Run the receive pumps and peer links until cancelled."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._data_pump)
-            tg.start_soon(self._control_pump)
+            tg.start_soon(self._pump, self._pull, self._on_data)
+            tg.start_soon(self._pump, self._router, self._on_control)
             for peer in self._peers.values():
                 tg.start_soon(peer.run)
 
@@ -180,8 +181,8 @@ class NodeNetwork:
         if count <= 20 or count % 1000 == 0:
             log.warning("dropped frame (%s, #%d): %s", reason, count, detail)
 
-    async def _data_pump(self) -> None:
-        sock = self._pull
+    async def _pump(self, sock: Socket, on_message: Callable[[list[Frame]], None]) -> None:
+        """Drain ``sock`` without blocking; await only when it is empty."""
         handled = 0
         while True:
             frames = sock.recv_frames_nowait()
@@ -190,13 +191,31 @@ class NodeNetwork:
                 await sock.wait_readable()
                 continue
             try:
-                self._on_data(frames)
+                on_message(frames)
             except Exception as exc:  # never let a peer's frame stop the pump
                 self._drop("internal", f"{type(exc).__name__}: {exc}")
             handled += 1
             if handled >= _PUMP_BATCH:
                 handled = 0
                 await anyio.lowlevel.checkpoint()
+
+    def _job_of(self, header: FrameHeader, peer: str) -> JobChannels | None:
+        """The running attempt a frame belongs to, or None (counted and logged)."""
+        job = self._jobs.get(header.job)
+        if job is None:
+            self._drop(
+                "unknown_job",
+                f"{header.kind.name} for job {header.job} channel {header.channel} from {peer}",
+            )
+            return None
+        if header.attempt != job.attempt:
+            self._drop(
+                "stale_attempt",
+                f"{header.kind.name} for job {header.job} channel {header.channel}: attempt "
+                f"{header.attempt}, running {job.attempt} (from {peer})",
+            )
+            return None
+        return job
 
     def _on_data(self, frames: list[Frame]) -> None:
         if len(frames) != 2:
@@ -210,19 +229,8 @@ class NodeNetwork:
         except FrameError as exc:
             self._drop("malformed", f"{exc} (from {frame_peer(frames[0])})")
             return
-        job = self._jobs.get(header.job)
+        job = self._job_of(header, frame_peer(frames[0]))
         if job is None:
-            self._drop(
-                "unknown_job",
-                f"job {header.job} channel {header.channel} from {frame_peer(frames[0])}",
-            )
-            return
-        if header.attempt != job.attempt:
-            self._drop(
-                "stale_attempt",
-                f"job {header.job} channel {header.channel}: attempt {header.attempt}, "
-                f"running {job.attempt}",
-            )
             return
         channel = job.inputs.get(header.channel)
         if channel is None or header.kind in (FrameKind.CREDIT, FrameKind.EOP_ACK):
@@ -234,52 +242,25 @@ class NodeNetwork:
             return
         channel.deliver(header.kind, header.seq, header.arg, frames[1].buffer)
 
-    async def _control_pump(self) -> None:
-        sock = self._router
-        handled = 0
-        while True:
-            frames = sock.recv_frames_nowait()
-            if frames is None:
-                handled = 0
-                await sock.wait_readable()
-                continue
-            try:
-                self._on_control(frames)
-            except Exception as exc:  # never let a peer's frame stop the pump
-                self._drop("internal", f"{type(exc).__name__}: {exc}")
-            handled += 1
-            if handled >= _PUMP_BATCH:
-                handled = 0
-                await anyio.lowlevel.checkpoint()
-
     def _on_control(self, frames: list[Frame]) -> None:
-        peer = frames[0].bytes.decode("utf-8", "replace")
+        peer = repr(frames[0].bytes.decode("utf-8", "replace"))
         if len(frames) != 2:
-            self._drop(
-                "malformed", f"control message with {len(frames) - 1} frame(s) from {peer!r}"
-            )
+            self._drop("malformed", f"control message with {len(frames) - 1} frame(s) from {peer}")
             return
         try:
             header = decode_header(frames[1].buffer)
         except FrameError as exc:
-            self._drop("malformed", f"{exc} (from {peer!r})")
+            self._drop("malformed", f"{exc} (from {peer})")
             return
-        job = self._jobs.get(header.job)
+        job = self._job_of(header, peer)
         if job is None:
-            self._drop("unknown_job", f"{header.kind.name} for job {header.job} from {peer!r}")
-            return
-        if header.attempt != job.attempt:
-            self._drop(
-                "stale_attempt",
-                f"{header.kind.name} for job {header.job} attempt {header.attempt} from {peer!r}",
-            )
             return
         channel = job.outputs.get(header.channel)
         if channel is None:
             self._drop(
                 "unknown_channel",
                 f"{header.kind.name} for channel {header.channel} of job {header.job}, which is "
-                f"not an output here (from {peer!r})",
+                f"not an output here (from {peer})",
             )
             return
         if header.kind is FrameKind.CREDIT:
@@ -287,7 +268,7 @@ class NodeNetwork:
         elif header.kind is FrameKind.EOP_ACK:
             channel.on_end_ack()
         else:
-            self._drop("malformed", f"{header.kind.name} frame on the credit port from {peer!r}")
+            self._drop("malformed", f"{header.kind.name} frame on the credit port from {peer}")
 
     def close(self) -> None:
         """Close peer links (the factory closes the bound sockets)."""

@@ -72,43 +72,33 @@ class RuntimeOperator:
         """Called once at the end, also after a failure or cancellation."""
 
 
-class _Map(RuntimeOperator):
+def _flat_map(fn: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
+    return [out for record in batch for out in fn(record)]
+
+
+class _Stateless(RuntimeOperator):
+    """map, filter and flat_map: one user function applied to a whole batch at once."""
+
+    _APPLY: dict[str, Callable[[Callable[[Any], Any], list[Any]], list[Any]]] = {
+        "map": lambda fn, batch: list(map(fn, batch)),
+        "filter": lambda fn, batch: list(filter(fn, batch)),
+        "flat_map": _flat_map,
+    }
+
     def __init__(self, spec: OperatorSpec, fn: Callable[[Any], Any]) -> None:
         super().__init__(spec)
         self.fn = fn
+        self._apply = self._APPLY[spec.kind]
+        # What to replay per record to find the one that fails (flat_map: exhaust it).
+        self._probe: Callable[[Any], Any] = (
+            (lambda record: list(fn(record))) if spec.kind == "flat_map" else fn
+        )
 
     def process(self, batch: list[Any]) -> list[Any]:
         try:
-            return list(map(self.fn, batch))
+            return self._apply(self.fn, batch)
         except Exception:
-            self._find_failure(self.fn, batch, "raised")
-            raise
-
-
-class _Filter(RuntimeOperator):
-    def __init__(self, spec: OperatorSpec, fn: Callable[[Any], Any]) -> None:
-        super().__init__(spec)
-        self.fn = fn
-
-    def process(self, batch: list[Any]) -> list[Any]:
-        try:
-            return list(filter(self.fn, batch))
-        except Exception:
-            self._find_failure(self.fn, batch, "raised")
-            raise
-
-
-class _FlatMap(RuntimeOperator):
-    def __init__(self, spec: OperatorSpec, fn: Callable[[Any], Any]) -> None:
-        super().__init__(spec)
-        self.fn = fn
-
-    def process(self, batch: list[Any]) -> list[Any]:
-        fn = self.fn
-        try:
-            return [out for record in batch for out in fn(record)]
-        except Exception:
-            self._find_failure(lambda r: list(fn(r)), batch, "raised")
+            self._find_failure(self._probe, batch, "raised")
             raise
 
 
@@ -246,9 +236,9 @@ def build_operator(spec: OperatorSpec, definition: OperatorDef) -> RuntimeOperat
     """The runtime operator for one definition (sources and sinks are built elsewhere)."""
     kind = definition.kind
     fn = definition.fn
-    if kind in ("map", "filter", "flat_map"):
+    if kind in _Stateless._APPLY:
         assert fn is not None
-        return {"map": _Map, "filter": _Filter, "flat_map": _FlatMap}[kind](spec, fn)
+        return _Stateless(spec, fn)
     key_fn = definition.key_fn
     if key_fn is None:
         raise GraphError(f"operator {spec.uid!r} ({kind}) needs a keyed stream")
