@@ -20,8 +20,10 @@ import anyio
 import orjson
 import typer
 
+from mesh._excgroups import unwrap
 from mesh._version import __version__
 from mesh.errors import ConfigError, GraphError, JobCodeError, MeshError, RemoteError
+from mesh.protocol.messages import FINAL_JOB_STATES
 
 __all__ = ["app", "main"]
 
@@ -126,7 +128,10 @@ def _serve(
             ready = await tg.start(daemon_run)
             on_ready(ready)
 
-    anyio.run(main, backend="asyncio")
+    try:
+        anyio.run(main, backend="asyncio")
+    except BaseExceptionGroup as group:
+        raise unwrap(group) from None
 
 
 @app.command()
@@ -300,7 +305,7 @@ def status(
         while True:
             st = await client.status(job_id)
             show(st)
-            if not watch or st["state"] in ("FINISHED", "CANCELED", "FAILED"):
+            if not watch or st["state"] in FINAL_JOB_STATES:
                 return
             await anyio.sleep(1.0)
 
@@ -324,7 +329,7 @@ def cancel(
         with anyio.move_on_after(timeout):
             while True:
                 st = await client.status(job_id)
-                if st["state"] in ("FINISHED", "CANCELED", "FAILED"):
+                if st["state"] in FINAL_JOB_STATES:
                     return f"job {st['job_id']} {st['state']}"
                 await anyio.sleep(0.2)
         return f"job {job_id} still stopping after {timeout:g}s"
@@ -439,7 +444,7 @@ async def _drive(address: str, submission: Any, quiet: bool) -> int:
                         end = "" if tty else "\n"
                         _err(("\r" if tty else "") + format_progress(st) + end)
                         last_line, last_state = now, st["state"]
-                    if st["state"] in ("FINISHED", "CANCELED", "FAILED"):
+                    if st["state"] in FINAL_JOB_STATES:
                         break
                     await anyio.sleep(0.5)
                 tg.cancel_scope.cancel()

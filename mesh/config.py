@@ -9,6 +9,7 @@ the key, where the value came from, the value, and what is allowed.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -77,6 +78,22 @@ def _text(value: Any) -> str:
     return text
 
 
+_HOST = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
+
+
+def _host(wildcard: bool) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value)
+        if not _HOST.match(text) or (text == "*" and not wildcard):
+            allowed = "a host name, an IPv4 address or a [bracketed] IPv6 address"
+            raise ValueError(
+                f"expected {allowed}" + (", or * for every interface" if wildcard else "")
+            )
+        return text
+
+    return parse
+
+
 def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -113,8 +130,8 @@ NODE_SETTINGS = (
     Setting("coordinator", _endpoint(bind=False), "tcp://127.0.0.1:5550", "coordinator address"),
     Setting("slots", _positive_int, 1, "slots offered"),
     Setting("state_dir", _path, None, "directory for the node's state"),
-    Setting("bind_host", _text, "127.0.0.1", "interface for the data and credit ports"),
-    Setting("advertise_host", _text, None, "host name peers use to reach this node"),
+    Setting("bind_host", _host(True), "127.0.0.1", "interface for the data and credit ports"),
+    Setting("advertise_host", _host(False), None, "host name peers use to reach this node"),
     Setting("node_id", _text, None, "stable id of this node (default: host-pid)"),
     _LOG_LEVEL,
 )
@@ -186,4 +203,13 @@ def resolve_settings(
             raise ConfigError(
                 f"{setting.key} = {raw!r} (from {origin}) is not allowed: {exc}"
             ) from None
+    if (
+        "heartbeat_timeout" in resolved
+        and resolved["heartbeat_timeout"] <= resolved["heartbeat_interval"]
+    ):
+        raise ConfigError(
+            f"heartbeat_timeout = {resolved['heartbeat_timeout']} ms is not allowed: it must be "
+            f"longer than heartbeat_interval ({resolved['heartbeat_interval']} ms), or every "
+            "node would be declared lost between two heartbeats"
+        )
     return resolved

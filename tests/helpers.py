@@ -9,8 +9,9 @@ from typing import Any
 import anyio
 
 from mesh.client.client import open_client, prepare_submission
+from mesh.protocol.messages import FINAL_JOB_STATES
 
-FINAL_STATES = ("FINISHED", "CANCELED", "FAILED")
+FINAL_STATES = FINAL_JOB_STATES
 
 
 def write_job(directory: Path, source: str, name: str = "job.py") -> Path:

@@ -84,7 +84,8 @@ class BuiltJob:
         return self.operators[op_id]
 
 
-def _positive_int(value: Any, what: str) -> int:
+def positive_int(value: Any, what: str) -> int:
+    """``value`` if it is an int >= 1 (not a bool); else GraphError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise GraphError(f"{what} must be a positive int, got {value!r}")
     return value
@@ -126,8 +127,8 @@ class Job:
         if not isinstance(name, str) or not name.strip():
             raise GraphError(f"Job name must be a non-empty string, got {name!r}")
         self.name = name
-        self.parallelism = _positive_int(parallelism, "Job parallelism")
-        self.max_parallelism = _positive_int(max_parallelism, "Job max_parallelism")
+        self.parallelism = positive_int(parallelism, "Job parallelism")
+        self.max_parallelism = positive_int(max_parallelism, "Job max_parallelism")
         if self.parallelism > self.max_parallelism:
             raise GraphError(
                 f"Job parallelism {parallelism} exceeds max_parallelism {max_parallelism}"
@@ -210,7 +211,7 @@ class Job:
         explicit ``set_parallelism`` keep theirs), as ``--parallelism`` does.
         """
         default_p = self.parallelism if parallelism is None else parallelism
-        _positive_int(default_p, "parallelism")
+        positive_int(default_p, "parallelism")
         if default_p > self.max_parallelism:
             raise GraphError(
                 f"parallelism {default_p} exceeds the job's max_parallelism {self.max_parallelism}"

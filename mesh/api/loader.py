@@ -32,11 +32,27 @@ def package_root(job_file: Path) -> Path:
     return directory.parent
 
 
+def _top_level_names(root: Path) -> set[str]:
+    """Modules and packages importable from ``root``: what a job's code may provide."""
+    names = set()
+    for entry in root.iterdir():
+        if entry.suffix == ".py" and entry.is_file():
+            names.add(entry.stem)
+        elif entry.is_dir() and (entry / "__init__.py").exists():
+            names.add(entry.name)
+    return names
+
+
 def import_job_file(path: str | Path, *, search_root: str | Path | None = None) -> object:
     """Execute the job file as a new module and return it.
 
     ``search_root`` (the directory holding the job's package, if any) is put first on
     ``sys.path`` while the file runs, so ``import mypkg.helpers`` works.
+
+    The job's own modules are imported fresh every time: modules of the same names that
+    another job (or an earlier import) loaded are set aside while this file runs and put
+    back afterwards, so each job's functions use its own code. (An import inside a
+    function at run time still goes through the shared ``sys.modules``.)
     """
     path = Path(path).resolve()
     if not path.is_file():
@@ -46,7 +62,14 @@ def import_job_file(path: str | Path, *, search_root: str | Path | None = None) 
     if spec is None or spec.loader is None:
         raise JobCodeError(f"cannot import job file {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    root = str(Path(search_root).resolve() if search_root is not None else package_root(path))
+    root_path = Path(search_root).resolve() if search_root is not None else package_root(path)
+    root = str(root_path)
+    provided = _top_level_names(root_path)
+    set_aside = {
+        name: mod for name, mod in sys.modules.items() if name.partition(".")[0] in provided
+    }
+    for name in set_aside:
+        del sys.modules[name]
     sys.path.insert(0, root)
     sys.modules[module_name] = module
     try:
@@ -67,6 +90,7 @@ def import_job_file(path: str | Path, *, search_root: str | Path | None = None) 
             sys.path.remove(root)
         except ValueError:
             pass
+        sys.modules.update(set_aside)  # another job's modules win the shared names back
     return module
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Collect", "JsonLines", "Print", "Sink", "ZmqPush"]
@@ -47,10 +47,8 @@ class Collect(Sink):
     """Sends the records back to the client that ran the job (for tests and notebooks).
 
     ``mesh run`` prints them when the job ends. Everything collected is held in the
-    coordinator's memory until the client fetched it: meant for small results.
+    coordinator's memory while it keeps the job: meant for small results.
     """
-
-    records: list[Any] = field(default_factory=list, repr=False)
 
 
 @dataclass(eq=False)

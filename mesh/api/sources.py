@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.errors import GraphError
+
 __all__ = ["Collection", "Generator", "JsonLines", "Source", "TextFile", "ZmqPull"]
 
 
@@ -83,6 +85,8 @@ class JsonLines(_FileSource):
     """
 
     def __init__(self, path: str, follow: bool = False) -> None:
+        if follow:
+            raise GraphError("JsonLines(follow=True) is not supported yet (see the README)")
         super().__init__(path=path, follow=follow)
 
 

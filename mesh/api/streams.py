@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from mesh.api.job import InputRef, Job, OperatorDef
+from mesh.api.job import InputRef, Job, OperatorDef, positive_int
 from mesh.api.sinks import Sink
 from mesh.errors import GraphError
 from mesh.graph.logical import Chaining, Partitioning
@@ -57,9 +57,7 @@ class _OperatorOptions:
 
     def set_parallelism(self, parallelism: int) -> Any:
         """Run the operator with ``parallelism`` subtasks."""
-        if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
-            raise GraphError(f"set_parallelism() expects a positive int, got {parallelism!r}")
-        self._op("set_parallelism").parallelism = parallelism
+        self._op("set_parallelism").parallelism = positive_int(parallelism, "set_parallelism()")
         return self
 
     def slot_sharing_group(self, group: str) -> Any:

@@ -1,8 +1,9 @@
 """Packing a job's code to ship it to the nodes.
 
-A job file on its own is shipped alone. A job file inside a package (its directory has
-an ``__init__.py``) is shipped with the whole top-level package, so its imports of
-sibling modules work on every node.
+A job file outside a package is shipped with the ``.py`` files in its directory (not
+subdirectories). A job file inside a package (its directory has an ``__init__.py``) is
+shipped with the whole top-level package. Either way its imports of its own modules
+work on every node.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def make_bundle(job_file: str | Path) -> tuple[bytes, str]:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         if root == path.parent and not (root / "__init__.py").exists():
-            archive.write(path, path.name)
+            # A lone job file: ship it with the Python files beside it (it may import them).
+            for file in sorted(root.glob("*.py")):
+                archive.write(file, file.name)
         else:
             package = path.relative_to(root).parts[0]
             for file in sorted((root / package).rglob("*")):

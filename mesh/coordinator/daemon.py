@@ -13,9 +13,10 @@ cancel stops every subtask, keeping what sinks wrote.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from mesh.protocol.messages import (
     Ack,
     CancelJob,
     CancelTasks,
+    ChannelSettings,
     CollectBatch,
     CollectedReply,
     DeployResult,
@@ -51,12 +53,14 @@ from mesh.protocol.messages import (
     PeerAddress,
     RegisterNode,
     RegisterReply,
+    Reregister,
     StartTasks,
     SubmitJob,
     SubmitReply,
     TaskUpdate,
 )
 from mesh.time.clock import Clock, SystemClock
+from mesh.transport.drops import DropCounter
 from mesh.transport.sockets import Outbox, SocketFactory, SocketKind
 
 __all__ = ["Coordinator", "CoordinatorConfig"]
@@ -77,9 +81,8 @@ class CoordinatorConfig:
     heartbeat_timeout_ms: int = 5000
     placement: str = "spread"
     cancel_timeout_ms: int = 10_000
-    exclusive_credits: int = 2
-    floating_credits: int = 8
-    buffer_records: int = 1024
+    channels: ChannelSettings = field(default_factory=ChannelSettings)
+    retained_jobs: int = 100  # finished jobs kept for list/status (oldest dropped first)
 
 
 class Coordinator:
@@ -91,7 +94,7 @@ class Coordinator:
         self.nodes = NodeRegistry()
         self.jobs: dict[str, JobRecord] = {}
         self.endpoint: str | None = None
-        self.wire_errors = 0
+        self.drops = DropCounter(log)
         self._outbox: Outbox | None = None
 
     async def run(
@@ -136,10 +139,7 @@ class Coordinator:
         try:
             envelope = codec.decode(body)
         except FrameError as exc:
-            self.wire_errors += 1
-            if self.wire_errors <= 20 or self.wire_errors % 1000 == 0:
-                peer = identity.decode("utf-8", "replace")
-                log.warning("dropped a malformed message from %r: %s", peer, exc)
+            self.drops.drop("malformed", f"{exc} (from {identity.decode('utf-8', 'replace')!r})")
             return
         msg, rid = envelope.message, envelope.rid
         handler = self._handlers.get(type(msg))
@@ -190,7 +190,8 @@ class Coordinator:
         if not self.nodes.heartbeat(
             msg.node_id, now, rss_bytes=msg.rss_bytes, wire_errors=msg.wire_errors
         ):
-            log.warning("heartbeat from unregistered node %s", msg.node_id)
+            log.warning("heartbeat from unregistered node %s: asking it to register", msg.node_id)
+            self._send(identity, Reregister(reason="unknown node (declared lost)"))
             return
         for job_id, metrics in msg.tasks.items():
             job = self.jobs.get(job_id)
@@ -254,11 +255,6 @@ class Coordinator:
     def _deploy(self, job: JobRecord) -> None:
         msg = job.submission
         peers = [self.nodes.nodes[n].address for n in sorted(job.nodes)]
-        credits = {
-            "exclusive": self.config.exclusive_credits,
-            "floating": self.config.floating_credits,
-            "buffer_records": self.config.buffer_records,
-        }
         job.deploy_pending = set(job.nodes)
         for node_id in sorted(job.nodes):
             self._send_to_node(
@@ -274,7 +270,7 @@ class Coordinator:
                     base_dir=msg.base_dir,
                     assignments=job.assignments,
                     peers=peers,
-                    credits=credits,
+                    channels=self.config.channels,
                     bundle=msg.bundle,
                 ),
             )
@@ -317,8 +313,16 @@ class Coordinator:
 
     def _on_collect(self, identity: bytes, msg: CollectBatch) -> None:
         job = self._job_for(msg.job_id, msg.attempt)
-        if job is not None:
-            job.collected.append(msg.records)
+        if job is None:
+            return
+        try:
+            valid = isinstance(orjson.loads(msg.records), list)
+        except orjson.JSONDecodeError:
+            valid = False
+        if not valid:
+            log.warning("job %s: dropped collected records that are not a JSON list", job.job_id)
+            return
+        job.collected.append(msg.records)
 
     def _cancel_tasks(self, job: JobRecord, reason: str) -> None:
         for node_id in sorted(job.nodes):
@@ -343,19 +347,30 @@ class Coordinator:
             return
         job.ended_ms = self.now()
         self.nodes.release(job.job_id)
+        # The code bundle is only needed to deploy; a finished job keeps its summary.
+        job.submission = dataclasses.replace(job.submission, bundle=b"")
         if state is not JobState.FAILED:
             log.info("job %s (%s) %s", job.job_id, job.name, state.value)
+        self._forget_old_jobs()
+
+    def _forget_old_jobs(self) -> None:
+        ended = sorted((j for j in self.jobs.values() if j.done), key=lambda j: j.ended_ms)
+        for job in ended[: max(0, len(ended) - self.config.retained_jobs)]:
+            del self.jobs[job.job_id]
 
     # -- client requests --------------------------------------------------------------------
 
     def _job(self, job_id: str) -> JobRecord:
+        """The job with this id, or with this unique id prefix."""
         job = self.jobs.get(job_id)
-        if job is None:
-            matches = [j for j in self.jobs if j.startswith(job_id)] if job_id else []
-            if len(matches) == 1:
-                return self.jobs[matches[0]]
-            raise MeshError(f"no job {job_id!r} (see mesh list)")
-        return job
+        if job is not None:
+            return job
+        matches = sorted(j for j in self.jobs if j.startswith(job_id)) if job_id else []
+        if len(matches) == 1:
+            return self.jobs[matches[0]]
+        if matches:
+            raise MeshError(f"job id prefix {job_id!r} is ambiguous: {', '.join(matches)}")
+        raise MeshError(f"no job {job_id!r} (see mesh list)")
 
     def _on_list_jobs(self, identity: bytes, msg: ListJobs) -> JobList:
         now = self.now()
@@ -381,14 +396,15 @@ class Coordinator:
 
     def _on_fetch(self, identity: bytes, msg: FetchCollected) -> CollectedReply:
         job = self._job(msg.job_id)
+        if msg.offset < 0:
+            raise MeshError(f"fetch offset must be >= 0, got {msg.offset}")
         batches = job.collected[msg.offset : msg.offset + _COLLECT_BATCHES_PER_REPLY]
-        records: list[Any] = []
-        for batch in batches:
-            records.extend(orjson.loads(batch))
         next_offset = msg.offset + len(batches)
         complete = job.done and next_offset >= len(job.collected)
+        # Each batch is an orjson array: splice them without decoding.
+        inner = b",".join(batch[1:-1] for batch in batches if batch != b"[]")
         return CollectedReply(
-            next_offset=next_offset, complete=complete, records=orjson.dumps(records)
+            next_offset=next_offset, complete=complete, records=b"[" + inner + b"]"
         )
 
     def _on_list_nodes(self, identity: bytes, msg: ListNodes) -> NodeList:

@@ -4,9 +4,11 @@ Job states, and the only moves between them (anything else is a bug and raises a
 error naming the job and both states):
 
     CREATED ──> SCHEDULING ──> RUNNING ──> FINISHED
-        │            │  │          │
-        │            │  └──────────┼──> CANCELLING ──> CANCELED
-        └────────────┴─────────────┴──> FAILED
+     │  │         │   │           │
+     │  │         │   └───────────┴──> CANCELLING ──> CANCELED
+     │  │         │                         │    (a cancel that timed out, too)
+     │  └─────────┴─────────────────────────┴──> FAILED
+     └──> CANCELED
 
 SCHEDULING covers placing the subtasks and deploying them; RUNNING starts when every
 node has its subtasks ready. FINISHED, CANCELED and FAILED are final.
@@ -19,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from mesh.graph.execution import ExecutionGraph
-from mesh.protocol.messages import SubmitJob, SubtaskMetrics, TaskAssignment
+from mesh.protocol.messages import FINAL_JOB_STATES, SubmitJob, SubtaskMetrics, TaskAssignment
 
 __all__ = ["TERMINAL", "IllegalTransition", "JobRecord", "JobState"]
 
@@ -36,7 +38,7 @@ class JobState(StrEnum):
     FAILED = "FAILED"
 
 
-TERMINAL = frozenset({JobState.FINISHED, JobState.CANCELED, JobState.FAILED})
+TERMINAL = frozenset(JobState(s) for s in FINAL_JOB_STATES)
 
 _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.CREATED: frozenset({JobState.SCHEDULING, JobState.FAILED, JobState.CANCELED}),
@@ -105,10 +107,16 @@ class JobRecord:
         """Whether the job reached a final state."""
         return self.state in TERMINAL
 
+    def __post_init__(self) -> None:
+        # Every subtask's "task.index", computed once.
+        self._subtask_keys = [str(s) for s in self.graph.subtasks()]
+
     def all_subtasks(self, states: frozenset[str]) -> bool:
         """Whether every subtask reported one of ``states``."""
-        subtasks = [str(s) for s in self.graph.subtasks()]
-        return all((m := self.metrics.get(s)) is not None and m.state in states for s in subtasks)
+        metrics = self.metrics
+        return all(
+            (m := metrics.get(s)) is not None and m.state in states for s in self._subtask_keys
+        )
 
     def subtasks_done(self) -> bool:
         """Whether every subtask ended (finished, failed or cancelled)."""

@@ -10,7 +10,8 @@ driven by plain method calls on the node's single event loop:
   socket. Credits come back through ``on_credit``.
 * ``InputGate`` merges the channels of one consumer subtask: it checks every frame's
   sequence number, reserves credit with ``InputCredits``, queues frames per channel and
-  hands them to the subtask in arrival order (round-robin over ready channels). When the
+  hands them to the subtask one frame at a time, round-robin over the channels that have
+  frames (FIFO within a channel). When the
   subtask has processed a buffer it calls ``consumed``, and the freed credit goes back
   to the producer.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from mesh.protocol.messages import (
     PeerAddress,
     RegisterNode,
     RegisterReply,
+    Reregister,
     StartTasks,
     SubtaskMetrics,
     TaskUpdate,
@@ -82,6 +82,7 @@ class Node:
         self._network: NodeNetwork | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._sockets: SocketFactory | None = None
+        self._registering = False  # a registration request is under way
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[PeerAddress] = anyio.TASK_STATUS_IGNORED
@@ -99,7 +100,7 @@ class Node:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     tg.start_soon(network.run)
-                    tg.start_soon(self._control.serve, self._on_message)
+                    await tg.start(self._control.serve, self._on_message)
                     await self._register()
                     tg.start_soon(self._heartbeats)
                     log.info(
@@ -111,8 +112,8 @@ class Node:
                     )
                     task_status.started(self.address)
             finally:
-                for runtime in self.jobs.values():
-                    runtime.cancel(commit=False)
+                for runtime in list(self.jobs.values()):
+                    runtime.dispose()
                 network.close()
 
     async def _register(self) -> None:
@@ -127,21 +128,37 @@ class Node:
             version=__version__,
         )
         waited = False
-        while True:
-            try:
-                reply = await self._control.request(
-                    message, timeout_s=self.config.register_timeout_s
-                )
-            except TimeoutError:
-                if not waited:
-                    log.warning("waiting for the coordinator at %s ...", self.config.coordinator)
-                    waited = True
-                continue
-            if not isinstance(reply, RegisterReply) or not reply.ok:
-                error = getattr(reply, "error", None) or f"unexpected reply {type(reply).__name__}"
-                raise MeshError(f"coordinator refused node {self.node_id}: {error}")
-            self.heartbeat_interval_ms = reply.heartbeat_interval_ms
+        self._registering = True
+        try:
+            while True:
+                try:
+                    reply = await self._control.request(
+                        message, timeout_s=self.config.register_timeout_s
+                    )
+                except TimeoutError:
+                    if not waited:
+                        log.warning(
+                            "waiting for the coordinator at %s ...", self.config.coordinator
+                        )
+                        waited = True
+                    continue
+                if not isinstance(reply, RegisterReply) or not reply.ok:
+                    error = getattr(reply, "error", None) or f"unexpected {type(reply).__name__}"
+                    raise MeshError(f"coordinator refused node {self.node_id}: {error}")
+                self.heartbeat_interval_ms = reply.heartbeat_interval_ms
+                return
+        finally:
+            self._registering = False
+
+    def _reregister(self, reason: str) -> None:
+        if self._registering or self._tg is None:
             return
+        log.warning("the coordinator asks node %s to register again: %s", self.node_id, reason)
+        # Our jobs were failed when we were declared lost: drop what is left of them.
+        for runtime in list(self.jobs.values()):
+            runtime.cancel(commit=False)
+        self.jobs.clear()
+        self._tg.start_soon(self._register)
 
     async def _heartbeats(self) -> None:
         assert self._control is not None and self._network is not None
@@ -155,7 +172,7 @@ class Node:
                     node_id=self.node_id,
                     tasks=tasks,
                     rss_bytes=_rss_bytes(),
-                    wire_errors=sum(self._network.errors.values()),
+                    wire_errors=self._network.drops.total,
                 )
             )
 
@@ -167,11 +184,15 @@ class Node:
             await self._deploy(msg)
         elif isinstance(msg, StartTasks):
             self._start(msg)
+        elif isinstance(msg, Reregister):
+            self._reregister(msg.reason)
         elif isinstance(msg, CancelTasks):
             runtime = self.jobs.get(msg.job_id)
             if runtime is not None and runtime.attempt == msg.attempt:
                 log.info("cancelling job %s (%s)", msg.job_id, msg.reason or "requested")
                 runtime.cancel(commit=msg.reason == "user")
+                if not runtime.started:
+                    del self.jobs[msg.job_id]
         else:
             log.warning("unexpected %s from the coordinator", type(msg).__name__)
 
@@ -179,10 +200,23 @@ class Node:
         return self.config.state_dir / "jobs" / f"{job_id}-{attempt}"
 
     async def _deploy(self, deploy: DeployTasks) -> None:
-        assert self._control is not None and self._network is not None
-        old = self.jobs.get(deploy.job_id)
+        control = self._control
+        assert control is not None and self._network is not None
+        old = self.jobs.pop(deploy.job_id, None)
         if old is not None:
             old.cancel(commit=False)
+
+        def on_update(subtask: str, runner: SubtaskRunner) -> None:
+            control.send_nowait(
+                TaskUpdate(
+                    job_id=deploy.job_id,
+                    attempt=deploy.attempt,
+                    node_id=self.node_id,
+                    metrics=runtime.metrics_of(subtask),
+                    error=runner.error,
+                )
+            )
+
         runtime = JobRuntime(
             deploy,
             node_id=self.node_id,
@@ -190,14 +224,14 @@ class Node:
             work_dir=self._work_dir(deploy.job_id, deploy.attempt),
             clock=self.clock,
             send_collected=self._collector(deploy.job_id, deploy.attempt),
+            on_update=on_update,
             sockets=self._sockets,
         )
         try:
             runtime.prepare()
         except Exception as exc:
             log.error("deploy of job %s failed: %s", deploy.job_id, exc)
-            self._network.unregister(deploy.job_id, deploy.attempt)
-            await self._control.send(
+            await control.send(
                 DeployResult(
                     job_id=deploy.job_id,
                     attempt=deploy.attempt,
@@ -208,7 +242,7 @@ class Node:
             )
             return
         self.jobs[deploy.job_id] = runtime
-        await self._control.send(
+        await control.send(
             DeployResult(
                 job_id=deploy.job_id, attempt=deploy.attempt, node_id=self.node_id, ok=True
             )
@@ -222,27 +256,11 @@ class Node:
         self._tg.start_soon(self._run_job, runtime)
 
     async def _run_job(self, runtime: JobRuntime) -> None:
-        control = self._control
-        assert control is not None
-
-        def on_update(subtask: str, runner: SubtaskRunner) -> None:
-            metrics = next(m for m in runtime.metrics() if m.subtask == subtask)
-            control.send_nowait(
-                TaskUpdate(
-                    job_id=runtime.job_id,
-                    attempt=runtime.attempt,
-                    node_id=self.node_id,
-                    metrics=metrics,
-                    error=runner.error,
-                )
-            )
-
         try:
-            await runtime.run(on_update)
+            await runtime.run()
         finally:
             if self.jobs.get(runtime.job_id) is runtime:
                 del self.jobs[runtime.job_id]
-            shutil.rmtree(self._work_dir(runtime.job_id, runtime.attempt), ignore_errors=True)
 
     def _collector(self, job_id: str, attempt: int) -> Callable[[str, bytes], None]:
         def send(subtask: str, records: bytes) -> None:

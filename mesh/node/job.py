@@ -12,6 +12,7 @@ decides what happens to the job.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import traceback
 from collections.abc import Callable
@@ -63,6 +64,7 @@ class JobRuntime:
         work_dir: Path,
         clock: Clock,
         send_collected: Callable[[str, bytes], None],
+        on_update: UpdateFn,
         sockets: SocketFactory | None = None,
     ) -> None:
         self.deploy = deploy
@@ -79,6 +81,11 @@ class JobRuntime:
         self._failures: dict[str, BaseException] = {}
         self._scope: anyio.CancelScope | None = None
         self._module_names: list[str] = []
+        # Called with (subtask, runner) whenever a subtask starts or ends.
+        self._on_update = on_update
+        self.started = False  # run() was called
+        self._cancel_requested = False
+        self._disposed = False
 
     # -- preparing ------------------------------------------------------------------------
 
@@ -109,14 +116,24 @@ class JobRuntime:
         return built, build_execution_graph(graph)
 
     def prepare(self) -> None:
-        """Load the code and wire the local subtasks; raises MeshError saying what failed."""
+        """Load the code and wire the local subtasks; raises MeshError saying what failed.
+
+        On failure everything it did is undone.
+        """
+        try:
+            self._prepare()
+        except BaseException:
+            self.dispose()
+            raise
+
+    def _prepare(self) -> None:
         deploy = self.deploy
         built, eg = self._load()
         graph = eg.logical
         config = graph.config
-        exclusive = deploy.credits.get("exclusive", 2)
-        floating = deploy.credits.get("floating", 8)
-        buffer_records = deploy.credits.get("buffer_records", 1024)
+        settings = deploy.channels
+        exclusive = settings.exclusive_credits
+        buffer_records = settings.buffer_records
         placement = {_parse_subtask(a.subtask): a.node_id for a in deploy.assignments}
         peers: dict[str, PeerAddress] = {p.node_id: p for p in deploy.peers}
         local = sorted(ref for ref, node in placement.items() if node == self.node_id)
@@ -136,7 +153,7 @@ class JobRuntime:
             inputs = eg.input_channels(ref)
             if not inputs:
                 continue
-            gate = InputGate(exclusive=exclusive, floating=floating)
+            gate = InputGate(exclusive=exclusive, floating=settings.floating_credits)
             for ch in inputs:
                 producer_node = placement[ch.producer]
                 if producer_node == self.node_id:
@@ -223,6 +240,7 @@ class JobRuntime:
                 clock=self._clock,
                 buffer_timeout_ms=config.buffer_timeout_ms,
                 read_batch=buffer_records,
+                max_backlog=settings.max_backlog,
                 reader=reader,
                 gate=gates.get(ref),
             )
@@ -237,30 +255,33 @@ class JobRuntime:
 
     # -- running --------------------------------------------------------------------------
 
-    async def run(self, on_update: UpdateFn) -> None:
-        """Run every local subtask until each has ended."""
+    async def run(self) -> None:
+        """Run every local subtask until each has ended, then release everything."""
+        self.started = True
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
+                if self._cancel_requested:
+                    tg.cancel_scope.cancel()
                 for subtask, runner in self.runners.items():
-                    tg.start_soon(self._run_one, subtask, runner, on_update)
+                    tg.start_soon(self._run_one, subtask, runner)
         finally:
-            self._network.unregister(self.job_id, self.attempt)
-            for name in self._module_names:
-                sys.modules.pop(name, None)
+            self.dispose()
 
-    async def _run_one(self, subtask: str, runner: SubtaskRunner, on_update: UpdateFn) -> None:
+    async def _run_one(self, subtask: str, runner: SubtaskRunner) -> None:
         gate = runner.gate
         if gate is not None:
             gate.on_failure = lambda exc: self._fail_subtask(subtask, exc)
         runner.state = TaskState.RUNNING
-        on_update(subtask, runner)
+        self._on_update(subtask, runner)
         try:
             with anyio.CancelScope() as scope:
                 self._scopes[subtask] = scope
                 try:
                     await runner.run()
-                except Exception as exc:
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except BaseException as exc:  # user code may raise SystemExit: it fails the task
                     self._failed(runner, unwrap(exc))
         finally:
             if runner.state is TaskState.RUNNING:
@@ -268,7 +289,7 @@ class JobRuntime:
                     self._failed(runner, self._failures[subtask])
                 else:
                     runner.state = TaskState.CANCELED
-            on_update(subtask, runner)
+            self._on_update(subtask, runner)
 
     def _failed(self, runner: SubtaskRunner, exc: BaseException) -> None:
         runner.state = TaskState.FAILED
@@ -285,24 +306,46 @@ class JobRuntime:
             scope.cancel()
 
     def cancel(self, *, commit: bool) -> None:
-        """Stop every subtask; ``commit`` keeps the output sinks have written so far."""
+        """Stop every subtask; ``commit`` keeps the output sinks have written so far.
+
+        A runtime that was prepared but never started is released at once, and each of
+        its subtasks is reported CANCELED.
+        """
         for runner in self.runners.values():
             runner.commit_on_cancel = commit
+        self._cancel_requested = True
         if self._scope is not None:
             self._scope.cancel()
+        elif not self.started:
+            self.dispose()
+            for subtask, runner in self.runners.items():
+                runner.state = TaskState.CANCELED
+                self._on_update(subtask, runner)
+
+    def dispose(self) -> None:
+        """Forget the job's channels, modules and files on this node (idempotent)."""
+        if self._disposed:
+            return
+        self._disposed = True
+        self._network.unregister(self.job_id, self.attempt)
+        for name in self._module_names:
+            sys.modules.pop(name, None)
+        shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    def metrics_of(self, subtask: str) -> SubtaskMetrics:
+        """A snapshot of one local subtask's counters."""
+        runner = self.runners[subtask]
+        m = runner.metrics
+        return SubtaskMetrics(
+            subtask=subtask,
+            state=runner.state.value,
+            records_in=m.records_in,
+            records_out=m.records_out,
+            backpressure_ms=round(m.backpressure_total(self._clock.monotonic_ms()), 1),
+            started_ms=m.started_ms,
+            finished_ms=m.finished_ms,
+        )
 
     def metrics(self) -> list[SubtaskMetrics]:
         """A snapshot of every local subtask's counters."""
-        now = self._clock.monotonic_ms()
-        return [
-            SubtaskMetrics(
-                subtask=subtask,
-                state=runner.state.value,
-                records_in=runner.metrics.records_in,
-                records_out=runner.metrics.records_out,
-                backpressure_ms=round(runner.metrics.backpressure_total(now), 1),
-                started_ms=runner.metrics.started_ms,
-                finished_ms=runner.metrics.finished_ms,
-            )
-            for subtask, runner in self.runners.items()
-        ]
+        return [self.metrics_of(subtask) for subtask in self.runners]

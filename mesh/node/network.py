@@ -18,7 +18,6 @@ payload) fails only the subtask that reads it. Nothing a peer sends can stop a p
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ import anyio
 from mesh.errors import FrameError
 from mesh.node.channels import InputChannel, OutputChannel
 from mesh.protocol.messages import PeerAddress
+from mesh.transport.drops import DropCounter
 from mesh.transport.frames import FrameHeader, FrameKind, decode_header, encode_header
 from mesh.transport.sockets import Frame, Outbox, Socket, SocketFactory, SocketKind, frame_peer
 
@@ -36,6 +36,8 @@ log = logging.getLogger("mesh.node.network")
 
 # Frames handled between two yields to the event loop: keeps pumps from starving tasks.
 _PUMP_BATCH = 64
+# How many ended jobs to remember, so that their late frames are not reported as strange.
+_RETIRED_JOBS = 1000
 
 
 @dataclass(eq=False)
@@ -54,17 +56,22 @@ class RemotePeer:
     def __init__(self, factory: SocketFactory, own_id: str, address: PeerAddress) -> None:
         self.address = address
         self._factory = factory
+        # Cancels this peer's pumps when it is replaced (the node came back elsewhere).
+        self._scope = anyio.CancelScope()
         self.data = Outbox(factory.connect(SocketKind.PUSH, address.data_endpoint))
         self.control = Outbox(
             factory.connect(SocketKind.DEALER, address.control_endpoint, identity=own_id)
         )
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.data.pump)
-            tg.start_soon(self.control.pump)
+        with self._scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.data.pump)
+                tg.start_soon(self.control.pump)
 
     def close(self) -> None:
+        """Stop the pumps and close both sockets; later sends raise TransportError."""
+        self._scope.cancel()
         self._factory.release(self.data.sock)
         self._factory.release(self.control.sock)
 
@@ -113,9 +120,12 @@ class NodeNetwork:
         self._router = factory.bind(SocketKind.ROUTER, f"tcp://{bind_host}:0")
         self._jobs: dict[str, JobChannels] = {}
         self._peers: dict[str, RemotePeer] = {}
+        # Jobs that ended here recently (oldest first): their late frames are expected.
+        self._retired: dict[str, None] = {}
         self._tg: anyio.abc.TaskGroup | None = None
-        # Counters of dropped frames by reason, for logs, metrics and tests.
-        self.errors: Counter[str] = Counter()
+        # Dropped frames by reason, for logs and heartbeats.
+        self.drops = DropCounter(log)
+        self._drop = self.drops.drop
 
     @property
     def data_endpoint(self) -> str:
@@ -173,13 +183,11 @@ class NodeNetwork:
         current = self._jobs.get(job_id)
         if current is not None and current.attempt == attempt:
             del self._jobs[job_id]
+            self._retired[job_id] = None
+            while len(self._retired) > _RETIRED_JOBS:
+                del self._retired[next(iter(self._retired))]
 
     # -- receiving ----------------------------------------------------------------------
-
-    def _drop(self, reason: str, detail: str) -> None:
-        count = self.errors[reason] = self.errors[reason] + 1
-        if count <= 20 or count % 1000 == 0:
-            log.warning("dropped frame (%s, #%d): %s", reason, count, detail)
 
     async def _pump(self, sock: Socket, on_message: Callable[[list[Frame]], None]) -> None:
         """Drain ``sock`` without blocking; await only when it is empty."""
@@ -203,6 +211,9 @@ class NodeNetwork:
         """The running attempt a frame belongs to, or None (counted and logged)."""
         job = self._jobs.get(header.job)
         if job is None:
+            if header.job in self._retired:  # in flight when the job ended here: normal
+                self._drop("ended_job", "", expected=True)
+                return None
             self._drop(
                 "unknown_job",
                 f"{header.kind.name} for job {header.job} channel {header.channel} from {peer}",

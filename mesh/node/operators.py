@@ -13,15 +13,30 @@ backends replace it later without changing the operators' shape.
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+import orjson
 
 from mesh.api.job import OperatorDef
 from mesh.errors import GraphError, RecordError
 from mesh.graph.keygroups import canonical_key
 from mesh.graph.logical import OperatorSpec
 
-__all__ = ["RuntimeOperator", "build_operator", "describe_record"]
+__all__ = [
+    "RuntimeOperator",
+    "UserCodeError",
+    "build_operator",
+    "describe_record",
+    "first_failure",
+]
+
+#: What user code may raise that fails its task (SystemExit included: a job must not
+#: stop its node); KeyboardInterrupt and cancellation still propagate.
+UserCodeError = (Exception, SystemExit)
+
+_dumps = orjson.dumps
+_loads = orjson.loads
 
 _repr = reprlib.Repr()
 _repr.maxstring = 80
@@ -30,11 +45,27 @@ _repr.maxdict = 8
 _repr.maxlist = 8
 
 
+def first_failure(
+    fn: Callable[[Any], Any], items: Iterable[Any]
+) -> tuple[Any, BaseException] | None:
+    """Replay ``fn`` item by item: the first item it raises on, with the exception.
+
+    Batch code runs fast comprehensions; when one raises, this finds the culprit so the
+    error can name it.
+    """
+    for item in items:
+        try:
+            fn(item)
+        except UserCodeError as exc:
+            return item, exc
+    return None
+
+
 def describe_record(record: Any) -> str:
     """A short, safe rendering of a record for error messages."""
     try:
         return _repr.repr(record)
-    except Exception:
+    except UserCodeError:
         return f"<{type(record).__name__}>"
 
 
@@ -51,11 +82,10 @@ class RuntimeOperator:
         )
 
     def _find_failure(self, fn: Callable[[Any], Any], batch: list[Any], what: str) -> None:
-        for record in batch:
-            try:
-                fn(record)
-            except Exception as exc:
-                raise self._error(what, record, exc) from exc
+        found = first_failure(fn, batch)
+        if found is not None:
+            record, exc = found
+            raise self._error(what, record, exc) from exc
 
     def open(self) -> None:
         """Called once before the first record."""
@@ -97,7 +127,7 @@ class _Stateless(RuntimeOperator):
     def process(self, batch: list[Any]) -> list[Any]:
         try:
             return self._apply(self.fn, batch)
-        except Exception:
+        except UserCodeError:
             self._find_failure(self._probe, batch, "raised")
             raise
 
@@ -114,7 +144,7 @@ class _Keyed(RuntimeOperator):
         """The state key of ``record`` (lists become tuples); errors name the record."""
         try:
             key = self.key_fn(record)
-        except Exception as exc:
+        except UserCodeError as exc:
             raise self._error("key_by function raised", record, exc) from exc
         try:
             hash(key)
@@ -137,19 +167,24 @@ class _Reduce(_Keyed):
     def process(self, batch: list[Any]) -> list[Any]:
         state = self.state
         fn = self.fn
-        out = []
+        # Emit snapshots: a reduce function that mutates and returns its accumulator must
+        # not change records already emitted, so each value is encoded as it is made.
+        snapshots = []
         for record in batch:
             key = self._key(record)
             if key in state:
                 try:
                     value = fn(state[key], record)
-                except Exception as exc:
+                except UserCodeError as exc:
                     raise self._error("raised", record, exc) from exc
             else:
                 value = record
             state[key] = value
-            out.append(value)
-        return out
+            try:
+                snapshots.append(_dumps(value))
+            except TypeError as exc:
+                raise self._error("produced a value that is not JSON:", value, exc) from None
+        return _loads(b"[" + b",".join(snapshots) + b"]") if snapshots else []
 
 
 class _Aggregate(_Keyed):
@@ -181,7 +216,7 @@ class _Aggregate(_Keyed):
                 value = value if current is None else combine(current, value)
                 state[key] = value
                 append({**record, field: value})
-        except Exception:
+        except UserCodeError:
             # Everything before the failing record was applied (state is only written
             # once nothing can raise); go on record by record from there.
             return self._process_slow(batch, out)
@@ -196,7 +231,7 @@ class _Aggregate(_Keyed):
                 value = record[field]
                 current = state.get(key)
                 value = value if current is None else self.combine(current, value)
-            except Exception as exc:
+            except UserCodeError as exc:
                 if not isinstance(record, dict) or field not in record:
                     raise self._error(
                         f"needs dict records with a {field!r} field, got", record, exc
@@ -219,7 +254,7 @@ class _Count(_Keyed):
                 n = state.get(key, 0) + 1
                 state[key] = n
                 append({"key": key, "count": n})
-        except Exception:
+        except UserCodeError:
             for record in batch[len(out) :]:
                 key = self._key(record)
                 n = state.get(key, 0) + 1

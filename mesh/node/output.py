@@ -18,7 +18,7 @@ from mesh.errors import RecordError
 from mesh.graph.keygroups import KeyGroupRouter
 from mesh.graph.logical import OperatorSpec, Partitioning
 from mesh.node.channels import OutputChannel
-from mesh.node.operators import describe_record
+from mesh.node.operators import UserCodeError, describe_record, first_failure
 from mesh.node.writers import encode_batch
 from mesh.transport.frames import FrameKind
 
@@ -92,18 +92,13 @@ class EdgeWriter:
         try:
             for record in batch:
                 buffers[owner(key_fn(record))].append(record)
-        except Exception as exc:
-            # Find the record at fault (records before it are already placed).
-            for record in batch:
-                try:
-                    owner(key_fn(record))
-                except Exception as inner:
-                    raise RecordError(
-                        f"key_by function for operator {self.consumer.uid!r} "
-                        f"({self.consumer.name}) raised {type(inner).__name__}: {inner} — on "
-                        f"record {describe_record(record)}"
-                    ) from inner
-            raise RecordError(f"key_by for {self.consumer.uid!r} failed: {exc}") from exc
+        except UserCodeError as exc:
+            # Name the record at fault (the subtask fails; records placed so far are moot).
+            record, inner = first_failure(lambda r: owner(key_fn(r)), batch) or (None, exc)
+            raise RecordError(
+                f"key_by function for operator {self.consumer.uid!r} ({self.consumer.name}) "
+                f"raised {type(inner).__name__}: {inner} — on record {describe_record(record)}"
+            ) from inner
 
     def _send(self, index: int) -> None:
         buf = self._buffers[index]

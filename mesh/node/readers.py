@@ -12,14 +12,14 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import orjson
 
 from mesh.api import sources
 from mesh.errors import GraphError, RecordError
 from mesh.node.context import TaskContext
+from mesh.node.operators import UserCodeError, first_failure
 from mesh.node.splits import FileRange, plan_splits
-from mesh.transport.sockets import SocketKind
+from mesh.transport.sockets import Socket, SocketKind
 
 __all__ = ["SourceReader", "build_reader"]
 
@@ -27,7 +27,14 @@ _CHUNK = 1 << 20
 
 
 class SourceReader:
-    """Produces the records of one source subtask."""
+    """Produces the records of one source subtask.
+
+    Constructing a reader only checks its settings; ``open`` acquires what it reads
+    from (files are opened lazily, sockets connect here) and ``close`` releases it.
+    """
+
+    def open(self) -> None:
+        """Called once, before the first ``read``."""
 
     async def read(self, max_records: int) -> list[Any] | None:
         """Up to ``max_records`` records, ``[]`` if none are ready yet, None at the end."""
@@ -84,15 +91,11 @@ class _GeneratorReader(SourceReader):
         indices = range(self.position, stop, self._stride)
         try:
             batch = [fn(i) for i in indices]
-        except Exception as exc:
-            for i in indices:
-                try:
-                    fn(i)
-                except Exception:
-                    raise RecordError(
-                        f"Generator function raised {type(exc).__name__}: {exc} — for index {i}"
-                    ) from exc
-            raise
+        except UserCodeError as exc:
+            index, inner = first_failure(fn, indices) or (indices[0], exc)
+            raise RecordError(
+                f"Generator function raised {type(inner).__name__}: {inner} — for index {index}"
+            ) from inner
         self.position += len(batch) * self._stride
         self._emitted += len(batch)
         return batch
@@ -250,17 +253,21 @@ class _ZmqPullReader(SourceReader):
             raise GraphError("ZmqPull needs the node's socket factory")
         self._factory = ctx.sockets
         self._endpoint = source.endpoint
-        self._sock = ctx.sockets.connect(SocketKind.PULL, source.endpoint)
+        self._sock: Socket | None = None
+
+    def open(self) -> None:
+        self._sock = self._factory.connect(SocketKind.PULL, self._endpoint)
 
     async def read(self, max_records: int) -> list[Any] | None:
+        sock = self._sock
+        assert sock is not None, "read before open"
         out: list[Any] = []
         while len(out) < max_records:
-            frames = self._sock.recv_nowait()
+            frames = sock.recv_nowait()
             if frames is None:
                 if out:
                     break
-                with anyio.move_on_after(0.05):  # come back to let the task see cancellation
-                    await self._sock.wait_readable()
+                await sock.wait_readable()
                 continue
             try:
                 out.append(orjson.loads(frames[-1]))
@@ -271,7 +278,9 @@ class _ZmqPullReader(SourceReader):
         return out
 
     def close(self) -> None:
-        self._factory.release(self._sock)
+        if self._sock is not None:
+            self._factory.release(self._sock)
+            self._sock = None
 
 
 def build_reader(source: sources.Source, ctx: TaskContext) -> SourceReader:
@@ -286,6 +295,4 @@ def build_reader(source: sources.Source, ctx: TaskContext) -> SourceReader:
     factory = factories.get(type(source))
     if factory is None:
         raise GraphError(f"source {type(source).__name__} is not supported by this node")
-    if isinstance(source, sources.JsonLines) and source.follow:
-        raise GraphError("JsonLines(follow=True) is not supported yet")
     return factory(source, ctx)

@@ -3,7 +3,8 @@
 The files matching a source's pattern, in sorted order, are treated as one long byte
 sequence and cut into ``parallelism`` contiguous ranges of (nearly) equal size, so one big
 file is read in parallel as well as many small ones. Every subtask computes the same
-plan from the same file list.
+plan from the same file list — which assumes the files do not change while the job
+starts (bounded sources read files that are complete).
 
 A line belongs to the range holding its first byte. A reader whose range starts inside a
 line skips to the next line; a reader keeps reading past its range's end to finish the

@@ -106,7 +106,7 @@ class SubtaskRunner:
     # -- the chain ------------------------------------------------------------------------
 
     def _push(self, batch: list[Any], start: int = 0) -> None:
-        for op in self._transforms[start:]:
+        for op in self._transforms[start:] if start else self._transforms:
             batch = op.process(batch)
             if not batch:
                 return
@@ -192,9 +192,15 @@ class SubtaskRunner:
         """Run to the end of input; raises what failed the subtask."""
         self.state = TaskState.RUNNING
         self.metrics.started_ms = self.clock.now_ms()
-        for op in self.operators:
-            op.open()
+        opened: list[RuntimeOperator] = []
+        reader_open = False
         try:
+            if self.reader is not None:
+                self.reader.open()
+                reader_open = True
+            for op in self.operators:
+                op.open()
+                opened.append(op)
             async with anyio.create_task_group() as tg:
                 if self.writers:
                     tg.start_soon(self._flusher)
@@ -213,7 +219,7 @@ class SubtaskRunner:
                 tg.cancel_scope.cancel()
         except BaseException as exc:
             cancelled = isinstance(unwrap(exc), anyio.get_cancelled_exc_class())
-            if self._sink is not None:
+            if self._sink is not None and self._sink in opened:
                 try:
                     if self.commit_on_cancel and cancelled:
                         self._sink.commit()
@@ -223,12 +229,12 @@ class SubtaskRunner:
                     log.exception("sink %s failed to close its output", self._sink.spec.uid)
             raise
         finally:
-            for op in self.operators:
+            for op in opened:
                 try:
                     op.close()
                 except Exception:
                     log.exception("operator %s failed to close", op.spec.uid)
-            if self.reader is not None:
+            if self.reader is not None and reader_open:
                 self.reader.close()
             self.metrics.finished_ms = self.clock.now_ms()
         self.state = TaskState.FINISHED

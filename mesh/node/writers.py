@@ -15,8 +15,10 @@ from mesh.api import sinks
 from mesh.errors import EncodingError, GraphError
 from mesh.graph.logical import OperatorSpec
 from mesh.node.context import TaskContext
-from mesh.node.operators import RuntimeOperator
-from mesh.transport.sockets import SocketKind
+from mesh.node.operators import RuntimeOperator, first_failure
+from mesh.transport.sockets import Socket, SocketKind
+
+_DELIVERY_DRAIN_MS = 60_000
 
 __all__ = ["SinkOperator", "build_sink", "encode_batch", "encode_lines"]
 
@@ -27,15 +29,14 @@ _NEWLINE = orjson.OPT_APPEND_NEWLINE
 def _encoding_error(
     spec: OperatorSpec, batch: list[Any], exc: Exception, verb: str
 ) -> EncodingError:
-    for record in batch:
-        try:
-            _dumps(record)
-        except TypeError as inner:
-            return EncodingError(
-                f"operator {spec.uid!r} ({spec.name}) {verb} a record of type "
-                f"{type(record).__name__} that cannot be encoded as JSON: {inner}"
-            )
-    return EncodingError(f"operator {spec.uid!r} ({spec.name}): cannot encode records: {exc}")
+    found = first_failure(_dumps, batch)
+    if found is None:
+        return EncodingError(f"operator {spec.uid!r} ({spec.name}): cannot encode records: {exc}")
+    record, inner = found
+    return EncodingError(
+        f"operator {spec.uid!r} ({spec.name}) {verb} a record of type "
+        f"{type(record).__name__} that cannot be encoded as JSON: {inner}"
+    )
 
 
 def encode_batch(spec: OperatorSpec, batch: list[Any]) -> bytes:
@@ -119,11 +120,11 @@ class _PrintSink(SinkOperator):
         self.prefix = f"{ctx.subtask_index + 1}> " if ctx.parallelism > 1 else ""
 
     def process(self, batch: list[Any]) -> list[Any]:
-        prefix = self.prefix
-        text = encode_lines(self.spec, batch).decode()
-        if prefix:
-            text = "".join(prefix + line + "\n" for line in text.splitlines())
-        sys.stdout.write(text)
+        encoded = encode_lines(self.spec, batch)
+        if self.prefix:  # split on JSON's line ends only (str.splitlines also splits U+2028)
+            prefix = self.prefix.encode()
+            encoded = b"".join(prefix + line + b"\n" for line in encoded.split(b"\n")[:-1])
+        sys.stdout.write(encoded.decode())
         sys.stdout.flush()
         return []
 
@@ -149,11 +150,16 @@ class _ZmqPushSink(SinkOperator):
         if ctx.sockets is None:
             raise GraphError(f"sink {spec.uid!r}: ZmqPush needs the node's socket factory")
         self._factory = ctx.sockets
-        self._sock = ctx.sockets.connect(
-            SocketKind.PUSH, sink.endpoint, high_water_mark=sink.high_water_mark
-        )
+        self._endpoint = sink.endpoint
+        self._hwm = sink.high_water_mark
+        self._sock: Socket | None = None
         # Encoded messages not yet taken by the socket, oldest first.
         self._pending: deque[bytes] = deque()
+
+    def open(self) -> None:
+        self._sock = self._factory.connect(
+            SocketKind.PUSH, self._endpoint, high_water_mark=self._hwm
+        )
 
     def process(self, batch: list[Any]) -> list[Any]:
         pending = self._pending
@@ -164,16 +170,28 @@ class _ZmqPushSink(SinkOperator):
 
     def _send_ready(self) -> None:
         pending = self._pending
-        while pending and self._sock.send_nowait([pending[0]]):
+        sock = self._sock
+        assert sock is not None, "process before open"
+        while pending and sock.send_nowait([pending[0]]):
             pending.popleft()
 
     async def settle(self) -> None:
         while self._pending:
+            assert self._sock is not None
             await self._sock.wait_writable()
             self._send_ready()
 
+    def commit(self) -> None:
+        # What the socket still holds is delivered in the background for up to a
+        # minute (or until the node stops).
+        if self._sock is not None:
+            self._factory.release(self._sock, drain_ms=_DELIVERY_DRAIN_MS)
+            self._sock = None
+
     def close(self) -> None:
-        self._factory.release(self._sock)
+        if self._sock is not None:
+            self._factory.release(self._sock)
+            self._sock = None
 
 
 def build_sink(spec: OperatorSpec, sink: sinks.Sink, ctx: TaskContext) -> SinkOperator:

@@ -13,9 +13,11 @@ from typing import Any
 from mesh.protocol.codec import message
 
 __all__ = [
+    "FINAL_JOB_STATES",
     "Ack",
     "CancelJob",
     "CancelTasks",
+    "ChannelSettings",
     "CollectBatch",
     "CollectedReply",
     "DeployResult",
@@ -32,6 +34,7 @@ __all__ = [
     "PeerAddress",
     "RegisterNode",
     "RegisterReply",
+    "Reregister",
     "StartTasks",
     "SubmitJob",
     "SubmitReply",
@@ -39,6 +42,10 @@ __all__ = [
     "TaskAssignment",
     "TaskUpdate",
 ]
+
+
+#: Job states a job never leaves.
+FINAL_JOB_STATES = ("FINISHED", "CANCELED", "FAILED")
 
 
 # -- shared shapes -----------------------------------------------------------------------
@@ -64,6 +71,16 @@ class PeerAddress:
     node_id: str
     data_endpoint: str
     control_endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """How channels of a job are sized; both ends of every channel use the same values."""
+
+    exclusive_credits: int = 2  # buffer slots per input channel, known to the sender
+    floating_credits: int = 8  # slots per input gate lent to channels with a backlog
+    buffer_records: int = 1024  # records per buffer before it is sent
+    max_backlog: int = 2  # buffers a sender queues per channel before its subtask waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +168,17 @@ class RegisterReply:
     error: str | None = None
 
 
+@message("reregister")
+@dataclass(frozen=True, slots=True)
+class Reregister:
+    """The coordinator does not know this node (it was declared lost): register again.
+
+    Its jobs were failed when it was lost; the node drops what it still runs of them.
+    """
+
+    reason: str = ""
+
+
 @message("deploy_tasks")
 @dataclass(frozen=True, slots=True)
 class DeployTasks:
@@ -166,7 +194,7 @@ class DeployTasks:
     base_dir: str  # relative paths in the job resolve against this
     assignments: list[TaskAssignment]  # every subtask of the job
     peers: list[PeerAddress]  # every node that runs part of the job
-    credits: dict[str, int]  # {"exclusive": E, "floating": F, "buffer_records": B}
+    channels: ChannelSettings
     bundle: bytes  # zip of the job's code
 
 

@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from mesh.errors import FrameError, RemoteError
 from mesh.protocol import codec
 from mesh.protocol.messages import ErrorReply
+from mesh.transport.drops import DropCounter
 from mesh.transport.sockets import Outbox, Socket
 
 __all__ = ["ControlConnection"]
@@ -51,7 +53,7 @@ class ControlConnection:
         self._serving = False
         # Messages that did not fit into the socket yet, in order; ``serve`` sends them.
         self._outbox = Outbox(sock)
-        self.errors = 0
+        self.drops = DropCounter(log)
 
     async def send(self, msg: Any, *, rid: str | None = None) -> None:
         """Send ``msg`` without waiting for an answer (behind anything queued before)."""
@@ -98,8 +100,7 @@ class ControlConnection:
         try:
             return codec.decode(frames)
         except FrameError as exc:
-            self.errors += 1
-            log.warning("dropped a malformed message from %s: %s", self.peer, exc)
+            self.drops.drop("malformed", f"{exc} (from {self.peer})")
             return None
 
     def _dispatch_reply(self, frames: list[bytes]) -> codec.Envelope | None:
@@ -115,18 +116,33 @@ class ControlConnection:
                 return None
         return envelope
 
-    async def serve(self, handler: Handler) -> None:
+    async def serve(
+        self,
+        handler: Handler,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Receive forever: replies resolve requests, everything else goes to ``handler``.
 
-        Also sends what ``send_nowait`` could not send at once.
+        Also sends what ``send_nowait`` could not send at once. Start it with
+        ``await tg.start(conn.serve, handler)``: once started, ``request`` leaves the
+        socket to this loop (two readers would steal each other's replies).
         """
         self._serving = True
+        task_status.started()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._outbox.pump)
                 while True:
                     envelope = self._dispatch_reply(await self._sock.recv())
                     if envelope is not None:
-                        await handler(envelope)
+                        try:
+                            await handler(envelope)
+                        except Exception:  # a bug handling one message must not stop the loop
+                            log.exception(
+                                "error handling %s from %s",
+                                type(envelope.message).__name__,
+                                self.peer,
+                            )
         finally:
             self._serving = False

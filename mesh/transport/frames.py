@@ -98,10 +98,10 @@ def encode_header(
     """
     try:
         job_bytes = job.encode("ascii")
-        flags = _FLAG_EXT if ext else 0
-        head = _FIXED.pack(MAGIC, VERSION, kind, flags, attempt, channel, seq, arg, len(job_bytes))
         if len(job_bytes) > 255:
             raise ValueError(f"job id is {len(job_bytes)} bytes; at most 255 fit")
+        flags = _FLAG_EXT if ext else 0
+        head = _FIXED.pack(MAGIC, VERSION, kind, flags, attempt, channel, seq, arg, len(job_bytes))
         if not ext:
             return head + job_bytes
         ext_bytes = orjson.dumps(ext)

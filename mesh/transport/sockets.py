@@ -23,6 +23,9 @@ import anyio
 import zmq
 import zmq.asyncio
 
+from mesh.errors import TransportError
+from mesh.time.clock import Clock, SystemClock
+
 __all__ = [
     "Endpoint",
     "Frame",
@@ -176,7 +179,12 @@ class Outbox:
             return True
 
     def send(self, frames: Sequence[bytes]) -> None:
-        """Send ``frames`` after everything sent before them."""
+        """Send ``frames`` after everything sent before them.
+
+        Raises TransportError once the socket was closed.
+        """
+        if self.sock.closed:
+            raise TransportError(f"the connection to {self.sock.endpoint} was closed")
         if self._pending or not self._try(frames):
             self._pending.append(frames)
             self._wakeup.set()
@@ -201,10 +209,15 @@ class Outbox:
 class SocketFactory:
     """Creates every socket of a process from one ZeroMQ context."""
 
-    def __init__(self, *, high_water_mark: int = 100_000) -> None:
+    def __init__(self, *, high_water_mark: int = 100_000, clock: Clock | None = None) -> None:
         self._context = zmq.asyncio.Context()
         self._hwm = high_water_mark
+        self._clock: Clock = clock or SystemClock()
         self._sockets: set[Socket] = set()
+        # Released sockets still delivering what they hold: (deadline in monotonic ms, socket).
+        # They stay open (ZeroMQ's I/O thread keeps sending) until the deadline, and are
+        # closed without waiting when the factory closes, so shutdown never blocks on them.
+        self._draining: list[tuple[float, Socket]] = []
 
     def _new(
         self, kind: SocketKind, identity: str | None, hwm: int | None = None
@@ -240,6 +253,7 @@ class SocketFactory:
         actual = bound.decode() if isinstance(bound, bytes) else str(bound)
         wrapped = Socket(sock, kind, actual)
         self._sockets.add(wrapped)
+        self._close_drained()
         return wrapped
 
     def connect(
@@ -258,16 +272,33 @@ class SocketFactory:
         self._sockets.add(wrapped)
         return wrapped
 
-    def release(self, sock: Socket) -> None:
-        """Close ``sock`` now (it is no longer tracked here)."""
-        sock.close()
+    def release(self, sock: Socket, *, drain_ms: int = 0) -> None:
+        """Stop using ``sock``. With ``drain_ms``, messages it still holds keep going out
+        in the background for up to that long (while the factory lives); else it closes
+        now and drops them."""
         self._sockets.discard(sock)
+        if drain_ms > 0:
+            self._draining.append((self._clock.monotonic_ms() + drain_ms, sock))
+        else:
+            sock.close()
+        self._close_drained()
+
+    def _close_drained(self, *, everything: bool = False) -> None:
+        now = self._clock.monotonic_ms()
+        keep = []
+        for deadline, sock in self._draining:
+            if everything or deadline <= now:
+                sock.close()
+            else:
+                keep.append((deadline, sock))
+        self._draining = keep
 
     def close(self) -> None:
-        """Close every socket made here, then the context."""
+        """Close every socket made here (dropping what they hold), then the context."""
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
+        self._close_drained(everything=True)
         self._context.term()
 
     def __enter__(self) -> SocketFactory:

@@ -137,3 +137,35 @@ def test_bad_json_line_names_file_and_offset(local_cluster, tmp_path: Path) -> N
     status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
     assert status["state"] == "FAILED"
     assert "in.jsonl: the line at byte offset 18 is not valid JSON" in status["error"]
+
+
+def test_user_code_calling_exit_fails_only_its_job(local_cluster, tmp_path: Path) -> None:
+    job_file = write_job(
+        tmp_path,
+        """
+        import sys
+        from mesh import Job, sinks, sources
+
+        job = Job("quitter", parallelism=2)
+        job.source(sources.Collection(range(100))).rebalance().map(
+            lambda x: sys.exit(3) if x == 42 else x
+        ).uid("quitter").sink(sinks.Collect())
+        """,
+    )
+    ok_file = write_job(
+        tmp_path,
+        """
+        from mesh import Job, sinks, sources
+
+        job = Job("fine", parallelism=2)
+        job.source(sources.Collection(range(100))).rebalance().sink(sinks.Collect())
+        """,
+        "fine.py",
+    )
+    cluster = local_cluster(nodes=2, slots=2)
+    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    assert status["state"] == "FAILED"
+    assert "SystemExit: 3" in status["error"] and "'quitter'" in status["error"]
+    assert all(node.alive() for node in cluster.nodes)
+    fine, collected = anyio.run(lambda: run_job(cluster.address, ok_file, base_dir=tmp_path))
+    assert fine["state"] == "FINISHED" and sorted(collected) == list(range(100))

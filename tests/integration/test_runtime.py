@@ -119,3 +119,54 @@ def test_json_lines_sink_files_are_complete_and_hidden_until_done(
     assert sorted(read_parts(tmp_path / "out"), key=lambda e: e["id"]) == events
     assert len(list((tmp_path / "out").glob("part-*.jsonl"))) == 3
     assert not list((tmp_path / "out").glob(".*inprogress"))
+
+
+def test_zmq_push_sink_delivers_everything_to_a_slow_reader(local_cluster, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import zmq
+
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 5)
+    pull.setsockopt(zmq.LINGER, 0)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    received: list[bytes] = []
+    done = threading.Event()
+    got_all = threading.Event()
+
+    def read_slowly() -> None:
+        while not done.is_set():
+            if pull.poll(100):
+                received.append(pull.recv())
+                if len(received) == 3000:
+                    got_all.set()
+                time.sleep(0.0002)  # a slow outside consumer, not a wait for an event
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    job_file = write_job(
+        tmp_path,
+        f"""
+        from mesh import Job, sinks, sources
+
+        job = Job("push", parallelism=1)
+        job.source(sources.Collection([{{"i": i, "pad": "x" * 4000}} for i in range(3000)])).sink(
+            sinks.ZmqPush("tcp://127.0.0.1:{port}", high_water_mark=10)
+        )
+        """,
+    )
+    cluster = local_cluster(nodes=1, slots=1)
+    try:
+        status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+        finished_with = len(received)
+        got_all.wait(timeout=30)
+    finally:
+        done.set()
+        reader.join()
+        pull.close()
+        context.term()
+    assert status["state"] == "FINISHED", status["error"]
+    assert finished_with < 3000  # the job ended while messages were still on their way
+    assert sorted(orjson.loads(m)["i"] for m in received) == list(range(3000))

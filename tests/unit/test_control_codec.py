@@ -49,6 +49,7 @@ EXAMPLES: list[Any] = [
     m.TaskUpdate(job_id="job-1", attempt=2, node_id="node-a", metrics=METRICS, error="Traceback"),
     m.CollectBatch(job_id="job-1", attempt=2, subtask="3.0", records=orjson.dumps([1, "a"])),
     m.RegisterReply(ok=False, heartbeat_interval_ms=250, error="duplicate node id"),
+    m.Reregister(reason="unknown node (declared lost)"),
     m.DeployTasks(
         job_id="job-1",
         attempt=2,
@@ -66,7 +67,7 @@ EXAMPLES: list[Any] = [
             m.PeerAddress("node-a", "tcp://10.0.0.1:6001", "tcp://10.0.0.1:6002"),
             m.PeerAddress("node-b", "tcp://10.0.0.2:6001", "tcp://10.0.0.2:6002"),
         ],
-        credits={"exclusive": 2, "floating": 8, "buffer_records": 1024},
+        channels=m.ChannelSettings(exclusive_credits=3, floating_credits=5),
         bundle=BINARY,
     ),
     m.StartTasks(job_id="job-1", attempt=2),

@@ -329,3 +329,24 @@ def test_unencodable_record_names_the_operator_and_type(
 def test_other_unencodable_records(record: Any, type_name: str) -> None:
     with pytest.raises(EncodingError, match=f"operator 'emit'.*record of type {type_name} "):
         encode_batch(_spec(), [record])
+
+
+def test_reduce_that_mutates_its_accumulator_emits_snapshots() -> None:
+    job = mesh.Job("mutating")
+    stream = job.source(sources.Collection([1]))
+
+    def add(acc: dict, record: dict) -> dict:
+        acc["n"] += record["n"]
+        return acc
+
+    stream.key_by(lambda r: r["k"]).reduce(add).uid("adder").sink(sinks.Collect())
+    built = job.build()
+    op = build_operator(built.graph.operator(1), built.operator(1))
+    out = op.process([{"k": "a", "n": 1}, {"k": "a", "n": 1}, {"k": "b", "n": 5}])
+    out += op.process([{"k": "a", "n": 1}])
+    assert out == [
+        {"k": "a", "n": 1},
+        {"k": "a", "n": 2},
+        {"k": "b", "n": 5},
+        {"k": "a", "n": 3},
+    ]

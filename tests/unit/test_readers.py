@@ -286,11 +286,6 @@ def test_only_empty_files_give_no_records(tmp_path: Path) -> None:
     assert _read_subtasks(sources.JsonLines("e*.jsonl"), tmp_path, 2) == [[], []]
 
 
-def test_follow_is_not_supported_yet(tmp_path: Path) -> None:
-    with pytest.raises(GraphError, match="follow=True"):
-        build_reader(sources.JsonLines("*.jsonl", follow=True), _ctx(tmp_path))
-
-
 def test_unknown_source_type_is_refused(tmp_path: Path) -> None:
     class Custom(sources.Source):
         pass
