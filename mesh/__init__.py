@@ -13,6 +13,7 @@ and ``mesh run job.py`` runs it on a local cluster.
 
 from mesh._version import __version__
 from mesh.api import KeyedStream, Stream, StreamSink, sinks, sources
+from mesh.api.functions import KeyedProcessFunction, ProcessFunction
 from mesh.api.job import Job
 from mesh.errors import (
     ConfigError,
@@ -31,8 +32,10 @@ __all__ = [
     "Job",
     "JobCodeError",
     "JobFailed",
+    "KeyedProcessFunction",
     "KeyedStream",
     "MeshError",
+    "ProcessFunction",
     "RecordError",
     "Stream",
     "StreamSink",

@@ -139,6 +139,9 @@ def coordinator(
     config: ConfigOption = None,
     bind: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="where checkpoints go [default: STATE_DIR/checkpoints]")
+    ] = None,
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a coordinator daemon."""
@@ -151,7 +154,12 @@ def coordinator(
         s = resolve_settings(
             COORDINATOR_SETTINGS,
             "coordinator",
-            flags={"bind": bind, "state_dir": state_dir, "log_level": log_level},
+            flags={
+                "bind": bind,
+                "state_dir": state_dir,
+                "checkpoint_dir": checkpoint_dir,
+                "log_level": log_level,
+            },
             config_file=config,
         )
     except ConfigError as exc:
@@ -164,6 +172,9 @@ def coordinator(
             heartbeat_interval_ms=s["heartbeat_interval"],
             heartbeat_timeout_ms=s["heartbeat_timeout"],
             placement=s["placement"],
+            checkpoint_dir=s["checkpoint_dir"],
+            checkpoint_timeout_ms=s["checkpoint_timeout"],
+            retained_checkpoints=s["retained_checkpoints"],
         )
     )
 
@@ -244,13 +255,37 @@ def node(
 # -- jobs -------------------------------------------------------------------------------------
 
 
-def _prepare(job_file: Path, job: str | None, parallelism: int | None) -> Any:
+def _prepare(
+    job_file: Path,
+    job: str | None,
+    parallelism: int | None,
+    *,
+    checkpoint_interval: str | None = None,
+    restore_from: Path | None = None,
+) -> Any:
     from mesh.client.client import prepare_submission
+    from mesh.time.durations import parse_duration
 
     if parallelism is not None and parallelism < 1:
         raise _fail(f"--parallelism must be >= 1, got {parallelism}", EXIT_USAGE)
+    interval = None
+    if checkpoint_interval is not None:
+        try:
+            interval = parse_duration(checkpoint_interval, what="--checkpoint-interval")
+        except ValueError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from None
+        if interval <= 0:
+            raise _fail("--checkpoint-interval must be above zero", EXIT_USAGE)
+    if restore_from is not None and not restore_from.exists():
+        raise _fail(f"--from-savepoint: {restore_from} does not exist", EXIT_USAGE)
     try:
-        return prepare_submission(job_file, job_name=job, parallelism=parallelism)
+        return prepare_submission(
+            job_file,
+            job_name=job,
+            parallelism=parallelism,
+            checkpoint_interval_ms=interval,
+            restore_from=restore_from,
+        )
     except (JobCodeError, GraphError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
 
@@ -260,11 +295,24 @@ def submit(
     job_file: Annotated[Path, typer.Argument(help="the job's Python file")],
     job: Annotated[str | None, typer.Option(help="which Job, if the file has several")] = None,
     parallelism: Annotated[int | None, typer.Option(help="default parallelism")] = None,
+    from_savepoint: Annotated[
+        Path | None,
+        typer.Option(help="start from this savepoint (or checkpoint, or job checkpoint dir)"),
+    ] = None,
+    checkpoint_interval: Annotated[
+        str | None, typer.Option(help="checkpoint every D (overrides the job's setting)")
+    ] = None,
     coordinator: CoordinatorOption = None,
 ) -> None:
     """Submit a job to a running cluster; prints the job id on the last line."""
     address = _coordinator_address(coordinator)
-    submission = _prepare(job_file, job, parallelism)
+    submission = _prepare(
+        job_file,
+        job,
+        parallelism,
+        checkpoint_interval=checkpoint_interval,
+        restore_from=from_savepoint,
+    )
     job_id = _run_client(address, lambda c: c.submit(submission))
     typer.echo(job_id)
 
@@ -319,22 +367,74 @@ def status(
 def cancel(
     job_id: Annotated[str, typer.Argument(help="job id (a unique prefix is enough)")],
     coordinator: CoordinatorOption = None,
+    savepoint: Annotated[
+        bool, typer.Option("--savepoint", help="take a savepoint first; prints its path last")
+    ] = False,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="where the savepoint goes")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the job to stop")] = 30.0,
 ) -> None:
     """Stop a job and wait until it is stopped (its slots are free again)."""
     address = _coordinator_address(coordinator)
+    target = str(directory.resolve()) if directory else None
 
-    async def go(client: Any) -> str:
-        await client.cancel(job_id)
+    async def go(client: Any) -> list[str]:
+        lines = []
+        if savepoint:
+            path = await client.savepoint(job_id, directory=target, cancel=True)
+        else:
+            await client.cancel(job_id)
         with anyio.move_on_after(timeout):
             while True:
                 st = await client.status(job_id)
                 if st["state"] in FINAL_JOB_STATES:
-                    return f"job {st['job_id']} {st['state']}"
+                    lines.append(f"job {st['job_id']} {st['state']}")
+                    break
                 await anyio.sleep(0.2)
-        return f"job {job_id} still stopping after {timeout:g}s"
+        if not lines:
+            lines.append(f"job {job_id} still stopping after {timeout:g}s")
+        if savepoint:
+            lines.append(path)
+        return lines
 
-    typer.echo(_run_client(address, go))
+    typer.echo("\n".join(_run_client(address, go)))
+
+
+@app.command()
+def savepoint(
+    job_id: Annotated[str, typer.Argument(help="job id (a unique prefix is enough)")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="where the savepoint goes")
+    ] = None,
+    coordinator: CoordinatorOption = None,
+) -> None:
+    """Take a savepoint of a running job; prints its path on the last line."""
+    target = str(directory.resolve()) if directory else None
+    typer.echo(
+        _run_client(
+            _coordinator_address(coordinator), lambda c: c.savepoint(job_id, directory=target)
+        )
+    )
+
+
+@app.command()
+def checkpoints(
+    job_id: Annotated[str, typer.Argument(help="job id (a unique prefix is enough)")],
+    coordinator: CoordinatorOption = None,
+    json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """A job's completed (and failed) checkpoints and savepoints with size and duration."""
+    from mesh.client.render import format_checkpoints
+
+    address = _coordinator_address(coordinator)
+
+    async def go(client: Any) -> list[dict[str, Any]]:
+        st = await client.status(job_id)
+        return list(await client.checkpoints(st["job_id"]))
+
+    found = _run_client(address, go)
+    typer.echo(orjson.dumps(found).decode() if json else format_checkpoints(found))
 
 
 @app.command()
@@ -356,12 +456,22 @@ def run(
     nodes: Annotated[int, typer.Option(help="node processes to start")] = 2,
     slots: Annotated[int | None, typer.Option(help="slots per node (default: enough)")] = None,
     parallelism: Annotated[int | None, typer.Option(help="default parallelism")] = None,
+    checkpoint_interval: Annotated[
+        str | None, typer.Option(help="checkpoint every D, like 1s (overrides the job)")
+    ] = None,
+    from_savepoint: Annotated[
+        Path | None, typer.Option(help="start from this savepoint or checkpoint")
+    ] = None,
     state_dir: Annotated[
-        Path | None, typer.Option(help="keep the cluster's state and logs here")
+        Path | None,
+        typer.Option(help="keep the cluster's state, checkpoints and logs here"),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
-    """Run a job on an embedded local cluster and wait for it to end."""
+    """Run a job on an embedded local cluster and wait for it to end.
+
+    Ctrl-C takes a savepoint (printed on the last line), then stops the job.
+    """
     from mesh.client.local_cluster import LocalCluster
     from mesh.coordinator.scheduler import slots_needed
     from mesh.graph.execution import build_execution_graph
@@ -371,11 +481,19 @@ def run(
         raise _fail(f"--nodes must be >= 1, got {nodes}", EXIT_USAGE)
     if slots is not None and slots < 1:
         raise _fail(f"--slots must be >= 1, got {slots}", EXIT_USAGE)
-    submission = _prepare(job_file, job, parallelism)
+    submission = _prepare(
+        job_file,
+        job,
+        parallelism,
+        checkpoint_interval=checkpoint_interval,
+        restore_from=from_savepoint,
+    )
     needed = sum(
         slots_needed(build_execution_graph(LogicalGraph.from_dict(submission.graph))).values()
     )
     per_node = slots or max(1, math.ceil(needed / nodes))
+    # The state directory outlives the run when given (savepoints, checkpoints, logs);
+    # otherwise a temporary one is removed after a successful run.
     temp_dir = None if state_dir else tempfile.mkdtemp(prefix="mesh-run-")
     directory = state_dir or Path(temp_dir or ".")
     cluster = LocalCluster(nodes=nodes, slots=per_node, state_dir=directory, log_level="info")
@@ -390,7 +508,14 @@ def run(
                 f"local cluster: coordinator {cluster.address}, "
                 f"{nodes} node(s) x {per_node} slot(s)"
             )
-        code = anyio.run(_drive, cluster.address, submission, quiet, backend="asyncio")
+        code = anyio.run(
+            _drive,
+            cluster.address,
+            submission,
+            quiet,
+            str(directory.resolve()),
+            backend="asyncio",
+        )
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     finally:
@@ -402,7 +527,7 @@ def run(
     raise typer.Exit(code)
 
 
-async def _drive(address: str, submission: Any, quiet: bool) -> int:
+async def _drive(address: str, submission: Any, quiet: bool, state_dir: str) -> int:
     """Submit, show progress, print results; returns the exit code."""
     from mesh.client.client import open_client
     from mesh.client.render import format_progress
@@ -420,17 +545,25 @@ async def _drive(address: str, submission: Any, quiet: bool) -> int:
         collected: list[Any] = []
         offset = 0
         interrupted = False
+        savepoint_path: str | None = None
+        savepoints = f"{state_dir}/savepoints"
         last_line = 0.0
         last_state = ""
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
 
                 async def on_signal() -> None:
-                    nonlocal interrupted
+                    nonlocal interrupted, savepoint_path
                     async for _ in signals:
                         interrupted = True
-                        _err("\ninterrupted: cancelling the job ...")
-                        await client.cancel(job_id)
+                        _err("\ninterrupted: taking a savepoint, then stopping the job ...")
+                        try:
+                            savepoint_path = await client.savepoint(
+                                job_id, directory=savepoints, cancel=True
+                            )
+                        except (RemoteError, TimeoutError) as exc:
+                            _err(f"no savepoint ({exc}); cancelling the job")
+                            await client.cancel(job_id)
                         return
 
                 tg.start_soon(on_signal)
@@ -475,6 +608,8 @@ async def _drive(address: str, submission: Any, quiet: bool) -> int:
     if state == "FAILED":
         _err(f"\n{st.get('error') or 'the job failed'}")
         return EXIT_FAILED
+    if savepoint_path is not None:
+        _err(f"savepoint (resume with --from-savepoint):\n{savepoint_path}")
     if interrupted or state == "CANCELED":
         return EXIT_INTERRUPTED
     return EXIT_OK

@@ -123,6 +123,9 @@ COORDINATOR_SETTINGS = (
     Setting("heartbeat_interval", _duration, 1000, "how often nodes report"),
     Setting("heartbeat_timeout", _duration, 5000, "silence after which a node is lost"),
     Setting("placement", _choice("spread", "pack"), "spread", "how subtasks fill nodes"),
+    Setting("checkpoint_dir", _path, None, "where checkpoints go (default: state_dir/checkpoints)"),
+    Setting("checkpoint_timeout", _duration, 600_000, "a checkpoint taking longer is aborted"),
+    Setting("retained_checkpoints", _positive_int, 3, "completed checkpoints kept per job"),
     _LOG_LEVEL,
 )
 

@@ -8,6 +8,8 @@
     ├── RecordError            a record could not be processed: names the operator
     │   └── EncodingError      a record orjson cannot encode (names the operator and type)
     ├── SchedulingError        too few slots: says how many are needed and what each node offers
+    ├── StateError             state that cannot be read, written or restored (names the file)
+    │   └── CheckpointError    a checkpoint that failed or cannot be used
     ├── TransportError         the network layer
     │   ├── FrameError         a frame that cannot be decoded (garbage, truncation, version)
     │   └── ChannelError       a channel fault: sequence gap or duplicate, overdraft
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChannelError",
+    "CheckpointError",
     "ConfigError",
     "EncodingError",
     "FrameError",
@@ -32,6 +35,7 @@ __all__ = [
     "RecordError",
     "RemoteError",
     "SchedulingError",
+    "StateError",
     "TransportError",
 ]
 
@@ -62,6 +66,14 @@ class EncodingError(RecordError):
 
 class SchedulingError(MeshError):
     """The cluster has too few slots; says how many are needed and what each node offers."""
+
+
+class StateError(MeshError):
+    """State could not be read, written or restored; the message names the file."""
+
+
+class CheckpointError(StateError):
+    """A checkpoint failed, or cannot be used to restore (missing file, bad checksum)."""
 
 
 class TransportError(MeshError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Collect", "JsonLines", "Print", "Sink", "ZmqPush"]
+__all__ = ["Collect", "JsonLines", "Print", "SQLite", "Sink", "ZmqPush"]
 
 
 class Sink:
@@ -20,10 +20,12 @@ class Sink:
 class JsonLines(Sink):
     """Writes one JSON line per record into part files under ``directory``.
 
-    Each subtask writes ``.part-<job>-<uid>-<subtask>.jsonl.inprogress`` and renames it
-    to ``part-<job>-<uid>-<subtask>.jsonl`` (fsynced) when its input ends or the job is
-    cancelled, so readers that glob ``part-*.jsonl`` only see finished files. A subtask
-    that fails removes its unfinished file.
+    Exactly-once: each subtask writes a hidden in-progress file; at every checkpoint it
+    is fsynced and set aside, and when that checkpoint completes it is renamed to
+    ``part-<job>-<uid>-<subtask>-<checkpoint>.jsonl``. Readers that glob
+    ``part-*.jsonl`` therefore only ever see committed records. A bounded job's last
+    part (``...-end.jsonl``) appears when the whole job has ended. Without checkpoints,
+    cancelling a job makes what was written visible too.
     """
 
     directory: str
@@ -34,6 +36,35 @@ class JsonLines(Sink):
 
     def describe(self) -> dict[str, Any]:
         return {"type": "JsonLines", "directory": self.directory}
+
+
+@dataclass(eq=False)
+class SQLite(Sink):
+    """Writes dict records as rows of ``table`` in the SQLite database at ``path``.
+
+    Exactly-once: rows are staged in the database and moved into the table in one
+    transaction when the checkpoint that covers them completes (or when a bounded job
+    ends). The table is created from the first record's fields if it does not exist;
+    fields seen later become new columns. With ``key``, a row with the same key is
+    replaced (upsert) instead of added.
+    """
+
+    path: str
+    table: str
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise TypeError(f"SQLite expects a database path, got {self.path!r}")
+        if not isinstance(self.table, str) or not self.table.replace("_", "").isalnum():
+            raise TypeError(
+                f"SQLite table must be a plain name (letters, digits, _), got {self.table!r}"
+            )
+        if self.key is not None and not isinstance(self.key, str):
+            raise TypeError(f"SQLite key must be a field name, got {self.key!r}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "SQLite", "path": self.path, "table": self.table, "key": self.key}
 
 
 @dataclass(eq=False)

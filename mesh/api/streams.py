@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mesh.api.functions import ProcessFunction
 from mesh.api.job import InputRef, Job, OperatorDef, positive_int
 from mesh.api.sinks import Sink
 from mesh.errors import GraphError
@@ -28,6 +29,22 @@ def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise GraphError(f"{what} must be a non-empty string, got {value!r}")
     return value
+
+
+def _check_process(fn: Any, method: str) -> None:
+    if isinstance(fn, type):
+        raise GraphError(f"{method}() expects an instance, not the class {fn.__name__}; add ()")
+    if not (isinstance(fn, ProcessFunction) or callable(fn)):
+        raise GraphError(
+            f"{method}() expects a ProcessFunction or a function (record, ctx), "
+            f"got {type(fn).__name__}"
+        )
+
+
+def _process_name(fn: Any) -> str:
+    if isinstance(fn, ProcessFunction):
+        return type(fn).__name__
+    return getattr(fn, "__name__", "Process").replace("<lambda>", "Process")
 
 
 class _OperatorOptions:
@@ -120,6 +137,12 @@ class Stream(_OperatorOptions):
         inputs = [InputRef(ref.op, Partitioning.HASH, fn) for ref in self._inputs]
         return KeyedStream(self._job, inputs, self._op_id, fn)
 
+    def process(self, fn: Any) -> Stream:
+        """Apply a ``ProcessFunction`` (or ``fn(record, ctx)``): it returns or yields the
+        records to emit."""
+        _check_process(fn, "process")
+        return self._then("process", _process_name(fn), fn=fn)
+
     def union(self, *streams: Stream) -> Stream:
         """Merge this stream with ``streams`` (records interleave in arrival order)."""
         inputs = list(self._inputs)
@@ -206,6 +229,12 @@ class KeyedStream(Stream):
     def count(self) -> Stream:
         """Running count per key: emits ``{"key": k, "count": n}`` after every record."""
         return self._keyed("count", "Count")
+
+    def process(self, fn: Any) -> Stream:
+        """Apply a ``KeyedProcessFunction`` (or ``fn(record, ctx)``) with keyed state in
+        ``ctx.state`` and the key in ``ctx.key``."""
+        _check_process(fn, "process")
+        return self._keyed("keyed_process", _process_name(fn), fn=fn)
 
 
 class StreamSink(_OperatorOptions):

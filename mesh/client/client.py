@@ -16,16 +16,20 @@ from mesh.errors import RemoteError
 from mesh.protocol.messages import (
     Ack,
     CancelJob,
+    CheckpointList,
     CollectedReply,
     FetchCollected,
     GetJobStatus,
     JobList,
     JobStatusReply,
+    ListCheckpoints,
     ListJobs,
     ListNodes,
     NodeList,
+    SavepointTaken,
     SubmitJob,
     SubmitReply,
+    TakeSavepoint,
 )
 from mesh.transport.control import ControlConnection
 from mesh.transport.sockets import SocketFactory, SocketKind
@@ -40,13 +44,17 @@ def prepare_submission(
     *,
     job_name: str | None = None,
     parallelism: int | None = None,
+    checkpoint_interval_ms: int | None = None,
     base_dir: str | Path | None = None,
+    restore_from: str | Path | None = None,
 ) -> SubmitJob:
     """Import the job file, build its graph, and pack it for submission."""
     job = load_job(job_file, job_name)
     build_args: dict[str, Any] = {}
     if parallelism is not None:
         build_args["parallelism"] = parallelism
+    if checkpoint_interval_ms is not None:
+        build_args["checkpoint_interval_ms"] = checkpoint_interval_ms
     built = job.build(**build_args)
     bundle, entry = make_bundle(job_file)
     return SubmitJob(
@@ -56,6 +64,7 @@ def prepare_submission(
         build_args=build_args,
         base_dir=str(Path(base_dir or os.getcwd()).resolve()),
         bundle=bundle,
+        restore_from=str(Path(restore_from).resolve()) if restore_from is not None else None,
     )
 
 
@@ -91,6 +100,24 @@ class CoordinatorClient:
         """Ask the coordinator to cancel a job."""
         reply: Ack = await self._request(CancelJob(job_id=job_id), Ack)
         return reply.detail
+
+    async def savepoint(
+        self, job_id: str, *, directory: str | None = None, cancel: bool = False
+    ) -> str:
+        """Take a savepoint (and cancel the job after it); returns its path.
+
+        ``directory`` should be absolute: the coordinator resolves it on its host.
+        """
+        msg = TakeSavepoint(job_id=job_id, directory=directory, cancel=cancel)
+        reply = await self._conn.request(msg, timeout_s=max(self.timeout_s, 600.0))
+        if not isinstance(reply, SavepointTaken):
+            raise RemoteError(f"unexpected reply {type(reply).__name__} to a savepoint request")
+        return reply.path
+
+    async def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's checkpoint and savepoint history, oldest first."""
+        reply: CheckpointList = await self._request(ListCheckpoints(job_id=job_id), CheckpointList)
+        return reply.checkpoints
 
     async def nodes(self) -> list[dict[str, Any]]:
         """One summary per registered node."""

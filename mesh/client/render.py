@@ -6,7 +6,7 @@ from typing import Any
 
 from mesh.time.durations import format_duration
 
-__all__ = ["format_jobs", "format_nodes", "format_progress", "format_status"]
+__all__ = ["format_checkpoints", "format_jobs", "format_nodes", "format_progress", "format_status"]
 
 
 def _count(n: float) -> str:
@@ -93,3 +93,21 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
             ]
         )
     return _table(rows)
+
+
+def format_checkpoints(rows: list[dict[str, Any]]) -> str:
+    """``mesh checkpoints``: one line per checkpoint or savepoint."""
+    table = [["ID", "KIND", "STATE", "DURATION", "SIZE", "PATH / REASON"]]
+    for row in rows:
+        size = row["size_bytes"]
+        table.append(
+            [
+                str(row["checkpoint_id"]),
+                row["kind"],
+                row["state"],
+                format_duration(row["duration_ms"]),
+                f"{size / 1024:.1f} KiB" if size < 1048576 else f"{size / 1048576:.1f} MiB",
+                row["path"] if row["state"] != "FAILED" else str(row.get("reason")),
+            ]
+        )
+    return _table(table)

@@ -25,20 +25,28 @@ import anyio.abc
 import orjson
 
 from mesh._version import __version__
+from mesh.coordinator.checkpoints import CheckpointManager, JobView, SavepointRequest
 from mesh.coordinator.jobs import IllegalTransition, JobRecord, JobState
 from mesh.coordinator.registry import NodeInfo, NodeRegistry
+from mesh.coordinator.restore import resolve_restore
 from mesh.coordinator.scheduler import schedule
-from mesh.errors import FrameError, MeshError, SchedulingError
+from mesh.coordinator.store import CheckpointStore
+from mesh.coordinator.trigger import CheckpointPolicy
+from mesh.errors import CheckpointError, FrameError, MeshError, SchedulingError
 from mesh.graph.execution import build_execution_graph
 from mesh.graph.logical import LogicalGraph
 from mesh.protocol import codec
 from mesh.protocol.messages import (
     Ack,
+    AckCheckpoint,
     CancelJob,
     CancelTasks,
     ChannelSettings,
+    CheckpointList,
     CollectBatch,
     CollectedReply,
+    CommitFinal,
+    DeclineCheckpoint,
     DeployResult,
     DeployTasks,
     ErrorReply,
@@ -47,6 +55,7 @@ from mesh.protocol.messages import (
     Heartbeat,
     JobList,
     JobStatusReply,
+    ListCheckpoints,
     ListJobs,
     ListNodes,
     NodeList,
@@ -54,9 +63,11 @@ from mesh.protocol.messages import (
     RegisterNode,
     RegisterReply,
     Reregister,
+    SavepointTaken,
     StartTasks,
     SubmitJob,
     SubmitReply,
+    TakeSavepoint,
     TaskUpdate,
 )
 from mesh.time.clock import Clock, SystemClock
@@ -83,6 +94,16 @@ class CoordinatorConfig:
     cancel_timeout_ms: int = 10_000
     channels: ChannelSettings = field(default_factory=ChannelSettings)
     retained_jobs: int = 100  # finished jobs kept for list/status (oldest dropped first)
+    checkpoint_dir: Path | None = None  # default: <state_dir>/checkpoints
+    checkpoint_timeout_ms: int = 600_000
+    checkpoint_min_pause_ms: int = 0
+    tolerable_checkpoint_failures: int = 3
+    retained_checkpoints: int = 3
+
+    @property
+    def checkpoint_base(self) -> Path:
+        """Where checkpoints go unless a job says otherwise."""
+        return self.checkpoint_dir or self.state_dir / "checkpoints"
 
 
 class Coordinator:
@@ -96,11 +117,15 @@ class Coordinator:
         self.endpoint: str | None = None
         self.drops = DropCounter(log)
         self._outbox: Outbox | None = None
+        self.store: CheckpointStore | None = None
+        # The client request being handled: (identity, rid), for replies sent later.
+        self._request: tuple[bytes, str | None] = (b"", None)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until cancelled; ``task_status.started(endpoint)`` once bound."""
+        self.store = CheckpointStore(self.config.state_dir / "coordinator.db")
         with SocketFactory() as factory:
             router = factory.bind(SocketKind.ROUTER, self.config.bind)
             self.endpoint = router.endpoint
@@ -108,6 +133,7 @@ class Coordinator:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._outbox.pump)
                 tg.start_soon(self._monitor)
+                tg.start_soon(self._checkpoint_ticker)
                 log.info("coordinator listening on %s", router.endpoint)
                 task_status.started(router.endpoint)
                 while True:
@@ -142,6 +168,7 @@ class Coordinator:
             self.drops.drop("malformed", f"{exc} (from {identity.decode('utf-8', 'replace')!r})")
             return
         msg, rid = envelope.message, envelope.rid
+        self._request = (identity, rid)
         handler = self._handlers.get(type(msg))
         if handler is None:
             self._send(identity, ErrorReply(f"unexpected message {msg.TYPE}", "bad_request"), rid)
@@ -214,6 +241,14 @@ class Coordinator:
                     log.warning("job %s: cancellation timed out; marking it CANCELED", job.job_id)
                     self._end(job, JobState.CANCELED)
 
+    async def _checkpoint_ticker(self) -> None:
+        """Lets every running job's checkpoint manager trigger and expire checkpoints."""
+        while True:
+            await self.clock.sleep_ms(20)
+            for job in list(self.jobs.values()):
+                if job.state is JobState.RUNNING and job.checkpoints is not None:
+                    job.checkpoints.tick()
+
     def _node_gone(self, node: NodeInfo, why: str) -> None:
         if self.nodes.get(node.node_id) is node:
             self.nodes.remove(node.node_id)
@@ -233,7 +268,21 @@ class Coordinator:
     def _on_submit(self, identity: bytes, msg: SubmitJob) -> SubmitReply | ErrorReply:
         graph = LogicalGraph.from_dict(msg.graph)
         eg = build_execution_graph(graph)
+        restore, first_id = None, 1
+        if msg.restore_from:
+            try:
+                restore, metadata = resolve_restore(msg.restore_from, graph)
+            except CheckpointError as exc:
+                return ErrorReply(f"cannot restore: {exc}", "bad_restore_point")
+            first_id = metadata.checkpoint_id + 1
         job = JobRecord(job_id=self._new_job_id(), submission=msg, graph=eg, created_ms=self.now())
+        job.restore, job.first_checkpoint_id = restore, first_id
+        base = (
+            Path(msg.base_dir) / graph.config.checkpoint_dir
+            if graph.config.checkpoint_dir
+            else self.config.checkpoint_base
+        )
+        job.checkpoint_root = str(base / job.job_id)
         self.jobs[job.job_id] = job
         log.info("job %s (%s) submitted", job.job_id, job.name)
         job.transition(JobState.SCHEDULING)
@@ -272,8 +321,44 @@ class Coordinator:
                     peers=peers,
                     channels=self.config.channels,
                     bundle=msg.bundle,
+                    restore=job.restore,
                 ),
             )
+
+    def _checkpoint_manager(self, job: JobRecord) -> CheckpointManager:
+        assert self.store is not None
+        eg = job.graph
+        logical = eg.logical
+        config = self.config
+        view = JobView(
+            job_id=job.job_id,
+            job_name=job.name,
+            subtasks=[str(s) for s in eg.subtasks()],
+            placement={a.subtask: a.node_id for a in job.assignments},
+            nodes=sorted(job.nodes),
+            operator_parallelism={
+                op.uid: (op.parallelism, op.max_parallelism) for op in logical.operators
+            },
+            states={k: m.state for k, m in job.metrics.items()},
+        )
+        manager = CheckpointManager(
+            job=view,
+            attempt=job.attempt,
+            policy=CheckpointPolicy(
+                interval_ms=logical.config.checkpoint_interval_ms,
+                timeout_ms=config.checkpoint_timeout_ms,
+                min_pause_ms=config.checkpoint_min_pause_ms,
+                tolerable_failures=config.tolerable_checkpoint_failures,
+                retained=config.retained_checkpoints,
+            ),
+            root=Path(job.checkpoint_root),
+            store=self.store,
+            clock=self.clock,
+            send=self._send_to_node,
+            first_id=job.first_checkpoint_id,
+        )
+        manager.on_too_many_failures = lambda reason: self._fail(job, reason)
+        return manager
 
     def _job_for(self, job_id: str, attempt: int) -> JobRecord | None:
         job = self.jobs.get(job_id)
@@ -292,6 +377,7 @@ class Coordinator:
         if not job.deploy_pending:
             job.transition(JobState.RUNNING)
             job.started_ms = self.now()
+            job.checkpoints = self._checkpoint_manager(job)
             for node_id in sorted(job.nodes):
                 self._send_to_node(node_id, StartTasks(job_id=job.job_id, attempt=job.attempt))
             log.info("job %s (%s) running on %d node(s)", job.job_id, job.name, len(job.nodes))
@@ -304,10 +390,21 @@ class Coordinator:
         if job.done:
             return
         state = msg.metrics.state
+        if job.checkpoints is not None:
+            job.checkpoints.on_subtask_state(msg.metrics.subtask, state)
         if state == "FAILED":
             self._fail(job, msg.error or f"subtask {msg.metrics.subtask} failed")
         elif job.state is JobState.RUNNING and job.all_subtasks(frozenset({"FINISHED"})):
             self._end(job, JobState.FINISHED)
+        elif (
+            job.state is JobState.RUNNING
+            and not job.final_commit_sent
+            and job.all_subtasks(frozenset({"FINISHED", "ENDING"}))
+        ):
+            # Every subtask's input ended: sinks may make their last output visible.
+            job.final_commit_sent = True
+            for node_id in sorted(job.nodes):
+                self._send_to_node(node_id, CommitFinal(job_id=job.job_id, attempt=job.attempt))
         elif job.state is JobState.CANCELLING and job.subtasks_done():
             self._end(job, JobState.CANCELED)
 
@@ -346,6 +443,7 @@ class Coordinator:
             log.exception("job %s", job.job_id)
             return
         job.ended_ms = self.now()
+        job.checkpoints = None
         self.nodes.release(job.job_id)
         # The code bundle is only needed to deploy; a finished job keeps its summary.
         job.submission = dataclasses.replace(job.submission, bundle=b"")
@@ -386,13 +484,16 @@ class Coordinator:
             return Ack(detail=f"job {job.job_id} is already {job.state.value}")
         if job.state is JobState.CANCELLING:
             return Ack(detail="already cancelling")
+        self._cancel(job, "user")
+        return Ack(detail="cancelling")
+
+    def _cancel(self, job: JobRecord, reason: str) -> None:
         job.transition(JobState.CANCELLING)
         job.cancel_deadline_ms = self.clock.monotonic_ms() + self.config.cancel_timeout_ms
-        self._cancel_tasks(job, "user")
+        self._cancel_tasks(job, reason)
         if job.subtasks_done() or not job.nodes:
             self._end(job, JobState.CANCELED)
-        log.info("job %s (%s) cancelling", job.job_id, job.name)
-        return Ack(detail="cancelling")
+        log.info("job %s (%s) cancelling (%s)", job.job_id, job.name, reason)
 
     def _on_fetch(self, identity: bytes, msg: FetchCollected) -> CollectedReply:
         job = self._job(msg.job_id)
@@ -406,6 +507,48 @@ class Coordinator:
         return CollectedReply(
             next_offset=next_offset, complete=complete, records=b"[" + inner + b"]"
         )
+
+    def _on_ack_checkpoint(self, identity: bytes, msg: AckCheckpoint) -> None:
+        job = self._job_for(msg.job_id, msg.attempt)
+        if job is not None and job.checkpoints is not None:
+            job.checkpoints.on_ack(msg)
+
+    def _on_decline_checkpoint(self, identity: bytes, msg: DeclineCheckpoint) -> None:
+        job = self._job_for(msg.job_id, msg.attempt)
+        if job is not None and job.checkpoints is not None:
+            job.checkpoints.on_decline(msg)
+
+    def _on_take_savepoint(self, identity: bytes, msg: TakeSavepoint) -> ErrorReply | None:
+        job = self._job(msg.job_id)
+        if job.state is not JobState.RUNNING or job.checkpoints is None:
+            return ErrorReply(
+                f"job {job.job_id} is {job.state.value}: only a running job takes savepoints",
+                "not_running",
+            )
+        client, rid = self._request
+        directory = (
+            Path(msg.directory)
+            if msg.directory
+            else Path(job.checkpoint_root).parent / "savepoints"
+        )
+
+        def done(path: str | None, checkpoint_id: int, error: str | None) -> None:
+            if path is None:
+                self._send(
+                    client, ErrorReply(f"savepoint failed: {error}", "savepoint_failed"), rid
+                )
+                return
+            self._send(client, SavepointTaken(path=path, checkpoint_id=checkpoint_id), rid)
+            if msg.cancel and job.state is JobState.RUNNING:
+                self._cancel(job, "savepoint")
+
+        job.checkpoints.take_savepoint(SavepointRequest(directory=directory, done=done))
+        return None
+
+    def _on_list_checkpoints(self, identity: bytes, msg: ListCheckpoints) -> CheckpointList:
+        job = self._job(msg.job_id)
+        assert self.store is not None
+        return CheckpointList(checkpoints=[r.to_dict() for r in self.store.history(job.job_id)])
 
     def _on_list_nodes(self, identity: bytes, msg: ListNodes) -> NodeList:
         now = self.clock.monotonic_ms()
@@ -423,4 +566,8 @@ class Coordinator:
         CancelJob: _on_cancel,
         FetchCollected: _on_fetch,
         ListNodes: _on_list_nodes,
+        AckCheckpoint: _on_ack_checkpoint,
+        DeclineCheckpoint: _on_decline_checkpoint,
+        TakeSavepoint: _on_take_savepoint,
+        ListCheckpoints: _on_list_checkpoints,
     }

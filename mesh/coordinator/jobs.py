@@ -20,8 +20,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mesh.coordinator.checkpoints import CheckpointManager
 from mesh.graph.execution import ExecutionGraph
-from mesh.protocol.messages import FINAL_JOB_STATES, SubmitJob, SubtaskMetrics, TaskAssignment
+from mesh.protocol.messages import (
+    FINAL_JOB_STATES,
+    RestoreSpec,
+    SubmitJob,
+    SubtaskMetrics,
+    TaskAssignment,
+)
 
 __all__ = ["TERMINAL", "IllegalTransition", "JobRecord", "JobState"]
 
@@ -85,6 +92,11 @@ class JobRecord:
     rates: dict[str, _Rate] = field(default_factory=dict)
     collected: list[bytes] = field(default_factory=list)  # encoded record lists
     cancel_deadline_ms: float = 0.0
+    restore: RestoreSpec | None = None  # where the job started from
+    first_checkpoint_id: int = 1  # ids continue after the restored checkpoint
+    checkpoint_root: str = ""  # <checkpoint dir>/<job id>
+    checkpoints: CheckpointManager | None = None  # while RUNNING
+    final_commit_sent: bool = False
 
     @property
     def name(self) -> str:
@@ -244,4 +256,6 @@ class JobRecord:
             "sinks": [
                 {"uid": op.uid, **op.description} for op in logical.operators if op.kind == "sink"
             ],
+            "checkpoints": self.checkpoints.summary() if self.checkpoints else None,
+            "restored_from": self.restore.path if self.restore else None,
         }

@@ -83,6 +83,7 @@ class JobConfig:
     checkpoint_interval_ms: int | None = None
     checkpoint_mode: str = "exactly_once"
     state_backend: str = "memory"
+    checkpoint_dir: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

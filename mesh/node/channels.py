@@ -111,11 +111,11 @@ class OutputChannel:
         self._ledger.offer((_DATA, 0, payload), is_data=True)
         self._drain()
 
-    def send_event(self, kind: FrameKind, arg: int = 0) -> None:
+    def send_event(self, kind: FrameKind, arg: int = 0, payload: bytes = b"") -> None:
         """Queue an event behind the data already queued (events cost no credit)."""
         if kind is _EOP:
             self._ended = True
-        self._ledger.offer((kind, arg, b""), is_data=False)
+        self._ledger.offer((kind, arg, payload), is_data=False)
         self._drain()
 
     def on_credit(self, credits: int) -> None:
@@ -242,6 +242,9 @@ class InputGate:
         self._wakeup: anyio.Event | None = None
         # Channels that delivered END_OF_PARTITION (and it was handed out).
         self._ended: set[int] = set()
+        # Channels blocked by a barrier alignment, and the ready ones set aside meanwhile.
+        self._blocked: set[int] = set()
+        self._parked: list[InputChannel] = []
         self._failure: BaseException | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
 
@@ -302,15 +305,29 @@ class InputGate:
                 self._grant(grants)
         queue = channel.queue
         queue.append((kind, arg, payload))
-        if len(queue) == 1:
+        if len(queue) == 1 and channel not in self._parked:
             self._ready.append(channel)
+            self._wake()
+
+    def block(self, channel_id: int) -> None:
+        """Stop handing out frames of ``channel_id`` (barrier alignment); they stay queued."""
+        self._blocked.add(channel_id)
+
+    def unblock_all(self) -> None:
+        """Hand out frames of every channel again."""
+        self._blocked.clear()
+        parked, self._parked = self._parked, []
+        for channel in parked:
+            if channel.queue:
+                self._ready.append(channel)
+        if parked:
             self._wake()
 
     async def next(self) -> tuple[InputChannel, FrameKind, int, bytes | memoryview] | None:
         """The next frame for the subtask, or None once every channel ended.
 
-        END_OF_PARTITION frames are consumed here (and acknowledged to the producer);
-        the caller sees data and other events.
+        END_OF_PARTITION frames are acknowledged to the producer here, then handed out
+        too (they count as barriers for an alignment). Frames of blocked channels wait.
         """
         while True:
             if self._failure is not None:
@@ -318,6 +335,9 @@ class InputGate:
             ready = self._ready
             while ready:
                 channel = ready.popleft()
+                if channel.id in self._blocked:
+                    self._parked.append(channel)
+                    continue
                 queue = channel.queue
                 kind, arg, payload = queue.popleft()
                 if queue:
@@ -328,7 +348,6 @@ class InputGate:
                     if grants:
                         self._grant(grants)
                     channel.credit_return.ack_end(channel.id)
-                    continue
                 return channel, kind, arg, payload
             if self.finished:
                 return None

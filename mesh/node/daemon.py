@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +21,11 @@ from mesh._version import __version__
 from mesh.errors import MeshError
 from mesh.node.job import JobRuntime
 from mesh.node.network import NodeNetwork
-from mesh.node.task import SubtaskRunner
 from mesh.protocol import codec
 from mesh.protocol.messages import (
     CancelTasks,
-    CollectBatch,
+    CheckpointDone,
+    CommitFinal,
     DeployResult,
     DeployTasks,
     Heartbeat,
@@ -36,7 +35,7 @@ from mesh.protocol.messages import (
     Reregister,
     StartTasks,
     SubtaskMetrics,
-    TaskUpdate,
+    TriggerCheckpoint,
 )
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.control import ControlConnection
@@ -187,14 +186,33 @@ class Node:
         elif isinstance(msg, Reregister):
             self._reregister(msg.reason)
         elif isinstance(msg, CancelTasks):
-            runtime = self.jobs.get(msg.job_id)
-            if runtime is not None and runtime.attempt == msg.attempt:
+            runtime = self._runtime(msg.job_id, msg.attempt)
+            if runtime is not None:
                 log.info("cancelling job %s (%s)", msg.job_id, msg.reason or "requested")
-                runtime.cancel(commit=msg.reason == "user")
+                # Without checkpoints, a user's cancel keeps what sinks wrote; with them,
+                # only checkpointed output is ever visible.
+                no_checkpoints = runtime.config.checkpoint_interval_ms is None
+                runtime.cancel(commit=msg.reason == "user" and no_checkpoints)
                 if not runtime.started:
                     del self.jobs[msg.job_id]
+        elif isinstance(msg, TriggerCheckpoint):
+            runtime = self._runtime(msg.job_id, msg.attempt)
+            if runtime is not None:
+                runtime.trigger_checkpoint(msg.checkpoint_id, msg.kind, msg.directory, msg.subtasks)
+        elif isinstance(msg, CheckpointDone):
+            runtime = self._runtime(msg.job_id, msg.attempt)
+            if runtime is not None and msg.completed:
+                runtime.checkpoint_completed(msg.checkpoint_id)
+        elif isinstance(msg, CommitFinal):
+            runtime = self._runtime(msg.job_id, msg.attempt)
+            if runtime is not None:
+                runtime.commit_final()
         else:
             log.warning("unexpected %s from the coordinator", type(msg).__name__)
+
+    def _runtime(self, job_id: str, attempt: int) -> JobRuntime | None:
+        runtime = self.jobs.get(job_id)
+        return runtime if runtime is not None and runtime.attempt == attempt else None
 
     def _work_dir(self, job_id: str, attempt: int) -> Path:
         return self.config.state_dir / "jobs" / f"{job_id}-{attempt}"
@@ -206,25 +224,13 @@ class Node:
         if old is not None:
             old.cancel(commit=False)
 
-        def on_update(subtask: str, runner: SubtaskRunner) -> None:
-            control.send_nowait(
-                TaskUpdate(
-                    job_id=deploy.job_id,
-                    attempt=deploy.attempt,
-                    node_id=self.node_id,
-                    metrics=runtime.metrics_of(subtask),
-                    error=runner.error,
-                )
-            )
-
         runtime = JobRuntime(
             deploy,
             node_id=self.node_id,
             network=self._network,
             work_dir=self._work_dir(deploy.job_id, deploy.attempt),
             clock=self.clock,
-            send_collected=self._collector(deploy.job_id, deploy.attempt),
-            on_update=on_update,
+            send=control.send_nowait,
             sockets=self._sockets,
         )
         try:
@@ -261,12 +267,3 @@ class Node:
         finally:
             if self.jobs.get(runtime.job_id) is runtime:
                 del self.jobs[runtime.job_id]
-
-    def _collector(self, job_id: str, attempt: int) -> Callable[[str, bytes], None]:
-        def send(subtask: str, records: bytes) -> None:
-            assert self._control is not None
-            self._control.send_nowait(
-                CollectBatch(job_id=job_id, attempt=attempt, subtask=subtask, records=records)
-            )
-
-        return send

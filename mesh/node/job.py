@@ -26,25 +26,35 @@ from mesh.api.job import BuiltJob
 from mesh.api.loader import load_job
 from mesh.errors import JobCodeError, MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
-from mesh.graph.logical import LogicalGraph
+from mesh.graph.keygroups import key_group_range
+from mesh.graph.logical import JobConfig, LogicalGraph, OperatorSpec
 from mesh.node.bundle import extract_bundle
 from mesh.node.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
+from mesh.node.connectors import build_reader, build_sink
 from mesh.node.context import TaskContext
 from mesh.node.network import JobChannels, NodeNetwork, RemoteCreditReturn, RemoteLink
-from mesh.node.operators import RuntimeOperator, build_operator
+from mesh.node.operators import RestoredState, RuntimeOperator, build_operator
 from mesh.node.output import EdgeWriter
-from mesh.node.readers import build_reader
-from mesh.node.task import SubtaskRunner, TaskState
-from mesh.node.writers import build_sink
-from mesh.protocol.messages import DeployTasks, PeerAddress, SubtaskMetrics
+from mesh.node.task import CheckpointTarget, SnapshotFile, SubtaskRunner, TaskState
+from mesh.protocol.messages import (
+    AckCheckpoint,
+    CheckpointFile,
+    CollectBatch,
+    DeclineCheckpoint,
+    DeployTasks,
+    PeerAddress,
+    SubtaskMetrics,
+    TaskUpdate,
+)
+from mesh.state.backends import KeyedStateBackend, open_backend
+from mesh.state.keys import KeyCodec
+from mesh.state.snapshot import SnapshotReader
 from mesh.time.clock import Clock
 from mesh.transport.sockets import SocketFactory
 
 __all__ = ["JobRuntime"]
 
 log = logging.getLogger("mesh.node.job")
-
-UpdateFn = Callable[[str, SubtaskRunner], None]
 
 
 def _parse_subtask(text: str) -> SubtaskRef:
@@ -63,8 +73,7 @@ class JobRuntime:
         network: NodeNetwork,
         work_dir: Path,
         clock: Clock,
-        send_collected: Callable[[str, bytes], None],
-        on_update: UpdateFn,
+        send: Callable[[Any], None],
         sockets: SocketFactory | None = None,
     ) -> None:
         self.deploy = deploy
@@ -74,18 +83,21 @@ class JobRuntime:
         self._network = network
         self._work_dir = work_dir
         self._clock = clock
-        self._send_collected = send_collected
+        # Sends a control message to the coordinator (never blocks).
+        self._send = send
         self._sockets = sockets
         self.runners: dict[str, SubtaskRunner] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._failures: dict[str, BaseException] = {}
         self._scope: anyio.CancelScope | None = None
         self._module_names: list[str] = []
-        # Called with (subtask, runner) whenever a subtask starts or ends.
-        self._on_update = on_update
         self.started = False  # run() was called
         self._cancel_requested = False
         self._disposed = False
+        # The job's settings (known once prepared).
+        self.config: JobConfig = JobConfig(name=deploy.job_name)
+        # Operator list state of the restore point, merged over old subtasks, by uid.
+        self._operator_state_cache: dict[str, dict[str, list[Any]]] = {}
 
     # -- preparing ------------------------------------------------------------------------
 
@@ -130,7 +142,7 @@ class JobRuntime:
         deploy = self.deploy
         built, eg = self._load()
         graph = eg.logical
-        config = graph.config
+        config = self.config = graph.config
         settings = deploy.channels
         exclusive = settings.exclusive_credits
         buffer_records = settings.buffer_records
@@ -232,7 +244,22 @@ class JobRuntime:
                     assert definition.sink is not None
                     operators.append(build_sink(spec, definition.sink, ctx))
                 else:
-                    operators.append(build_operator(spec, definition))
+                    operators.append(
+                        build_operator(
+                            spec,
+                            definition,
+                            backend=self._backend_maker(spec, ref.index, config.state_backend),
+                            subtask_index=ref.index,
+                            parallelism=task.parallelism,
+                        )
+                    )
+            source_spec = graph.operator(task.head) if reader is not None else None
+            restored = {
+                uid: state
+                for uid in [graph.operator(o).uid for o in task.operators]
+                if (state := self._restored(uid, ref.index, task.parallelism, config)) is not None
+            }
+            subtask = str(ref)
             runner = SubtaskRunner(
                 name=f"{task.name} ({ref.index + 1}/{task.parallelism})",
                 operators=operators,
@@ -241,15 +268,127 @@ class JobRuntime:
                 buffer_timeout_ms=config.buffer_timeout_ms,
                 read_batch=buffer_records,
                 max_backlog=settings.max_backlog,
+                subtask_index=ref.index,
+                parallelism=task.parallelism,
+                max_parallelism=config.max_parallelism,
+                checkpoints=self._checkpoint_target(subtask),
+                exactly_once=config.checkpoint_mode == "exactly_once",
                 reader=reader,
+                source_spec=source_spec,
                 gate=gates.get(ref),
+                restored=restored,
             )
-            self.runners[str(ref)] = runner
+            runner.on_state = self._reporter(subtask)
+            self.runners[subtask] = runner
         self._network.register(channels)
+
+    def _backend_maker(
+        self, spec: OperatorSpec, index: int, kind: str
+    ) -> Callable[[], KeyedStateBackend]:
+        def make() -> KeyedStateBackend:
+            return open_backend(
+                kind,
+                path=self._work_dir / "state" / f"{spec.uid}-{index}.db",
+                codec=KeyCodec(spec.max_parallelism),
+                clock=self._clock,
+            )
+
+        return make
+
+    def _restored(
+        self, uid: str, index: int, parallelism: int, config: JobConfig
+    ) -> RestoredState | None:
+        """What operator ``uid``'s subtask ``index`` gets back from the restore point."""
+        restore = self.deploy.restore
+        if restore is None or uid not in restore.operators:
+            return None
+        root = Path(restore.path)
+        files = sorted(restore.operators[uid], key=lambda f: f.subtask)
+        groups = key_group_range(index, parallelism, config.max_parallelism)
+        keyed = [
+            root / f.file
+            for f in files
+            if f.key_groups is not None
+            and f.key_groups[0] < groups.end
+            and groups.start < f.key_groups[1]
+        ]
+        everything = self._operator_state_cache.get(uid)
+        if everything is None:
+            everything = {}
+            for f in files:
+                with SnapshotReader(root / f.file) as reader:
+                    for name, values in reader.operator_state().items():
+                        everything.setdefault(name, []).extend(values)
+            self._operator_state_cache[uid] = everything
+        mine = {name: values[index::parallelism] for name, values in everything.items()}
+        return RestoredState(
+            checkpoint_id=restore.checkpoint_id,
+            job_id=restore.job_id,
+            keyed_files=keyed,
+            key_groups=groups,
+            operator_state=mine,
+            all_operator_state=everything,
+        )
+
+    def _reporter(self, subtask: str) -> Callable[[SubtaskRunner], None]:
+        def report(runner: SubtaskRunner) -> None:
+            self._report(subtask, runner)
+
+        return report
+
+    def _report(self, subtask: str, runner: SubtaskRunner) -> None:
+        self._send(
+            TaskUpdate(
+                job_id=self.job_id,
+                attempt=self.attempt,
+                node_id=self.node_id,
+                metrics=self.metrics_of(subtask),
+                error=runner.error,
+            )
+        )
+
+    def _checkpoint_target(self, subtask: str) -> CheckpointTarget:
+        def ack(checkpoint_id: int, files: list[SnapshotFile], duration_ms: float) -> None:
+            self._send(
+                AckCheckpoint(
+                    job_id=self.job_id,
+                    attempt=self.attempt,
+                    checkpoint_id=checkpoint_id,
+                    subtask=subtask,
+                    files=[
+                        CheckpointFile(
+                            uid=f.uid,
+                            file=f.file,
+                            size=f.size,
+                            sha256=f.sha256,
+                            key_groups=list(f.key_groups) if f.key_groups else None,
+                        )
+                        for f in files
+                    ],
+                    duration_ms=round(duration_ms, 1),
+                )
+            )
+
+        def decline(checkpoint_id: int, reason: str) -> None:
+            self._send(
+                DeclineCheckpoint(
+                    job_id=self.job_id,
+                    attempt=self.attempt,
+                    checkpoint_id=checkpoint_id,
+                    subtask=subtask,
+                    reason=reason,
+                )
+            )
+
+        return CheckpointTarget(ack=ack, decline=decline)
 
     def _collector(self, subtask: str) -> Callable[[bytes], None]:
         def collect(payload: bytes) -> None:
-            self._send_collected(subtask, payload)
+            self._send(
+                CollectBatch(
+                    job_id=self.job_id, attempt=self.attempt, subtask=subtask, records=payload
+                )
+            )
 
         return collect
 
@@ -273,7 +412,7 @@ class JobRuntime:
         if gate is not None:
             gate.on_failure = lambda exc: self._fail_subtask(subtask, exc)
         runner.state = TaskState.RUNNING
-        self._on_update(subtask, runner)
+        self._report(subtask, runner)
         try:
             with anyio.CancelScope() as scope:
                 self._scopes[subtask] = scope
@@ -289,7 +428,7 @@ class JobRuntime:
                     self._failed(runner, self._failures[subtask])
                 else:
                     runner.state = TaskState.CANCELED
-            self._on_update(subtask, runner)
+            self._report(subtask, runner)
 
     def _failed(self, runner: SubtaskRunner, exc: BaseException) -> None:
         runner.state = TaskState.FAILED
@@ -304,6 +443,36 @@ class JobRuntime:
         scope = self._scopes.get(subtask)
         if scope is not None:
             scope.cancel()
+
+    def trigger_checkpoint(
+        self, checkpoint_id: int, kind: str, directory: str, subtasks: list[str] | None = None
+    ) -> None:
+        """Start a checkpoint at the subtasks that get no barrier: sources and subtasks whose
+        input ended (or exactly ``subtasks``)."""
+        for subtask, runner in self.runners.items():
+            if subtasks is not None:
+                chosen = subtask in subtasks
+            else:
+                chosen = runner.reader is not None or runner.state is TaskState.ENDING
+            if chosen and runner.state in (TaskState.RUNNING, TaskState.ENDING):
+                runner.trigger(checkpoint_id, kind, directory)
+
+    def checkpoint_completed(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed: operators commit.
+
+        A commit that fails fails its subtask (the job restarts and commits again).
+        """
+        for subtask, runner in self.runners.items():
+            if runner.state in (TaskState.RUNNING, TaskState.ENDING):
+                try:
+                    runner.notify_checkpoint_complete(checkpoint_id)
+                except Exception as exc:
+                    self._fail_subtask(subtask, exc)
+
+    def commit_final(self) -> None:
+        """Every subtask of the job ended: the ENDING ones commit and finish."""
+        for runner in self.runners.values():
+            runner.commit_final()
 
     def cancel(self, *, commit: bool) -> None:
         """Stop every subtask; ``commit`` keeps the output sinks have written so far.
@@ -320,7 +489,7 @@ class JobRuntime:
             self.dispose()
             for subtask, runner in self.runners.items():
                 runner.state = TaskState.CANCELED
-                self._on_update(subtask, runner)
+                self._report(subtask, runner)
 
     def dispose(self) -> None:
         """Forget the job's channels, modules and files on this node (idempotent)."""

@@ -6,24 +6,33 @@ functions fast. When user code raises, the batch is replayed record by record to
 the record at fault (user functions should be free of side effects, as in any stream
 processor that replays after failures).
 
-Keyed operators keep their state in a dict per subtask for now; checkpointed state
-backends replace it later without changing the operators' shape.
+Keyed operators keep their state in tables of a ``KeyedStateBackend`` (dicts from key
+to value, in memory or a cache over SQLite); the subtask snapshots the backend at each
+checkpoint barrier. Operators with list state (sources' positions, sinks' pending
+transactions) return it from ``snapshot_state`` and get it back in ``initialize``.
 """
 
 from __future__ import annotations
 
 import reprlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from mesh.api.functions import ProcessFunction
 from mesh.api.job import OperatorDef
 from mesh.errors import GraphError, RecordError
-from mesh.graph.keygroups import canonical_key
+from mesh.graph.keygroups import KeyGroupRange, canonical_key
 from mesh.graph.logical import OperatorSpec
+from mesh.state.backends import KeyedStateBackend
+from mesh.state.primitives import StateAccessor
+from mesh.time.durations import parse_duration
 
 __all__ = [
+    "RestoredState",
     "RuntimeOperator",
     "UserCodeError",
     "build_operator",
@@ -69,8 +78,23 @@ def describe_record(record: Any) -> str:
         return f"<{type(record).__name__}>"
 
 
+@dataclass(frozen=True, slots=True)
+class RestoredState:
+    """What one operator subtask gets back from a checkpoint."""
+
+    checkpoint_id: int
+    job_id: str  # the job that took the checkpoint
+    keyed_files: list[Path]  # snapshot files whose key groups overlap ours
+    key_groups: KeyGroupRange  # the key groups this subtask owns now
+    operator_state: dict[str, list[Any]]  # list state: this subtask's share
+    all_operator_state: dict[str, list[Any]]  # list state of every old subtask (for cleanup)
+
+
 class RuntimeOperator:
     """One operator of a chain."""
+
+    #: The keyed state of this operator subtask (keyed operators only).
+    backend: KeyedStateBackend | None = None
 
     def __init__(self, spec: OperatorSpec) -> None:
         self.spec = spec
@@ -90,9 +114,32 @@ class RuntimeOperator:
     def open(self) -> None:
         """Called once before the first record."""
 
+    async def initialize(self, restored: RestoredState | None) -> None:
+        """Set up state: fresh (``restored`` is None) or from a checkpoint."""
+        if self.backend is not None:
+            await self.backend.open()
+            if restored is not None:
+                await self.backend.restore(restored.keyed_files, restored.key_groups)
+
     def process(self, batch: list[Any]) -> list[Any]:
         """Records in, records out."""
         raise NotImplementedError
+
+    def keys_of(self, batch: list[Any]) -> list[Any]:
+        """The state keys a batch touches (keyed operators; for backends doing I/O)."""
+        return []
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, list[Any]]:
+        """List state to checkpoint, taken at the barrier (on the event loop)."""
+        return {}
+
+    @property
+    def stateful(self) -> bool:
+        """Whether checkpoints hold something for this operator."""
+        return self.backend is not None
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` (and every one before it) completed."""
 
     def finish(self) -> list[Any]:
         """End of input: records still to emit."""
@@ -100,6 +147,11 @@ class RuntimeOperator:
 
     def close(self) -> None:
         """Called once at the end, also after a failure or cancellation."""
+
+    async def close_state(self) -> None:
+        """Release the state backend."""
+        if self.backend is not None:
+            await self.backend.close()
 
 
 def _flat_map(fn: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
@@ -133,12 +185,19 @@ class _Stateless(RuntimeOperator):
 
 
 class _Keyed(RuntimeOperator):
-    """Base of running keyed aggregations; state maps key → accumulated value."""
+    """Base of keyed operators; built-in aggregations keep one value per key in ``state``."""
 
-    def __init__(self, spec: OperatorSpec, key_fn: Callable[[Any], Any]) -> None:
+    def __init__(
+        self, spec: OperatorSpec, key_fn: Callable[[Any], Any], backend: KeyedStateBackend
+    ) -> None:
         super().__init__(spec)
         self.key_fn = key_fn
-        self.state: dict[Any, Any] = {}
+        self.backend = backend
+        # key -> accumulated value: the live table (memory) or the cache (sqlite).
+        self.state: dict[Any, Any] = backend.table("value")
+
+    def keys_of(self, batch: list[Any]) -> list[Any]:
+        return [self._key(record) for record in batch]
 
     def _key(self, record: Any) -> Any:
         """The state key of ``record`` (lists become tuples); errors name the record."""
@@ -159,14 +218,19 @@ class _Keyed(RuntimeOperator):
 
 class _Reduce(_Keyed):
     def __init__(
-        self, spec: OperatorSpec, key_fn: Callable[[Any], Any], fn: Callable[[Any, Any], Any]
+        self,
+        spec: OperatorSpec,
+        key_fn: Callable[[Any], Any],
+        backend: KeyedStateBackend,
+        fn: Callable[[Any, Any], Any],
     ) -> None:
-        super().__init__(spec, key_fn)
+        super().__init__(spec, key_fn, backend)
         self.fn = fn
 
     def process(self, batch: list[Any]) -> list[Any]:
         state = self.state
         fn = self.fn
+        detach = self.backend.detach if self.backend is not None else (lambda v: v)
         # Emit snapshots: a reduce function that mutates and returns its accumulator must
         # not change records already emitted, so each value is encoded as it is made.
         snapshots = []
@@ -174,7 +238,7 @@ class _Reduce(_Keyed):
             key = self._key(record)
             if key in state:
                 try:
-                    value = fn(state[key], record)
+                    value = fn(detach(state[key]), record)  # fn may mutate its accumulator
                 except UserCodeError as exc:
                     raise self._error("raised", record, exc) from exc
             else:
@@ -194,10 +258,11 @@ class _Aggregate(_Keyed):
         self,
         spec: OperatorSpec,
         key_fn: Callable[[Any], Any],
+        backend: KeyedStateBackend,
         field_name: str,
         combine: Callable[[Any, Any], Any],
     ) -> None:
-        super().__init__(spec, key_fn)
+        super().__init__(spec, key_fn, backend)
         self.field = field_name
         self.combine = combine
 
@@ -263,28 +328,157 @@ class _Count(_Keyed):
         return out
 
 
+class ProcessContext:
+    """``ctx`` of a process function."""
+
+    def __init__(self, state: StateAccessor | None, subtask_index: int, parallelism: int) -> None:
+        self._state = state
+        self.key: Any = None
+        self.timestamp: int | None = None  # event time comes with watermarks
+        self.watermark: int | None = None
+        self.subtask_index = subtask_index
+        self.parallelism = parallelism
+
+    @property
+    def state(self) -> StateAccessor:
+        """Keyed state of the current key."""
+        if self._state is None:
+            raise RecordError("ctx.state needs a keyed stream: use key_by(...).process(...)")
+        return self._state
+
+    @property
+    def timers(self) -> Any:
+        """Timers come with event time; not supported yet."""
+        raise RecordError("ctx.timers is not supported yet (event time comes in a later version)")
+
+    def output(self, tag: str, value: Any) -> None:
+        """Side outputs are not supported yet."""
+        raise RecordError("ctx.output (side outputs) is not supported yet")
+
+
+def _ttl(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        ms = parse_duration(value, what="ttl")
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
+    if ms <= 0:
+        raise RecordError(f"ttl must be above zero, got {value!r}")
+    return ms
+
+
+class _Process(RuntimeOperator):
+    """``process(fn)``: the user's function (or ProcessFunction) per record, with a ctx."""
+
+    def __init__(self, spec: OperatorSpec, fn: Any, ctx: ProcessContext) -> None:
+        super().__init__(spec)
+        self.function = fn
+        self._call = fn.process if isinstance(fn, ProcessFunction) else fn
+        self.ctx = ctx
+
+    def open(self) -> None:
+        if isinstance(self.function, ProcessFunction):
+            try:
+                self.function.open(self.ctx)
+            except UserCodeError as exc:
+                raise RecordError(
+                    f"operator {self.spec.uid!r} ({self.spec.name}): open() raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+
+    def _one(self, record: Any, out: list[Any]) -> None:
+        try:
+            result = self._call(record, self.ctx)
+            if result is not None:
+                out.extend(result)
+        except UserCodeError as exc:
+            raise self._error("raised", record, exc) from exc
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for record in batch:
+            self._one(record, out)
+        return out
+
+    def close(self) -> None:
+        if isinstance(self.function, ProcessFunction):
+            self.function.close()
+
+
+class _KeyedProcess(_Keyed):
+    """``key_by(...).process(fn)``: like ``_Process`` with ``ctx.key`` and ``ctx.state``."""
+
+    def __init__(
+        self,
+        spec: OperatorSpec,
+        key_fn: Callable[[Any], Any],
+        backend: KeyedStateBackend,
+        fn: Any,
+        ctx: ProcessContext,
+        accessor: StateAccessor,
+    ) -> None:
+        super().__init__(spec, key_fn, backend)
+        self._inner = _Process(spec, fn, ctx)
+        self._accessor = accessor
+        self.ctx = ctx
+
+    def open(self) -> None:
+        self._inner.open()
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        ctx = self.ctx
+        accessor = self._accessor
+        one = self._inner._one
+        for record in batch:
+            key = self._key(record)
+            ctx.key = accessor.key = key
+            one(record, out)
+        return out
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 def _add(a: Any, b: Any) -> Any:
     return a + b
 
 
-def build_operator(spec: OperatorSpec, definition: OperatorDef) -> RuntimeOperator:
-    """The runtime operator for one definition (sources and sinks are built elsewhere)."""
+def build_operator(
+    spec: OperatorSpec,
+    definition: OperatorDef,
+    *,
+    backend: Callable[[], KeyedStateBackend],
+    subtask_index: int = 0,
+    parallelism: int = 1,
+) -> RuntimeOperator:
+    """The runtime operator for one definition (sources and sinks are built elsewhere).
+
+    ``backend`` makes the keyed state backend of a keyed operator.
+    """
     kind = definition.kind
     fn = definition.fn
     if kind in _Stateless._APPLY:
         assert fn is not None
         return _Stateless(spec, fn)
+    if kind == "process":
+        return _Process(spec, fn, ProcessContext(None, subtask_index, parallelism))
     key_fn = definition.key_fn
     if key_fn is None:
         raise GraphError(f"operator {spec.uid!r} ({kind}) needs a keyed stream")
+    state = backend()
+    if kind == "keyed_process":
+        accessor = StateAccessor(state, _ttl)
+        ctx = ProcessContext(accessor, subtask_index, parallelism)
+        return _KeyedProcess(spec, key_fn, state, fn, ctx, accessor)
     if kind == "reduce":
         assert fn is not None
-        return _Reduce(spec, key_fn, fn)
+        return _Reduce(spec, key_fn, state, fn)
     if kind == "count":
-        return _Count(spec, key_fn)
+        return _Count(spec, key_fn, state)
     if kind in ("sum", "min", "max"):
         assert definition.field_name is not None
         combiners: dict[str, Callable[[Any, Any], Any]] = {"sum": _add, "min": min, "max": max}
-        combine = combiners[kind]
-        return _Aggregate(spec, key_fn, definition.field_name, combine)
+        return _Aggregate(spec, key_fn, state, definition.field_name, combiners[kind])
     raise GraphError(f"operator {spec.uid!r}: unknown kind {kind!r}")

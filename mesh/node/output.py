@@ -111,11 +111,11 @@ class EdgeWriter:
             if buf:
                 self._send(index)
 
-    def emit_event(self, kind: FrameKind, arg: int = 0) -> None:
+    def emit_event(self, kind: FrameKind, arg: int = 0, payload: bytes = b"") -> None:
         """Send an event on every channel, after the records written before it."""
         self.flush()
         for channel in self.channels:
-            channel.send_event(kind, arg)
+            channel.send_event(kind, arg, payload)
 
     def max_backlog(self) -> int:
         """The longest queue of buffers waiting for credit on any channel."""

@@ -1,8 +1,16 @@
-"""Source readers: the runtime side of ``mesh.sources``.
+"""Source readers: the runtime side of ``mesh.sources``, reading checkpointable splits.
 
-A reader hands out batches of records (``read``) until its share of the input ends
-(``None``). It keeps its position (item index, or file and byte offset) so later
-checkpoints can record and rewind it.
+A source's input is cut into *splits* when the job first starts: ``parallelism``
+arithmetic sequences of indices for ``Collection`` and ``Generator`` (subtask k of p
+makes i = k, k+p, ...), byte ranges of the files for ``TextFile``/``JsonLines``. Each
+subtask reads the splits it owns and records, per split, where it is (the next index,
+the byte offset of the next line). At a checkpoint those positions are the source's
+state; restored at another parallelism, the splits are dealt out again (a subtask may
+read several, or none), so every record is read exactly once across restarts — and a
+key whose records all come from one split keeps its order.
+
+A reader hands out batches (``read``) until its splits are done (``None``); it returns
+``[]`` promptly when nothing is ready, so its subtask can handle checkpoints.
 """
 
 from __future__ import annotations
@@ -12,26 +20,43 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import orjson
 
 from mesh.api import sources
 from mesh.errors import GraphError, RecordError
 from mesh.node.context import TaskContext
 from mesh.node.operators import UserCodeError, first_failure
-from mesh.node.splits import FileRange, plan_splits
+from mesh.node.splits import plan_splits
 from mesh.transport.sockets import Socket, SocketKind
 
 __all__ = ["SourceReader", "build_reader"]
 
 _CHUNK = 1 << 20
+# The longest a reader of a live source waits for input before it returns [].
+_IDLE_WAIT_S = 0.05
+
+Split = dict[str, Any]
 
 
 class SourceReader:
     """Produces the records of one source subtask.
 
-    Constructing a reader only checks its settings; ``open`` acquires what it reads
-    from (files are opened lazily, sockets connect here) and ``close`` releases it.
+    Constructing a reader only checks its settings; ``initialize`` gives it its splits
+    (planned fresh, or restored); ``open`` acquires what it reads from and ``close``
+    releases it.
     """
+
+    def plan(self) -> list[Split]:
+        """This subtask's splits when the job starts without a checkpoint."""
+        return []
+
+    def initialize(self, splits: list[Split] | None) -> None:
+        """Adopt ``splits`` (restored) or plan fresh ones (None)."""
+
+    def snapshot(self) -> list[Split]:
+        """The splits with their current positions (JSON)."""
+        return []
 
     def open(self) -> None:
         """Called once, before the first ``read``."""
@@ -44,34 +69,43 @@ class SourceReader:
         """Release files and sockets."""
 
 
-class _CollectionReader(SourceReader):
-    def __init__(self, source: sources.Collection, ctx: TaskContext) -> None:
-        self._items = source.items[ctx.subtask_index :: ctx.parallelism]
-        # Index of the next item of our share to emit.
-        self.position = 0
+class _StrideReader(SourceReader):
+    """Indices start, start+stride, ... per split; ``make(i)`` turns an index into a record."""
 
-    async def read(self, max_records: int) -> list[Any] | None:
-        if self.position >= len(self._items):
-            return None
-        batch = self._items[self.position : self.position + max_records]
-        self.position += len(batch)
-        return batch
-
-
-class _GeneratorReader(SourceReader):
-    def __init__(self, source: sources.Generator, ctx: TaskContext) -> None:
-        self._fn = source.fn
-        self._stride = ctx.parallelism
-        self._count = source.count
-        # The next index to generate (of all subtasks' indices: start + k * stride).
-        self.position = ctx.subtask_index
-        self._rate = None if source.rate is None else source.rate / ctx.parallelism
+    def __init__(self, ctx: TaskContext, count: int | None, rate: float | None) -> None:
+        self._ctx = ctx
+        self._count = count
+        self._rate_total = rate
         self._clock = ctx.clock
+        self._splits: list[Split] = []
+        self._turn = 0  # which split reads next (round-robin)
+        self._rate: float | None = None
         self._started: float | None = None
         self._emitted = 0
 
+    def make(self, indices: range) -> list[Any]:
+        raise NotImplementedError
+
+    def plan(self) -> list[Split]:
+        k, p = self._ctx.subtask_index, self._ctx.parallelism
+        return [{"start": k, "stride": p, "next": k}]
+
+    def initialize(self, splits: list[Split] | None) -> None:
+        self._splits = [dict(s) for s in (self.plan() if splits is None else splits)]
+        if self._rate_total is not None and self._splits:
+            # Each split carries 1/stride of the total rate.
+            self._rate = self._rate_total * len(self._splits) / self._splits[0]["stride"]
+
+    def snapshot(self) -> list[Split]:
+        return [dict(s) for s in self._splits]
+
+    def _live(self) -> list[Split]:
+        count = self._count
+        return [s for s in self._splits if count is None or s["next"] < count]
+
     async def read(self, max_records: int) -> list[Any] | None:
-        if self._count is not None and self.position >= self._count:
+        live = self._live()
+        if not live:
             return None
         n = max_records
         if self._rate is not None:
@@ -81,77 +115,123 @@ class _GeneratorReader(SourceReader):
             due = int((now - self._started) * self._rate / 1000.0) + 1 - self._emitted
             if due <= 0:
                 wait_ms = (self._emitted + 1) * 1000.0 / self._rate - (now - self._started)
-                await self._clock.sleep_ms(max(wait_ms, 0.5))
+                await self._clock.sleep_ms(min(max(wait_ms, 0.5), _IDLE_WAIT_S * 1000))
                 return []
             n = min(n, due)
-        stop = self.position + n * self._stride
+        split = live[self._turn % len(live)]
+        self._turn += 1
+        stride = split["stride"]
+        stop = split["next"] + n * stride
         if self._count is not None:
             stop = min(stop, self._count)
+        indices = range(split["next"], stop, stride)
+        batch = self.make(indices)
+        split["next"] += len(indices) * stride
+        self._emitted += len(batch)
+        return batch
+
+
+class _CollectionReader(_StrideReader):
+    def __init__(self, source: sources.Collection, ctx: TaskContext) -> None:
+        super().__init__(ctx, len(source.items), None)
+        self._items = source.items
+
+    def make(self, indices: range) -> list[Any]:
+        return self._items[indices.start : indices.stop : indices.step]
+
+
+class _GeneratorReader(_StrideReader):
+    def __init__(self, source: sources.Generator, ctx: TaskContext) -> None:
+        super().__init__(ctx, source.count, source.rate)
+        self._fn = source.fn
+
+    def make(self, indices: range) -> list[Any]:
         fn = self._fn
-        indices = range(self.position, stop, self._stride)
         try:
-            batch = [fn(i) for i in indices]
+            return [fn(i) for i in indices]
         except UserCodeError as exc:
             index, inner = first_failure(fn, indices) or (indices[0], exc)
             raise RecordError(
                 f"Generator function raised {type(inner).__name__}: {inner} — for index {index}"
             ) from inner
-        self.position += len(batch) * self._stride
-        self._emitted += len(batch)
-        return batch
 
 
 class _FileReader(SourceReader):
-    """Reads the byte ranges of our share, line by line, a chunk at a time."""
+    """Reads its byte-range splits one after another, line by line, a chunk at a time.
+
+    A split is ``{"path", "start", "end", "offset", "aligned"}``: ``offset`` is where the
+    next line to hand out starts; ``aligned`` is false until the first line boundary
+    after ``start`` was found (a split that starts inside a line leaves that line to the
+    split before it).
+    """
 
     def __init__(self, source: sources.TextFile | sources.JsonLines, ctx: TaskContext) -> None:
         self._json = isinstance(source, sources.JsonLines)
-        pattern = str(ctx.resolve(source.path))
-        paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        paths = [p for p in paths if os.path.isfile(p)]
-        if not paths:
-            raise GraphError(
-                f"{type(source).__name__} source: no file matches {source.path!r} "
-                f"(relative paths resolve against {ctx.base_dir})"
-            )
-        files = [(p, os.path.getsize(p)) for p in paths]
-        self._ranges = plan_splits(files, ctx.parallelism, ctx.subtask_index)
-        # Index in _ranges of the range being read.
-        self._range_index = 0
+        self._source = source
+        self._ctx = ctx
+        self._splits: list[Split] = []
+        self._index = 0  # the split being read
         self._file: Any = None
-        self._end = 0  # end of the current range (file offset)
         self._read_pos = 0  # file offset of the first byte of _buffer
         self._buffer = b""  # bytes read but not yet split into lines
-        self._lines: list[bytes] = []  # complete lines of our range not yet handed out
-        self._line_offset = 0  # file offset of _lines[0]
-        self._range_done = False  # every line of the current range is in _lines
+        self._lines: list[bytes] = []  # complete lines of the split not yet handed out
+        self._split_done = False  # every line of the current split is in _lines
+
+    def plan(self) -> list[Split]:
+        pattern = str(self._ctx.resolve(self._source.path))
+        found = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        paths = [p for p in found if os.path.isfile(p)]
+        if not paths:
+            raise GraphError(
+                f"{type(self._source).__name__} source: no file matches {self._source.path!r} "
+                f"(relative paths resolve against {self._ctx.base_dir})"
+            )
+        files = [(p, os.path.getsize(p)) for p in paths]
+        ranges = plan_splits(files, self._ctx.parallelism, self._ctx.subtask_index)
+        return [
+            {"path": r.path, "start": r.start, "end": r.end, "offset": r.start, "aligned": False}
+            for r in ranges
+        ]
+
+    def initialize(self, splits: list[Split] | None) -> None:
+        self._splits = [dict(s) for s in (self.plan() if splits is None else splits)]
+
+    def snapshot(self) -> list[Split]:
+        return [dict(s) for s in self._splits]
 
     @property
     def position(self) -> tuple[int, int]:
-        """(range index, file offset of the next line to hand out)."""
-        return self._range_index, self._line_offset
+        """(split index, file offset of the next line to hand out)."""
+        if self._index >= len(self._splits):
+            return self._index, 0
+        return self._index, self._splits[self._index]["offset"]
 
     def _open_current(self) -> bool:
-        """Open the range at ``_range_index`` (skipping empty ones); False when none is left."""
-        while self._range_index < len(self._ranges):
-            rng: FileRange = self._ranges[self._range_index]
-            f = open(rng.path, "rb")  # noqa: SIM115 - closed in _close_file
-            start = rng.start
-            if start > 0:
-                f.seek(start - 1)
-                if f.read(1) != b"\n":  # we start inside a line: the range before owns it
-                    start += len(f.readline())
-            if start < rng.end:
+        """Open the split at ``_index`` (skipping finished ones); False when none is left."""
+        while self._index < len(self._splits):
+            split = self._splits[self._index]
+            try:
+                f = open(split["path"], "rb")  # noqa: SIM115 - closed in _close_file
+            except OSError as exc:
+                raise RecordError(f"cannot read {split['path']}: {exc}") from None
+            offset = split["offset"]
+            if not split["aligned"]:
+                if offset > 0:
+                    f.seek(offset - 1)
+                    if f.read(1) != b"\n":  # inside a line: the split before owns it
+                        offset += len(f.readline())
+                split["offset"], split["aligned"] = offset, True
+            else:
+                f.seek(offset)
+            if offset < split["end"]:
                 self._file = f
-                self._end = rng.end
-                self._read_pos = start
-                self._line_offset = start
+                self._read_pos = offset
                 self._buffer = b""
                 self._lines = []
-                self._range_done = False
+                self._split_done = False
                 return True
             f.close()
-            self._range_index += 1
+            self._index += 1
         return False
 
     def _close_file(self) -> None:
@@ -160,13 +240,14 @@ class _FileReader(SourceReader):
             self._file = None
 
     def _fill(self) -> None:
-        """Read one chunk; keep the complete lines that start before the range's end."""
+        """Read one chunk; keep the complete lines that start before the split's end."""
+        end = self._splits[self._index]["end"]
         chunk = self._file.read(_CHUNK)
         if not chunk:  # end of file: a last line may lack its newline
-            if self._buffer and self._read_pos < self._end:
+            if self._buffer and self._read_pos < end:
                 self._lines.append(self._buffer)
             self._buffer = b""
-            self._range_done = True
+            self._split_done = True
             return
         data = self._buffer + chunk
         cut = data.rfind(b"\n")
@@ -177,17 +258,17 @@ class _FileReader(SourceReader):
         lines = complete.split(b"\n")
         lines.pop()  # the empty string after the final newline
         next_start = self._read_pos + len(complete)
-        if next_start >= self._end:
-            # The range ends inside this chunk: keep lines that start before the end.
+        if next_start >= end:
+            # The split ends inside this chunk: keep lines that start before the end.
             offset, keep = self._read_pos, 0
             for line in lines:
-                if offset >= self._end:
+                if offset >= end:
                     break
                 offset += len(line) + 1
                 keep += 1
             del lines[keep:]
             rest = b""
-            self._range_done = True
+            self._split_done = True
         self._read_pos = next_start
         self._buffer = rest
         self._lines.extend(lines)
@@ -209,7 +290,7 @@ class _FileReader(SourceReader):
         return out
 
     def _decode_slow(self, lines: list[bytes], offset: int) -> list[Any]:
-        path = self._ranges[self._range_index].path
+        path = self._splits[self._index]["path"]
         out = []
         for line in lines:
             try:
@@ -229,16 +310,19 @@ class _FileReader(SourceReader):
         while True:
             if self._file is None and not self._open_current():
                 return None
-            while len(self._lines) < max_records and not self._range_done:
+            while len(self._lines) < max_records and not self._split_done:
                 self._fill()
             if self._lines:
                 break
             self._close_file()
-            self._range_index += 1
+            split = self._splits[self._index]
+            split["offset"] = split["end"]
+            self._index += 1
         lines = self._lines[:max_records]
         del self._lines[:max_records]
-        first = self._line_offset
-        self._line_offset += sum(map(len, lines)) + len(lines)
+        split = self._splits[self._index]
+        first = split["offset"]
+        split["offset"] = first + sum(map(len, lines)) + len(lines)
         return self._decode(lines, first)
 
     def close(self) -> None:
@@ -246,7 +330,7 @@ class _FileReader(SourceReader):
 
 
 class _ZmqPullReader(SourceReader):
-    """Messages from an outside PUSH socket; waits (without blocking the node) for more."""
+    """Messages from an outside PUSH socket (not replayable: no position to keep)."""
 
     def __init__(self, source: sources.ZmqPull, ctx: TaskContext) -> None:
         if ctx.sockets is None:
@@ -267,8 +351,12 @@ class _ZmqPullReader(SourceReader):
             if frames is None:
                 if out:
                     break
-                await sock.wait_readable()
-                continue
+                # Come back empty-handed now and then so the subtask can take checkpoints.
+                with anyio.move_on_after(_IDLE_WAIT_S):
+                    await sock.wait_readable()
+                frames = sock.recv_nowait()
+                if frames is None:
+                    return out
             try:
                 out.append(orjson.loads(frames[-1]))
             except orjson.JSONDecodeError as exc:

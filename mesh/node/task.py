@@ -7,17 +7,31 @@ the output edges, and only then awaits — for more input, for output credit
 (backpressure), or to let the node's other tasks run. A flusher task sends partly
 filled output buffers every ``buffer_timeout``.
 
+Checkpoints (asynchronous barrier snapshots). A source subtask gets checkpoint triggers
+in its mailbox and handles them between batches; a consumer subtask gets barriers in
+its input and aligns them (``BarrierAligner``). Either way, at the barrier the loop
+*captures* every operator's state (source positions, sink pre-commits, keyed tables),
+forwards the barrier on every output, and goes on; the captured state is written to the
+snapshot files by a background task, which then acknowledges the checkpoint (or
+declines it, saying why).
+
 At the end of input the chain finishes (operators emit what they held back), sinks
-commit, END_OF_PARTITION goes out on every output channel, and the subtask waits until
-every consumer acknowledged it before it reports FINISHED.
+pre-commit their last transaction, END_OF_PARTITION goes out on every output channel,
+and the subtask waits until every consumer acknowledged it. Then it is ENDING: it stays
+alive and keeps answering checkpoint triggers with its final state (it sees no barriers
+any more), so checkpoints go on while other subtasks still run. When every subtask of
+the job is ENDING, ``commit_final`` lets sinks make their last output visible, and the
+subtask is FINISHED.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,15 +39,27 @@ import orjson
 
 from mesh._excgroups import unwrap
 from mesh.errors import ChannelError
+from mesh.graph.keygroups import key_group_range
+from mesh.graph.logical import OperatorSpec
+from mesh.node.alignment import (
+    AbortCheckpoint,
+    Action,
+    BarrierAligner,
+    BlockChannel,
+    TakeSnapshot,
+    UnblockAll,
+)
 from mesh.node.channels import InputGate
-from mesh.node.operators import RuntimeOperator
+from mesh.node.operators import RestoredState, RuntimeOperator
 from mesh.node.output import EdgeWriter
 from mesh.node.readers import SourceReader
 from mesh.node.writers import SinkOperator
+from mesh.state.backends import SnapshotJob
+from mesh.state.snapshot import create_snapshot_file, file_info
 from mesh.time.clock import Clock
 from mesh.transport.frames import FrameKind
 
-__all__ = ["SubtaskRunner", "TaskState"]
+__all__ = ["CheckpointTarget", "SnapshotFile", "SubtaskRunner", "TaskState"]
 
 log = logging.getLogger("mesh.node.task")
 
@@ -43,6 +69,7 @@ class TaskState(StrEnum):
 
     DEPLOYED = "DEPLOYED"
     RUNNING = "RUNNING"
+    ENDING = "ENDING"  # input ended; a sink waits for the job's end to commit
     FINISHED = "FINISHED"
     FAILED = "FAILED"
     CANCELED = "CANCELED"
@@ -58,11 +85,40 @@ class TaskMetrics:
     backpressured_since: float | None = None  # monotonic ms, while waiting now
     started_ms: int = 0
     finished_ms: int = 0
+    last_checkpoint: int = 0
+    last_checkpoint_ms: float = 0.0  # how long the last snapshot took to write
 
     def backpressure_total(self, now_ms: float) -> float:
         """Time spent waiting for output room, including a wait going on now."""
         since = self.backpressured_since
         return self.backpressure_ms + (now_ms - since if since is not None else 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFile:
+    """A snapshot file one operator subtask wrote for a checkpoint."""
+
+    uid: str
+    file: str  # name inside the checkpoint directory
+    size: int
+    sha256: str
+    key_groups: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointTarget:
+    """Where a subtask reports what happened to a checkpoint."""
+
+    ack: Callable[[int, list[SnapshotFile], float], None]  # (id, files, duration ms)
+    decline: Callable[[int, str], None]  # (id, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Capture:
+    spec: OperatorSpec
+    path: Path
+    job: SnapshotJob | None
+    keyed: bool
 
 
 class SubtaskRunner:
@@ -77,31 +133,62 @@ class SubtaskRunner:
         clock: Clock,
         buffer_timeout_ms: int,
         read_batch: int,
+        subtask_index: int,
+        parallelism: int,
+        max_parallelism: int,
+        checkpoints: CheckpointTarget,
+        exactly_once: bool = True,
         max_backlog: int = 2,
         reader: SourceReader | None = None,
+        source_spec: OperatorSpec | None = None,
         gate: InputGate | None = None,
+        restored: dict[str, RestoredState] | None = None,
     ) -> None:
         if (reader is None) == (gate is None):
             raise ValueError("a subtask has either a reader or an input gate")
         self.name = name
         self.operators = operators
-        # A sink can only be the last operator of a chain; records_out counts what it got.
-        last = operators[-1] if operators else None
-        self._sink = last if isinstance(last, SinkOperator) else None
-        self._transforms = operators[:-1] if self._sink is not None else list(operators)
         self.writers = writers
         self.reader = reader
+        self.source_spec = source_spec
         self.gate = gate
         self.clock = clock
         self.buffer_timeout_ms = buffer_timeout_ms
         self.read_batch = read_batch
         self.max_backlog = max_backlog
+        self.subtask_index = subtask_index
+        self.parallelism = parallelism
+        self.max_parallelism = max_parallelism
+        self.checkpoints = checkpoints
+        self.restored = restored or {}
         self.state = TaskState.DEPLOYED
         self.metrics = TaskMetrics()
         self.error: str | None = None
-        # What a cancellation does to sink output: commit it (a user stopped the job)
-        # or drop it (the job failed elsewhere).
+        # What a cancellation does to sink output: commit it (a user stopped a job that
+        # takes no checkpoints) or drop it.
         self.commit_on_cancel = False
+        # A sink can only be the last operator of a chain; records_out counts what it got.
+        last = operators[-1] if operators else None
+        self._sink = last if isinstance(last, SinkOperator) else None
+        self._transforms = operators[:-1] if self._sink is not None else list(operators)
+        # The chain head, when its keyed state must be loaded/stored around each batch.
+        head = self._transforms[0] if self._transforms else None
+        self._io_head = (
+            head if head is not None and head.backend and head.backend.needs_io else None
+        )
+        self._aligner = (
+            BarrierAligner(gate.channels, exactly_once=exactly_once) if gate is not None else None
+        )
+        # The newest checkpoint this subtask snapshotted (a trigger may come twice).
+        self._last_snapshot = -1
+        # Checkpoint triggers for a source subtask: (id, barrier payload), oldest first.
+        self._triggers: deque[tuple[int, bytes]] = deque()
+        self._triggered = anyio.Event()
+        # Barrier payloads (kind, directory) by checkpoint id, for an alignment under way.
+        self._barrier_meta: dict[int, bytes] = {}
+        self._final_commit = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.on_state: Callable[[SubtaskRunner], None] = lambda runner: None
 
     # -- the chain ------------------------------------------------------------------------
 
@@ -116,6 +203,16 @@ class SubtaskRunner:
         for writer in self.writers:
             writer.write(batch)
 
+    async def _push_batch(self, batch: list[Any]) -> None:
+        head = self._io_head
+        if head is None:
+            self._push(batch)
+            return
+        assert head.backend is not None
+        await head.backend.before_batch(head.keys_of(batch))
+        self._push(batch)
+        await head.backend.after_batch()
+
     async def _respect_backpressure(self) -> None:
         sink = self._sink
         if sink is not None and sink.needs_settle:
@@ -129,7 +226,10 @@ class SubtaskRunner:
         metrics = self.metrics
         started = metrics.backpressured_since = self.clock.monotonic_ms()
         try:
-            await wait
+            if self.reader is None:
+                await wait
+            else:  # a source also wakes up for a checkpoint trigger
+                await _first_of(wait, self._triggered.wait())
         finally:
             metrics.backpressured_since = None
             metrics.backpressure_ms += self.clock.monotonic_ms() - started
@@ -141,29 +241,151 @@ class SubtaskRunner:
             for writer in self.writers:
                 writer.flush()
 
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def trigger(self, checkpoint_id: int, kind: str, directory: str) -> None:
+        """A source subtask: take checkpoint ``checkpoint_id`` at the next batch boundary."""
+        payload = orjson.dumps({"kind": kind, "dir": directory})
+        self._triggers.append((checkpoint_id, payload))
+        self._triggered.set()
+
+    def _capture(self, checkpoint_id: int, directory: Path) -> list[_Capture]:
+        """Take every operator's state now (on the loop); files are finished later."""
+        captures = []
+        meta = {
+            "checkpoint_id": checkpoint_id,
+            "subtask": self.subtask_index,
+            "parallelism": self.parallelism,
+            "max_parallelism": self.max_parallelism,
+        }
+        if self.reader is not None and self.source_spec is not None:
+            spec = self.source_spec
+            path = directory / f"{spec.uid}-{self.subtask_index}.db"
+            create_snapshot_file(
+                path, {**meta, "uid": spec.uid}, {"splits": self.reader.snapshot()}
+            )
+            captures.append(_Capture(spec, path, None, keyed=False))
+        for op in self.operators:
+            state = op.snapshot_state(checkpoint_id)
+            if not op.stateful:
+                continue
+            path = directory / f"{op.spec.uid}-{self.subtask_index}.db"
+            groups = key_group_range(self.subtask_index, self.parallelism, self.max_parallelism)
+            create_snapshot_file(
+                path, {**meta, "uid": op.spec.uid, "key_groups": [groups.start, groups.end]}, state
+            )
+            job = op.backend.begin_snapshot(path) if op.backend is not None else None
+            captures.append(_Capture(op.spec, path, job, keyed=op.backend is not None))
+        return captures
+
+    async def _checkpoint(self, checkpoint_id: int, payload: bytes) -> None:
+        """Snapshot at this barrier, forward it, and write the files in the background."""
+        if checkpoint_id <= self._last_snapshot:
+            return  # already taken (triggered twice)
+        self._last_snapshot = checkpoint_id
+        started = self.clock.monotonic_ms()
+        meta = orjson.loads(payload)
+        try:
+            captures = self._capture(checkpoint_id, Path(meta["dir"]))
+        except Exception as exc:
+            log.warning("%s: checkpoint %d declined: %s", self.name, checkpoint_id, exc)
+            self.checkpoints.decline(checkpoint_id, f"{self.name}: {exc}")
+            captures = None
+        if self.state is TaskState.RUNNING:  # outputs of an ENDING subtask are closed
+            for writer in self.writers:
+                writer.emit_event(FrameKind.BARRIER, checkpoint_id, payload)
+        if captures is not None and self._tg is not None:
+            self._tg.start_soon(self._write_snapshot, checkpoint_id, captures, started)
+
+    async def _write_snapshot(
+        self, checkpoint_id: int, captures: list[_Capture], started: float
+    ) -> None:
+        files = []
+        try:
+            for capture in captures:
+                if capture.job is not None:
+                    await anyio.to_thread.run_sync(capture.job.run)
+                info = await anyio.to_thread.run_sync(file_info, capture.path)
+                groups = key_group_range(self.subtask_index, self.parallelism, self.max_parallelism)
+                files.append(
+                    SnapshotFile(
+                        uid=capture.spec.uid,
+                        file=capture.path.name,
+                        size=info.size,
+                        sha256=info.sha256,
+                        key_groups=(groups.start, groups.end) if capture.keyed else None,
+                    )
+                )
+        except Exception as exc:
+            log.warning("%s: checkpoint %d failed to write: %s", self.name, checkpoint_id, exc)
+            self.checkpoints.decline(checkpoint_id, f"{self.name}: writing the snapshot: {exc}")
+            return
+        finally:
+            for capture in captures:
+                if capture.job is not None:
+                    capture.job.finish()
+        duration = self.clock.monotonic_ms() - started
+        self.metrics.last_checkpoint = checkpoint_id
+        self.metrics.last_checkpoint_ms = duration
+        self.checkpoints.ack(checkpoint_id, files, duration)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed: let operators commit (sync)."""
+        for op in self.operators:
+            op.notify_checkpoint_complete(checkpoint_id)
+
+    def commit_final(self) -> None:
+        """Every subtask of the job ended: an ENDING subtask may commit and finish."""
+        self._final_commit.set()
+
+    async def _act(self, actions: list[Action]) -> None:
+        gate = self.gate
+        assert gate is not None
+        for action in actions:
+            if isinstance(action, BlockChannel):
+                gate.block(action.channel)
+            elif isinstance(action, UnblockAll):
+                gate.unblock_all()
+            elif isinstance(action, TakeSnapshot):
+                payload = self._barrier_meta.pop(action.checkpoint, b"")
+                await self._checkpoint(action.checkpoint, payload)
+            elif isinstance(action, AbortCheckpoint):
+                self._barrier_meta.pop(action.checkpoint, None)
+                log.info("%s: alignment of checkpoint %d given up", self.name, action.checkpoint)
+
     # -- loops ----------------------------------------------------------------------------
+
+    async def _handle_triggers(self) -> None:
+        triggers = self._triggers
+        while triggers:
+            checkpoint_id, payload = triggers.popleft()
+            await self._checkpoint(checkpoint_id, payload)
+        self._triggered = anyio.Event()
 
     async def _run_source(self) -> None:
         assert self.reader is not None
         reader = self.reader
         metrics = self.metrics
         while True:
+            if self._triggers:
+                await self._handle_triggers()
             batch = await reader.read(self.read_batch)
             if batch is None:
                 return
             if batch:
                 metrics.records_in += len(batch)
-                self._push(batch)
+                await self._push_batch(batch)
                 await self._respect_backpressure()
             await anyio.lowlevel.checkpoint()
 
     async def _run_gate(self) -> None:
-        assert self.gate is not None
+        assert self.gate is not None and self._aligner is not None
         gate = self.gate
+        aligner = self._aligner
         metrics = self.metrics
         loads = orjson.loads
         while (item := await gate.next()) is not None:
-            channel, kind, _arg, payload = item
+            channel, kind, arg, payload = item
             if kind is FrameKind.DATA:
                 try:
                     batch = loads(payload)
@@ -177,10 +399,15 @@ class SubtaskRunner:
                     )
                 gate.consumed(channel)
                 metrics.records_in += len(batch)
-                self._push(batch)
+                await self._push_batch(batch)
                 await self._respect_backpressure()
                 await anyio.lowlevel.checkpoint()
-            # Watermarks and barriers arrive with event time and checkpoints.
+            elif kind is FrameKind.BARRIER:
+                self._barrier_meta.setdefault(arg, bytes(payload))
+                await self._act(aligner.on_barrier(channel.id, arg))
+            elif kind is FrameKind.END_OF_PARTITION:
+                await self._act(aligner.on_end_of_partition(channel.id))
+            # Watermarks arrive with event time.
 
     def _finish_chain(self) -> None:
         for index, op in enumerate(self._transforms):
@@ -188,20 +415,26 @@ class SubtaskRunner:
             if out:
                 self._push(out, index + 1)
 
+    async def _initialize(self, opened: list[RuntimeOperator]) -> None:
+        if self.reader is not None:
+            restored = self.restored.get(self.source_spec.uid) if self.source_spec else None
+            splits = restored.operator_state.get("splits", []) if restored is not None else None
+            self.reader.initialize(splits)
+            self.reader.open()
+        for op in self.operators:
+            op.open()
+            opened.append(op)
+            await op.initialize(self.restored.get(op.spec.uid))
+
     async def run(self) -> None:
         """Run to the end of input; raises what failed the subtask."""
         self.state = TaskState.RUNNING
         self.metrics.started_ms = self.clock.now_ms()
         opened: list[RuntimeOperator] = []
-        reader_open = False
         try:
-            if self.reader is not None:
-                self.reader.open()
-                reader_open = True
-            for op in self.operators:
-                op.open()
-                opened.append(op)
             async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._initialize(opened)
                 if self.writers:
                     tg.start_soon(self._flusher)
                 if self.reader is not None:
@@ -210,31 +443,56 @@ class SubtaskRunner:
                     await self._run_gate()
                 self._finish_chain()
                 if self._sink is not None:
-                    self._sink.commit()
+                    self._sink.end_of_input()
                 for writer in self.writers:
                     writer.emit_event(FrameKind.END_OF_PARTITION)
                 for writer in self.writers:
                     for channel in writer.channels:
                         await channel.end_acked.wait()
+                self.state = TaskState.ENDING
+                self.on_state(self)
+                while not self._final_commit.is_set():
+                    await self._handle_triggers()
+                    await _first_of(self._final_commit.wait(), self._triggered.wait())
+                if self._sink is not None:
+                    self._sink.commit_final()
                 tg.cancel_scope.cancel()
         except BaseException as exc:
             cancelled = isinstance(unwrap(exc), anyio.get_cancelled_exc_class())
             if self._sink is not None and self._sink in opened:
                 try:
                     if self.commit_on_cancel and cancelled:
-                        self._sink.commit()
+                        self._sink.commit_all()
                     else:
                         self._sink.abort()
                 except Exception:
                     log.exception("sink %s failed to close its output", self._sink.spec.uid)
             raise
         finally:
+            self._tg = None
             for op in opened:
                 try:
                     op.close()
                 except Exception:
                     log.exception("operator %s failed to close", op.spec.uid)
-            if self.reader is not None and reader_open:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await op.close_state()
+                    except Exception:
+                        log.exception("operator %s failed to close its state", op.spec.uid)
+            if self.reader is not None:
                 self.reader.close()
             self.metrics.finished_ms = self.clock.now_ms()
         self.state = TaskState.FINISHED
+
+
+async def _first_of(*waits: Awaitable[None]) -> None:
+    """Return as soon as any of ``waits`` finished (the others are cancelled)."""
+    async with anyio.create_task_group() as tg:
+
+        async def run(wait: Awaitable[None]) -> None:
+            await wait
+            tg.cancel_scope.cancel()
+
+        for wait in waits:
+            tg.start_soon(run, wait)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import deque
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,7 +17,14 @@ from mesh.transport.sockets import Socket, SocketKind
 
 _DELIVERY_DRAIN_MS = 60_000
 
-__all__ = ["SinkOperator", "build_sink", "encode_batch", "encode_lines"]
+__all__ = [
+    "CollectSink",
+    "PrintSink",
+    "SinkOperator",
+    "ZmqPushSink",
+    "encode_batch",
+    "encode_lines",
+]
 
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -56,7 +60,12 @@ def encode_lines(spec: OperatorSpec, batch: list[Any]) -> bytes:
 
 
 class SinkOperator(RuntimeOperator):
-    """The last operator of a chain: records go out of the job here."""
+    """The last operator of a chain: records go out of the job here.
+
+    Transactional sinks (``TransactionalSink``) make output visible only when the
+    checkpoint covering it completes; the others (Print, Collect, ZmqPush) emit at once
+    and are at-least-once across restarts.
+    """
 
     #: True when ``settle`` must be awaited after every batch (the sink can fall behind).
     needs_settle = False
@@ -64,57 +73,21 @@ class SinkOperator(RuntimeOperator):
     async def settle(self) -> None:
         """Wait until the sink has room again (awaiting here is the sink's backpressure)."""
 
-    def commit(self) -> None:
-        """The input ended normally (or the job was cancelled): make output visible."""
+    def end_of_input(self) -> bool:
+        """The input ended. True when output waits for ``commit_final`` (the job's end)."""
+        return False
+
+    def commit_final(self) -> None:
+        """Every subtask of the job ended: make the last output visible."""
+
+    def commit_all(self) -> None:
+        """The job was cancelled and has no checkpoints: make what was written visible."""
 
     def abort(self) -> None:
-        """The subtask failed: drop output that was not made visible."""
+        """The subtask failed or was cancelled: drop output that was not made visible."""
 
 
-class _JsonLinesSink(SinkOperator):
-    def __init__(self, spec: OperatorSpec, sink: sinks.JsonLines, ctx: TaskContext) -> None:
-        super().__init__(spec)
-        self.directory = ctx.resolve(sink.directory)
-        name = f"part-{ctx.job_id}-{spec.uid}-{ctx.subtask_index}.jsonl"
-        self.final_path = self.directory / name
-        self.temp_path = self.directory / f".{name}.inprogress"
-        self._file: Any = None
-
-    def open(self) -> None:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.temp_path, "wb")  # noqa: SIM115 - closed in commit/abort
-        except OSError as exc:
-            raise GraphError(
-                f"sink {self.spec.uid!r}: cannot write to {self.directory}: {exc}"
-            ) from None
-
-    def process(self, batch: list[Any]) -> list[Any]:
-        self._file.write(encode_lines(self.spec, batch))
-        return []
-
-    def commit(self) -> None:
-        if self._file is None:
-            return
-        f, self._file = self._file, None
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(self.temp_path, self.final_path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-    def abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            Path(self.temp_path).unlink(missing_ok=True)
-
-
-class _PrintSink(SinkOperator):
+class PrintSink(SinkOperator):
     def __init__(self, spec: OperatorSpec, sink: sinks.Print, ctx: TaskContext) -> None:
         super().__init__(spec)
         self.prefix = f"{ctx.subtask_index + 1}> " if ctx.parallelism > 1 else ""
@@ -129,7 +102,7 @@ class _PrintSink(SinkOperator):
         return []
 
 
-class _CollectSink(SinkOperator):
+class CollectSink(SinkOperator):
     def __init__(self, spec: OperatorSpec, sink: sinks.Collect, ctx: TaskContext) -> None:
         super().__init__(spec)
         if ctx.collect is None:
@@ -142,7 +115,7 @@ class _CollectSink(SinkOperator):
         return []
 
 
-class _ZmqPushSink(SinkOperator):
+class ZmqPushSink(SinkOperator):
     needs_settle = True
 
     def __init__(self, spec: OperatorSpec, sink: sinks.ZmqPush, ctx: TaskContext) -> None:
@@ -192,17 +165,3 @@ class _ZmqPushSink(SinkOperator):
         if self._sock is not None:
             self._factory.release(self._sock)
             self._sock = None
-
-
-def build_sink(spec: OperatorSpec, sink: sinks.Sink, ctx: TaskContext) -> SinkOperator:
-    """The runtime operator for ``sink`` in the subtask described by ``ctx``."""
-    factories: dict[type[Any], Callable[[OperatorSpec, Any, TaskContext], SinkOperator]] = {
-        sinks.JsonLines: _JsonLinesSink,
-        sinks.Print: _PrintSink,
-        sinks.Collect: _CollectSink,
-        sinks.ZmqPush: _ZmqPushSink,
-    }
-    factory = factories.get(type(sink))
-    if factory is None:
-        raise GraphError(f"sink {type(sink).__name__} is not supported by this node")
-    return factory(spec, sink, ctx)

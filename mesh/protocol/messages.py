@@ -15,11 +15,17 @@ from mesh.protocol.codec import message
 __all__ = [
     "FINAL_JOB_STATES",
     "Ack",
+    "AckCheckpoint",
     "CancelJob",
     "CancelTasks",
     "ChannelSettings",
+    "CheckpointDone",
+    "CheckpointFile",
+    "CheckpointList",
     "CollectBatch",
     "CollectedReply",
+    "CommitFinal",
+    "DeclineCheckpoint",
     "DeployResult",
     "DeployTasks",
     "ErrorReply",
@@ -28,6 +34,7 @@ __all__ = [
     "Heartbeat",
     "JobList",
     "JobStatusReply",
+    "ListCheckpoints",
     "ListJobs",
     "ListNodes",
     "NodeList",
@@ -35,12 +42,17 @@ __all__ = [
     "RegisterNode",
     "RegisterReply",
     "Reregister",
+    "RestoreFile",
+    "RestoreSpec",
+    "SavepointTaken",
     "StartTasks",
     "SubmitJob",
     "SubmitReply",
     "SubtaskMetrics",
+    "TakeSavepoint",
     "TaskAssignment",
     "TaskUpdate",
+    "TriggerCheckpoint",
 ]
 
 
@@ -81,6 +93,36 @@ class ChannelSettings:
     floating_credits: int = 8  # slots per input gate lent to channels with a backlog
     buffer_records: int = 1024  # records per buffer before it is sent
     max_backlog: int = 2  # buffers a sender queues per channel before its subtask waits
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreFile:
+    """One snapshot file of the checkpoint a job restores from."""
+
+    subtask: int  # the old subtask that wrote it
+    file: str  # name inside the checkpoint directory
+    key_groups: list[int] | None = None  # [start, end) of keyed state
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreSpec:
+    """The checkpoint or savepoint a job starts from."""
+
+    path: str  # the checkpoint directory
+    checkpoint_id: int
+    job_id: str  # the job that took it
+    operators: dict[str, list[RestoreFile]]  # by operator uid
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointFile:
+    """A snapshot file a subtask wrote, as acknowledged to the coordinator."""
+
+    uid: str
+    file: str
+    size: int
+    sha256: str
+    key_groups: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +238,69 @@ class DeployTasks:
     peers: list[PeerAddress]  # every node that runs part of the job
     channels: ChannelSettings
     bundle: bytes  # zip of the job's code
+    restore: RestoreSpec | None = None
+
+
+@message("trigger_checkpoint")
+@dataclass(frozen=True, slots=True)
+class TriggerCheckpoint:
+    """Take checkpoint ``checkpoint_id``, writing files to ``directory``.
+
+    Without ``subtasks``: every source subtask and every subtask whose input ended (they
+    see no barriers) on the node. With it: just those subtasks.
+    """
+
+    job_id: str
+    attempt: int
+    checkpoint_id: int
+    kind: str  # "checkpoint" or "savepoint"
+    directory: str
+    subtasks: list[str] | None = None
+
+
+@message("checkpoint_done")
+@dataclass(frozen=True, slots=True)
+class CheckpointDone:
+    """Checkpoint ``checkpoint_id`` completed (sinks commit) or was aborted."""
+
+    job_id: str
+    attempt: int
+    checkpoint_id: int
+    completed: bool
+
+
+@message("commit_final")
+@dataclass(frozen=True, slots=True)
+class CommitFinal:
+    """Every subtask of the job ended: sinks commit their last transaction."""
+
+    job_id: str
+    attempt: int
+
+
+@message("ack_checkpoint")
+@dataclass(frozen=True, slots=True)
+class AckCheckpoint:
+    """A subtask wrote its part of a checkpoint."""
+
+    job_id: str
+    attempt: int
+    checkpoint_id: int
+    subtask: str
+    files: list[CheckpointFile]
+    duration_ms: float
+
+
+@message("decline_checkpoint")
+@dataclass(frozen=True, slots=True)
+class DeclineCheckpoint:
+    """A subtask could not take its part of a checkpoint."""
+
+    job_id: str
+    attempt: int
+    checkpoint_id: int
+    subtask: str
+    reason: str
 
 
 @message("start_tasks")
@@ -223,7 +328,7 @@ class CancelTasks:
 @message("submit_job")
 @dataclass(frozen=True, slots=True)
 class SubmitJob:
-    """Run a job."""
+    """Run a job (from a savepoint or checkpoint directory if ``restore_from`` is set)."""
 
     graph: dict[str, Any]
     job_name: str
@@ -231,6 +336,42 @@ class SubmitJob:
     build_args: dict[str, Any]
     base_dir: str
     bundle: bytes
+    restore_from: str | None = None
+
+
+@message("take_savepoint")
+@dataclass(frozen=True, slots=True)
+class TakeSavepoint:
+    """Take a savepoint (into ``directory``, or the default); cancel the job after it."""
+
+    job_id: str
+    directory: str | None = None
+    cancel: bool = False
+
+
+@message("savepoint_taken")
+@dataclass(frozen=True, slots=True)
+class SavepointTaken:
+    """The savepoint is complete."""
+
+    path: str
+    checkpoint_id: int
+
+
+@message("list_checkpoints")
+@dataclass(frozen=True, slots=True)
+class ListCheckpoints:
+    """Ask for a job's completed checkpoints and savepoints."""
+
+    job_id: str
+
+
+@message("checkpoint_list")
+@dataclass(frozen=True, slots=True)
+class CheckpointList:
+    """Completed checkpoints and savepoints, oldest first."""
+
+    checkpoints: list[dict[str, Any]]
 
 
 @message("submit_reply")

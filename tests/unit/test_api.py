@@ -99,9 +99,6 @@ def test_job_settings_reach_the_graph_config() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "what"),
     [
-        ({"checkpoint_interval": "2s"}, "checkpoint_interval (checkpoints) not supported yet"),
-        ({"checkpoint_interval": 0}, "checkpoint_interval (checkpoints) not supported yet"),
-        ({"state_backend": "sqlite"}, "state_backend='sqlite' not supported yet"),
         ({"restart": "fixed-delay"}, "restart strategies not supported yet"),
     ],
 )
@@ -541,3 +538,20 @@ def test_job_file_can_import_its_neighbours(tmp_path: Path) -> None:
         assert sys.path == before
     finally:
         sys.modules.pop("helpers_for_mesh_test", None)
+
+
+def test_checkpoint_settings_reach_the_job_config() -> None:
+    job = mesh.Job(
+        "ck",
+        checkpoint_interval="250ms",
+        checkpoint_mode="at_least_once",
+        state_backend="sqlite",
+        checkpoint_dir="ckpts",
+    )
+    job.source(mesh.sources.Collection([1])).sink(mesh.sinks.Collect())
+    config = job.build().graph.config
+    assert config.checkpoint_interval_ms == 250
+    assert config.checkpoint_mode == "at_least_once"
+    assert config.state_backend == "sqlite"
+    assert config.checkpoint_dir == "ckpts"
+    assert job.build(checkpoint_interval_ms=1000).graph.config.checkpoint_interval_ms == 1000

@@ -167,9 +167,11 @@ async def test_end_of_partition_is_acknowledged_when_handed_out() -> None:
         assert await next_frame(w.gate) == (5, DATA, 0, [1])
         w.gate.consumed(w.input(5))
         assert not out.end_acked.is_set()
-        # END_OF_PARTITION is consumed inside next(), never handed to the caller.
+        # END_OF_PARTITION is acknowledged when handed out (alignment counts it as a
+        # barrier), then the gate ends.
+        assert await next_frame(w.gate) == (5, EOP, 0, None)
+        assert out.end_acked.is_set()
         assert await w.gate.next() is None
-    assert out.end_acked.is_set()
     assert w.gate.finished
     with anyio.fail_after(TIMEOUT):
         assert await w.gate.next() is None  # stays ended
@@ -204,18 +206,20 @@ async def test_gate_ends_only_after_every_channel_ended() -> None:
     result: list[object] = []
 
     async def read() -> None:
-        result.append(await w.gate.next())
+        while (item := await w.gate.next()) is not None:
+            result.append(item[0].id)
+        result.append(None)
 
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(read)
             await anyio.wait_all_tasks_blocked()
             # Channel 0 ended (and was acknowledged) but channel 1 has not: keep waiting.
-            assert result == []
+            assert result == [0]
             assert w.outs[0].end_acked.is_set()
             assert not w.gate.finished
             w.outs[1].send_event(EOP)
-    assert result == [None]
+    assert result == [0, 1, None]
     assert w.outs[1].end_acked.is_set()
     assert w.gate.finished
 
@@ -380,6 +384,7 @@ async def test_end_of_partition_frees_floating_credit_for_a_waiting_channel() ->
         assert await next_frame(w.gate) == (1, DATA, 0, ["w0"])
         # Handing out END_OF_PARTITION frees channel 0's unused floating credit, which
         # goes to channel 1 at once: one more of its buffers is sent.
+        assert await next_frame(w.gate) == (0, EOP, 0, None)
         assert await next_frame(w.gate) == (1, DATA, 0, ["w1"])
         assert ending.end_acked.is_set()
         assert waiting.backlog == 1

@@ -61,6 +61,9 @@ def test_defaults_when_nothing_is_set() -> None:
         "heartbeat_interval": 1000,
         "heartbeat_timeout": 5000,
         "placement": "spread",
+        "checkpoint_dir": None,
+        "checkpoint_timeout": 600_000,
+        "retained_checkpoints": 3,
         "log_level": "info",
     }
 

@@ -50,6 +50,30 @@ EXAMPLES: list[Any] = [
     m.CollectBatch(job_id="job-1", attempt=2, subtask="3.0", records=orjson.dumps([1, "a"])),
     m.RegisterReply(ok=False, heartbeat_interval_ms=250, error="duplicate node id"),
     m.Reregister(reason="unknown node (declared lost)"),
+    m.TriggerCheckpoint(
+        job_id="job-1", attempt=0, checkpoint_id=7, kind="savepoint", directory="/ckpt/sp-7"
+    ),
+    m.CheckpointDone(job_id="job-1", attempt=0, checkpoint_id=7, completed=True),
+    m.CommitFinal(job_id="job-1", attempt=0),
+    m.AckCheckpoint(
+        job_id="job-1",
+        attempt=0,
+        checkpoint_id=7,
+        subtask="1.0",
+        files=[
+            m.CheckpointFile(
+                uid="sum-2", file="sum-2-0.db", size=8192, sha256="ab" * 32, key_groups=[0, 64]
+            )
+        ],
+        duration_ms=12.5,
+    ),
+    m.DeclineCheckpoint(
+        job_id="job-1", attempt=0, checkpoint_id=7, subtask="0.1", reason="disk full"
+    ),
+    m.TakeSavepoint(job_id="job-1", directory="/tmp/sp", cancel=True),
+    m.SavepointTaken(path="/tmp/sp/savepoint-7", checkpoint_id=7),
+    m.ListCheckpoints(job_id="job-1"),
+    m.CheckpointList(checkpoints=[{"id": 7, "kind": "savepoint", "size": 8192}]),
     m.DeployTasks(
         job_id="job-1",
         attempt=2,
@@ -69,6 +93,12 @@ EXAMPLES: list[Any] = [
         ],
         channels=m.ChannelSettings(exclusive_credits=3, floating_credits=5),
         bundle=BINARY,
+        restore=m.RestoreSpec(
+            path="/ckpt/job/chk-3",
+            checkpoint_id=3,
+            job_id="job-0",
+            operators={"sum-2": [m.RestoreFile(subtask=0, file="sum-2-0.db", key_groups=[0, 64])]},
+        ),
     ),
     m.StartTasks(job_id="job-1", attempt=2),
     m.CancelTasks(job_id="job-1", attempt=2, reason="user request"),

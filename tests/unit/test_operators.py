@@ -13,6 +13,15 @@ import mesh
 from mesh import EncodingError, GraphError, RecordError, sinks, sources
 from mesh.graph.logical import OperatorSpec
 from mesh.node.operators import RuntimeOperator, build_operator, describe_record
+from mesh.state.backends import MemoryBackend
+from mesh.state.keys import KeyCodec
+from mesh.time.clock import ManualClock
+
+
+def memory_backend() -> MemoryBackend:
+    return MemoryBackend(KeyCodec(128), ManualClock())
+
+
 from mesh.node.writers import encode_batch, encode_lines
 
 
@@ -22,7 +31,7 @@ def _operator(make: Callable[[mesh.Stream], mesh.Stream], uid: str = "op") -> Ru
     make(job.source(sources.Collection([]))).uid(uid).sink(sinks.Collect())
     built = job.build()
     (spec,) = [op for op in built.graph.operators if op.uid == uid]
-    operator = build_operator(spec, built.operator(spec.id))
+    operator = build_operator(spec, built.operator(spec.id), backend=memory_backend)
     operator.open()
     return operator
 
@@ -281,7 +290,7 @@ def test_keyed_kind_without_a_key_function_is_refused() -> None:
     spec = built.graph.operator(1)
     definition = dataclasses.replace(built.operator(1), kind="count")
     with pytest.raises(GraphError, match="operator 'm' \\(count\\) needs a keyed stream"):
-        build_operator(spec, definition)
+        build_operator(spec, definition, backend=memory_backend)
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -341,7 +350,7 @@ def test_reduce_that_mutates_its_accumulator_emits_snapshots() -> None:
 
     stream.key_by(lambda r: r["k"]).reduce(add).uid("adder").sink(sinks.Collect())
     built = job.build()
-    op = build_operator(built.graph.operator(1), built.operator(1))
+    op = build_operator(built.graph.operator(1), built.operator(1), backend=memory_backend)
     out = op.process([{"k": "a", "n": 1}, {"k": "a", "n": 1}, {"k": "b", "n": 5}])
     out += op.process([{"k": "a", "n": 1}])
     assert out == [

@@ -26,7 +26,7 @@ class RecordingChannel:
     def send_data(self, payload: bytes) -> None:
         self.sent.append(("data", orjson.loads(payload)))
 
-    def send_event(self, kind: FrameKind, arg: int = 0) -> None:
+    def send_event(self, kind: FrameKind, arg: int = 0, payload: bytes = b"") -> None:
         self.sent.append(("event", kind))
 
     def records(self) -> list[Any]:

@@ -20,6 +20,14 @@ from mesh.node.splits import FileRange, plan_splits
 from mesh.time.clock import ManualClock
 
 
+def _reader(source: Any, ctx: TaskContext) -> Any:
+    """A reader as a subtask gets it: built, given its fresh splits, opened."""
+    reader = build_reader(source, ctx)
+    reader.initialize(None)
+    reader.open()
+    return reader
+
+
 def _ctx(base_dir: Path, subtask: int = 0, parallelism: int = 1) -> TaskContext:
     return TaskContext(
         job_id="job-1",
@@ -55,7 +63,7 @@ def _read_subtasks(
 
     async def main() -> list[list[Any]]:
         return [
-            await _drain(build_reader(source, _ctx(base_dir, i, parallelism)), batch)
+            await _drain(_reader(source, _ctx(base_dir, i, parallelism)), batch)
             for i in range(parallelism)
         ]
 
@@ -242,7 +250,7 @@ def test_a_bad_json_line_is_reported_by_the_subtask_that_owns_it(tmp_path: Path)
         errors = []
         for i in range(3):
             try:
-                await _drain(build_reader(sources.JsonLines("one.jsonl"), _ctx(tmp_path, i, 3)), 4)
+                await _drain(_reader(sources.JsonLines("one.jsonl"), _ctx(tmp_path, i, 3)), 4)
             except RecordError as exc:
                 errors.append(str(exc))
         return errors
@@ -267,7 +275,7 @@ def test_no_matching_file_names_the_pattern(tmp_path: Path, source: Any) -> None
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "other.txt").write_text("x\n")
     with pytest.raises(GraphError) as info:
-        build_reader(source, _ctx(tmp_path))
+        _reader(source, _ctx(tmp_path))
     message = str(info.value)
     assert repr(source.path) in message
     assert f"{type(source).__name__} source: no file matches" in message
@@ -277,7 +285,7 @@ def test_no_matching_file_names_the_pattern(tmp_path: Path, source: Any) -> None
 def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
     (tmp_path / "dir.txt").mkdir()
     with pytest.raises(GraphError, match=r"no file matches \'dir\.txt\'"):
-        build_reader(sources.TextFile("dir.txt"), _ctx(tmp_path))
+        _reader(sources.TextFile("dir.txt"), _ctx(tmp_path))
 
 
 def test_only_empty_files_give_no_records(tmp_path: Path) -> None:
@@ -291,13 +299,13 @@ def test_unknown_source_type_is_refused(tmp_path: Path) -> None:
         pass
 
     with pytest.raises(GraphError, match="source Custom is not supported"):
-        build_reader(Custom(), _ctx(tmp_path))
+        _reader(Custom(), _ctx(tmp_path))
 
 
 @pytest.mark.asyncio
 async def test_file_reader_keeps_its_position(tmp_path: Path) -> None:
     (tmp_path / "p.txt").write_text("ab\ncd\nef\n")
-    reader: Any = build_reader(sources.TextFile("p.txt"), _ctx(tmp_path))
+    reader: Any = _reader(sources.TextFile("p.txt"), _ctx(tmp_path))
     assert await reader.read(2) == ["ab", "cd"]
     assert reader.position == (0, 6)
     assert await reader.read(2) == ["ef"]
@@ -324,7 +332,7 @@ def test_collection_with_more_subtasks_than_items(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_collection_batches_respect_max_records(tmp_path: Path) -> None:
-    reader = build_reader(sources.Collection(range(5)), _ctx(tmp_path))
+    reader = _reader(sources.Collection(range(5)), _ctx(tmp_path))
     assert await reader.read(2) == [0, 1]
     assert await reader.read(2) == [2, 3]
     assert await reader.read(2) == [4]
@@ -342,7 +350,7 @@ def test_generator_with_zero_count_is_empty(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_generator_without_count_never_ends(tmp_path: Path) -> None:
-    reader = build_reader(sources.Generator(lambda i: {"n": i}), _ctx(tmp_path, 1, 3))
+    reader = _reader(sources.Generator(lambda i: {"n": i}), _ctx(tmp_path, 1, 3))
     assert await reader.read(3) == [{"n": 1}, {"n": 4}, {"n": 7}]
     assert await reader.read(2) == [{"n": 10}, {"n": 13}]
 
@@ -355,9 +363,9 @@ def test_generator_function_raising_names_the_index(tmp_path: Path) -> None:
 
     async def main() -> tuple[list[Any], RecordError]:
         # Subtask 0 of 2 makes the even indices and never meets i == 5.
-        evens = await _drain(build_reader(source, _ctx(tmp_path, 0, 2)), 10)
+        evens = await _drain(_reader(source, _ctx(tmp_path, 0, 2)), 10)
         with pytest.raises(RecordError) as info:
-            await _drain(build_reader(source, _ctx(tmp_path, 1, 2)), 10)
+            await _drain(_reader(source, _ctx(tmp_path, 1, 2)), 10)
         return evens, info.value
 
     evens, error = anyio.run(main)

@@ -1,0 +1,393 @@
+"""The checkpoint coordinator of one job: trigger, collect acks, complete or abort.
+
+The flow (asynchronous barrier snapshots, coordinator side):
+
+1. ``tick`` triggers checkpoint n when the timer says so (or ``take_savepoint`` asks):
+   every node gets TRIGGER(n, directory) for its source subtasks and its subtasks whose
+   input ended (ENDING: alive, with their final state, but they see no barriers); the
+   others get barriers. A subtask whose input ends while n is under way, before it
+   acknowledged, is triggered directly.
+2. Every subtask acknowledges with the files it wrote (``on_ack``); a decline, a
+   subtask that stops before acknowledging, or the timeout aborts the checkpoint.
+3. Complete: ``_metadata.json`` is written by atomic rename, the checkpoint is recorded
+   in the coordinator's database, checkpoints beyond the retained count are deleted,
+   and every node is told (sinks commit). Savepoints are kept until deleted by people.
+
+Checkpoint ids only grow (a job restored from checkpoint k continues at k+1), so a
+transaction named after its checkpoint is never reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mesh.coordinator.pending import AckResult, PendingCheckpoint
+from mesh.coordinator.store import CheckpointRecord, CheckpointStore
+from mesh.coordinator.trigger import CheckpointPolicy, CheckpointTimer
+from mesh.errors import CheckpointError
+from mesh.protocol.messages import (
+    AckCheckpoint,
+    CheckpointDone,
+    DeclineCheckpoint,
+    TriggerCheckpoint,
+)
+from mesh.state.metadata import (
+    CheckpointMetadata,
+    OperatorFiles,
+    StateFile,
+    write_metadata,
+)
+from mesh.time.clock import Clock
+
+__all__ = ["CheckpointManager", "JobView", "SavepointRequest", "check_restore_point"]
+
+log = logging.getLogger("mesh.coordinator.checkpoints")
+
+
+@dataclass(eq=False)
+class SavepointRequest:
+    """A savepoint someone asked for; ``done`` is called with (path, id) or an error."""
+
+    directory: Path
+    done: Callable[[str | None, int, str | None], None]  # (path, checkpoint id, error)
+    checkpoint_id: int | None = None
+
+
+@dataclass(eq=False)
+class JobView:
+    """What the manager needs to know about its job (kept current by the coordinator)."""
+
+    job_id: str
+    job_name: str
+    subtasks: list[str]  # every "task.index"
+    placement: dict[str, str]  # subtask -> node id
+    nodes: list[str]  # every node running part of the job
+    operator_parallelism: dict[str, tuple[int, int]]  # uid -> (parallelism, max_parallelism)
+    states: dict[str, str] = field(default_factory=dict)  # subtask -> last reported state
+
+
+class CheckpointManager:
+    """Checkpoints and savepoints of one running job attempt."""
+
+    def __init__(
+        self,
+        *,
+        job: JobView,
+        attempt: int,
+        policy: CheckpointPolicy,
+        root: Path,
+        store: CheckpointStore,
+        clock: Clock,
+        send: Callable[[str, Any], None],
+        first_id: int = 1,
+    ) -> None:
+        self.job = job
+        self.attempt = attempt
+        self.policy = policy
+        self.root = root  # <checkpoint dir>/<job id>
+        self.store = store
+        self.clock = clock
+        self._send = send
+        self._next_id = first_id
+        self.timer = CheckpointTimer(policy, clock.monotonic_ms())
+        self.pending: PendingCheckpoint | None = None
+        self._savepoints: list[SavepointRequest] = []
+        # The savepoint in flight, if the pending checkpoint is one.
+        self._waiting_savepoint: SavepointRequest | None = None
+        self._triggered_wall: dict[int, int] = {}
+        self.completed: list[CheckpointRecord] = [
+            r for r in store.history(job.job_id) if r.state == "COMPLETED"
+        ]
+        self.last_failure: str | None = None
+        # Called when failures exceed what the policy tolerates (the job fails).
+        self.on_too_many_failures: Callable[[str], None] = lambda reason: None
+
+    # -- triggering -----------------------------------------------------------------------
+
+    def _all_running(self) -> bool:
+        """Every subtask can take part: it runs, or its input ended but it is still alive."""
+        states = self.job.states
+        return all(states.get(s) in ("RUNNING", "ENDING") for s in self.job.subtasks)
+
+    def tick(self) -> None:
+        """Trigger what is due, expire what took too long."""
+        now = self.clock.monotonic_ms()
+        pending = self.pending
+        if pending is not None and self.timer.expired(pending.started_ms, now):
+            self._abort(pending, f"expired after {self.policy.timeout_ms} ms")
+        if self.pending is None and self._savepoints:
+            self._trigger_savepoint()
+        elif self.timer.due(now) and self._all_running():
+            self._trigger("checkpoint", self.root / f"chk-{self._next_id}")
+
+    def _trigger(self, kind: str, directory: Path) -> int:
+        checkpoint_id = self._next_id
+        self._next_id += 1
+        now = self.clock.monotonic_ms()
+        self.pending = PendingCheckpoint(
+            checkpoint_id=checkpoint_id,
+            kind=kind,
+            directory=str(directory),
+            expected=frozenset(self.job.subtasks),
+            started_ms=now,
+        )
+        self._triggered_wall[checkpoint_id] = self.clock.now_ms()
+        self.timer.triggered(now)
+        for node in self.job.nodes:
+            self._send(
+                node,
+                TriggerCheckpoint(
+                    job_id=self.job.job_id,
+                    attempt=self.attempt,
+                    checkpoint_id=checkpoint_id,
+                    kind=kind,
+                    directory=str(directory),
+                ),
+            )
+        log.debug("job %s: %s %d triggered", self.job.job_id, kind, checkpoint_id)
+        return checkpoint_id
+
+    def take_savepoint(self, request: SavepointRequest) -> None:
+        """Take a savepoint as soon as no checkpoint is in flight."""
+        if not self._all_running():
+            request.done(None, 0, "the job is not running everywhere (it is ending or starting)")
+            return
+        self._savepoints.append(request)
+        if self.pending is None:
+            self._trigger_savepoint()
+
+    def _trigger_savepoint(self) -> None:
+        request = self._savepoints.pop(0)
+        if not self._all_running():
+            request.done(None, 0, "the job is not running everywhere (it is ending)")
+            return
+        checkpoint_id = self._next_id
+        directory = request.directory / f"savepoint-{self.job.job_id[:8]}-{checkpoint_id}"
+        request.checkpoint_id = self._trigger("savepoint", directory)
+        self._waiting_savepoint = request
+
+    # -- acknowledgements -----------------------------------------------------------------
+
+    def on_ack(self, msg: AckCheckpoint) -> None:
+        """A subtask acknowledged."""
+        pending = self.pending
+        if pending is None or pending.checkpoint_id != msg.checkpoint_id:
+            log.debug("job %s: late ack for checkpoint %d", self.job.job_id, msg.checkpoint_id)
+            return
+        result = pending.acknowledge(msg.subtask, msg)
+        if result is not AckResult.SUCCESS:
+            log.warning(
+                "job %s: %s ack for checkpoint %d from %s",
+                self.job.job_id,
+                result.value,
+                msg.checkpoint_id,
+                msg.subtask,
+            )
+        if pending.fully_acknowledged:
+            self._complete(pending)
+
+    def on_decline(self, msg: DeclineCheckpoint) -> None:
+        """A subtask declined."""
+        pending = self.pending
+        if pending is not None and pending.checkpoint_id == msg.checkpoint_id:
+            self._abort(pending, f"declined by {msg.subtask}: {msg.reason}")
+
+    def on_subtask_state(self, subtask: str, state: str) -> None:
+        """A subtask changed state.
+
+        One whose input ended before it acknowledged will see no barrier: it is triggered
+        directly. One that stopped before acknowledging aborts the checkpoint.
+        """
+        self.job.states[subtask] = state
+        pending = self.pending
+        if pending is None or subtask not in pending.expected or subtask in pending.acks:
+            return
+        if state == "ENDING":
+            self._send(
+                self.job.placement[subtask],
+                TriggerCheckpoint(
+                    job_id=self.job.job_id,
+                    attempt=self.attempt,
+                    checkpoint_id=pending.checkpoint_id,
+                    kind=pending.kind,
+                    directory=pending.directory,
+                    subtasks=[subtask],
+                ),
+            )
+        elif state != "RUNNING":
+            self._abort(pending, f"subtask {subtask} stopped ({state}) before acknowledging")
+
+    # -- completion -----------------------------------------------------------------------
+
+    def _complete(self, pending: PendingCheckpoint) -> None:
+        directory = Path(pending.directory)
+        operators: dict[str, list[StateFile]] = {}
+        for subtask, ack in pending.acks.items():
+            index = int(subtask.split(".")[1])
+            for f in ack.files:
+                operators.setdefault(f.uid, []).append(
+                    StateFile(
+                        subtask=index,
+                        file=f.file,
+                        size=f.size,
+                        sha256=f.sha256,
+                        key_groups=(f.key_groups[0], f.key_groups[1]) if f.key_groups else None,
+                    )
+                )
+        metadata = CheckpointMetadata(
+            job_id=self.job.job_id,
+            job_name=self.job.job_name,
+            checkpoint_id=pending.checkpoint_id,
+            kind=pending.kind,
+            created_ms=self.clock.now_ms(),
+            operators={
+                uid: OperatorFiles(
+                    parallelism=self.job.operator_parallelism[uid][0],
+                    max_parallelism=self.job.operator_parallelism[uid][1],
+                    files=tuple(sorted(files, key=lambda f: f.subtask)),
+                )
+                for uid, files in sorted(operators.items())
+            },
+        )
+        try:
+            write_metadata(directory, metadata)
+        except OSError as exc:
+            self._abort(pending, f"cannot write {directory}/_metadata.json: {exc}")
+            return
+        pending.complete()
+        now = self.clock.monotonic_ms()
+        record = CheckpointRecord(
+            job_id=self.job.job_id,
+            checkpoint_id=pending.checkpoint_id,
+            kind=pending.kind,
+            state="COMPLETED",
+            path=str(directory),
+            triggered_ms=self._triggered_wall.pop(pending.checkpoint_id, 0),
+            ended_ms=self.clock.now_ms(),
+            duration_ms=round(now - pending.started_ms),
+            size_bytes=metadata.size,
+        )
+        self.store.record(record)
+        self.completed.append(record)
+        self.pending = None
+        self.timer.completed(now)
+        self.last_failure = None
+        self._retain()
+        for node in self.job.nodes:
+            self._send(
+                node,
+                CheckpointDone(
+                    job_id=self.job.job_id,
+                    attempt=self.attempt,
+                    checkpoint_id=pending.checkpoint_id,
+                    completed=True,
+                ),
+            )
+        log.info(
+            "job %s: %s %d completed in %d ms (%d bytes)",
+            self.job.job_id,
+            pending.kind,
+            pending.checkpoint_id,
+            record.duration_ms,
+            record.size_bytes,
+        )
+        if pending.kind == "savepoint" and self._waiting_savepoint is not None:
+            request, self._waiting_savepoint = self._waiting_savepoint, None
+            request.done(str(directory), pending.checkpoint_id, None)
+        if self._savepoints:
+            self._trigger_savepoint()
+
+    def _retain(self) -> None:
+        checkpoints = [r for r in self.completed if r.kind == "checkpoint"]
+        for old in checkpoints[: max(0, len(checkpoints) - self.policy.retained)]:
+            shutil.rmtree(old.path, ignore_errors=True)
+            self.store.mark_discarded(old.job_id, old.checkpoint_id)
+            self.completed.remove(old)
+
+    def _abort(self, pending: PendingCheckpoint, reason: str) -> None:
+        if not pending.discard(reason):
+            return
+        self.pending = None
+        now = self.clock.monotonic_ms()
+        self.last_failure = f"{pending.kind} {pending.checkpoint_id}: {reason}"
+        log.warning(
+            "job %s: %s %d aborted: %s",
+            self.job.job_id,
+            pending.kind,
+            pending.checkpoint_id,
+            reason,
+        )
+        self.store.record(
+            CheckpointRecord(
+                job_id=self.job.job_id,
+                checkpoint_id=pending.checkpoint_id,
+                kind=pending.kind,
+                state="FAILED",
+                path=pending.directory,
+                triggered_ms=self._triggered_wall.pop(pending.checkpoint_id, 0),
+                ended_ms=self.clock.now_ms(),
+                duration_ms=round(now - pending.started_ms),
+                size_bytes=0,
+                reason=reason,
+            )
+        )
+        shutil.rmtree(pending.directory, ignore_errors=True)
+        for node in self.job.nodes:
+            self._send(
+                node,
+                CheckpointDone(
+                    job_id=self.job.job_id,
+                    attempt=self.attempt,
+                    checkpoint_id=pending.checkpoint_id,
+                    completed=False,
+                ),
+            )
+        if pending.kind == "savepoint":
+            self.timer.in_flight = False  # a failed savepoint is not a checkpoint failure
+            if self._waiting_savepoint is not None:
+                request, self._waiting_savepoint = self._waiting_savepoint, None
+                request.done(None, pending.checkpoint_id, reason)
+        elif self.timer.failed(now):
+            self.on_too_many_failures(
+                f"{self.timer.consecutive_failures} checkpoints in a row failed; the last: {reason}"
+            )
+            return
+        if self._savepoints:
+            self._trigger_savepoint()
+
+    def summary(self) -> dict[str, Any]:
+        """For ``mesh status``."""
+        latest = self.completed[-1] if self.completed else None
+        return {
+            "interval_ms": self.policy.interval_ms,
+            "in_flight": self.pending.checkpoint_id if self.pending else None,
+            "completed": len(self.completed),
+            "latest": latest.to_dict() if latest else None,
+            "last_failure": self.last_failure,
+        }
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every checkpoint and savepoint of the job, oldest first."""
+        return [r.to_dict() for r in self.store.history(self.job.job_id)]
+
+
+def check_restore_point(metadata: CheckpointMetadata, graph_uids: dict[str, int]) -> None:
+    """Refuse a restore point the job cannot use (unknown operators, other key groups)."""
+    unknown = sorted(set(metadata.operators) - set(graph_uids))
+    if unknown:
+        raise CheckpointError(
+            f"the checkpoint has state for operator(s) {', '.join(map(repr, unknown))} that the "
+            "job does not have (did a uid change? give operators stable .uid()s)"
+        )
+    for uid, op in metadata.operators.items():
+        keyed = any(f.key_groups is not None for f in op.files)
+        if keyed and op.max_parallelism != graph_uids[uid]:
+            raise CheckpointError(
+                f"operator {uid!r}: the checkpoint has {op.max_parallelism} key groups, the job "
+                f"has max_parallelism {graph_uids[uid]}; they must match to restore keyed state"
+            )

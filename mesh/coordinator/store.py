@@ -1,0 +1,107 @@
+"""The coordinator's database (``<state_dir>/coordinator.db``): checkpoint history.
+
+One STRICT table, ``checkpoints``, one row per checkpoint or savepoint a job took:
+completed ones with their directory, duration and size; failed ones with the reason.
+``mesh checkpoints JOB`` reads it, and a restarted coordinator will find each job's
+latest completed checkpoint here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mesh.errors import StateError
+
+__all__ = ["CheckpointRecord", "CheckpointStore"]
+
+_SCHEMA = """
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    job_id TEXT NOT NULL,
+    checkpoint_id INTEGER NOT NULL CHECK (checkpoint_id > 0),
+    kind TEXT NOT NULL CHECK (kind IN ('checkpoint', 'savepoint')),
+    state TEXT NOT NULL CHECK (state IN ('COMPLETED', 'FAILED', 'DISCARDED')),
+    path TEXT NOT NULL,
+    triggered_ms INTEGER NOT NULL,
+    ended_ms INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (job_id, checkpoint_id)
+) STRICT;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """One row of the history."""
+
+    job_id: str
+    checkpoint_id: int
+    kind: str
+    state: str
+    path: str
+    triggered_ms: int
+    ended_ms: int
+    duration_ms: int
+    size_bytes: int
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+
+class CheckpointStore:
+    """Checkpoint history in a SQLite file (small, synchronous writes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, isolation_level=None)
+            self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot open the coordinator database {path}: {exc}") from None
+
+    def record(self, row: CheckpointRecord) -> None:
+        """Insert (or replace) a row."""
+        try:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.job_id,
+                    row.checkpoint_id,
+                    row.kind,
+                    row.state,
+                    row.path,
+                    row.triggered_ms,
+                    row.ended_ms,
+                    row.duration_ms,
+                    row.size_bytes,
+                    row.reason,
+                ),
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the coordinator database {self.path}: {exc}") from None
+
+    def mark_discarded(self, job_id: str, checkpoint_id: int) -> None:
+        """A completed checkpoint's files were deleted (retention)."""
+        self._conn.execute(
+            "UPDATE checkpoints SET state = 'DISCARDED' WHERE job_id = ? AND checkpoint_id = ?",
+            (job_id, checkpoint_id),
+        )
+
+    def history(self, job_id: str) -> list[CheckpointRecord]:
+        """Every row of a job, oldest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM checkpoints WHERE job_id = ? ORDER BY checkpoint_id", (job_id,)
+        ).fetchall()
+        return [CheckpointRecord(*row) for row in rows]
+
+    def close(self) -> None:
+        """Close the database."""
+        self._conn.close()

@@ -1,0 +1,37 @@
+"""Which runtime reader or writer serves each source and sink description."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mesh.api import sinks, sources
+from mesh.errors import GraphError
+from mesh.graph.logical import OperatorSpec
+from mesh.node.context import TaskContext
+from mesh.node.readers import SourceReader, build_reader
+from mesh.node.txn_sinks import JsonLinesSink, SqliteSink
+from mesh.node.writers import CollectSink, PrintSink, SinkOperator, ZmqPushSink
+
+__all__ = ["build_reader", "build_sink"]
+
+_SINKS: dict[type[Any], Callable[[OperatorSpec, Any, TaskContext], SinkOperator]] = {
+    sinks.JsonLines: JsonLinesSink,
+    sinks.SQLite: SqliteSink,
+    sinks.Print: PrintSink,
+    sinks.Collect: CollectSink,
+    sinks.ZmqPush: ZmqPushSink,
+}
+
+
+def build_sink(spec: OperatorSpec, sink: sinks.Sink, ctx: TaskContext) -> SinkOperator:
+    """The runtime operator for ``sink`` in the subtask described by ``ctx``."""
+    factory = _SINKS.get(type(sink))
+    if factory is None:
+        raise GraphError(f"sink {type(sink).__name__} is not supported by this node")
+    return factory(spec, sink, ctx)
+
+
+def reader_for(source: sources.Source, ctx: TaskContext) -> SourceReader:
+    """The reader for ``source`` (see ``mesh.node.readers``)."""
+    return build_reader(source, ctx)

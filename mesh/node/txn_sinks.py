@@ -1,0 +1,391 @@
+"""Exactly-once sinks: two-phase commit driven by checkpoints.
+
+Theory of operation (Flink's TwoPhaseCommitSinkFunction):
+
+* Records go into the *current transaction* (an in-progress file, staging rows).
+* At checkpoint barrier n the sink *pre-commits* it: flushed, fsynced, and renamed to
+  a name fixed by ``(job, sink uid, subtask, n)``; the pre-commit is recorded in the
+  checkpoint's state. A new transaction starts with the next record.
+* When checkpoint n completes (NOTIFY_COMPLETE), every pre-committed transaction up to n
+  is *committed*: made visible. Committing is idempotent (renaming a file that is
+  already there, or a transaction id already recorded, does nothing), so a commit that
+  is retried after a failure never duplicates output.
+* Restoring a checkpoint commits the transactions it lists (they may or may not have
+  been committed before the failure) and deletes what the restored-from job left
+  uncommitted (written after that checkpoint: it will be produced again).
+* At the end of a bounded input the last transaction is pre-committed and committed
+  when every subtask of the job has ended (``commit_final``): a failure before that
+  leaves it invisible, and the restored job produces it again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mesh.api import sinks
+from mesh.errors import GraphError, RecordError, StateError
+from mesh.graph.logical import OperatorSpec
+from mesh.node.context import TaskContext
+from mesh.node.operators import RestoredState, describe_record
+from mesh.node.writers import SinkOperator, encode_lines
+
+__all__ = ["JsonLinesSink", "SqliteSink", "TransactionalSink"]
+
+_FINAL = "end"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class TransactionalSink(SinkOperator):
+    """The checkpoint-driven transaction bookkeeping shared by exactly-once sinks."""
+
+    def __init__(self, spec: OperatorSpec, ctx: TaskContext) -> None:
+        super().__init__(spec)
+        self.ctx = ctx
+        # Pre-committed transactions not known to be committed, oldest first.
+        self.pending: list[dict[str, Any]] = []
+        self._seq = itertools.count()
+
+    @property
+    def stateful(self) -> bool:
+        return True
+
+    def _txn_name(self, checkpoint: int | str) -> str:
+        txn = f"{checkpoint:06d}" if isinstance(checkpoint, int) else checkpoint
+        return f"{self.ctx.job_id}-{self.spec.uid}-{self.ctx.subtask_index}-{txn}"
+
+    # -- what each sink implements ---------------------------------------------------------
+
+    def _has_current(self) -> bool:
+        raise NotImplementedError
+
+    def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
+        """Make the current transaction durable under ``txn``; returns its state entry."""
+        raise NotImplementedError
+
+    def _commit(self, entry: dict[str, Any]) -> None:
+        """Make a pre-committed transaction visible (idempotent)."""
+        raise NotImplementedError
+
+    def _abort_current(self) -> None:
+        """Drop the current transaction."""
+        raise NotImplementedError
+
+    def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
+        """Delete what job ``old_job`` left uncommitted, except the entries in ``keep``."""
+        raise NotImplementedError
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def initialize(self, restored: RestoredState | None) -> None:
+        if restored is None:
+            return
+        mine = restored.operator_state.get("pending", [])
+        for entry in mine:
+            self._commit(entry)
+        if self.ctx.subtask_index == 0:
+            everyone = restored.all_operator_state.get("pending", [])
+            for old_job in sorted({e["job"] for e in everyone} | {restored.job_id}):
+                self._clean_up(old_job, everyone)
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, list[Any]]:
+        if self._has_current():
+            entry = self._precommit(self._txn_name(checkpoint_id), checkpoint_id)
+            entry["checkpoint"] = checkpoint_id
+            entry["job"] = self.ctx.job_id
+            self.pending.append(entry)
+        return {"pending": [dict(e) for e in self.pending]}
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        errors = []
+        still = []
+        for entry in self.pending:
+            if entry["checkpoint"] != _FINAL and entry["checkpoint"] <= checkpoint_id:
+                try:
+                    self._commit(entry)
+                except Exception as exc:  # commit the rest, then fail (it is retried)
+                    errors.append(exc)
+                    still.append(entry)
+            else:
+                still.append(entry)
+        self.pending = still
+        if errors:
+            raise StateError(f"sink {self.spec.uid!r}: commit failed: {errors[0]}") from errors[0]
+
+    def end_of_input(self) -> bool:
+        if self._has_current():
+            entry = self._precommit(self._txn_name(_FINAL), _FINAL)
+            entry["checkpoint"] = _FINAL
+            entry["job"] = self.ctx.job_id
+            self.pending.append(entry)
+        return bool(self.pending)
+
+    def commit_final(self) -> None:
+        for entry in self.pending:
+            self._commit(entry)
+        self.pending = []
+
+    def commit_all(self) -> None:
+        self.end_of_input()
+        self.commit_final()
+
+    def abort(self) -> None:
+        self._abort_current()
+
+
+class JsonLinesSink(TransactionalSink):
+    """``sinks.JsonLines``: part files that appear (renamed, fsynced) when committed."""
+
+    def __init__(self, spec: OperatorSpec, sink: sinks.JsonLines, ctx: TaskContext) -> None:
+        super().__init__(spec, ctx)
+        self.directory = ctx.resolve(sink.directory)
+        self._file: Any = None
+        self._path: Path | None = None
+
+    def _prefix(self, job: str) -> str:
+        return f"part-{job}-{self.spec.uid}-"
+
+    def open(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GraphError(
+                f"sink {self.spec.uid!r}: cannot write to {self.directory}: {exc}"
+            ) from None
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        if self._file is None:
+            ctx = self.ctx
+            name = (
+                f".part-{ctx.job_id}-{self.spec.uid}-{ctx.subtask_index}-a{ctx.attempt}-"
+                f"{next(self._seq)}.inprogress"
+            )
+            self._path = self.directory / name
+            try:
+                self._file = open(self._path, "wb")  # noqa: SIM115 - closed by precommit/abort
+            except OSError as exc:
+                raise StateError(
+                    f"sink {self.spec.uid!r}: cannot create {self._path}: {exc}"
+                ) from None
+        self._file.write(encode_lines(self.spec, batch))
+        return []
+
+    def _has_current(self) -> bool:
+        return self._file is not None
+
+    def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
+        assert self._file is not None and self._path is not None
+        f, self._file = self._file, None
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+        pending = self.directory / f".{txn}-a{self.ctx.attempt}.pending"
+        os.replace(self._path, pending)
+        self._path = None
+        return {"pending": str(pending), "final": str(self.directory / f"part-{txn}.jsonl")}
+
+    def _commit(self, entry: dict[str, Any]) -> None:
+        pending, final = Path(entry["pending"]), Path(entry["final"])
+        if pending.exists():
+            os.replace(pending, final)
+            _fsync_dir(final.parent)
+        elif not final.exists():
+            raise StateError(
+                f"sink {self.spec.uid!r}: transaction file {pending} is gone and {final} was "
+                "never written: its records are lost"
+            )
+
+    def _abort_current(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+
+    def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
+        kept = {Path(e["pending"]).name for e in keep}
+        hidden = f".part-{old_job}-{self.spec.uid}-"
+        for path in self.directory.glob(f"{hidden}*"):
+            if path.name not in kept and path.name.endswith((".inprogress", ".pending")):
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._abort_current()
+
+
+_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL", str: "TEXT"}
+
+
+class SqliteSink(TransactionalSink):
+    """``sinks.SQLite``: rows staged per transaction, moved into the table on commit."""
+
+    def __init__(self, spec: OperatorSpec, sink: Any, ctx: TaskContext) -> None:
+        super().__init__(spec, ctx)
+        self.path = ctx.resolve(sink.path)
+        self.table = sink.table
+        self.key = sink.key
+        self._conn: sqlite3.Connection | None = None
+        self._current: str | None = None  # staging name of the current transaction
+        self._columns: list[str] | None = None
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS _mesh_staging (txn TEXT NOT NULL, seq INTEGER NOT "
+                "NULL, row TEXT NOT NULL, PRIMARY KEY (txn, seq)) STRICT"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS _mesh_commits (txn TEXT PRIMARY KEY, "
+                "committed_ms INTEGER NOT NULL) STRICT"
+            )
+        except sqlite3.Error as exc:
+            raise GraphError(f"sink {self.spec.uid!r}: cannot open {self.path}: {exc}") from None
+        self._conn = conn
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError(f"sink {self.spec.uid!r}: {self.path} is not open")
+        return self._conn
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        for record in batch:
+            if not isinstance(record, dict):
+                raise RecordError(
+                    f"sink {self.spec.uid!r} (SQLite {self.table}) needs dict records, got "
+                    f"{describe_record(record)}"
+                )
+        if self._current is None:
+            ctx = self.ctx
+            owner = f"{ctx.job_id}-{self.spec.uid}-{ctx.subtask_index}"
+            self._current = f"~{owner}-a{ctx.attempt}-{next(self._seq)}"
+            self._row = 0
+        rows = encode_lines(self.spec, batch).splitlines()
+        start = self._row
+        self._row += len(rows)
+        conn = self._db()
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO _mesh_staging VALUES (?, ?, ?)",
+                [(self._current, start + i, row.decode()) for i, row in enumerate(rows)],
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(f"sink {self.spec.uid!r}: cannot write {self.path}: {exc}") from None
+        return []
+
+    def _has_current(self) -> bool:
+        return self._current is not None
+
+    def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
+        conn = self._db()
+        conn.execute("BEGIN")
+        conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (txn,))  # an earlier try
+        conn.execute("UPDATE _mesh_staging SET txn = ? WHERE txn = ?", (txn, self._current))
+        conn.execute("COMMIT")
+        self._current = None
+        return {"txn": txn}
+
+    def _ensure_table(self, conn: sqlite3.Connection, sample: dict[str, Any]) -> list[str]:
+        existing = [row[1] for row in conn.execute(f'PRAGMA table_info("{self.table}")')]
+        if not existing:
+            if self.key is not None and self.key not in sample:
+                raise RecordError(
+                    f"sink {self.spec.uid!r}: records need the key field {self.key!r}: "
+                    f"{describe_record(sample)}"
+                )
+            columns = ", ".join(
+                f'"{name}" {_TYPES.get(type(value), "TEXT")}'
+                + (" PRIMARY KEY" if name == self.key else "")
+                for name, value in sample.items()
+            )
+            conn.execute(f'CREATE TABLE "{self.table}" ({columns})')
+            existing = list(sample)
+        return existing
+
+    def _commit(self, entry: dict[str, Any]) -> None:
+        txn = entry["txn"]
+        conn = self._db()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("SELECT 1 FROM _mesh_commits WHERE txn = ?", (txn,)).fetchone():
+                conn.execute("COMMIT")
+                return
+            rows = [
+                orjson.loads(r[0])
+                for r in conn.execute(
+                    "SELECT row FROM _mesh_staging WHERE txn = ? ORDER BY seq", (txn,)
+                )
+            ]
+            if rows:
+                columns = self._ensure_table(conn, rows[0])
+                for name in {k for r in rows for k in r} - set(columns):
+                    conn.execute(f'ALTER TABLE "{self.table}" ADD COLUMN "{name}"')
+                    columns.append(name)
+                names = ", ".join(f'"{c}"' for c in columns)
+                marks = ", ".join("?" * len(columns))
+                sql = f'INSERT INTO "{self.table}" ({names}) VALUES ({marks})'
+                if self.key is not None:
+                    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != self.key)
+                    sql += f' ON CONFLICT("{self.key}") DO UPDATE SET {updates}'
+                conn.executemany(sql, [[_column(r.get(c)) for c in columns] for r in rows])
+            conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (txn,))
+            conn.execute("INSERT INTO _mesh_commits VALUES (?, ?)", (txn, self.ctx.clock.now_ms()))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(
+                f"sink {self.spec.uid!r}: cannot commit into {self.path} table {self.table}: {exc}"
+            ) from None
+
+    def _abort_current(self) -> None:
+        if self._current is not None and self._conn is not None:
+            try:
+                self._conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (self._current,))
+            except sqlite3.Error:
+                pass
+        self._current = None
+
+    def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
+        kept = [e["txn"] for e in keep]
+        conn = self._db()
+        prefix = f"{old_job}-{self.spec.uid}-"
+        marks = ",".join("?" * len(kept)) or "NULL"
+        conn.execute(
+            f"DELETE FROM _mesh_staging WHERE (substr(txn, 1, ?) = ? OR substr(txn, 1, ?) = ?) "
+            f"AND txn NOT IN ({marks})",
+            (len(prefix), prefix, len(prefix) + 1, "~" + prefix, *kept),
+        )
+
+    def close(self) -> None:
+        self._abort_current()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _column(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return value
