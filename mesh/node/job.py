@@ -423,7 +423,7 @@ class JobRuntime:
                 except BaseException as exc:  # user code may raise SystemExit: it fails the task
                     self._failed(runner, unwrap(exc))
         finally:
-            if runner.state is TaskState.RUNNING:
+            if runner.state in (TaskState.RUNNING, TaskState.ENDING):
                 if subtask in self._failures:  # a broken channel cancelled the subtask
                     self._failed(runner, self._failures[subtask])
                 else:

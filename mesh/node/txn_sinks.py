@@ -247,7 +247,10 @@ class SqliteSink(TransactionalSink):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode = WAL")
+            try:  # several subtasks open the file at once; one of them switches it to WAL
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError:
+                pass
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS _mesh_staging (txn TEXT NOT NULL, seq INTEGER NOT "
                 "NULL, row TEXT NOT NULL, PRIMARY KEY (txn, seq)) STRICT"

@@ -13,6 +13,7 @@ import mesh
 from mesh import EncodingError, GraphError, RecordError, sinks, sources
 from mesh.graph.logical import OperatorSpec
 from mesh.node.operators import RuntimeOperator, build_operator, describe_record
+from mesh.node.writers import encode_batch, encode_lines
 from mesh.state.backends import MemoryBackend
 from mesh.state.keys import KeyCodec
 from mesh.time.clock import ManualClock
@@ -20,9 +21,6 @@ from mesh.time.clock import ManualClock
 
 def memory_backend() -> MemoryBackend:
     return MemoryBackend(KeyCodec(128), ManualClock())
-
-
-from mesh.node.writers import encode_batch, encode_lines
 
 
 def _operator(make: Callable[[mesh.Stream], mesh.Stream], uid: str = "op") -> RuntimeOperator:
