@@ -48,6 +48,24 @@ def format_status(status: dict[str, Any]) -> str:
         f"up {format_duration(status['uptime_ms'])}, attempt {status['attempt']}",
         format_progress(status),
     ]
+    checkpoints = status.get("checkpoints")
+    if checkpoints:
+        latest = checkpoints.get("latest")
+        every = checkpoints.get("interval_ms")
+        line = f"checkpoints: every {format_duration(every)}" if every else "checkpoints: off"
+        line += f", {checkpoints['completed']} completed"
+        if latest:
+            line += (
+                f"; latest {latest['kind']} {latest['checkpoint_id']} took "
+                f"{format_duration(latest['duration_ms'])}, {latest['size_bytes'] / 1024:.0f} KiB"
+            )
+        if checkpoints.get("in_flight"):
+            line += f"; {checkpoints['in_flight']} in flight"
+        lines.append(line)
+        if checkpoints.get("last_failure"):
+            lines.append(f"last checkpoint failure: {checkpoints['last_failure']}")
+    if status.get("restored_from"):
+        lines.append(f"restored from {status['restored_from']}")
     if status.get("error"):
         lines += ["", "error:", status["error"]]
     lines += ["", "graph:"]

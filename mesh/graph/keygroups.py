@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_MAX_PARALLELISM",
     "KeyGroupRange",
     "KeyGroupRouter",
+    "canonical_json",
     "canonical_key",
     "key_group_for",
     "key_group_range",
@@ -73,13 +74,17 @@ def _encode_key(key: Any) -> Any:
     return key
 
 
+def canonical_json(key: Any) -> bytes:
+    """The canonical encoding of a key: equal keys (``1``, ``1.0``, ``True``) encode alike."""
+    try:
+        return orjson.dumps(_encode_key(canonical_key(key)), option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise TypeError(f"cannot encode key of type {type(key).__name__}: {exc}") from None
+
+
 def stable_hash(key: Any) -> int:
     """A 32-bit hash of ``key`` that is the same in every process and on every run."""
-    try:
-        encoded = orjson.dumps(_encode_key(canonical_key(key)), option=orjson.OPT_SORT_KEYS)
-    except TypeError as exc:
-        raise TypeError(f"cannot hash key of type {type(key).__name__}: {exc}") from None
-    return _fmix32(zlib.crc32(encoded))
+    return _fmix32(zlib.crc32(canonical_json(key)))
 
 
 def key_group_for(key: Any, max_parallelism: int) -> int:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import sqlite3
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +195,7 @@ class JsonLinesSink(TransactionalSink):
             os.fsync(f.fileno())
         finally:
             f.close()
-        pending = self.directory / f".{txn}-a{self.ctx.attempt}.pending"
+        pending = self.directory / f".part-{txn}-a{self.ctx.attempt}.pending"
         os.replace(self._path, pending)
         self._path = None
         return {"pending": str(pending), "final": str(self.directory / f"part-{txn}.jsonl")}
@@ -219,9 +221,11 @@ class JsonLinesSink(TransactionalSink):
 
     def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
         kept = {Path(e["pending"]).name for e in keep}
-        hidden = f".part-{old_job}-{self.spec.uid}-"
-        for path in self.directory.glob(f"{hidden}*"):
-            if path.name not in kept and path.name.endswith((".inprogress", ".pending")):
+        ours = _ours(
+            old_job, self.spec.uid, r"-a\d+-\d+\.inprogress", r"-(?:\d+|end)-a\d+\.pending"
+        )
+        for path in self.directory.glob(f".part-{glob_escape(old_job)}-*"):
+            if path.name not in kept and ours.match(path.name[len(".part-") :]):
                 path.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -275,6 +279,11 @@ class SqliteSink(TransactionalSink):
                     f"sink {self.spec.uid!r} (SQLite {self.table}) needs dict records, got "
                     f"{describe_record(record)}"
                 )
+            if self.key is not None and record.get(self.key) is None:
+                raise RecordError(
+                    f"sink {self.spec.uid!r} (SQLite {self.table}) upserts by {self.key!r}, but "
+                    f"a record has no {self.key!r}: {describe_record(record)}"
+                )
         if self._current is None:
             ctx = self.ctx
             owner = f"{ctx.job_id}-{self.spec.uid}-{ctx.subtask_index}"
@@ -318,10 +327,10 @@ class SqliteSink(TransactionalSink):
                     f"{describe_record(sample)}"
                 )
             columns = ", ".join(
-                f'"{name}" {_TYPES.get(type(value), "TEXT")}'
-                + (" PRIMARY KEY" if name == self.key else "")
-                for name, value in sample.items()
+                f'"{name}" {_TYPES.get(type(value), "TEXT")}' for name, value in sample.items()
             )
+            if self.key is not None:  # a table constraint: never an alias of the rowid
+                columns += f', PRIMARY KEY ("{self.key}")'
             conn.execute(f'CREATE TABLE "{self.table}" ({columns})')
             existing = list(sample)
         return existing
@@ -349,8 +358,12 @@ class SqliteSink(TransactionalSink):
                 marks = ", ".join("?" * len(columns))
                 sql = f'INSERT INTO "{self.table}" ({names}) VALUES ({marks})'
                 if self.key is not None:
-                    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != self.key)
-                    sql += f' ON CONFLICT("{self.key}") DO UPDATE SET {updates}'
+                    others = [c for c in columns if c != self.key]
+                    if others:
+                        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in others)
+                        sql += f' ON CONFLICT("{self.key}") DO UPDATE SET {updates}'
+                    else:
+                        sql += f' ON CONFLICT("{self.key}") DO NOTHING'
                 conn.executemany(sql, [[_column(r.get(c)) for c in columns] for r in rows])
             conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (txn,))
             conn.execute("INSERT INTO _mesh_commits VALUES (?, ?)", (txn, self.ctx.clock.now_ms()))
@@ -371,21 +384,28 @@ class SqliteSink(TransactionalSink):
         self._current = None
 
     def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
-        kept = [e["txn"] for e in keep]
+        kept = {e["txn"] for e in keep}
+        ours = _ours(old_job, self.spec.uid, r"-a\d+-\d+", r"-(?:\d+|end)")
         conn = self._db()
-        prefix = f"{old_job}-{self.spec.uid}-"
-        marks = ",".join("?" * len(kept)) or "NULL"
-        conn.execute(
-            f"DELETE FROM _mesh_staging WHERE (substr(txn, 1, ?) = ? OR substr(txn, 1, ?) = ?) "
-            f"AND txn NOT IN ({marks})",
-            (len(prefix), prefix, len(prefix) + 1, "~" + prefix, *kept),
-        )
+        names = [row[0] for row in conn.execute("SELECT DISTINCT txn FROM _mesh_staging")]
+        doomed = [n for n in names if n not in kept and ours.match(n.removeprefix("~"))]
+        conn.executemany("DELETE FROM _mesh_staging WHERE txn = ?", [(n,) for n in doomed])
 
     def close(self) -> None:
         self._abort_current()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _ours(job: str, uid: str, *tails: str) -> re.Pattern[str]:
+    """Names of transactions of sink ``uid`` of job ``job``: ``<job>-<uid>-<subtask><tail>``.
+
+    Anchored on both ends, so a sink whose uid extends this one's (``out`` and
+    ``out-2``) never matches.
+    """
+    alternatives = "|".join(tails)
+    return re.compile(rf"^{re.escape(job)}-{re.escape(uid)}-\d+(?:{alternatives})$")
 
 
 def _column(value: Any) -> Any:

@@ -260,3 +260,83 @@ def test_run_ctrl_c_cancels_and_leaves_no_processes(workdir: Path) -> None:
     for pid in children:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+COUNTS = """
+from mesh import Job, sinks, sources
+
+job = Job("counts", parallelism=2, checkpoint_interval="200ms")
+(
+    job.source(sources.Generator(lambda i: {"k": i % 7}, count=40000, rate=8000)).uid("gen")
+    .key_by(lambda r: r["k"]).count().uid("count")
+    .sink(sinks.JsonLines("out/counts")).uid("sink")
+)
+"""
+
+
+def test_savepoint_cancel_resume_and_checkpoint_listing(workdir: Path, daemons: Daemons) -> None:
+    coordinator = daemons.start(
+        "coordinator", "--bind", "tcp://127.0.0.1:0", "--state-dir", str(workdir / "c")
+    )
+    address = coordinator["MESH_ENDPOINT"]
+    for n in (1, 2):
+        daemons.start(
+            "node", "--coordinator", address, "--slots", "3", "--state-dir", str(workdir / f"n{n}")
+        )
+    (workdir / "counts.py").write_text(COUNTS)
+    job_id = mesh(workdir, "submit", "counts.py", "--coordinator", address).stdout.split()[-1]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = orjson.loads(
+            mesh(workdir, "status", job_id, "--json", "--coordinator", address).stdout
+        )
+        if (status["checkpoints"] or {}).get("completed", 0) >= 2:
+            break
+        time.sleep(0.1)
+    listing = mesh(workdir, "checkpoints", job_id, "--coordinator", address)
+    assert listing.returncode == 0, listing.stderr
+    assert "COMPLETED" in listing.stdout and "chk-" in listing.stdout
+    shown = mesh(workdir, "status", job_id, "--coordinator", address).stdout
+    assert "checkpoints: every 200ms" in shown
+
+    taken = mesh(workdir, "savepoint", job_id, "--dir", "sp", "--coordinator", address)
+    assert taken.returncode == 0, taken.stderr
+    first = Path(taken.stdout.strip().splitlines()[-1])
+    assert first.parent == workdir / "sp" and (first / "_metadata.json").exists()
+
+    stopped = mesh(
+        workdir, "cancel", job_id, "--savepoint", "--dir", "sp", "--coordinator", address
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    lines = stopped.stdout.strip().splitlines()
+    assert lines[0] == f"job {job_id} CANCELED"
+    savepoint = Path(lines[-1])
+    assert (savepoint / "_metadata.json").exists()
+
+    resumed = mesh(
+        workdir, "submit", "counts.py", "--from-savepoint", str(savepoint),
+        "--parallelism", "3", "--coordinator", address,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    second = resumed.stdout.split()[-1]
+    final = wait_state(workdir, address, second, ("FINISHED",))
+    assert final["restored_from"] == str(savepoint)
+    counts = read_parts(workdir / "out" / "counts")
+    per_key: dict[int, list[int]] = {}
+    for record in counts:
+        per_key.setdefault(record["key"], []).append(record["count"])
+    # exactly once: every key counted 1..n with no gap and no repeat
+    assert sorted(per_key) == list(range(7))
+    for k, seen in per_key.items():
+        n = len(range(k, 40000, 7))
+        assert sorted(seen) == list(range(1, n + 1)), k
+
+    bad = mesh(
+        workdir, "submit", "counts.py", "--from-savepoint", "nowhere", "--coordinator", address
+    )
+    assert bad.returncode == 2 and "nowhere does not exist" in bad.stderr
+    (workdir / "empty").mkdir()
+    empty = mesh(
+        workdir, "submit", "counts.py", "--from-savepoint", "empty", "--coordinator", address
+    )
+    assert empty.returncode == 1 and "no usable checkpoint" in empty.stderr

@@ -100,6 +100,27 @@ def test_savepoints_and_rescaling_lose_and_duplicate_nothing(
     check_output(records, keys, n)
 
 
+def test_at_least_once_loses_nothing(
+    local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys, n = 12, 3000
+    env = {
+        "SEQ_KEYS": str(keys),
+        "SEQ_N": str(n),
+        "SEQ_RATE": "9000",
+        "SEQ_OUT": str(tmp_path / "out"),
+        "SEQ_MODE": "at_least_once",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cluster = local_cluster(nodes=2, slots=3)
+    anyio.run(lambda: run_with_rescales(cluster.address, tmp_path, [2, 3, 2]))
+    records = read_parts(tmp_path / "out")
+    assert [r for r in records if "alert" in r] == []  # no gap seen by the checker
+    seen = {(r["key"], r["seq"]) for r in records}
+    assert seen == {(k, s) for k in range(keys) for s in range(1, n + 1)}  # nothing lost
+
+
 def test_a_tampered_savepoint_is_refused_naming_the_file(
     local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,9 +2,11 @@
 
 A Generator makes record i = {"key": i % KEYS, "seq": i // KEYS + 1}; every key's
 records come from one source split, in order. A keyed checker remembers the last seq
-per key (keyed state) and emits an alert when ``seq - last != 1``; it passes every
+per key (keyed state) and emits an alert when ``seq - last != 1`` (exactly-once) or
+``seq - last > 1`` (at-least-once: repeats are allowed, gaps are not); it passes every
 record on to an exactly-once sink. A correct run, across any number of restarts and
-rescalings, has no alerts and every (key, seq) exactly once in the committed output.
+rescalings, has no alerts and every (key, seq) exactly once (at least once) in the
+committed output.
 
 Settings come from the environment (read at import on the client and every node):
 SEQ_KEYS, SEQ_N, SEQ_RATE (records/s, 0 = unlimited), SEQ_OUT, SEQ_BACKEND, SEQ_MODE,
@@ -20,6 +22,7 @@ N = int(os.environ.get("SEQ_N", "1000"))
 RATE = float(os.environ.get("SEQ_RATE", "0")) or None
 OUT = os.environ.get("SEQ_OUT", "out")
 PAD = "x" * int(os.environ.get("SEQ_PAD", "0"))
+MODE = os.environ.get("SEQ_MODE", "exactly_once")
 
 
 def make(i):
@@ -30,7 +33,8 @@ class Checker(KeyedProcessFunction):
     def process(self, record, ctx):
         last = ctx.state.value("last")
         previous = last.get() or {"seq": 0}
-        if record["seq"] - previous["seq"] != 1:
+        step = record["seq"] - previous["seq"]
+        if step != 1 if MODE == "exactly_once" else step > 1:
             yield {"alert": f"{previous['seq']} -> {record['seq']}", "key": ctx.key}
         last.set({"seq": record["seq"], "pad": PAD} if PAD else {"seq": record["seq"]})
         yield record
@@ -40,7 +44,7 @@ job = Job(
     "seqcheck",
     parallelism=2,
     checkpoint_interval=os.environ.get("SEQ_INTERVAL", "200ms"),
-    checkpoint_mode=os.environ.get("SEQ_MODE", "exactly_once"),
+    checkpoint_mode=MODE,
     state_backend=os.environ.get("SEQ_BACKEND", "memory"),
 )
 sink = (

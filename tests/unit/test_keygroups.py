@@ -198,7 +198,7 @@ def test_dict_keys_are_refused() -> None:
         canonical_key({"a": 1})
     with pytest.raises(TypeError, match="not a dict"):
         canonical_key(["ok", {"a": 1}])
-    with pytest.raises(TypeError, match="cannot hash key of type set"):
+    with pytest.raises(TypeError, match="cannot encode key of type set"):
         stable_hash({1, 2})
 
 

@@ -1,0 +1,554 @@
+"""Exactly-once sinks driven by checkpoints (mesh/node/txn_sinks.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from mesh import Job, sinks, sources
+from mesh.errors import EncodingError, RecordError, StateError
+from mesh.graph.keygroups import KeyGroupRange
+from mesh.node.context import TaskContext
+from mesh.node.operators import RestoredState
+from mesh.node.txn_sinks import JsonLinesSink, SqliteSink, TransactionalSink
+from mesh.time.clock import ManualClock
+
+TIMEOUT = 10
+KINDS = ["jsonlines", "sqlite"]
+UID = "out"
+DB = "db/out.db"
+
+
+class Sinks:
+    """Builds sinks (opened) in one base directory and reads what they made visible."""
+
+    def __init__(self, kind: str, base: Path) -> None:
+        self.kind = kind
+        self.base = base
+        self.made: list[TransactionalSink] = []
+
+    def new(
+        self,
+        *,
+        job_id: str = "job-a",
+        subtask: int = 0,
+        attempt: int = 0,
+        key: str | None = None,
+        uid: str = UID,
+    ) -> TransactionalSink:
+        description: sinks.Sink = (
+            sinks.JsonLines("out") if self.kind == "jsonlines" else sinks.SQLite(DB, "events", key)
+        )
+        job = Job("sinks")
+        job.source(sources.Collection([1])).sink(description).uid(uid)
+        spec = job.build().graph.operator(1)
+        ctx = TaskContext(
+            job_id=job_id,
+            attempt=attempt,
+            node_id="node-1",
+            task_name="sink",
+            subtask_index=subtask,
+            parallelism=2,
+            max_parallelism=128,
+            base_dir=self.base,
+            clock=ManualClock(1000),
+        )
+        sink: TransactionalSink
+        if isinstance(description, sinks.JsonLines):
+            sink = JsonLinesSink(spec, description, ctx)
+        else:
+            sink = SqliteSink(spec, description, ctx)
+        sink.open()
+        self.made.append(sink)
+        return sink
+
+    def visible(self) -> list[Any]:
+        """Committed records: part-*.jsonl lines in name order, or table rows in order."""
+        if self.kind == "jsonlines":
+            out = []
+            for path in sorted((self.base / "out").glob("part-*.jsonl")):
+                out.extend(orjson.loads(line)["v"] for line in path.read_bytes().splitlines())
+            return out
+        return [r["v"] for r in self.rows()]
+
+    def rows(self) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.base / DB)
+        try:
+            conn.row_factory = sqlite3.Row
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+            ).fetchone()
+            if not exists:
+                return []
+            return [dict(r) for r in conn.execute("SELECT * FROM events ORDER BY rowid")]
+        finally:
+            conn.close()
+
+    def hidden(self) -> list[str]:
+        """What is written but not visible: hidden files, or staging transactions."""
+        if self.kind == "jsonlines":
+            return sorted(p.name for p in (self.base / "out").iterdir() if p.name.startswith("."))
+        conn = sqlite3.connect(self.base / DB)
+        try:
+            return [
+                r[0] for r in conn.execute("SELECT DISTINCT txn FROM _mesh_staging ORDER BY txn")
+            ]
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        for sink in self.made:
+            sink.close()
+
+
+@pytest.fixture(params=KINDS)
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sinks]:
+    made = Sinks(request.param, tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def make_kit(tmp_path: Path) -> Iterator[Callable[[str], Sinks]]:
+    made: list[Sinks] = []
+
+    def build(kind: str) -> Sinks:
+        made.append(Sinks(kind, tmp_path / kind))
+        return made[-1]
+
+    yield build
+    for kit in made:
+        kit.close()
+
+
+def _records(*values: Any) -> list[dict[str, Any]]:
+    return [{"v": v} for v in values]
+
+
+def _restored(
+    job_id: str, mine: list[dict[str, Any]], everyone: list[dict[str, Any]]
+) -> RestoredState:
+    return RestoredState(
+        checkpoint_id=max([e["checkpoint"] for e in everyone if e["checkpoint"] != "end"] or [0]),
+        job_id=job_id,
+        keyed_files=[],
+        key_groups=KeyGroupRange(0, 0),
+        operator_state={"pending": [dict(e) for e in mine]},
+        all_operator_state={"pending": [dict(e) for e in everyone]},
+    )
+
+
+# -- the transaction lifecycle ---------------------------------------------------------------
+
+
+def test_records_become_visible_when_their_checkpoint_completes(kit: Sinks) -> None:
+    sink = kit.new()
+    sink.process(_records(1, 2))
+    assert kit.visible() == []
+    assert len(kit.hidden()) == 1  # the current transaction
+
+    state1 = sink.snapshot_state(1)  # pre-commit
+    [entry1] = state1["pending"]
+    assert entry1["checkpoint"] == 1 and entry1["job"] == "job-a"
+    assert kit.visible() == []
+    assert len(kit.hidden()) == 1  # the pre-committed transaction
+
+    sink.process(_records(3))
+    state2 = sink.snapshot_state(2)
+    assert [e["checkpoint"] for e in state2["pending"]] == [1, 2]
+    sink.process(_records(4))
+    assert kit.visible() == []
+    assert len(kit.hidden()) == 3
+
+    sink.notify_checkpoint_complete(1)
+    assert kit.visible() == [1, 2]
+    assert [e["checkpoint"] for e in sink.pending] == [2]
+    sink.notify_checkpoint_complete(2)
+    assert kit.visible() == [1, 2, 3]
+    assert sink.pending == []
+    assert len(kit.hidden()) == 1  # record 4 is still in the current transaction
+
+    sink.notify_checkpoint_complete(2)  # again: nothing changes
+    sink.notify_checkpoint_complete(1)
+    assert kit.visible() == [1, 2, 3]
+
+    assert sink.end_of_input() is True
+    assert kit.visible() == [1, 2, 3]
+    sink.commit_final()
+    assert kit.visible() == [1, 2, 3, 4]
+    assert kit.hidden() == []
+    assert sink.pending == []
+
+
+def test_a_completed_checkpoint_commits_every_earlier_one(kit: Sinks) -> None:
+    sink = kit.new()
+    for checkpoint, value in enumerate("abc", start=1):
+        sink.process(_records(value))
+        sink.snapshot_state(checkpoint)
+    sink.notify_checkpoint_complete(2)  # notification 1 was skipped
+    assert kit.visible() == ["a", "b"]
+    sink.notify_checkpoint_complete(5)
+    assert kit.visible() == ["a", "b", "c"]
+
+
+def test_checkpoint_without_records_adds_no_transaction(kit: Sinks) -> None:
+    sink = kit.new()
+    assert sink.snapshot_state(1) == {"pending": []}
+    sink.notify_checkpoint_complete(1)
+    assert kit.visible() == []
+    assert sink.end_of_input() is False
+    sink.commit_final()
+    assert kit.visible() == []
+
+
+def test_snapshot_state_returns_copies(kit: Sinks) -> None:
+    sink = kit.new()
+    sink.process(_records(1))
+    state = sink.snapshot_state(1)
+    state["pending"][0]["checkpoint"] = 99
+    sink.notify_checkpoint_complete(1)
+    assert kit.visible() == [1]
+
+
+def test_end_of_input_waits_for_commit_final(kit: Sinks) -> None:
+    sink = kit.new()
+    sink.process(_records(1))
+    sink.snapshot_state(1)
+    sink.process(_records(2))
+    assert sink.end_of_input() is True
+    assert [e["checkpoint"] for e in sink.pending] == [1, "end"]
+    sink.notify_checkpoint_complete(10**6)  # a checkpoint never commits the final part
+    assert kit.visible() == [1]
+    sink.commit_final()
+    assert kit.visible() == [1, 2]
+    sink.commit_final()
+    assert kit.visible() == [1, 2]
+
+
+def test_commit_all_makes_everything_visible(kit: Sinks) -> None:
+    sink = kit.new()
+    sink.process(_records(1))
+    sink.snapshot_state(1)
+    sink.process(_records(2))
+    sink.commit_all()
+    assert kit.visible() == [1, 2]
+    assert kit.hidden() == []
+
+
+def test_abort_drops_the_current_transaction(kit: Sinks) -> None:
+    sink = kit.new()
+    sink.process(_records(1))
+    sink.snapshot_state(1)
+    sink.process(_records("dropped"))
+    sink.abort()
+    assert len(kit.hidden()) == 1  # only the pre-committed transaction is left
+    sink.process(_records(2))
+    sink.snapshot_state(2)
+    sink.notify_checkpoint_complete(2)
+    assert kit.visible() == [1, 2]
+    assert kit.hidden() == []
+
+
+def test_jsonlines_file_names(make_kit: Callable[[str], Sinks]) -> None:
+    kit = make_kit("jsonlines")
+    sink = kit.new(job_id="j7", subtask=1, attempt=2)
+    sink.process(_records(1))
+    assert kit.hidden()[0].startswith(".part-j7-out-1-a2-")
+    assert kit.hidden()[0].endswith(".inprogress")
+    sink.snapshot_state(3)
+    assert kit.hidden() == [".part-j7-out-1-000003-a2.pending"]
+    sink.notify_checkpoint_complete(3)
+    sink.process(_records(2))
+    sink.end_of_input()
+    sink.commit_final()
+    assert sorted(p.name for p in (kit.base / "out").iterdir()) == [
+        "part-j7-out-1-000003.jsonl",
+        "part-j7-out-1-end.jsonl",
+    ]
+
+
+def test_jsonlines_refuses_records_that_are_not_json(make_kit: Callable[[str], Sinks]) -> None:
+    sink = make_kit("jsonlines").new()
+    with pytest.raises(EncodingError, match=r"'out'.*set"):
+        sink.process([{"ok": 1}, {1, 2}])
+
+
+def test_commit_of_a_lost_transaction_fails_after_committing_the_rest(
+    make_kit: Callable[[str], Sinks],
+) -> None:
+    kit = make_kit("jsonlines")
+    sink = kit.new()
+    sink.process(_records(1))
+    [first] = sink.snapshot_state(1)["pending"]
+    sink.process(_records(2))
+    sink.snapshot_state(2)
+    Path(first["pending"]).unlink()
+    with pytest.raises(StateError, match="records are lost"):
+        sink.notify_checkpoint_complete(2)
+    assert kit.visible() == [2]
+    assert [e["checkpoint"] for e in sink.pending] == [1]
+
+
+# -- restore -----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_restore_commits_pending_transactions_exactly_once(kit: Sinks) -> None:
+    old0 = kit.new(job_id="job-a", subtask=0)
+    old1 = kit.new(job_id="job-a", subtask=1)
+    unrelated = kit.new(job_id="job-z", subtask=0)
+    old0.process(_records("a1", "a2"))
+    old1.process(_records("b1"))
+    unrelated.process(_records("z1"))
+    state0 = old0.snapshot_state(1)["pending"]
+    state1 = old1.snapshot_state(1)["pending"]
+    unrelated.snapshot_state(1)
+    # Written after the snapshot, then the old job crashes (no notification, no close).
+    old0.process(_records("lost-a"))
+    old1.process(_records("lost-b"))
+    unrelated.process(_records("z2"))
+    before = kit.hidden()
+    unrelated_hidden = [n for n in before if "job-z" in n]
+    assert len(unrelated_hidden) == 2
+    assert kit.visible() == []
+
+    everyone = state0 + state1
+    new = kit.new(job_id="job-b", subtask=0)  # restored with parallelism 1
+    with anyio.fail_after(TIMEOUT):
+        await new.initialize(_restored("job-a", everyone, everyone))
+    assert sorted(kit.visible()) == ["a1", "a2", "b1"]
+    assert kit.hidden() == unrelated_hidden  # the old job's leftovers are gone
+
+    # Restoring the same checkpoint again (another failover) duplicates nothing.
+    again = kit.new(job_id="job-c", subtask=0)
+    with anyio.fail_after(TIMEOUT):
+        await again.initialize(_restored("job-a", everyone, everyone))
+    assert sorted(kit.visible()) == ["a1", "a2", "b1"]
+
+    # The unrelated job goes on as if nothing happened.
+    unrelated.notify_checkpoint_complete(1)
+    unrelated.end_of_input()
+    unrelated.commit_final()
+    assert sorted(kit.visible()) == ["a1", "a2", "b1", "z1", "z2"]
+
+    # The restored job writes on.
+    new.process(_records("new"))
+    new.snapshot_state(2)
+    new.notify_checkpoint_complete(2)
+    assert sorted(kit.visible()) == ["a1", "a2", "b1", "new", "z1", "z2"]
+
+
+@pytest.mark.asyncio
+async def test_restore_after_the_commit_already_happened(kit: Sinks) -> None:
+    old = kit.new(job_id="job-a")
+    old.process(_records(1, 2))
+    state = old.snapshot_state(1)["pending"]
+    old.notify_checkpoint_complete(1)  # committed, then the job failed
+    assert kit.visible() == [1, 2]
+    new = kit.new(job_id="job-b")
+    with anyio.fail_after(TIMEOUT):
+        await new.initialize(_restored("job-a", state, state))
+    assert kit.visible() == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_only_subtask_0_cleans_up(kit: Sinks) -> None:
+    old = kit.new(job_id="job-a")
+    old.process(_records(1))
+    state = old.snapshot_state(1)["pending"]
+    old.process(_records("leftover"))
+    new1 = kit.new(job_id="job-b", subtask=1)
+    with anyio.fail_after(TIMEOUT):
+        await new1.initialize(_restored("job-a", state, state))
+    assert kit.visible() == [1]
+    assert len(kit.hidden()) == 1  # subtask 1 committed, but did not clean up
+    new0 = kit.new(job_id="job-b", subtask=0)
+    with anyio.fail_after(TIMEOUT):
+        await new0.initialize(_restored("job-a", [], state))
+    assert kit.hidden() == []
+    assert kit.visible() == [1]
+
+
+@pytest.mark.asyncio
+async def test_initialize_without_restore_does_nothing(kit: Sinks) -> None:
+    old = kit.new(job_id="job-a")
+    old.process(_records(1))
+    new = kit.new(job_id="job-a", attempt=1)
+    with anyio.fail_after(TIMEOUT):
+        await new.initialize(None)
+    assert len(kit.hidden()) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "jsonlines",
+        "sqlite",
+    ],
+)
+async def test_restore_with_no_pending_transactions_deletes_leftovers(
+    make_kit: Callable[[str], Sinks], kind: str
+) -> None:
+    kit = make_kit(kind)
+    old = kit.new(job_id="job-a")
+    assert old.snapshot_state(1) == {"pending": []}
+    old.process(_records("leftover"))  # written after the snapshot; then the job crashes
+    assert len(kit.hidden()) == 1
+    new = kit.new(job_id="job-b")
+    with anyio.fail_after(TIMEOUT):
+        await new.initialize(_restored("job-a", [], []))
+    assert kit.hidden() == []
+    assert kit.visible() == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "jsonlines",
+        "sqlite",
+    ],
+)
+async def test_restore_deletes_transactions_precommitted_after_the_checkpoint(
+    make_kit: Callable[[str], Sinks], kind: str
+) -> None:
+    kit = make_kit(kind)
+    old = kit.new(job_id="job-a")
+    old.process(_records(1))
+    state = old.snapshot_state(1)["pending"]
+    old.process(_records(2))
+    old.snapshot_state(2)  # checkpoint 2 never completed: the job failed
+    old.process(_records(3))
+    assert len(kit.hidden()) == 3
+    new = kit.new(job_id="job-b")
+    with anyio.fail_after(TIMEOUT):
+        await new.initialize(_restored("job-a", state, state))
+    assert kit.visible() == [1]
+    assert kit.hidden() == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "jsonlines",
+        "sqlite",
+    ],
+)
+async def test_cleanup_leaves_other_sinks_of_the_old_job_alone(
+    make_kit: Callable[[str], Sinks], kind: str
+) -> None:
+    kit = make_kit(kind)
+    old_out = kit.new(job_id="job-a", uid="out")
+    old_out2 = kit.new(job_id="job-a", uid="out-2")
+    old_out.process(_records("from out"))
+    old_out2.process(_records("from out-2"))
+    state_out = old_out.snapshot_state(1)["pending"]
+    state_out2 = old_out2.snapshot_state(1)["pending"]
+    new_out = kit.new(job_id="job-b", uid="out")
+    new_out2 = kit.new(job_id="job-b", uid="out-2")
+    with anyio.fail_after(TIMEOUT):
+        await new_out.initialize(_restored("job-a", state_out, state_out))
+        await new_out2.initialize(_restored("job-a", state_out2, state_out2))
+    assert sorted(kit.visible()) == ["from out", "from out-2"]
+
+
+# -- SQLite specifics --------------------------------------------------------------------------
+
+
+def test_sqlite_upserts_with_a_key(make_kit: Callable[[str], Sinks]) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new(key="id")
+    sink.process([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}])
+    sink.snapshot_state(1)
+    sink.notify_checkpoint_complete(1)
+    assert kit.rows() == [{"id": 1, "v": "c"}, {"id": 2, "v": "b"}]
+    sink.process([{"id": 2, "v": "d", "extra": 5}])
+    sink.snapshot_state(2)
+    sink.notify_checkpoint_complete(2)
+    assert kit.rows() == [
+        {"id": 1, "v": "c", "extra": None},
+        {"id": 2, "v": "d", "extra": 5},
+    ]
+
+
+def test_sqlite_without_a_key_appends(make_kit: Callable[[str], Sinks]) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new()
+    sink.process([{"id": 1, "v": "a"}, {"id": 1, "v": "a"}])
+    sink.commit_all()
+    assert kit.rows() == [{"id": 1, "v": "a"}, {"id": 1, "v": "a"}]
+
+
+def test_sqlite_new_fields_add_columns(make_kit: Callable[[str], Sinks]) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new()
+    sink.process([{"v": 1}])
+    sink.snapshot_state(1)
+    sink.notify_checkpoint_complete(1)
+    sink.process([{"v": 2, "name": "x", "tags": ["a", "b"]}, {"v": 3, "meta": {"k": 1}}])
+    sink.snapshot_state(2)
+    sink.notify_checkpoint_complete(2)
+    assert kit.rows() == [
+        {"v": 1, "name": None, "tags": None, "meta": None},
+        {"v": 2, "name": "x", "tags": '["a","b"]', "meta": None},
+        {"v": 3, "name": None, "tags": None, "meta": '{"k":1}'},
+    ]
+
+
+@pytest.mark.parametrize("record", [1, "text", ["v", 1], None])
+def test_sqlite_refuses_records_that_are_not_dicts(
+    make_kit: Callable[[str], Sinks], record: Any
+) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new()
+    with pytest.raises(RecordError, match=r"sink 'out' \(SQLite events\) needs dict records"):
+        sink.process([{"v": 1}, record])
+    assert kit.hidden() == []  # nothing of the batch was staged
+
+
+def test_sqlite_record_without_the_key_field_is_refused_when_written(
+    make_kit: Callable[[str], Sinks],
+) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new(key="id")
+    # Refused at once, naming the sink and the record, before it can block a commit.
+    with pytest.raises(RecordError, match=r"sink 'out' .* upserts by 'id', but a record has no"):
+        sink.process([{"v": 1}])
+    sink.snapshot_state(1)
+    sink.notify_checkpoint_complete(1)
+    assert kit.rows() == []
+
+
+def test_sqlite_upsert_of_records_with_only_the_key(make_kit: Callable[[str], Sinks]) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new(key="id")
+    sink.process([{"id": 1}, {"id": 2}, {"id": 1}])
+    sink.snapshot_state(1)
+    sink.notify_checkpoint_complete(1)
+    assert kit.rows() == [{"id": 1}, {"id": 2}]
+
+
+def test_sqlite_commit_is_recorded_once(make_kit: Callable[[str], Sinks]) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new()
+    sink.process(_records(1))
+    [entry] = sink.snapshot_state(1)["pending"]
+    assert entry["txn"] == "job-a-out-0-000001"
+    sink.notify_checkpoint_complete(1)
+    other = kit.new(job_id="job-b")
+    other._commit(dict(entry))  # a retried commit of the same transaction
+    assert kit.visible() == [1]
+    conn = sqlite3.connect(kit.base / DB)
+    try:
+        commits = conn.execute("SELECT txn, committed_ms FROM _mesh_commits").fetchall()
+    finally:
+        conn.close()
+    assert commits == [("job-a-out-0-000001", 1000)]
