@@ -179,6 +179,8 @@ class Node:
 
     async def _on_message(self, envelope: codec.Envelope) -> None:
         msg = envelope.message
+        if log.isEnabledFor(logging.DEBUG) and not isinstance(msg, DeployTasks):
+            log.debug("from the coordinator: %s", msg)
         if isinstance(msg, DeployTasks):
             await self._deploy(msg)
         elif isinstance(msg, StartTasks):

@@ -451,9 +451,11 @@ class SubtaskRunner:
                         await channel.end_acked.wait()
                 self.state = TaskState.ENDING
                 self.on_state(self)
+                log.debug("%s: input ended; waiting for the job's end", self.name)
                 while not self._final_commit.is_set():
                     await self._handle_triggers()
                     await _first_of(self._final_commit.wait(), self._triggered.wait())
+                log.debug("%s: final commit", self.name)
                 if self._sink is not None:
                     self._sink.commit_final()
                 tg.cancel_scope.cancel()

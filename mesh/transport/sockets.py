@@ -4,14 +4,23 @@ Every socket mesh uses comes from a ``SocketFactory``, so options that must hold
 everywhere (linger, high-water marks as a tripwire, ROUTER_MANDATORY, keepalive, and
 later CURVE keys) are set in one spot.
 
-``Socket`` pairs a ``zmq.asyncio`` socket with a synchronous shadow of the same socket:
-the shadow does non-blocking sends and receives in tight loops (``zmq.asyncio`` with
-NOBLOCK never raises ``zmq.Again`` — it returns a failed future and the message is lost),
-and the asyncio socket is only awaited for readiness when nothing can be done now.
+``Socket`` wraps a plain (synchronous) ZeroMQ socket: sends and receives are always
+non-blocking, in tight loops, and a task awaits readiness only when nothing can be done
+now. (``zmq.asyncio`` is not used: with NOBLOCK it never raises ``zmq.Again`` — it
+returns a failed future and the message is lost — and it cannot see operations made on
+a shadow socket.)
+
+Readiness, and the trap it avoids: a ZeroMQ socket's file descriptor is
+*edge-triggered* — it signals "something changed", and any send or receive may consume
+that signal. So after every operation the socket's ``ZMQ_EVENTS`` are checked again
+and waiting tasks are woken; the event loop's reader callback on the descriptor does the
+same. A task that checked, found nothing, and registered its wait without an ``await``
+in between can therefore never miss a message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections import deque
@@ -20,8 +29,8 @@ from enum import Enum
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import zmq
-import zmq.asyncio
 
 from mesh.errors import TransportError
 from mesh.time.clock import Clock, SystemClock
@@ -84,20 +93,60 @@ def parse_endpoint(value: str, *, allow_wildcard_port: bool = False) -> Endpoint
 
 
 class Socket:
-    """An asyncio ZeroMQ socket with a synchronous shadow for non-blocking drains."""
+    """A ZeroMQ socket used without blocking from the asyncio event loop."""
 
-    __slots__ = ("_async", "_sync", "endpoint", "kind")
+    __slots__ = ("_loop", "_sock", "_waiters", "endpoint", "kind")
 
-    def __init__(self, sock: zmq.asyncio.Socket, kind: SocketKind, endpoint: str) -> None:
-        self._async = sock
-        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+    def __init__(self, sock: zmq.Socket[bytes], kind: SocketKind, endpoint: str) -> None:
+        self._sock = sock
         self.kind = kind
         self.endpoint = endpoint
+        # Tasks waiting for readiness: (POLLIN or POLLOUT, event to set).
+        self._waiters: list[tuple[int, anyio.Event]] = []
+        # The loop watching the descriptor, while someone waits.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def closed(self) -> bool:
         """Whether the socket was closed."""
-        return bool(self._async.closed)
+        return bool(self._sock.closed)
+
+    def _check_events(self) -> None:
+        """Wake the waiters whose condition holds (called after every operation)."""
+        if not self._waiters or self._sock.closed:
+            return
+        events = int(self._sock.get(zmq.EVENTS))
+        waiting = []
+        for flag, event in self._waiters:
+            if events & flag:
+                event.set()
+            else:
+                waiting.append((flag, event))
+        self._waiters = waiting
+        if not waiting:
+            self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.FD)
+            self._loop = None
+
+    async def _wait(self, flag: int) -> None:
+        if int(self._sock.get(zmq.EVENTS)) & flag:
+            await anyio.lowlevel.checkpoint()
+            return
+        waiter = (flag, anyio.Event())
+        self._waiters.append(waiter)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._sock.FD, self._check_events)
+        try:
+            await waiter[1].wait()
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                if not self._waiters:
+                    self._stop_watching()
 
     def send_nowait(self, frames: Sequence[bytes | memoryview]) -> bool:
         """Send now if the socket can take it; False when it would block.
@@ -106,9 +155,11 @@ class Socket:
         ``zmq.ZMQError`` with ``EHOSTUNREACH``.
         """
         try:
-            self._sync.send_multipart(frames, zmq.NOBLOCK, copy=True)
+            self._sock.send_multipart(frames, zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return False
+        finally:
+            self._check_events()
         return True
 
     async def send(self, frames: Sequence[bytes | memoryview]) -> None:
@@ -119,24 +170,28 @@ class Socket:
     def recv_nowait(self) -> list[bytes] | None:
         """The next message's frames, or None if nothing is queued."""
         try:
-            return self._sync.recv_multipart(zmq.NOBLOCK)
+            return self._sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return None
+        finally:
+            self._check_events()
 
     def recv_frames_nowait(self) -> list[zmq.Frame] | None:
         """Like ``recv_nowait`` but zero-copy ``zmq.Frame`` objects (``.buffer``, peer info)."""
         try:
-            return self._sync.recv_multipart(zmq.NOBLOCK, copy=False)
+            return self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
+        finally:
+            self._check_events()
 
     async def wait_writable(self) -> None:
         """Return once a message can be sent."""
-        await self._async.poll(None, zmq.POLLOUT)  # type: ignore[call-arg]  # stub lacks flags
+        await self._wait(zmq.POLLOUT)
 
     async def wait_readable(self) -> None:
         """Return once a message can be received."""
-        await self._async.poll(None, zmq.POLLIN)  # type: ignore[call-arg]  # stub lacks flags
+        await self._wait(zmq.POLLIN)
 
     async def recv(self) -> list[bytes]:
         """Wait for and return the next message."""
@@ -148,8 +203,12 @@ class Socket:
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; pending messages are kept for at most ``linger_ms``."""
-        if not self._async.closed:
-            self._async.close(linger=linger_ms)
+        if not self._sock.closed:
+            self._stop_watching()
+            for _, event in self._waiters:
+                event.set()  # waiters find the socket closed
+            self._waiters = []
+            self._sock.close(linger=linger_ms)
 
 
 class Outbox:
@@ -210,7 +269,7 @@ class SocketFactory:
     """Creates every socket of a process from one ZeroMQ context."""
 
     def __init__(self, *, high_water_mark: int = 100_000, clock: Clock | None = None) -> None:
-        self._context = zmq.asyncio.Context()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._hwm = high_water_mark
         self._clock: Clock = clock or SystemClock()
         self._sockets: set[Socket] = set()
@@ -221,7 +280,7 @@ class SocketFactory:
 
     def _new(
         self, kind: SocketKind, identity: str | None, hwm: int | None = None
-    ) -> zmq.asyncio.Socket:
+    ) -> zmq.Socket[bytes]:
         sock = self._context.socket(kind.value)
         sock.setsockopt(zmq.LINGER, 0)
         # Credits bound what is in flight; the HWM is only a tripwire far above that
