@@ -125,7 +125,7 @@ def format_checkpoints(rows: list[dict[str, Any]]) -> str:
                 row["state"],
                 format_duration(row["duration_ms"]),
                 f"{size / 1024:.1f} KiB" if size < 1048576 else f"{size / 1048576:.1f} MiB",
-                row["path"] if row["state"] != "FAILED" else str(row.get("reason")),
+                row["path"] if row["state"] == "COMPLETED" else str(row.get("reason")),
             ]
         )
     return _table(table)

@@ -104,6 +104,8 @@ class CheckpointManager:
             r for r in store.history(job.job_id) if r.state == "COMPLETED"
         ]
         self.last_failure: str | None = None
+        # Why the manager stopped (the job is ending); it triggers nothing more.
+        self.stopped: str | None = None
         # Called when failures exceed what the policy tolerates (the job fails).
         self.on_too_many_failures: Callable[[str], None] = lambda reason: None
 
@@ -116,6 +118,8 @@ class CheckpointManager:
 
     def tick(self) -> None:
         """Trigger what is due, expire what took too long."""
+        if self.stopped is not None:
+            return
         now = self.clock.monotonic_ms()
         pending = self.pending
         if pending is not None and self.timer.expired(pending.started_ms, now):
@@ -154,6 +158,9 @@ class CheckpointManager:
 
     def take_savepoint(self, request: SavepointRequest) -> None:
         """Take a savepoint as soon as no checkpoint is in flight."""
+        if self.stopped is not None:
+            request.done(None, 0, f"the job is {self.stopped}")
+            return
         if not self._all_running():
             request.done(None, 0, "the job is not running everywhere (it is ending or starting)")
             return
@@ -309,13 +316,30 @@ class CheckpointManager:
             self.store.mark_discarded(old.job_id, old.checkpoint_id)
             self.completed.remove(old)
 
-    def _abort(self, pending: PendingCheckpoint, reason: str) -> None:
+    def shutdown(self, reason: str) -> None:
+        """The job is ending (its input ended, or it is cancelled or failed): trigger
+        nothing more, and give up what is in flight without counting it as a failure.
+
+        ``reason`` completes "the job is ...", e.g. "finishing".
+        """
+        if self.stopped is not None:
+            return
+        self.stopped = reason
+        queued, self._savepoints = self._savepoints, []
+        for request in queued:
+            request.done(None, 0, f"the job is {reason}")
+        if self.pending is not None:
+            self._abort(self.pending, f"the job is {reason}", failure=False)
+
+    def _abort(self, pending: PendingCheckpoint, reason: str, *, failure: bool = True) -> None:
         if not pending.discard(reason):
             return
         self.pending = None
         now = self.clock.monotonic_ms()
-        self.last_failure = f"{pending.kind} {pending.checkpoint_id}: {reason}"
-        log.warning(
+        if failure:
+            self.last_failure = f"{pending.kind} {pending.checkpoint_id}: {reason}"
+        log.log(
+            logging.WARNING if failure else logging.INFO,
             "job %s: %s %d aborted: %s",
             self.job.job_id,
             pending.kind,
@@ -327,7 +351,7 @@ class CheckpointManager:
                 job_id=self.job.job_id,
                 checkpoint_id=pending.checkpoint_id,
                 kind=pending.kind,
-                state="FAILED",
+                state="FAILED" if failure else "ABORTED",
                 path=pending.directory,
                 triggered_ms=self._triggered_wall.pop(pending.checkpoint_id, 0),
                 ended_ms=self.clock.now_ms(),
@@ -347,9 +371,11 @@ class CheckpointManager:
                     completed=False,
                 ),
             )
-        if pending.kind == "savepoint":
-            self.timer.in_flight = False  # a failed savepoint is not a checkpoint failure
-            if self._waiting_savepoint is not None:
+        if pending.kind == "savepoint" or not failure:
+            # A failed savepoint, or one given up because the job ends, is not a
+            # checkpoint failure.
+            self.timer.in_flight = False
+            if pending.kind == "savepoint" and self._waiting_savepoint is not None:
                 request, self._waiting_savepoint = self._waiting_savepoint, None
                 request.done(None, pending.checkpoint_id, reason)
         elif self.timer.failed(now):

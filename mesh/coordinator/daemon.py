@@ -403,6 +403,8 @@ class Coordinator:
         ):
             # Every subtask's input ended: sinks may make their last output visible.
             job.final_commit_sent = True
+            if job.checkpoints is not None:
+                job.checkpoints.shutdown("finishing")
             for node_id in sorted(job.nodes):
                 self._send_to_node(node_id, CommitFinal(job_id=job.job_id, attempt=job.attempt))
         elif job.state is JobState.CANCELLING and job.subtasks_done():
@@ -443,7 +445,9 @@ class Coordinator:
             log.exception("job %s", job.job_id)
             return
         job.ended_ms = self.now()
-        job.checkpoints = None
+        if job.checkpoints is not None:
+            # Stopped, it triggers nothing more; it stays for the status summary.
+            job.checkpoints.shutdown(state.value.lower())
         self.nodes.release(job.job_id)
         # The code bundle is only needed to deploy; a finished job keeps its summary.
         job.submission = dataclasses.replace(job.submission, bundle=b"")
@@ -489,6 +493,8 @@ class Coordinator:
 
     def _cancel(self, job: JobRecord, reason: str) -> None:
         job.transition(JobState.CANCELLING)
+        if job.checkpoints is not None:
+            job.checkpoints.shutdown("cancelling")
         job.cancel_deadline_ms = self.clock.monotonic_ms() + self.config.cancel_timeout_ms
         self._cancel_tasks(job, reason)
         if job.subtasks_done() or not job.nodes:

@@ -95,7 +95,7 @@ class JobRecord:
     restore: RestoreSpec | None = None  # where the job started from
     first_checkpoint_id: int = 1  # ids continue after the restored checkpoint
     checkpoint_root: str = ""  # <checkpoint dir>/<job id>
-    checkpoints: CheckpointManager | None = None  # while RUNNING
+    checkpoints: CheckpointManager | None = None  # stopped when the job ends
     final_commit_sent: bool = False
 
     @property

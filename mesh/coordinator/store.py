@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     job_id TEXT NOT NULL,
     checkpoint_id INTEGER NOT NULL CHECK (checkpoint_id > 0),
     kind TEXT NOT NULL CHECK (kind IN ('checkpoint', 'savepoint')),
-    state TEXT NOT NULL CHECK (state IN ('COMPLETED', 'FAILED', 'DISCARDED')),
+    state TEXT NOT NULL CHECK (state IN ('COMPLETED', 'FAILED', 'ABORTED', 'DISCARDED')),
     path TEXT NOT NULL,
     triggered_ms INTEGER NOT NULL,
     ended_ms INTEGER NOT NULL,

@@ -154,12 +154,15 @@ class ZmqPushSink(SinkOperator):
             await self._sock.wait_writable()
             self._send_ready()
 
-    def commit(self) -> None:
+    def commit_final(self) -> None:
         # What the socket still holds is delivered in the background for up to a
         # minute (or until the node stops).
         if self._sock is not None:
             self._factory.release(self._sock, drain_ms=_DELIVERY_DRAIN_MS)
             self._sock = None
+
+    def commit_all(self) -> None:
+        self.commit_final()
 
     def close(self) -> None:
         if self._sock is not None:

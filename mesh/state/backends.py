@@ -198,6 +198,7 @@ class MemoryBackend(KeyedStateBackend):
 _WORKING_SCHEMA = """
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+-- A rowid table: values can be large, and WITHOUT ROWID suits only small rows.
 CREATE TABLE IF NOT EXISTS state (
     key TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -205,8 +206,8 @@ CREATE TABLE IF NOT EXISTS state (
     key_group INTEGER NOT NULL,
     value TEXT NOT NULL,
     expires_at INTEGER,
-    PRIMARY KEY (key, name, namespace)
-) STRICT, WITHOUT ROWID;
+    UNIQUE (key, name, namespace)
+) STRICT;
 """
 
 _LOAD_CHUNK = 500

@@ -63,6 +63,10 @@ async def run_with_rescales(
                 statuses.append(await wait_for_state(client, job_id, ("CANCELED",)))
             else:
                 statuses.append(await wait_for_state(client, job_id, ("FINISHED",)))
+            # Checkpoints given up because the job ended are not failures.
+            history = await client.checkpoints(job_id)
+            assert [c for c in history if c["state"] == "FAILED"] == []
+            assert statuses[-1]["checkpoints"]["last_failure"] is None
     return statuses
 
 

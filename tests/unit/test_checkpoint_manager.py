@@ -670,3 +670,48 @@ def test_check_restore_point_refuses_unknown_uids() -> None:
 def test_check_restore_point_refuses_a_max_parallelism_mismatch() -> None:
     with pytest.raises(CheckpointError, match=r"'count'.*128 key groups.*max_parallelism 256"):
         check_restore_point(_metadata(count=_keyed(128)), {"count": 256})
+
+
+# -- shutdown (the job ends) -----------------------------------------------------------------
+
+
+def test_shutdown_aborts_the_checkpoint_in_flight_without_counting_a_failure(
+    make: Any, tmp_path: Path
+) -> None:
+    h = make(tolerable_failures=0)
+    h.all_running()
+    trigger = h.trigger()
+    h.ack(trigger.checkpoint_id, "0.0", trigger.directory)
+    h.manager.shutdown("finishing")
+    [row] = h.store.history(JOB_ID)
+    assert (row.state, row.reason) == ("ABORTED", "the job is finishing")
+    assert not Path(trigger.directory).exists()
+    assert [msg.completed for _, msg in h.done_messages(h.take())] == [False, False]
+    assert h.failures == []
+    assert h.manager.last_failure is None
+    assert h.manager.timer.consecutive_failures == 0
+    # Nothing more is triggered, and acks for the aborted checkpoint are ignored.
+    h.clock.advance(10_000)
+    h.manager.tick()
+    h.ack(trigger.checkpoint_id, "0.1", trigger.directory)
+    assert h.take() == []
+    assert h.manager.pending is None
+
+
+def test_shutdown_fails_waiting_savepoints_and_refuses_new_ones(make: Any, tmp_path: Path) -> None:
+    h = make()
+    h.all_running()
+    trigger = h.trigger()
+    results: list[tuple[str | None, int, str | None]] = []
+    h.manager.take_savepoint(
+        SavepointRequest(directory=tmp_path / "sp", done=lambda *args: results.append(args))
+    )
+    assert results == []  # queued behind the checkpoint in flight
+    h.manager.shutdown("cancelling")
+    h.manager.take_savepoint(
+        SavepointRequest(directory=tmp_path / "sp", done=lambda *args: results.append(args))
+    )
+    assert results == [(None, 0, "the job is cancelling")] * 2
+    assert [r.state for r in h.store.history(JOB_ID)] == ["ABORTED"]
+    assert not any(isinstance(msg, TriggerCheckpoint) for _, msg in h.take())
+    assert trigger.checkpoint_id == 1
