@@ -174,6 +174,8 @@ def coordinator(
             placement=s["placement"],
             checkpoint_dir=s["checkpoint_dir"],
             checkpoint_timeout_ms=s["checkpoint_timeout"],
+            checkpoint_min_pause_ms=s["checkpoint_min_pause"],
+            tolerable_checkpoint_failures=s["tolerable_checkpoint_failures"],
             retained_checkpoints=s["retained_checkpoints"],
         )
     )
@@ -602,7 +604,15 @@ async def _drive(address: str, submission: Any, quiet: bool, state_dir: str) -> 
         if sink.get("type") == "JsonLines":
             directory = Path(submission.base_dir) / sink["directory"]
             parts = sorted(directory.glob(f"part-{job_id}-*.jsonl"))
-            _err(f"results: {directory}/ ({len(parts)} part file(s) part-{job_id}-*.jsonl)")
+            inherited = (
+                " and the part files of the jobs it was restored from"
+                if st.get("restored_from")
+                else ""
+            )
+            _err(
+                f"results: {directory}/ ({len(parts)} part file(s) part-{job_id}-*.jsonl"
+                f"{inherited})"
+            )
         elif sink.get("type") == "Collect":
             _err(f"results: {len(collected)} collected record(s) printed on stdout")
     if state == "FAILED":

@@ -42,16 +42,28 @@ def _endpoint(bind: bool) -> Callable[[Any], str]:
     return parse
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer >= 1")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError("expected an integer >= 1") from None
-    if number < 1 or (isinstance(value, float) and value != number):
-        raise ValueError("expected an integer >= 1")
-    return number
+def _int_at_least(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        expected = f"expected an integer >= {minimum}"
+        if isinstance(value, bool):
+            raise ValueError(expected)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(expected) from None
+        if number < minimum or (isinstance(value, float) and value != number):
+            raise ValueError(expected)
+        return number
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_count = _int_at_least(0)
+
+
+def _pause(value: Any) -> int:
+    return parse_duration(value, what="")  # zero allowed
 
 
 def _duration(value: Any) -> int:
@@ -125,6 +137,13 @@ COORDINATOR_SETTINGS = (
     Setting("placement", _choice("spread", "pack"), "spread", "how subtasks fill nodes"),
     Setting("checkpoint_dir", _path, None, "where checkpoints go (default: state_dir/checkpoints)"),
     Setting("checkpoint_timeout", _duration, 600_000, "a checkpoint taking longer is aborted"),
+    Setting("checkpoint_min_pause", _pause, 0, "least time between two checkpoints"),
+    Setting(
+        "tolerable_checkpoint_failures",
+        _count,
+        3,
+        "consecutive failed checkpoints a job survives",
+    ),
     Setting("retained_checkpoints", _positive_int, 3, "completed checkpoints kept per job"),
     _LOG_LEVEL,
 )

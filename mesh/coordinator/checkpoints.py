@@ -13,6 +13,12 @@ The flow (asynchronous barrier snapshots, coordinator side):
    in the coordinator's database, checkpoints beyond the retained count are deleted,
    and every node is told (sinks commit). Savepoints are kept until deleted by people.
 
+4. The end of a bounded job (``finish``): once every subtask's input ended, one last
+   checkpoint is taken — it holds every sink's final pre-committed transaction — and
+   only when it completed are the sinks told to commit their last output. A failure
+   in the middle of those commits is then repaired by restoring that checkpoint (the
+   commits are idempotent), never by producing the output again.
+
 Checkpoint ids only grow (a job restored from checkpoint k continues at k+1), so a
 transaction named after its checkpoint is never reused.
 """
@@ -29,7 +35,7 @@ from typing import Any
 from mesh.coordinator.pending import AckResult, PendingCheckpoint
 from mesh.coordinator.store import CheckpointRecord, CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy, CheckpointTimer
-from mesh.errors import CheckpointError
+from mesh.errors import CheckpointError, StateError
 from mesh.protocol.messages import (
     AckCheckpoint,
     CheckpointDone,
@@ -37,6 +43,7 @@ from mesh.protocol.messages import (
     TriggerCheckpoint,
 )
 from mesh.state.metadata import (
+    METADATA_FILE,
     CheckpointMetadata,
     OperatorFiles,
     StateFile,
@@ -106,6 +113,9 @@ class CheckpointManager:
         self.last_failure: str | None = None
         # Why the manager stopped (the job is ending); it triggers nothing more.
         self.stopped: str | None = None
+        # Set by ``finish``: called once the final checkpoint completed.
+        self._on_final: Callable[[], None] | None = None
+        self._final_id: int | None = None
         # Called when failures exceed what the policy tolerates (the job fails).
         self.on_too_many_failures: Callable[[str], None] = lambda reason: None
 
@@ -124,10 +134,24 @@ class CheckpointManager:
         pending = self.pending
         if pending is not None and self.timer.expired(pending.started_ms, now):
             self._abort(pending, f"expired after {self.policy.timeout_ms} ms")
-        if self.pending is None and self._savepoints:
+        if self._on_final is not None:
+            if self.pending is None and self.timer.pause_over(now):
+                self._final_id = self._trigger("checkpoint", self.root / f"chk-{self._next_id}")
+        elif self.pending is None and self._savepoints:
             self._trigger_savepoint()
         elif self.timer.due(now) and self._all_running():
             self._trigger("checkpoint", self.root / f"chk-{self._next_id}")
+
+    def finish(self, on_final: Callable[[], None]) -> None:
+        """Every subtask's input ended: take a final checkpoint (after the one in flight,
+        if any), then call ``on_final``. Savepoints are refused from now on."""
+        if self.stopped is not None or self._on_final is not None:
+            return
+        self._on_final = on_final
+        queued, self._savepoints = self._savepoints, []
+        for request in queued:
+            request.done(None, 0, "the job is finishing")
+        self.tick()
 
     def _trigger(self, kind: str, directory: Path) -> int:
         checkpoint_id = self._next_id
@@ -158,8 +182,8 @@ class CheckpointManager:
 
     def take_savepoint(self, request: SavepointRequest) -> None:
         """Take a savepoint as soon as no checkpoint is in flight."""
-        if self.stopped is not None:
-            request.done(None, 0, f"the job is {self.stopped}")
+        if self.stopped is not None or self._on_final is not None:
+            request.done(None, 0, f"the job is {self.stopped or 'finishing'}")
             return
         if not self._all_running():
             request.done(None, 0, "the job is not running everywhere (it is ending or starting)")
@@ -266,7 +290,6 @@ class CheckpointManager:
         except OSError as exc:
             self._abort(pending, f"cannot write {directory}/_metadata.json: {exc}")
             return
-        pending.complete()
         now = self.clock.monotonic_ms()
         record = CheckpointRecord(
             job_id=self.job.job_id,
@@ -274,12 +297,20 @@ class CheckpointManager:
             kind=pending.kind,
             state="COMPLETED",
             path=str(directory),
-            triggered_ms=self._triggered_wall.pop(pending.checkpoint_id, 0),
+            triggered_ms=self._triggered_wall.get(pending.checkpoint_id, 0),
             ended_ms=self.clock.now_ms(),
             duration_ms=round(now - pending.started_ms),
             size_bytes=metadata.size,
         )
-        self.store.record(record)
+        try:
+            self.store.record(record)
+        except StateError as exc:
+            # Not recorded, not complete: a restore must not find it either.
+            (directory / METADATA_FILE).unlink(missing_ok=True)
+            self._abort(pending, str(exc))
+            return
+        pending.complete()
+        self._triggered_wall.pop(pending.checkpoint_id, None)
         self.completed.append(record)
         self.pending = None
         self.timer.completed(now)
@@ -306,15 +337,33 @@ class CheckpointManager:
         if pending.kind == "savepoint" and self._waiting_savepoint is not None:
             request, self._waiting_savepoint = self._waiting_savepoint, None
             request.done(str(directory), pending.checkpoint_id, None)
-        if self._savepoints:
+        if self._on_final is not None:
+            if pending.checkpoint_id == self._final_id:
+                on_final, self._on_final = self._on_final, None
+                self.shutdown("finishing")
+                on_final()
+            else:
+                self.tick()  # the checkpoint before the final one: take the final now
+        elif self._savepoints:
             self._trigger_savepoint()
 
     def _retain(self) -> None:
         checkpoints = [r for r in self.completed if r.kind == "checkpoint"]
         for old in checkpoints[: max(0, len(checkpoints) - self.policy.retained)]:
             shutil.rmtree(old.path, ignore_errors=True)
-            self.store.mark_discarded(old.job_id, old.checkpoint_id)
             self.completed.remove(old)
+            try:
+                self.store.mark_discarded(old.job_id, old.checkpoint_id)
+            except StateError as exc:
+                log.warning("job %s: %s", self.job.job_id, exc)
+        # Directories of aborted checkpoints that a slow subtask wrote into after the
+        # abort removed them: older than the newest completed, never completed.
+        kept = {Path(r.path).name for r in self.completed}
+        newest = checkpoints[-1].checkpoint_id if checkpoints else 0
+        for path in self.root.glob("chk-*"):
+            number = path.name[len("chk-") :]
+            if number.isdigit() and int(number) < newest and path.name not in kept:
+                shutil.rmtree(path, ignore_errors=True)
 
     def shutdown(self, reason: str) -> None:
         """The job is ending (its input ended, or it is cancelled or failed): trigger
@@ -346,20 +395,23 @@ class CheckpointManager:
             pending.checkpoint_id,
             reason,
         )
-        self.store.record(
-            CheckpointRecord(
-                job_id=self.job.job_id,
-                checkpoint_id=pending.checkpoint_id,
-                kind=pending.kind,
-                state="FAILED" if failure else "ABORTED",
-                path=pending.directory,
-                triggered_ms=self._triggered_wall.pop(pending.checkpoint_id, 0),
-                ended_ms=self.clock.now_ms(),
-                duration_ms=round(now - pending.started_ms),
-                size_bytes=0,
-                reason=reason,
+        try:
+            self.store.record(
+                CheckpointRecord(
+                    job_id=self.job.job_id,
+                    checkpoint_id=pending.checkpoint_id,
+                    kind=pending.kind,
+                    state="FAILED" if failure else "ABORTED",
+                    path=pending.directory,
+                    triggered_ms=self._triggered_wall.pop(pending.checkpoint_id, 0),
+                    ended_ms=self.clock.now_ms(),
+                    duration_ms=round(now - pending.started_ms),
+                    size_bytes=0,
+                    reason=reason,
+                )
             )
-        )
+        except StateError as exc:  # the history misses a row; the abort goes on
+            log.warning("job %s: %s", self.job.job_id, exc)
         shutil.rmtree(pending.directory, ignore_errors=True)
         for node in self.job.nodes:
             self._send(

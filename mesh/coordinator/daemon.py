@@ -274,6 +274,15 @@ class Coordinator:
                 restore, metadata = resolve_restore(msg.restore_from, graph)
             except CheckpointError as exc:
                 return ErrorReply(f"cannot restore: {exc}", "bad_restore_point")
+            source = self.jobs.get(metadata.job_id)
+            if source is not None and not source.done:
+                # Both would write (and clean up) the same sink transactions.
+                return ErrorReply(
+                    f"cannot restore: {restore.path} was taken from job {source.job_id} "
+                    f"({source.name}), which is still {source.state.value}; stop it first "
+                    f"(mesh cancel {source.job_id})",
+                    "bad_restore_point",
+                )
             first_id = metadata.checkpoint_id + 1
         job = JobRecord(job_id=self._new_job_id(), submission=msg, graph=eg, created_ms=self.now())
         job.restore, job.first_checkpoint_id = restore, first_id
@@ -401,14 +410,24 @@ class Coordinator:
             and not job.final_commit_sent
             and job.all_subtasks(frozenset({"FINISHED", "ENDING"}))
         ):
-            # Every subtask's input ended: sinks may make their last output visible.
+            # Every subtask's input ended: sinks may make their last output visible —
+            # after a final checkpoint that holds it, if the job checkpoints.
             job.final_commit_sent = True
-            if job.checkpoints is not None:
-                job.checkpoints.shutdown("finishing")
-            for node_id in sorted(job.nodes):
-                self._send_to_node(node_id, CommitFinal(job_id=job.job_id, attempt=job.attempt))
+            manager = job.checkpoints
+            if manager is not None and manager.policy.interval_ms is not None:
+                manager.finish(lambda: self._commit_final(job))
+            else:
+                if manager is not None:
+                    manager.shutdown("finishing")
+                self._commit_final(job)
         elif job.state is JobState.CANCELLING and job.subtasks_done():
             self._end(job, JobState.CANCELED)
+
+    def _commit_final(self, job: JobRecord) -> None:
+        if job.state is not JobState.RUNNING:
+            return
+        for node_id in sorted(job.nodes):
+            self._send_to_node(node_id, CommitFinal(job_id=job.job_id, attempt=job.attempt))
 
     def _on_collect(self, identity: bytes, msg: CollectBatch) -> None:
         job = self._job_for(msg.job_id, msg.attempt)

@@ -90,10 +90,13 @@ class CheckpointStore:
 
     def mark_discarded(self, job_id: str, checkpoint_id: int) -> None:
         """A completed checkpoint's files were deleted (retention)."""
-        self._conn.execute(
-            "UPDATE checkpoints SET state = 'DISCARDED' WHERE job_id = ? AND checkpoint_id = ?",
-            (job_id, checkpoint_id),
-        )
+        try:
+            self._conn.execute(
+                "UPDATE checkpoints SET state = 'DISCARDED' WHERE job_id = ? AND checkpoint_id = ?",
+                (job_id, checkpoint_id),
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the coordinator database {self.path}: {exc}") from None
 
     def history(self, job_id: str) -> list[CheckpointRecord]:
         """Every row of a job, oldest first."""

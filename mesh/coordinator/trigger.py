@@ -49,6 +49,10 @@ class CheckpointTimer:
             and now_ms - self._last_end >= self.policy.min_pause_ms
         )
 
+    def pause_over(self, now_ms: float) -> bool:
+        """Whether ``min_pause`` has passed since the last checkpoint ended."""
+        return now_ms - self._last_end >= self.policy.min_pause_ms
+
     def triggered(self, now_ms: float) -> None:
         """A checkpoint (or savepoint) was triggered."""
         self._last_trigger = now_ms

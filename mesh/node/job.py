@@ -56,6 +56,12 @@ __all__ = ["JobRuntime"]
 
 log = logging.getLogger("mesh.node.job")
 
+# Operator list state that is restored whole per old subtask (old subtask j's list goes
+# to new subtask j mod parallelism), not spread element by element: a sink's pending
+# transactions must be committed in their order, by one subtask. Source splits are
+# spread one by one.
+_DEALT_BY_OLD_SUBTASK = frozenset({"pending"})
+
 
 def _parse_subtask(text: str) -> SubtaskRef:
     task, index = text.split(".")
@@ -97,7 +103,8 @@ class JobRuntime:
         # The job's settings (known once prepared).
         self.config: JobConfig = JobConfig(name=deploy.job_name)
         # Operator list state of the restore point, merged over old subtasks, by uid.
-        self._operator_state_cache: dict[str, dict[str, list[Any]]] = {}
+        # Operator state of the restore point by uid: (old subtask, lists by name) per file.
+        self._operator_state_cache: dict[str, list[tuple[int, dict[str, list[Any]]]]] = {}
 
     # -- preparing ------------------------------------------------------------------------
 
@@ -312,15 +319,28 @@ class JobRuntime:
             and f.key_groups[0] < groups.end
             and groups.start < f.key_groups[1]
         ]
-        everything = self._operator_state_cache.get(uid)
-        if everything is None:
-            everything = {}
+        per_file = self._operator_state_cache.get(uid)
+        if per_file is None:
+            per_file = []
             for f in files:
                 with SnapshotReader(root / f.file) as reader:
-                    for name, values in reader.operator_state().items():
-                        everything.setdefault(name, []).extend(values)
-            self._operator_state_cache[uid] = everything
-        mine = {name: values[index::parallelism] for name, values in everything.items()}
+                    per_file.append((f.subtask, reader.operator_state()))
+            self._operator_state_cache[uid] = per_file
+        everything: dict[str, list[Any]] = {}
+        for _, state in per_file:
+            for name, values in state.items():
+                everything.setdefault(name, []).extend(values)
+        mine = {}
+        for name, values in everything.items():
+            if name in _DEALT_BY_OLD_SUBTASK:
+                mine[name] = [
+                    v
+                    for old, state in per_file
+                    if old % parallelism == index
+                    for v in state.get(name, [])
+                ]
+            else:
+                mine[name] = values[index::parallelism]
         return RestoredState(
             checkpoint_id=restore.checkpoint_id,
             job_id=restore.job_id,

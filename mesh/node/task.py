@@ -251,7 +251,17 @@ class SubtaskRunner:
 
     def _capture(self, checkpoint_id: int, directory: Path) -> list[_Capture]:
         """Take every operator's state now (on the loop); files are finished later."""
-        captures = []
+        captures: list[_Capture] = []
+        try:
+            self._capture_into(captures, checkpoint_id, directory)
+        except BaseException:
+            for capture in captures:  # release what the captures so far hold
+                if capture.job is not None:
+                    capture.job.finish()
+            raise
+        return captures
+
+    def _capture_into(self, captures: list[_Capture], checkpoint_id: int, directory: Path) -> None:
         meta = {
             "checkpoint_id": checkpoint_id,
             "subtask": self.subtask_index,
@@ -276,7 +286,6 @@ class SubtaskRunner:
             )
             job = op.backend.begin_snapshot(path) if op.backend is not None else None
             captures.append(_Capture(op.spec, path, job, keyed=op.backend is not None))
-        return captures
 
     async def _checkpoint(self, checkpoint_id: int, payload: bytes) -> None:
         """Snapshot at this barrier, forward it, and write the files in the background."""

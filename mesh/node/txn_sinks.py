@@ -28,6 +28,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 
 from mesh.api import sinks
@@ -188,15 +189,20 @@ class JsonLinesSink(TransactionalSink):
         return self._file is not None
 
     def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
+        # If any step fails (a full disk), the transaction stays current: the checkpoint
+        # is declined and the next one pre-commits the same file again.
         assert self._file is not None and self._path is not None
-        f, self._file = self._file, None
-        try:
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            f.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
         pending = self.directory / f".part-{txn}-a{self.ctx.attempt}.pending"
         os.replace(self._path, pending)
+        try:
+            _fsync_dir(self.directory)  # the rename is part of what the checkpoint relies on
+        except OSError:
+            os.replace(pending, self._path)  # still current (the open file moves with it)
+            raise
+        self._file.close()
+        self._file = None
         self._path = None
         return {"pending": str(pending), "final": str(self.directory / f"part-{txn}.jsonl")}
 
@@ -236,25 +242,41 @@ _TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL", str: "TEXT"}
 
 
 class SqliteSink(TransactionalSink):
-    """``sinks.SQLite``: rows staged per transaction, moved into the table on commit."""
+    """``sinks.SQLite``: rows staged per transaction, moved into the table on commit.
+
+    Staged rows are inserted in a worker thread (``settle``, after every batch) through
+    their own connection, without fsync; pre-commit renames the staging rows to the
+    transaction's name in a transaction that is fsynced (it makes every earlier insert
+    durable too). Pre-commit and commit use a second connection on the event loop, so
+    a commit can arrive while an insert is under way.
+    """
+
+    needs_settle = True
 
     def __init__(self, spec: OperatorSpec, sink: Any, ctx: TaskContext) -> None:
         super().__init__(spec, ctx)
         self.path = ctx.resolve(sink.path)
         self.table = sink.table
         self.key = sink.key
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # pre-commit, commit (event loop)
+        self._writer: sqlite3.Connection | None = None  # staging inserts (worker thread)
         self._current: str | None = None  # staging name of the current transaction
+        self._row = 0  # rows staged in the current transaction so far
+        self._unwritten: list[tuple[str, int, str]] = []  # staged rows not inserted yet
         self._columns: list[str] | None = None
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:  # several subtasks open the file at once; one of them switches it to WAL
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            pass
+        return conn
 
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            try:  # several subtasks open the file at once; one of them switches it to WAL
-                conn.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError:
-                pass
+            conn = self._connect(self.path)
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS _mesh_staging (txn TEXT NOT NULL, seq INTEGER NOT "
                 "NULL, row TEXT NOT NULL, PRIMARY KEY (txn, seq)) STRICT"
@@ -263,9 +285,12 @@ class SqliteSink(TransactionalSink):
                 "CREATE TABLE IF NOT EXISTS _mesh_commits (txn TEXT PRIMARY KEY, "
                 "committed_ms INTEGER NOT NULL) STRICT"
             )
-        except sqlite3.Error as exc:
+            writer = self._connect(self.path)
+            writer.execute("PRAGMA synchronous = NORMAL")  # pre-commit makes it durable
+        except (OSError, sqlite3.Error) as exc:
             raise GraphError(f"sink {self.spec.uid!r}: cannot open {self.path}: {exc}") from None
         self._conn = conn
+        self._writer = writer
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -290,33 +315,49 @@ class SqliteSink(TransactionalSink):
             self._current = f"~{owner}-a{ctx.attempt}-{next(self._seq)}"
             self._row = 0
         rows = encode_lines(self.spec, batch).splitlines()
-        start = self._row
+        txn, start = self._current, self._row
         self._row += len(rows)
-        conn = self._db()
+        self._unwritten.extend((txn, start + i, row.decode()) for i, row in enumerate(rows))
+        return []
+
+    async def settle(self) -> None:
+        if self._unwritten:
+            rows, self._unwritten = self._unwritten, []
+            await anyio.to_thread.run_sync(self._insert, self._writer, rows)
+
+    def _insert(self, conn: sqlite3.Connection | None, rows: list[tuple[str, int, str]]) -> None:
+        if conn is None:
+            raise StateError(f"sink {self.spec.uid!r}: {self.path} is not open")
         try:
             conn.execute("BEGIN")
-            conn.executemany(
-                "INSERT INTO _mesh_staging VALUES (?, ?, ?)",
-                [(self._current, start + i, row.decode()) for i, row in enumerate(rows)],
-            )
+            conn.executemany("INSERT INTO _mesh_staging VALUES (?, ?, ?)", rows)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StateError(f"sink {self.spec.uid!r}: cannot write {self.path}: {exc}") from None
-        return []
 
     def _has_current(self) -> bool:
         return self._current is not None
 
     def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
         conn = self._db()
-        conn.execute("BEGIN")
-        conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (txn,))  # an earlier try
-        conn.execute("UPDATE _mesh_staging SET txn = ? WHERE txn = ?", (txn, self._current))
-        conn.execute("COMMIT")
+        if self._unwritten:  # the input ended right after a batch: insert it here
+            rows, self._unwritten = self._unwritten, []
+            self._insert(conn, rows)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (txn,))  # an earlier try
+            conn.execute("UPDATE _mesh_staging SET txn = ? WHERE txn = ?", (txn, self._current))
+            conn.execute("COMMIT")  # fsynced (synchronous FULL on this connection)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(
+                f"sink {self.spec.uid!r}: cannot pre-commit into {self.path}: {exc}"
+            ) from None
         self._current = None
-        return {"txn": txn}
+        return {"txn": txn, "path": str(self.path), "rows": self._row}
 
     def _ensure_table(self, conn: sqlite3.Connection, sample: dict[str, Any]) -> list[str]:
         existing = [row[1] for row in conn.execute(f'PRAGMA table_info("{self.table}")')]
@@ -336,8 +377,25 @@ class SqliteSink(TransactionalSink):
         return existing
 
     def _commit(self, entry: dict[str, Any]) -> None:
+        path = Path(entry.get("path", self.path))
+        if path == self.path:
+            self._commit_in(self._db(), path, entry)
+            return
+        # A transaction the restored-from job staged in another database (its sink path
+        # resolved elsewhere): it commits there.
+        try:
+            conn = self._connect(path)
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"sink {self.spec.uid!r}: cannot open {path} to commit {entry['txn']}: {exc}"
+            ) from None
+        try:
+            self._commit_in(conn, path, entry)
+        finally:
+            conn.close()
+
+    def _commit_in(self, conn: sqlite3.Connection, path: Path, entry: dict[str, Any]) -> None:
         txn = entry["txn"]
-        conn = self._db()
         try:
             conn.execute("BEGIN IMMEDIATE")
             if conn.execute("SELECT 1 FROM _mesh_commits WHERE txn = ?", (txn,)).fetchone():
@@ -349,6 +407,12 @@ class SqliteSink(TransactionalSink):
                     "SELECT row FROM _mesh_staging WHERE txn = ? ORDER BY seq", (txn,)
                 )
             ]
+            if len(rows) != entry.get("rows", len(rows)):
+                conn.execute("ROLLBACK")
+                raise StateError(
+                    f"sink {self.spec.uid!r}: transaction {txn} staged {entry['rows']} rows in "
+                    f"{path}, but {len(rows)} are there: its records are lost"
+                )
             if rows:
                 columns = self._ensure_table(conn, rows[0])
                 for name in {k for r in rows for k in r} - set(columns):
@@ -372,10 +436,11 @@ class SqliteSink(TransactionalSink):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StateError(
-                f"sink {self.spec.uid!r}: cannot commit into {self.path} table {self.table}: {exc}"
+                f"sink {self.spec.uid!r}: cannot commit into {path} table {self.table}: {exc}"
             ) from None
 
     def _abort_current(self) -> None:
+        self._unwritten = []
         if self._current is not None and self._conn is not None:
             try:
                 self._conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (self._current,))
@@ -393,9 +458,10 @@ class SqliteSink(TransactionalSink):
 
     def close(self) -> None:
         self._abort_current()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._writer):
+            if conn is not None:
+                conn.close()
+        self._conn = self._writer = None
 
 
 def _ours(job: str, uid: str, *tails: str) -> re.Pattern[str]:

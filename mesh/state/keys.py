@@ -31,7 +31,7 @@ class KeyCodec:
     every key again.
     """
 
-    def __init__(self, max_parallelism: int, memo_limit: int = 100_000) -> None:
+    def __init__(self, max_parallelism: int, memo_limit: int = 20_000) -> None:
         self.max_parallelism = max_parallelism
         self._memo: dict[Any, tuple[int, str]] = {}
         self._memo_limit = memo_limit

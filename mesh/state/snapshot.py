@@ -104,6 +104,10 @@ def write_rows(path: Path, rows: Iterable[KeyedRow]) -> None:
     """Append keyed rows to the snapshot file at ``path`` (one transaction)."""
     conn = sqlite3.connect(path)
     try:
+        # The file is referenced only once complete and fsynced (``file_info``): no
+        # journal needed while it is written.
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
         with conn:
             conn.executemany("INSERT INTO keyed_state VALUES (?, ?, ?, ?, ?, ?)", rows)
     finally:
@@ -133,16 +137,22 @@ class SnapshotReader:
 
     def meta(self) -> dict[str, Any]:
         """The file's meta rows."""
-        rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
-        return {k: orjson.loads(v) for k, v in rows}
+        try:
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+            return {k: orjson.loads(v) for k, v in rows}
+        except (sqlite3.Error, orjson.JSONDecodeError) as exc:
+            raise StateError(f"snapshot file {self.path}: bad meta table: {exc}") from None
 
     def operator_state(self) -> dict[str, list[Any]]:
         """Operator list state by name, in position order."""
         out: dict[str, list[Any]] = {}
-        for name, value in self._conn.execute(
-            "SELECT name, value FROM operator_state ORDER BY name, position"
-        ):
-            out.setdefault(name, []).append(orjson.loads(value))
+        try:
+            for name, value in self._conn.execute(
+                "SELECT name, value FROM operator_state ORDER BY name, position"
+            ):
+                out.setdefault(name, []).append(orjson.loads(value))
+        except (sqlite3.Error, orjson.JSONDecodeError) as exc:
+            raise StateError(f"snapshot file {self.path}: bad operator state: {exc}") from None
         return out
 
     def keyed_rows(self, groups: KeyGroupRange) -> Iterator[KeyedRow]:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -59,3 +60,33 @@ def test_first_command_from_a_fresh_clone(tmp_path: Path) -> None:
     assert len(parts) == 2
     counts = [orjson.loads(line) for p in parts for line in p.read_bytes().splitlines()]
     assert counts and all(set(r) == {"key", "count"} for r in counts)
+
+
+def readme_python_block(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        if marker in block:
+            return str(block)
+    raise AssertionError(f"no python block with {marker!r} in the README")
+
+
+def test_the_readme_state_example_runs(tmp_path: Path) -> None:
+    """The keyed-state example, exactly as the README shows it, on an embedded cluster."""
+    (tmp_path / "events").mkdir()
+    ids = [i % 7 for i in range(40)]
+    for n in range(2):
+        lines = [orjson.dumps({"id": i, "n": j}) for j, i in enumerate(ids) if j % 2 == n]
+        (tmp_path / "events" / f"e{n}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "dedupe.py").write_text(readme_python_block("class Dedupe"))
+    result = subprocess.run(
+        [sys.executable, "-m", "mesh", "run", "dedupe.py", "--nodes", "2", "--quiet"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MESH_")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    parts = sorted((tmp_path / "out" / "dedupe").glob("part-*.jsonl"))
+    records = [orjson.loads(line) for p in parts for line in p.read_bytes().splitlines()]
+    assert sorted(r["id"] for r in records) == list(range(7))  # each id exactly once

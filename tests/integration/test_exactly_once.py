@@ -163,3 +163,65 @@ def test_a_tampered_savepoint_is_refused_naming_the_file(
     victim.unlink()
     message = anyio.run(resume)
     assert f"file {victim.name} (operator 'checker', subtask" in message and "is missing" in message
+
+
+def test_restoring_a_job_that_still_runs_is_refused(
+    local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEQ_RATE", "5000")
+    monkeypatch.setenv("SEQ_N", "100000")
+    monkeypatch.setenv("SEQ_OUT", str(tmp_path / "out"))
+    cluster = local_cluster(nodes=1, slots=2)
+
+    async def scenario() -> tuple[str, str]:
+        async with open_client(cluster.address) as client:
+            job_id = await client.submit(prepare_submission(JOB, base_dir=tmp_path))
+            await wait_for_checkpoints(client, job_id, 1)
+            savepoint = await client.savepoint(job_id, directory=str(tmp_path / "sp"))
+            try:
+                await client.submit(
+                    prepare_submission(JOB, base_dir=tmp_path, restore_from=savepoint)
+                )
+                message = "accepted"
+            except Exception as exc:
+                message = str(exc)
+            await client.cancel(job_id)
+            await wait_for_state(client, job_id, ("CANCELED",))
+            return job_id, message
+
+    job_id, message = anyio.run(scenario)
+    assert f"was taken from job {job_id} (seqcheck), which is still RUNNING" in message
+    assert f"mesh cancel {job_id}" in message
+
+
+def test_a_finished_job_restored_from_its_final_checkpoint_adds_nothing(
+    local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last checkpoint of a bounded job holds its final transactions: restoring it
+    (what failover does after a failure in the middle of the final commit) commits them
+    idempotently and produces no record twice."""
+    keys, n = 6, 400
+    for key, value in {
+        "SEQ_KEYS": str(keys),
+        "SEQ_N": str(n),
+        "SEQ_OUT": str(tmp_path / "out"),
+        "SEQ_INTERVAL": "50ms",
+    }.items():
+        monkeypatch.setenv(key, value)
+    cluster = local_cluster(nodes=2, slots=1)
+
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async with open_client(cluster.address) as client:
+            job_id = await client.submit(prepare_submission(JOB, base_dir=tmp_path))
+            await wait_for_state(client, job_id, ("FINISHED",))
+            history = await client.checkpoints(job_id)
+            latest = [c for c in history if c["state"] == "COMPLETED"][-1]
+            again = await client.submit(
+                prepare_submission(JOB, base_dir=tmp_path, restore_from=latest["path"])
+            )
+            return await wait_for_state(client, again, ("FINISHED",)), history
+
+    status, history = anyio.run(scenario)
+    assert history[-1]["state"] == "COMPLETED"  # the final checkpoint comes last
+    assert status["restored_from"]
+    check_output(read_parts(tmp_path / "out"), keys, n)

@@ -715,3 +715,95 @@ def test_shutdown_fails_waiting_savepoints_and_refuses_new_ones(make: Any, tmp_p
     assert [r.state for r in h.store.history(JOB_ID)] == ["ABORTED"]
     assert not any(isinstance(msg, TriggerCheckpoint) for _, msg in h.take())
     assert trigger.checkpoint_id == 1
+
+
+# -- finish (a bounded job's input ended) ----------------------------------------------------
+
+
+def test_finish_takes_a_final_checkpoint_then_calls_back(make: Any) -> None:
+    h = make()
+    h.all_running()
+    finals: list[str] = []
+    h.manager.finish(lambda: finals.append("commit"))
+    sent = h.take()
+    [trigger] = {
+        msg.checkpoint_id: msg for _, msg in sent if isinstance(msg, TriggerCheckpoint)
+    }.values()
+    assert finals == []
+    h.ack_all(trigger)
+    assert finals == ["commit"]
+    assert [msg.completed for _, msg in h.done_messages(h.take())] == [True, True]
+    assert h.manager.stopped == "finishing"
+    h.clock.advance(10_000)
+    h.manager.tick()
+    assert h.take() == []  # nothing after the final checkpoint
+
+
+def test_finish_waits_for_the_checkpoint_in_flight_then_takes_another(make: Any) -> None:
+    h = make()
+    h.all_running()
+    first = h.trigger()
+    finals: list[str] = []
+    h.manager.finish(lambda: finals.append("commit"))
+    assert h.take() == []  # at most one in flight
+    h.ack_all(first)
+    assert finals == []  # the one in flight began before every input ended
+    final = next(msg for _, msg in h.take() if isinstance(msg, TriggerCheckpoint))
+    assert final.checkpoint_id == first.checkpoint_id + 1
+    h.ack_all(final)
+    assert finals == ["commit"]
+
+
+def test_a_failed_final_checkpoint_is_retried_and_counts_as_a_failure(make: Any) -> None:
+    h = make(tolerable_failures=1)
+    h.all_running()
+    finals: list[str] = []
+    h.manager.finish(lambda: finals.append("commit"))
+    trigger = next(msg for _, msg in h.take() if isinstance(msg, TriggerCheckpoint))
+    h.decline(trigger.checkpoint_id, "0.0", "disk full")
+    h.take()
+    h.manager.tick()
+    retry = next(msg for _, msg in h.take() if isinstance(msg, TriggerCheckpoint))
+    assert retry.checkpoint_id == trigger.checkpoint_id + 1
+    h.decline(retry.checkpoint_id, "0.0", "disk full")
+    assert finals == []
+    assert h.failures and "2 checkpoints in a row failed" in h.failures[0]
+
+
+def test_savepoints_are_refused_once_the_job_is_finishing(make: Any, tmp_path: Path) -> None:
+    h = make()
+    h.all_running()
+    h.manager.finish(lambda: None)
+    results: list[tuple[str | None, int, str | None]] = []
+    h.manager.take_savepoint(
+        SavepointRequest(directory=tmp_path / "sp", done=lambda *args: results.append(args))
+    )
+    assert results == [(None, 0, "the job is finishing")]
+
+
+def test_a_checkpoint_the_store_cannot_record_is_aborted_not_completed(
+    make: Any, tmp_path: Path
+) -> None:
+    h = make()
+    h.all_running()
+    trigger = h.trigger()
+    h.store.close()  # every write now fails
+    h.ack_all(trigger)
+    assert h.manager.pending is None
+    assert h.manager.completed == []
+    assert not Path(trigger.directory, METADATA_FILE).exists()
+    assert [msg.completed for _, msg in h.done_messages(h.take())] == [False, False]
+    assert "cannot write the coordinator database" in (h.manager.last_failure or "")
+    h.store = CheckpointStore(tmp_path / "coordinator.db")  # for the fixture's cleanup
+
+
+def test_retention_removes_directories_of_aborted_checkpoints(make: Any) -> None:
+    h = make(retained=1)
+    h.all_running()
+    aborted = h.trigger()
+    h.decline(aborted.checkpoint_id, "0.0", "no")
+    # A slow subtask writes into the aborted checkpoint's directory after the abort.
+    Path(aborted.directory).mkdir(parents=True)
+    Path(aborted.directory, "late.db").write_bytes(b"late")
+    h.ack_all(h.trigger())
+    assert not Path(aborted.directory).exists()

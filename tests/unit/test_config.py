@@ -63,6 +63,8 @@ def test_defaults_when_nothing_is_set() -> None:
         "placement": "spread",
         "checkpoint_dir": None,
         "checkpoint_timeout": 600_000,
+        "checkpoint_min_pause": 0,
+        "tolerable_checkpoint_failures": 3,
         "retained_checkpoints": 3,
         "log_level": "info",
     }
@@ -360,3 +362,34 @@ def test_parse_duration_rejects_non_finite_floats(value: float) -> None:
 )
 def test_format_duration(ms: float, text: str) -> None:
     assert format_duration(ms) == text
+
+
+def test_checkpoint_settings_from_a_file(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        "[coordinator]\ncheckpoint_min_pause = '0s'\ntolerable_checkpoint_failures = 0\n"
+        "checkpoint_timeout = '1m'\n",
+    )
+    values = _coordinator(config_file=path)
+    assert values["checkpoint_min_pause"] == 0
+    assert values["tolerable_checkpoint_failures"] == 0
+    assert values["checkpoint_timeout"] == 60_000
+    values = _coordinator(env={"MESH_CHECKPOINT_MIN_PAUSE": "500ms"})
+    assert values["checkpoint_min_pause"] == 500
+
+
+@pytest.mark.parametrize("raw", [-1, "many", 1.5, True])
+def test_bad_tolerable_checkpoint_failures(raw: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        _coordinator(flags={"tolerable_checkpoint_failures": raw})
+    assert str(info.value).startswith(f"tolerable_checkpoint_failures = {raw!r}")
+    assert "integer >= 0" in str(info.value)
+
+
+def test_the_shipped_config_files_are_valid() -> None:
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    coordinator = _coordinator(config_file=configs / "coordinator.toml")
+    assert coordinator["checkpoint_timeout"] == 600_000
+    assert coordinator["state_dir"] == Path("/var/lib/mesh/coordinator")
+    node = _node(config_file=configs / "node.toml")
+    assert node["slots"] == 2

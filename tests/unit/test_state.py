@@ -300,14 +300,18 @@ async def _backends(kind: str, tmp_path: Path, clock: ManualClock) -> AsyncItera
     """A factory of opened backends of ``kind``; all are closed at the end."""
     made: list[KeyedStateBackend] = []
 
-    async def make(max_parallelism: int = 128, cache_keys: int = 20_000) -> KeyedStateBackend:
+    async def make(
+        max_parallelism: int = 128, cache_keys: int = 20_000, cache_bytes: int = 16 << 20
+    ) -> KeyedStateBackend:
         codec = KeyCodec(max_parallelism)
         backend: KeyedStateBackend
         if kind == "memory":
             backend = MemoryBackend(codec, clock)
         else:
             path = tmp_path / "work" / f"state-{len(made)}.db"
-            backend = SqliteBackend(path, codec, clock, cache_keys=cache_keys)
+            backend = SqliteBackend(
+                path, codec, clock, cache_keys=cache_keys, cache_bytes=cache_bytes
+            )
         made.append(backend)
         await backend.open()
         return backend
@@ -582,6 +586,24 @@ async def test_sqlite_backend_evicts_beyond_cache_keys_and_reloads(tmp_path: Pat
             assert set(table) == {"c", "a"}
             # "b" was evicted now; its value comes back from the database.
             assert await _read(backend, "s", ["b", "a"]) == {"b": "vb", "a": "changed"}
+
+
+@pytest.mark.asyncio
+async def test_sqlite_backend_cache_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    clock = ManualClock(0)
+    with anyio.fail_after(TIMEOUT):
+        async with _backends("sqlite", tmp_path, clock) as make:
+            backend = await make(cache_keys=1000, cache_bytes=2500)
+            assert isinstance(backend, SqliteBackend)
+            big = "x" * 1000
+            for key in ("a", "b", "c", "d"):
+                await _write(backend, "s", {key: big})
+            # About 1 KB each: only the two most recent fit in 2,500 bytes.
+            assert set(backend.table("s")) == {"c", "d"}
+            await _write(backend, "s", {"e": "small"})
+            assert set(backend.table("s")) == {"c", "d", "e"}
+            assert await _read(backend, "s", ["a"]) == {"a": big}  # reloaded from disk
+            assert set(backend.table("s")) == {"d", "e", "a"}
 
 
 @pytest.mark.asyncio

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,6 +128,15 @@ def make_kit(tmp_path: Path) -> Iterator[Callable[[str], Sinks]]:
         kit.close()
 
 
+def write(sink: TransactionalSink, batch: list[Any]) -> list[Any]:
+    """``process`` a batch, then insert what an SQLite sink staged (its ``settle``, inline)."""
+    out = sink.process(batch)
+    if isinstance(sink, SqliteSink) and sink._unwritten:
+        rows, sink._unwritten = sink._unwritten, []
+        sink._insert(sink._writer, rows)
+    return out
+
+
 def _records(*values: Any) -> list[dict[str, Any]]:
     return [{"v": v} for v in values]
 
@@ -149,7 +159,7 @@ def _restored(
 
 def test_records_become_visible_when_their_checkpoint_completes(kit: Sinks) -> None:
     sink = kit.new()
-    sink.process(_records(1, 2))
+    write(sink, _records(1, 2))
     assert kit.visible() == []
     assert len(kit.hidden()) == 1  # the current transaction
 
@@ -159,10 +169,10 @@ def test_records_become_visible_when_their_checkpoint_completes(kit: Sinks) -> N
     assert kit.visible() == []
     assert len(kit.hidden()) == 1  # the pre-committed transaction
 
-    sink.process(_records(3))
+    write(sink, _records(3))
     state2 = sink.snapshot_state(2)
     assert [e["checkpoint"] for e in state2["pending"]] == [1, 2]
-    sink.process(_records(4))
+    write(sink, _records(4))
     assert kit.visible() == []
     assert len(kit.hidden()) == 3
 
@@ -189,7 +199,7 @@ def test_records_become_visible_when_their_checkpoint_completes(kit: Sinks) -> N
 def test_a_completed_checkpoint_commits_every_earlier_one(kit: Sinks) -> None:
     sink = kit.new()
     for checkpoint, value in enumerate("abc", start=1):
-        sink.process(_records(value))
+        write(sink, _records(value))
         sink.snapshot_state(checkpoint)
     sink.notify_checkpoint_complete(2)  # notification 1 was skipped
     assert kit.visible() == ["a", "b"]
@@ -209,7 +219,7 @@ def test_checkpoint_without_records_adds_no_transaction(kit: Sinks) -> None:
 
 def test_snapshot_state_returns_copies(kit: Sinks) -> None:
     sink = kit.new()
-    sink.process(_records(1))
+    write(sink, _records(1))
     state = sink.snapshot_state(1)
     state["pending"][0]["checkpoint"] = 99
     sink.notify_checkpoint_complete(1)
@@ -218,9 +228,9 @@ def test_snapshot_state_returns_copies(kit: Sinks) -> None:
 
 def test_end_of_input_waits_for_commit_final(kit: Sinks) -> None:
     sink = kit.new()
-    sink.process(_records(1))
+    write(sink, _records(1))
     sink.snapshot_state(1)
-    sink.process(_records(2))
+    write(sink, _records(2))
     assert sink.end_of_input() is True
     assert [e["checkpoint"] for e in sink.pending] == [1, "end"]
     sink.notify_checkpoint_complete(10**6)  # a checkpoint never commits the final part
@@ -233,9 +243,9 @@ def test_end_of_input_waits_for_commit_final(kit: Sinks) -> None:
 
 def test_commit_all_makes_everything_visible(kit: Sinks) -> None:
     sink = kit.new()
-    sink.process(_records(1))
+    write(sink, _records(1))
     sink.snapshot_state(1)
-    sink.process(_records(2))
+    write(sink, _records(2))
     sink.commit_all()
     assert kit.visible() == [1, 2]
     assert kit.hidden() == []
@@ -243,12 +253,12 @@ def test_commit_all_makes_everything_visible(kit: Sinks) -> None:
 
 def test_abort_drops_the_current_transaction(kit: Sinks) -> None:
     sink = kit.new()
-    sink.process(_records(1))
+    write(sink, _records(1))
     sink.snapshot_state(1)
-    sink.process(_records("dropped"))
+    write(sink, _records("dropped"))
     sink.abort()
     assert len(kit.hidden()) == 1  # only the pre-committed transaction is left
-    sink.process(_records(2))
+    write(sink, _records(2))
     sink.snapshot_state(2)
     sink.notify_checkpoint_complete(2)
     assert kit.visible() == [1, 2]
@@ -258,13 +268,13 @@ def test_abort_drops_the_current_transaction(kit: Sinks) -> None:
 def test_jsonlines_file_names(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("jsonlines")
     sink = kit.new(job_id="j7", subtask=1, attempt=2)
-    sink.process(_records(1))
+    write(sink, _records(1))
     assert kit.hidden()[0].startswith(".part-j7-out-1-a2-")
     assert kit.hidden()[0].endswith(".inprogress")
     sink.snapshot_state(3)
     assert kit.hidden() == [".part-j7-out-1-000003-a2.pending"]
     sink.notify_checkpoint_complete(3)
-    sink.process(_records(2))
+    write(sink, _records(2))
     sink.end_of_input()
     sink.commit_final()
     assert sorted(p.name for p in (kit.base / "out").iterdir()) == [
@@ -276,7 +286,7 @@ def test_jsonlines_file_names(make_kit: Callable[[str], Sinks]) -> None:
 def test_jsonlines_refuses_records_that_are_not_json(make_kit: Callable[[str], Sinks]) -> None:
     sink = make_kit("jsonlines").new()
     with pytest.raises(EncodingError, match=r"'out'.*set"):
-        sink.process([{"ok": 1}, {1, 2}])
+        write(sink, [{"ok": 1}, {1, 2}])
 
 
 def test_commit_of_a_lost_transaction_fails_after_committing_the_rest(
@@ -284,9 +294,9 @@ def test_commit_of_a_lost_transaction_fails_after_committing_the_rest(
 ) -> None:
     kit = make_kit("jsonlines")
     sink = kit.new()
-    sink.process(_records(1))
+    write(sink, _records(1))
     [first] = sink.snapshot_state(1)["pending"]
-    sink.process(_records(2))
+    write(sink, _records(2))
     sink.snapshot_state(2)
     Path(first["pending"]).unlink()
     with pytest.raises(StateError, match="records are lost"):
@@ -303,16 +313,16 @@ async def test_restore_commits_pending_transactions_exactly_once(kit: Sinks) -> 
     old0 = kit.new(job_id="job-a", subtask=0)
     old1 = kit.new(job_id="job-a", subtask=1)
     unrelated = kit.new(job_id="job-z", subtask=0)
-    old0.process(_records("a1", "a2"))
-    old1.process(_records("b1"))
-    unrelated.process(_records("z1"))
+    write(old0, _records("a1", "a2"))
+    write(old1, _records("b1"))
+    write(unrelated, _records("z1"))
     state0 = old0.snapshot_state(1)["pending"]
     state1 = old1.snapshot_state(1)["pending"]
     unrelated.snapshot_state(1)
     # Written after the snapshot, then the old job crashes (no notification, no close).
-    old0.process(_records("lost-a"))
-    old1.process(_records("lost-b"))
-    unrelated.process(_records("z2"))
+    write(old0, _records("lost-a"))
+    write(old1, _records("lost-b"))
+    write(unrelated, _records("z2"))
     before = kit.hidden()
     unrelated_hidden = [n for n in before if "job-z" in n]
     assert len(unrelated_hidden) == 2
@@ -338,7 +348,7 @@ async def test_restore_commits_pending_transactions_exactly_once(kit: Sinks) -> 
     assert sorted(kit.visible()) == ["a1", "a2", "b1", "z1", "z2"]
 
     # The restored job writes on.
-    new.process(_records("new"))
+    write(new, _records("new"))
     new.snapshot_state(2)
     new.notify_checkpoint_complete(2)
     assert sorted(kit.visible()) == ["a1", "a2", "b1", "new", "z1", "z2"]
@@ -347,7 +357,7 @@ async def test_restore_commits_pending_transactions_exactly_once(kit: Sinks) -> 
 @pytest.mark.asyncio
 async def test_restore_after_the_commit_already_happened(kit: Sinks) -> None:
     old = kit.new(job_id="job-a")
-    old.process(_records(1, 2))
+    write(old, _records(1, 2))
     state = old.snapshot_state(1)["pending"]
     old.notify_checkpoint_complete(1)  # committed, then the job failed
     assert kit.visible() == [1, 2]
@@ -360,9 +370,9 @@ async def test_restore_after_the_commit_already_happened(kit: Sinks) -> None:
 @pytest.mark.asyncio
 async def test_only_subtask_0_cleans_up(kit: Sinks) -> None:
     old = kit.new(job_id="job-a")
-    old.process(_records(1))
+    write(old, _records(1))
     state = old.snapshot_state(1)["pending"]
-    old.process(_records("leftover"))
+    write(old, _records("leftover"))
     new1 = kit.new(job_id="job-b", subtask=1)
     with anyio.fail_after(TIMEOUT):
         await new1.initialize(_restored("job-a", state, state))
@@ -378,7 +388,7 @@ async def test_only_subtask_0_cleans_up(kit: Sinks) -> None:
 @pytest.mark.asyncio
 async def test_initialize_without_restore_does_nothing(kit: Sinks) -> None:
     old = kit.new(job_id="job-a")
-    old.process(_records(1))
+    write(old, _records(1))
     new = kit.new(job_id="job-a", attempt=1)
     with anyio.fail_after(TIMEOUT):
         await new.initialize(None)
@@ -399,7 +409,7 @@ async def test_restore_with_no_pending_transactions_deletes_leftovers(
     kit = make_kit(kind)
     old = kit.new(job_id="job-a")
     assert old.snapshot_state(1) == {"pending": []}
-    old.process(_records("leftover"))  # written after the snapshot; then the job crashes
+    write(old, _records("leftover"))  # written after the snapshot; then the job crashes
     assert len(kit.hidden()) == 1
     new = kit.new(job_id="job-b")
     with anyio.fail_after(TIMEOUT):
@@ -421,11 +431,11 @@ async def test_restore_deletes_transactions_precommitted_after_the_checkpoint(
 ) -> None:
     kit = make_kit(kind)
     old = kit.new(job_id="job-a")
-    old.process(_records(1))
+    write(old, _records(1))
     state = old.snapshot_state(1)["pending"]
-    old.process(_records(2))
+    write(old, _records(2))
     old.snapshot_state(2)  # checkpoint 2 never completed: the job failed
-    old.process(_records(3))
+    write(old, _records(3))
     assert len(kit.hidden()) == 3
     new = kit.new(job_id="job-b")
     with anyio.fail_after(TIMEOUT):
@@ -448,8 +458,8 @@ async def test_cleanup_leaves_other_sinks_of_the_old_job_alone(
     kit = make_kit(kind)
     old_out = kit.new(job_id="job-a", uid="out")
     old_out2 = kit.new(job_id="job-a", uid="out-2")
-    old_out.process(_records("from out"))
-    old_out2.process(_records("from out-2"))
+    write(old_out, _records("from out"))
+    write(old_out2, _records("from out-2"))
     state_out = old_out.snapshot_state(1)["pending"]
     state_out2 = old_out2.snapshot_state(1)["pending"]
     new_out = kit.new(job_id="job-b", uid="out")
@@ -466,11 +476,11 @@ async def test_cleanup_leaves_other_sinks_of_the_old_job_alone(
 def test_sqlite_upserts_with_a_key(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
     sink = kit.new(key="id")
-    sink.process([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}])
+    write(sink, [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}])
     sink.snapshot_state(1)
     sink.notify_checkpoint_complete(1)
     assert kit.rows() == [{"id": 1, "v": "c"}, {"id": 2, "v": "b"}]
-    sink.process([{"id": 2, "v": "d", "extra": 5}])
+    write(sink, [{"id": 2, "v": "d", "extra": 5}])
     sink.snapshot_state(2)
     sink.notify_checkpoint_complete(2)
     assert kit.rows() == [
@@ -482,7 +492,7 @@ def test_sqlite_upserts_with_a_key(make_kit: Callable[[str], Sinks]) -> None:
 def test_sqlite_without_a_key_appends(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
     sink = kit.new()
-    sink.process([{"id": 1, "v": "a"}, {"id": 1, "v": "a"}])
+    write(sink, [{"id": 1, "v": "a"}, {"id": 1, "v": "a"}])
     sink.commit_all()
     assert kit.rows() == [{"id": 1, "v": "a"}, {"id": 1, "v": "a"}]
 
@@ -490,10 +500,10 @@ def test_sqlite_without_a_key_appends(make_kit: Callable[[str], Sinks]) -> None:
 def test_sqlite_new_fields_add_columns(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
     sink = kit.new()
-    sink.process([{"v": 1}])
+    write(sink, [{"v": 1}])
     sink.snapshot_state(1)
     sink.notify_checkpoint_complete(1)
-    sink.process([{"v": 2, "name": "x", "tags": ["a", "b"]}, {"v": 3, "meta": {"k": 1}}])
+    write(sink, [{"v": 2, "name": "x", "tags": ["a", "b"]}, {"v": 3, "meta": {"k": 1}}])
     sink.snapshot_state(2)
     sink.notify_checkpoint_complete(2)
     assert kit.rows() == [
@@ -510,7 +520,7 @@ def test_sqlite_refuses_records_that_are_not_dicts(
     kit = make_kit("sqlite")
     sink = kit.new()
     with pytest.raises(RecordError, match=r"sink 'out' \(SQLite events\) needs dict records"):
-        sink.process([{"v": 1}, record])
+        write(sink, [{"v": 1}, record])
     assert kit.hidden() == []  # nothing of the batch was staged
 
 
@@ -521,7 +531,7 @@ def test_sqlite_record_without_the_key_field_is_refused_when_written(
     sink = kit.new(key="id")
     # Refused at once, naming the sink and the record, before it can block a commit.
     with pytest.raises(RecordError, match=r"sink 'out' .* upserts by 'id', but a record has no"):
-        sink.process([{"v": 1}])
+        write(sink, [{"v": 1}])
     sink.snapshot_state(1)
     sink.notify_checkpoint_complete(1)
     assert kit.rows() == []
@@ -530,7 +540,7 @@ def test_sqlite_record_without_the_key_field_is_refused_when_written(
 def test_sqlite_upsert_of_records_with_only_the_key(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
     sink = kit.new(key="id")
-    sink.process([{"id": 1}, {"id": 2}, {"id": 1}])
+    write(sink, [{"id": 1}, {"id": 2}, {"id": 1}])
     sink.snapshot_state(1)
     sink.notify_checkpoint_complete(1)
     assert kit.rows() == [{"id": 1}, {"id": 2}]
@@ -539,7 +549,7 @@ def test_sqlite_upsert_of_records_with_only_the_key(make_kit: Callable[[str], Si
 def test_sqlite_commit_is_recorded_once(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
     sink = kit.new()
-    sink.process(_records(1))
+    write(sink, _records(1))
     [entry] = sink.snapshot_state(1)["pending"]
     assert entry["txn"] == "job-a-out-0-000001"
     sink.notify_checkpoint_complete(1)
@@ -552,3 +562,103 @@ def test_sqlite_commit_is_recorded_once(make_kit: Callable[[str], Sinks]) -> Non
     finally:
         conn.close()
     assert commits == [("job-a-out-0-000001", 1000)]
+
+
+# -- failures while pre-committing and committing ---------------------------------------------
+
+
+def test_a_failed_jsonlines_precommit_keeps_the_transaction(
+    make_kit: Callable[[str], Sinks], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = make_kit("jsonlines")
+    sink = kit.new()
+    write(sink, _records(1, 2, 3))
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def full_disk(fd: int) -> None:
+        calls["n"] += 1
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        sink.snapshot_state(1)  # the checkpoint is declined
+    assert calls["n"] == 1
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    write(sink, _records(4))
+    sink.snapshot_state(2)
+    sink.notify_checkpoint_complete(2)
+    assert kit.visible() == [1, 2, 3, 4]  # nothing lost
+    assert kit.hidden() == []
+
+
+def test_a_failed_sqlite_precommit_keeps_the_transaction(
+    make_kit: Callable[[str], Sinks],
+) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new()
+    write(sink, _records(1, 2, 3))
+    with sqlite3.connect(kit.base / DB) as other:
+        other.execute(
+            "CREATE TRIGGER full BEFORE UPDATE ON _mesh_staging "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    with pytest.raises(StateError, match=r"cannot pre-commit into .*out\.db.*disk is full"):
+        sink.snapshot_state(1)
+    with sqlite3.connect(kit.base / DB) as other:
+        other.execute("DROP TRIGGER full")
+    write(sink, _records(4))
+    [entry] = sink.snapshot_state(2)["pending"]
+    assert entry["rows"] == 4 and entry["path"] == str(kit.base / DB)
+    sink.notify_checkpoint_complete(2)
+    assert kit.visible() == [1, 2, 3, 4]
+    assert kit.hidden() == []
+
+
+@pytest.mark.asyncio
+async def test_sqlite_sink_inserts_in_settle_and_at_precommit(
+    make_kit: Callable[[str], Sinks],
+) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new()
+    assert sink.needs_settle
+    sink.process(_records(1, 2))
+    assert kit.hidden() == []  # staged in memory until settle
+    with anyio.fail_after(TIMEOUT):
+        await sink.settle()
+    assert len(kit.hidden()) == 1
+    sink.process(_records(3))  # the input ends before settle: pre-commit inserts it
+    assert sink.end_of_input() is True
+    sink.commit_final()
+    assert kit.visible() == [1, 2, 3]
+
+
+def test_sqlite_commit_refuses_a_transaction_whose_rows_are_gone(
+    make_kit: Callable[[str], Sinks],
+) -> None:
+    kit = make_kit("sqlite")
+    sink = kit.new()
+    write(sink, _records(1, 2))
+    [entry] = sink.snapshot_state(1)["pending"]
+    with sqlite3.connect(kit.base / DB) as other:
+        other.execute("DELETE FROM _mesh_staging")
+    with pytest.raises(StateError, match=rf"{entry['txn']} staged 2 rows in .*out\.db.*lost"):
+        sink.notify_checkpoint_complete(1)
+    assert kit.visible() == []
+
+
+def test_sqlite_restore_commits_into_the_database_that_staged_it(
+    make_kit: Callable[[str], Sinks], tmp_path: Path
+) -> None:
+    kit = make_kit("sqlite")
+    old = kit.new()
+    write(old, _records(1, 2))
+    [entry] = old.snapshot_state(1)["pending"]
+    elsewhere = Sinks("sqlite", tmp_path / "moved")  # the restored job's path differs
+    try:
+        new = elsewhere.new(job_id="job-b")
+        new._commit(entry)
+        assert kit.visible() == [1, 2]
+        assert elsewhere.visible() == []
+    finally:
+        elsewhere.close()
