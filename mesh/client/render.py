@@ -113,6 +113,14 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
     return _table(rows)
 
 
+def _where_or_why(row: dict[str, Any]) -> str:
+    if row["state"] == "COMPLETED":
+        return str(row["path"])
+    if row["state"] == "DISCARDED":
+        return "(deleted: beyond the retained checkpoints)"
+    return str(row.get("reason") or "")
+
+
 def format_checkpoints(rows: list[dict[str, Any]]) -> str:
     """``mesh checkpoints``: one line per checkpoint or savepoint."""
     table = [["ID", "KIND", "STATE", "DURATION", "SIZE", "PATH / REASON"]]
@@ -125,7 +133,7 @@ def format_checkpoints(rows: list[dict[str, Any]]) -> str:
                 row["state"],
                 format_duration(row["duration_ms"]),
                 f"{size / 1024:.1f} KiB" if size < 1048576 else f"{size / 1048576:.1f} MiB",
-                row["path"] if row["state"] == "COMPLETED" else str(row.get("reason")),
+                _where_or_why(row),
             ]
         )
     return _table(table)

@@ -10,7 +10,8 @@ from mesh.errors import GraphError
 from mesh.graph.logical import OperatorSpec
 from mesh.node.context import TaskContext
 from mesh.node.readers import SourceReader, build_reader
-from mesh.node.txn_sinks import JsonLinesSink, SqliteSink
+from mesh.node.sqlite_sink import SqliteSink
+from mesh.node.txn_sinks import JsonLinesSink
 from mesh.node.writers import CollectSink, PrintSink, SinkOperator, ZmqPushSink
 
 __all__ = ["build_reader", "build_sink"]

@@ -23,22 +23,18 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import sqlite3
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
-import anyio
-import orjson
-
 from mesh.api import sinks
-from mesh.errors import GraphError, RecordError, StateError
+from mesh.errors import GraphError, StateError
 from mesh.graph.logical import OperatorSpec
 from mesh.node.context import TaskContext
-from mesh.node.operators import RestoredState, describe_record
+from mesh.node.operators import RestoredState
 from mesh.node.writers import SinkOperator, encode_lines
 
-__all__ = ["JsonLinesSink", "SqliteSink", "TransactionalSink"]
+__all__ = ["JsonLinesSink", "TransactionalSink", "transaction_pattern"]
 
 _FINAL = "end"
 
@@ -227,7 +223,7 @@ class JsonLinesSink(TransactionalSink):
 
     def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
         kept = {Path(e["pending"]).name for e in keep}
-        ours = _ours(
+        ours = transaction_pattern(
             old_job, self.spec.uid, r"-a\d+-\d+\.inprogress", r"-(?:\d+|end)-a\d+\.pending"
         )
         for path in self.directory.glob(f".part-{glob_escape(old_job)}-*"):
@@ -238,233 +234,7 @@ class JsonLinesSink(TransactionalSink):
         self._abort_current()
 
 
-_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL", str: "TEXT"}
-
-
-class SqliteSink(TransactionalSink):
-    """``sinks.SQLite``: rows staged per transaction, moved into the table on commit.
-
-    Staged rows are inserted in a worker thread (``settle``, after every batch) through
-    their own connection, without fsync; pre-commit renames the staging rows to the
-    transaction's name in a transaction that is fsynced (it makes every earlier insert
-    durable too). Pre-commit and commit use a second connection on the event loop, so
-    a commit can arrive while an insert is under way.
-    """
-
-    needs_settle = True
-
-    def __init__(self, spec: OperatorSpec, sink: Any, ctx: TaskContext) -> None:
-        super().__init__(spec, ctx)
-        self.path = ctx.resolve(sink.path)
-        self.table = sink.table
-        self.key = sink.key
-        self._conn: sqlite3.Connection | None = None  # pre-commit, commit (event loop)
-        self._writer: sqlite3.Connection | None = None  # staging inserts (worker thread)
-        self._current: str | None = None  # staging name of the current transaction
-        self._row = 0  # rows staged in the current transaction so far
-        self._unwritten: list[tuple[str, int, str]] = []  # staged rows not inserted yet
-        self._columns: list[str] | None = None
-
-    def _connect(self, path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:  # several subtasks open the file at once; one of them switches it to WAL
-            conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:
-            pass
-        return conn
-
-    def open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connect(self.path)
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS _mesh_staging (txn TEXT NOT NULL, seq INTEGER NOT "
-                "NULL, row TEXT NOT NULL, PRIMARY KEY (txn, seq)) STRICT"
-            )
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS _mesh_commits (txn TEXT PRIMARY KEY, "
-                "committed_ms INTEGER NOT NULL) STRICT"
-            )
-            writer = self._connect(self.path)
-            writer.execute("PRAGMA synchronous = NORMAL")  # pre-commit makes it durable
-        except (OSError, sqlite3.Error) as exc:
-            raise GraphError(f"sink {self.spec.uid!r}: cannot open {self.path}: {exc}") from None
-        self._conn = conn
-        self._writer = writer
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StateError(f"sink {self.spec.uid!r}: {self.path} is not open")
-        return self._conn
-
-    def process(self, batch: list[Any]) -> list[Any]:
-        for record in batch:
-            if not isinstance(record, dict):
-                raise RecordError(
-                    f"sink {self.spec.uid!r} (SQLite {self.table}) needs dict records, got "
-                    f"{describe_record(record)}"
-                )
-            if self.key is not None and record.get(self.key) is None:
-                raise RecordError(
-                    f"sink {self.spec.uid!r} (SQLite {self.table}) upserts by {self.key!r}, but "
-                    f"a record has no {self.key!r}: {describe_record(record)}"
-                )
-        if self._current is None:
-            ctx = self.ctx
-            owner = f"{ctx.job_id}-{self.spec.uid}-{ctx.subtask_index}"
-            self._current = f"~{owner}-a{ctx.attempt}-{next(self._seq)}"
-            self._row = 0
-        rows = encode_lines(self.spec, batch).splitlines()
-        txn, start = self._current, self._row
-        self._row += len(rows)
-        self._unwritten.extend((txn, start + i, row.decode()) for i, row in enumerate(rows))
-        return []
-
-    async def settle(self) -> None:
-        if self._unwritten:
-            rows, self._unwritten = self._unwritten, []
-            await anyio.to_thread.run_sync(self._insert, self._writer, rows)
-
-    def _insert(self, conn: sqlite3.Connection | None, rows: list[tuple[str, int, str]]) -> None:
-        if conn is None:
-            raise StateError(f"sink {self.spec.uid!r}: {self.path} is not open")
-        try:
-            conn.execute("BEGIN")
-            conn.executemany("INSERT INTO _mesh_staging VALUES (?, ?, ?)", rows)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StateError(f"sink {self.spec.uid!r}: cannot write {self.path}: {exc}") from None
-
-    def _has_current(self) -> bool:
-        return self._current is not None
-
-    def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
-        conn = self._db()
-        if self._unwritten:  # the input ended right after a batch: insert it here
-            rows, self._unwritten = self._unwritten, []
-            self._insert(conn, rows)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (txn,))  # an earlier try
-            conn.execute("UPDATE _mesh_staging SET txn = ? WHERE txn = ?", (txn, self._current))
-            conn.execute("COMMIT")  # fsynced (synchronous FULL on this connection)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StateError(
-                f"sink {self.spec.uid!r}: cannot pre-commit into {self.path}: {exc}"
-            ) from None
-        self._current = None
-        return {"txn": txn, "path": str(self.path), "rows": self._row}
-
-    def _ensure_table(self, conn: sqlite3.Connection, sample: dict[str, Any]) -> list[str]:
-        existing = [row[1] for row in conn.execute(f'PRAGMA table_info("{self.table}")')]
-        if not existing:
-            if self.key is not None and self.key not in sample:
-                raise RecordError(
-                    f"sink {self.spec.uid!r}: records need the key field {self.key!r}: "
-                    f"{describe_record(sample)}"
-                )
-            columns = ", ".join(
-                f'"{name}" {_TYPES.get(type(value), "TEXT")}' for name, value in sample.items()
-            )
-            if self.key is not None:  # a table constraint: never an alias of the rowid
-                columns += f', PRIMARY KEY ("{self.key}")'
-            conn.execute(f'CREATE TABLE "{self.table}" ({columns})')
-            existing = list(sample)
-        return existing
-
-    def _commit(self, entry: dict[str, Any]) -> None:
-        path = Path(entry.get("path", self.path))
-        if path == self.path:
-            self._commit_in(self._db(), path, entry)
-            return
-        # A transaction the restored-from job staged in another database (its sink path
-        # resolved elsewhere): it commits there.
-        try:
-            conn = self._connect(path)
-        except sqlite3.Error as exc:
-            raise StateError(
-                f"sink {self.spec.uid!r}: cannot open {path} to commit {entry['txn']}: {exc}"
-            ) from None
-        try:
-            self._commit_in(conn, path, entry)
-        finally:
-            conn.close()
-
-    def _commit_in(self, conn: sqlite3.Connection, path: Path, entry: dict[str, Any]) -> None:
-        txn = entry["txn"]
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            if conn.execute("SELECT 1 FROM _mesh_commits WHERE txn = ?", (txn,)).fetchone():
-                conn.execute("COMMIT")
-                return
-            rows = [
-                orjson.loads(r[0])
-                for r in conn.execute(
-                    "SELECT row FROM _mesh_staging WHERE txn = ? ORDER BY seq", (txn,)
-                )
-            ]
-            if len(rows) != entry.get("rows", len(rows)):
-                conn.execute("ROLLBACK")
-                raise StateError(
-                    f"sink {self.spec.uid!r}: transaction {txn} staged {entry['rows']} rows in "
-                    f"{path}, but {len(rows)} are there: its records are lost"
-                )
-            if rows:
-                columns = self._ensure_table(conn, rows[0])
-                for name in {k for r in rows for k in r} - set(columns):
-                    conn.execute(f'ALTER TABLE "{self.table}" ADD COLUMN "{name}"')
-                    columns.append(name)
-                names = ", ".join(f'"{c}"' for c in columns)
-                marks = ", ".join("?" * len(columns))
-                sql = f'INSERT INTO "{self.table}" ({names}) VALUES ({marks})'
-                if self.key is not None:
-                    others = [c for c in columns if c != self.key]
-                    if others:
-                        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in others)
-                        sql += f' ON CONFLICT("{self.key}") DO UPDATE SET {updates}'
-                    else:
-                        sql += f' ON CONFLICT("{self.key}") DO NOTHING'
-                conn.executemany(sql, [[_column(r.get(c)) for c in columns] for r in rows])
-            conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (txn,))
-            conn.execute("INSERT INTO _mesh_commits VALUES (?, ?)", (txn, self.ctx.clock.now_ms()))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StateError(
-                f"sink {self.spec.uid!r}: cannot commit into {path} table {self.table}: {exc}"
-            ) from None
-
-    def _abort_current(self) -> None:
-        self._unwritten = []
-        if self._current is not None and self._conn is not None:
-            try:
-                self._conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (self._current,))
-            except sqlite3.Error:
-                pass
-        self._current = None
-
-    def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
-        kept = {e["txn"] for e in keep}
-        ours = _ours(old_job, self.spec.uid, r"-a\d+-\d+", r"-(?:\d+|end)")
-        conn = self._db()
-        names = [row[0] for row in conn.execute("SELECT DISTINCT txn FROM _mesh_staging")]
-        doomed = [n for n in names if n not in kept and ours.match(n.removeprefix("~"))]
-        conn.executemany("DELETE FROM _mesh_staging WHERE txn = ?", [(n,) for n in doomed])
-
-    def close(self) -> None:
-        self._abort_current()
-        for conn in (self._conn, self._writer):
-            if conn is not None:
-                conn.close()
-        self._conn = self._writer = None
-
-
-def _ours(job: str, uid: str, *tails: str) -> re.Pattern[str]:
+def transaction_pattern(job: str, uid: str, *tails: str) -> re.Pattern[str]:
     """Names of transactions of sink ``uid`` of job ``job``: ``<job>-<uid>-<subtask><tail>``.
 
     Anchored on both ends, so a sink whose uid extends this one's (``out`` and
@@ -472,9 +242,3 @@ def _ours(job: str, uid: str, *tails: str) -> re.Pattern[str]:
     """
     alternatives = "|".join(tails)
     return re.compile(rf"^{re.escape(job)}-{re.escape(uid)}-\d+(?:{alternatives})$")
-
-
-def _column(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return value

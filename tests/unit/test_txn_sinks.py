@@ -17,7 +17,8 @@ from mesh.errors import EncodingError, RecordError, StateError
 from mesh.graph.keygroups import KeyGroupRange
 from mesh.node.context import TaskContext
 from mesh.node.operators import RestoredState
-from mesh.node.txn_sinks import JsonLinesSink, SqliteSink, TransactionalSink
+from mesh.node.sqlite_sink import SqliteSink
+from mesh.node.txn_sinks import JsonLinesSink, TransactionalSink
 from mesh.time.clock import ManualClock
 
 TIMEOUT = 10
