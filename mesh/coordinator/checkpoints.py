@@ -316,16 +316,7 @@ class CheckpointManager:
         self.timer.completed(now)
         self.last_failure = None
         self._retain()
-        for node in self.job.nodes:
-            self._send(
-                node,
-                CheckpointDone(
-                    job_id=self.job.job_id,
-                    attempt=self.attempt,
-                    checkpoint_id=pending.checkpoint_id,
-                    completed=True,
-                ),
-            )
+        self._tell_nodes(pending.checkpoint_id, completed=True)
         log.info(
             "job %s: %s %d completed in %d ms (%d bytes)",
             self.job.job_id,
@@ -346,6 +337,16 @@ class CheckpointManager:
                 self.tick()  # the checkpoint before the final one: take the final now
         elif self._savepoints:
             self._trigger_savepoint()
+
+    def _tell_nodes(self, checkpoint_id: int, *, completed: bool) -> None:
+        done = CheckpointDone(
+            job_id=self.job.job_id,
+            attempt=self.attempt,
+            checkpoint_id=checkpoint_id,
+            completed=completed,
+        )
+        for node in self.job.nodes:
+            self._send(node, done)
 
     def _retain(self) -> None:
         checkpoints = [r for r in self.completed if r.kind == "checkpoint"]
@@ -413,16 +414,7 @@ class CheckpointManager:
         except StateError as exc:  # the history misses a row; the abort goes on
             log.warning("job %s: %s", self.job.job_id, exc)
         shutil.rmtree(pending.directory, ignore_errors=True)
-        for node in self.job.nodes:
-            self._send(
-                node,
-                CheckpointDone(
-                    job_id=self.job.job_id,
-                    attempt=self.attempt,
-                    checkpoint_id=pending.checkpoint_id,
-                    completed=False,
-                ),
-            )
+        self._tell_nodes(pending.checkpoint_id, completed=False)
         if pending.kind == "savepoint" or not failure:
             # A failed savepoint, or one given up because the job ends, is not a
             # checkpoint failure.
