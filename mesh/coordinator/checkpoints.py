@@ -35,7 +35,7 @@ from typing import Any
 from mesh.coordinator.pending import AckResult, PendingCheckpoint
 from mesh.coordinator.store import CheckpointRecord, CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy, CheckpointTimer
-from mesh.errors import CheckpointError, StateError
+from mesh.errors import StateError
 from mesh.protocol.messages import (
     AckCheckpoint,
     CheckpointDone,
@@ -51,7 +51,7 @@ from mesh.state.metadata import (
 )
 from mesh.time.clock import Clock
 
-__all__ = ["CheckpointManager", "JobView", "SavepointRequest", "check_restore_point"]
+__all__ = ["CheckpointManager", "JobView", "SavepointRequest"]
 
 log = logging.getLogger("mesh.coordinator.checkpoints")
 
@@ -444,20 +444,3 @@ class CheckpointManager:
     def history(self) -> list[dict[str, Any]]:
         """Every checkpoint and savepoint of the job, oldest first."""
         return [r.to_dict() for r in self.store.history(self.job.job_id)]
-
-
-def check_restore_point(metadata: CheckpointMetadata, graph_uids: dict[str, int]) -> None:
-    """Refuse a restore point the job cannot use (unknown operators, other key groups)."""
-    unknown = sorted(set(metadata.operators) - set(graph_uids))
-    if unknown:
-        raise CheckpointError(
-            f"the checkpoint has state for operator(s) {', '.join(map(repr, unknown))} that the "
-            "job does not have (did a uid change? give operators stable .uid()s)"
-        )
-    for uid, op in metadata.operators.items():
-        keyed = any(f.key_groups is not None for f in op.files)
-        if keyed and op.max_parallelism != graph_uids[uid]:
-            raise CheckpointError(
-                f"operator {uid!r}: the checkpoint has {op.max_parallelism} key groups, the job "
-                f"has max_parallelism {graph_uids[uid]}; they must match to restore keyed state"
-            )

@@ -78,6 +78,13 @@ __all__ = ["Coordinator", "CoordinatorConfig"]
 
 log = logging.getLogger("mesh.coordinator")
 
+# How a job that ended reads after "the job is ...".
+_ENDED_AS = {
+    JobState.FINISHED: "finished",
+    JobState.CANCELED: "cancelled",
+    JobState.FAILED: "failing",
+}
+
 # Most records one FetchCollected reply carries (the client asks again for more).
 _COLLECT_BATCHES_PER_REPLY = 64
 
@@ -466,7 +473,7 @@ class Coordinator:
         job.ended_ms = self.now()
         if job.checkpoints is not None:
             # Stopped, it triggers nothing more; it stays for the status summary.
-            job.checkpoints.shutdown(state.value.lower())
+            job.checkpoints.shutdown(_ENDED_AS.get(state, state.value.lower()))
         self.nodes.release(job.job_id)
         # The code bundle is only needed to deploy; a finished job keeps its summary.
         job.submission = dataclasses.replace(job.submission, bundle=b"")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mesh.coordinator.checkpoints import check_restore_point
 from mesh.errors import CheckpointError
 from mesh.graph.logical import LogicalGraph
 from mesh.protocol.messages import RestoreFile, RestoreSpec
 from mesh.state.metadata import METADATA_FILE, CheckpointMetadata, latest_valid, load_metadata
 
-__all__ = ["resolve_restore"]
+__all__ = ["check_restore_point", "resolve_restore"]
 
 log = logging.getLogger("mesh.coordinator.restore")
 
@@ -48,3 +47,20 @@ def resolve_restore(path: str, graph: LogicalGraph) -> tuple[RestoreSpec, Checkp
         },
     )
     return spec, metadata
+
+
+def check_restore_point(metadata: CheckpointMetadata, graph_uids: dict[str, int]) -> None:
+    """Refuse a restore point the job cannot use (unknown operators, other key groups)."""
+    unknown = sorted(set(metadata.operators) - set(graph_uids))
+    if unknown:
+        raise CheckpointError(
+            f"the checkpoint has state for operator(s) {', '.join(map(repr, unknown))} that the "
+            "job does not have (did a uid change? give operators stable .uid()s)"
+        )
+    for uid, op in metadata.operators.items():
+        keyed = any(f.key_groups is not None for f in op.files)
+        if keyed and op.max_parallelism != graph_uids[uid]:
+            raise CheckpointError(
+                f"operator {uid!r}: the checkpoint has {op.max_parallelism} key groups, the job "
+                f"has max_parallelism {graph_uids[uid]}; they must match to restore keyed state"
+            )

@@ -26,15 +26,15 @@ from mesh.api.job import BuiltJob
 from mesh.api.loader import load_job
 from mesh.errors import JobCodeError, MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
-from mesh.graph.keygroups import key_group_range
 from mesh.graph.logical import JobConfig, LogicalGraph, OperatorSpec
 from mesh.node.bundle import extract_bundle
 from mesh.node.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
 from mesh.node.connectors import build_reader, build_sink
 from mesh.node.context import TaskContext
 from mesh.node.network import JobChannels, NodeNetwork, RemoteCreditReturn, RemoteLink
-from mesh.node.operators import RestoredState, RuntimeOperator, build_operator
+from mesh.node.operators import RuntimeOperator, build_operator
 from mesh.node.output import EdgeWriter
+from mesh.node.restore import RestorePoint
 from mesh.node.task import CheckpointTarget, SnapshotFile, SubtaskRunner, TaskState
 from mesh.protocol.messages import (
     AckCheckpoint,
@@ -48,19 +48,12 @@ from mesh.protocol.messages import (
 )
 from mesh.state.backends import KeyedStateBackend, open_backend
 from mesh.state.keys import KeyCodec
-from mesh.state.snapshot import SnapshotReader
 from mesh.time.clock import Clock
 from mesh.transport.sockets import SocketFactory
 
 __all__ = ["JobRuntime"]
 
 log = logging.getLogger("mesh.node.job")
-
-# Operator list state that is restored whole per old subtask (old subtask j's list goes
-# to new subtask j mod parallelism), not spread element by element: a sink's pending
-# transactions must be committed in their order, by one subtask. Source splits are
-# spread one by one.
-_DEALT_BY_OLD_SUBTASK = frozenset({"pending"})
 
 
 def _parse_subtask(text: str) -> SubtaskRef:
@@ -102,9 +95,8 @@ class JobRuntime:
         self._disposed = False
         # The job's settings (known once prepared).
         self.config: JobConfig = JobConfig(name=deploy.job_name)
-        # Operator list state of the restore point, merged over old subtasks, by uid.
-        # Operator state of the restore point by uid: (old subtask, lists by name) per file.
-        self._operator_state_cache: dict[str, list[tuple[int, dict[str, list[Any]]]]] = {}
+        # The checkpoint this job starts from, if any.
+        self._restore_point = RestorePoint(deploy.restore) if deploy.restore else None
 
     # -- preparing ------------------------------------------------------------------------
 
@@ -261,11 +253,14 @@ class JobRuntime:
                         )
                     )
             source_spec = graph.operator(task.head) if reader is not None else None
-            restored = {
-                uid: state
-                for uid in [graph.operator(o).uid for o in task.operators]
-                if (state := self._restored(uid, ref.index, task.parallelism, config)) is not None
-            }
+            restored = {}
+            if self._restore_point is not None:
+                for uid in [graph.operator(o).uid for o in task.operators]:
+                    state = self._restore_point.state_for(
+                        uid, ref.index, task.parallelism, config.max_parallelism
+                    )
+                    if state is not None:
+                        restored[uid] = state
             subtask = str(ref)
             runner = SubtaskRunner(
                 name=f"{task.name} ({ref.index + 1}/{task.parallelism})",
@@ -301,54 +296,6 @@ class JobRuntime:
             )
 
         return make
-
-    def _restored(
-        self, uid: str, index: int, parallelism: int, config: JobConfig
-    ) -> RestoredState | None:
-        """What operator ``uid``'s subtask ``index`` gets back from the restore point."""
-        restore = self.deploy.restore
-        if restore is None or uid not in restore.operators:
-            return None
-        root = Path(restore.path)
-        files = sorted(restore.operators[uid], key=lambda f: f.subtask)
-        groups = key_group_range(index, parallelism, config.max_parallelism)
-        keyed = [
-            root / f.file
-            for f in files
-            if f.key_groups is not None
-            and f.key_groups[0] < groups.end
-            and groups.start < f.key_groups[1]
-        ]
-        per_file = self._operator_state_cache.get(uid)
-        if per_file is None:
-            per_file = []
-            for f in files:
-                with SnapshotReader(root / f.file) as reader:
-                    per_file.append((f.subtask, reader.operator_state()))
-            self._operator_state_cache[uid] = per_file
-        everything: dict[str, list[Any]] = {}
-        for _, state in per_file:
-            for name, values in state.items():
-                everything.setdefault(name, []).extend(values)
-        mine = {}
-        for name, values in everything.items():
-            if name in _DEALT_BY_OLD_SUBTASK:
-                mine[name] = [
-                    v
-                    for old, state in per_file
-                    if old % parallelism == index
-                    for v in state.get(name, [])
-                ]
-            else:
-                mine[name] = values[index::parallelism]
-        return RestoredState(
-            checkpoint_id=restore.checkpoint_id,
-            job_id=restore.job_id,
-            keyed_files=keyed,
-            key_groups=groups,
-            operator_state=mine,
-            all_operator_state=everything,
-        )
 
     def _reporter(self, subtask: str) -> Callable[[SubtaskRunner], None]:
         def report(runner: SubtaskRunner) -> None:

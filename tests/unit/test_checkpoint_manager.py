@@ -13,8 +13,8 @@ from mesh.coordinator.checkpoints import (
     CheckpointManager,
     JobView,
     SavepointRequest,
-    check_restore_point,
 )
+from mesh.coordinator.restore import check_restore_point
 from mesh.coordinator.store import CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy
 from mesh.errors import CheckpointError
