@@ -432,8 +432,7 @@ def checkpoints(
     address = _coordinator_address(coordinator)
 
     async def go(client: Any) -> list[dict[str, Any]]:
-        st = await client.status(job_id)
-        return list(await client.checkpoints(st["job_id"]))
+        return list(await client.checkpoints(job_id))  # the coordinator resolves a prefix
 
     found = _run_client(address, go)
     typer.echo(orjson.dumps(found).decode() if json else format_checkpoints(found))
@@ -474,6 +473,7 @@ def run(
 
     Ctrl-C takes a savepoint (printed on the last line), then stops the job.
     """
+    from mesh.client.drive import Outcome, drive_job
     from mesh.client.local_cluster import LocalCluster
     from mesh.coordinator.scheduler import slots_needed
     from mesh.graph.execution import build_execution_graph
@@ -510,14 +510,17 @@ def run(
                 f"local cluster: coordinator {cluster.address}, "
                 f"{nodes} node(s) x {per_node} slot(s)"
             )
-        code = anyio.run(
-            _drive,
-            cluster.address,
-            submission,
-            quiet,
-            str(directory.resolve()),
+        outcome = anyio.run(
+            lambda: drive_job(
+                cluster.address, submission, quiet=quiet, state_dir=str(directory.resolve())
+            ),
             backend="asyncio",
         )
+        code = {
+            Outcome.OK: EXIT_OK,
+            Outcome.FAILED: EXIT_FAILED,
+            Outcome.INTERRUPTED: EXIT_INTERRUPTED,
+        }[outcome]
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     finally:
@@ -527,102 +530,6 @@ def run(
         elif not quiet and code != EXIT_OK:
             _err(f"daemon logs: {cluster.log_dir}")
     raise typer.Exit(code)
-
-
-async def _drive(address: str, submission: Any, quiet: bool, state_dir: str) -> int:
-    """Submit, show progress, print results; returns the exit code."""
-    from mesh.client.client import open_client
-    from mesh.client.render import format_progress
-    from mesh.time.durations import format_duration
-
-    tty = sys.stderr.isatty()
-    async with open_client(address) as client:
-        try:
-            job_id = await client.submit(submission)
-        except RemoteError as exc:
-            _err(f"error: {exc}")
-            return EXIT_FAILED
-        if not quiet:
-            _err(f"job {job_id} ({submission.job_name}) submitted")
-        collected: list[Any] = []
-        offset = 0
-        interrupted = False
-        savepoint_path: str | None = None
-        savepoints = f"{state_dir}/savepoints"
-        last_line = 0.0
-        last_state = ""
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as tg:
-
-                async def on_signal() -> None:
-                    nonlocal interrupted, savepoint_path
-                    async for _ in signals:
-                        interrupted = True
-                        _err("\ninterrupted: taking a savepoint, then stopping the job ...")
-                        try:
-                            savepoint_path = await client.savepoint(
-                                job_id, directory=savepoints, cancel=True
-                            )
-                        except (RemoteError, TimeoutError) as exc:
-                            _err(f"no savepoint ({exc}); cancelling the job")
-                            await client.cancel(job_id)
-                        return
-
-                tg.start_soon(on_signal)
-                while True:
-                    st = await client.status(job_id)
-                    records, offset, _ = await client.fetch_collected(job_id, offset)
-                    collected.extend(records)
-                    now = anyio.current_time()
-                    changed = st["state"] != last_state
-                    if not quiet and (tty or changed or now - last_line >= 5.0):
-                        end = "" if tty else "\n"
-                        _err(("\r" if tty else "") + format_progress(st) + end)
-                        last_line, last_state = now, st["state"]
-                    if st["state"] in FINAL_JOB_STATES:
-                        break
-                    await anyio.sleep(0.5)
-                tg.cancel_scope.cancel()
-        while True:
-            records, offset, complete = await client.fetch_collected(job_id, offset)
-            collected.extend(records)
-            if complete or not records:
-                break
-    if not quiet and tty:
-        _err("")
-    for record in collected:
-        sys.stdout.write(orjson.dumps(record).decode() + "\n")
-    sys.stdout.flush()
-    state = st["state"]
-    elapsed = format_duration(st["uptime_ms"])
-    totals = st["totals"]
-    _err(
-        f"job {job_id} ({st['name']}) {state} after {elapsed}: "
-        f"{totals['records_in']:,} records in, {totals['records_out']:,} out"
-    )
-    for sink in st.get("sinks", []):
-        if sink.get("type") == "JsonLines":
-            directory = Path(submission.base_dir) / sink["directory"]
-            parts = sorted(directory.glob(f"part-{job_id}-*.jsonl"))
-            inherited = (
-                " and the part files of the jobs it was restored from"
-                if st.get("restored_from")
-                else ""
-            )
-            _err(
-                f"results: {directory}/ ({len(parts)} part file(s) part-{job_id}-*.jsonl"
-                f"{inherited})"
-            )
-        elif sink.get("type") == "Collect":
-            _err(f"results: {len(collected)} collected record(s) printed on stdout")
-    if state == "FAILED":
-        _err(f"\n{st.get('error') or 'the job failed'}")
-        return EXIT_FAILED
-    if savepoint_path is not None:
-        _err(f"savepoint (resume with --from-savepoint):\n{savepoint_path}")
-    if interrupted or state == "CANCELED":
-        return EXIT_INTERRUPTED
-    return EXIT_OK
 
 
 def _version(value: bool) -> None:

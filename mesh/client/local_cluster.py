@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 from mesh.config import COORDINATOR_SETTINGS, NODE_SETTINGS
 from mesh.errors import MeshError
@@ -234,11 +234,3 @@ class LocalCluster:
     def kill(self, daemon: DaemonProcess, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to a daemon (for fault injection)."""
         daemon.process.send_signal(sig)
-
-    def describe(self) -> dict[str, Any]:
-        """Pids and addresses, for people and tests."""
-        return {
-            "coordinator": self.address,
-            "nodes": [{"name": n.name, "pid": n.pid, **n.ready} for n in self.nodes],
-            "logs": str(self.log_dir),
-        }

@@ -36,6 +36,7 @@ from mesh.coordinator.pending import AckResult, PendingCheckpoint
 from mesh.coordinator.store import CheckpointRecord, CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy, CheckpointTimer
 from mesh.errors import StateError
+from mesh.graph.execution import SubtaskRef
 from mesh.protocol.messages import (
     AckCheckpoint,
     CheckpointDone,
@@ -106,7 +107,6 @@ class CheckpointManager:
         self._savepoints: list[SavepointRequest] = []
         # The savepoint in flight, if the pending checkpoint is one.
         self._waiting_savepoint: SavepointRequest | None = None
-        self._triggered_wall: dict[int, int] = {}
         self.completed: list[CheckpointRecord] = [
             r for r in store.history(job.job_id) if r.state == "COMPLETED"
         ]
@@ -163,8 +163,8 @@ class CheckpointManager:
             directory=str(directory),
             expected=frozenset(self.job.subtasks),
             started_ms=now,
+            triggered_wall_ms=self.clock.now_ms(),
         )
-        self._triggered_wall[checkpoint_id] = self.clock.now_ms()
         self.timer.triggered(now)
         for node in self.job.nodes:
             self._send(
@@ -259,7 +259,7 @@ class CheckpointManager:
         directory = Path(pending.directory)
         operators: dict[str, list[StateFile]] = {}
         for subtask, ack in pending.acks.items():
-            index = int(subtask.split(".")[1])
+            index = SubtaskRef.parse(subtask).index
             for f in ack.files:
                 operators.setdefault(f.uid, []).append(
                     StateFile(
@@ -297,7 +297,7 @@ class CheckpointManager:
             kind=pending.kind,
             state="COMPLETED",
             path=str(directory),
-            triggered_ms=self._triggered_wall.get(pending.checkpoint_id, 0),
+            triggered_ms=pending.triggered_wall_ms,
             ended_ms=self.clock.now_ms(),
             duration_ms=round(now - pending.started_ms),
             size_bytes=metadata.size,
@@ -310,7 +310,6 @@ class CheckpointManager:
             self._abort(pending, str(exc))
             return
         pending.complete()
-        self._triggered_wall.pop(pending.checkpoint_id, None)
         self.completed.append(record)
         self.pending = None
         self.timer.completed(now)
@@ -404,7 +403,7 @@ class CheckpointManager:
                     kind=pending.kind,
                     state="FAILED" if failure else "ABORTED",
                     path=pending.directory,
-                    triggered_ms=self._triggered_wall.pop(pending.checkpoint_id, 0),
+                    triggered_ms=pending.triggered_wall_ms,
                     ended_ms=self.clock.now_ms(),
                     duration_ms=round(now - pending.started_ms),
                     size_bytes=0,
@@ -440,7 +439,3 @@ class CheckpointManager:
             "latest": latest.to_dict() if latest else None,
             "last_failure": self.last_failure,
         }
-
-    def history(self) -> list[dict[str, Any]]:
-        """Every checkpoint and savepoint of the job, oldest first."""
-        return [r.to_dict() for r in self.store.history(self.job.job_id)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import orjson
 
 from mesh._version import __version__
 from mesh.coordinator.checkpoints import CheckpointManager, JobView, SavepointRequest
-from mesh.coordinator.jobs import IllegalTransition, JobRecord, JobState
+from mesh.coordinator.jobs import IllegalTransition, JobRecord, JobState, JobTable
 from mesh.coordinator.registry import NodeInfo, NodeRegistry
 from mesh.coordinator.restore import resolve_restore
 from mesh.coordinator.scheduler import schedule
@@ -63,6 +62,7 @@ from mesh.protocol.messages import (
     RegisterNode,
     RegisterReply,
     Reregister,
+    RestoreSpec,
     SavepointTaken,
     StartTasks,
     SubmitJob,
@@ -70,6 +70,7 @@ from mesh.protocol.messages import (
     TakeSavepoint,
     TaskUpdate,
 )
+from mesh.state.metadata import CheckpointMetadata
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.drops import DropCounter
 from mesh.transport.sockets import Outbox, SocketFactory, SocketKind
@@ -120,13 +121,14 @@ class Coordinator:
         self.config = config
         self.clock = clock or SystemClock()
         self.nodes = NodeRegistry()
-        self.jobs: dict[str, JobRecord] = {}
+        self.jobs = JobTable()
         self.endpoint: str | None = None
         self.drops = DropCounter(log)
         self._outbox: Outbox | None = None
         self.store: CheckpointStore | None = None
         # The client request being handled: (identity, rid), for replies sent later.
         self._request: tuple[bytes, str | None] = (b"", None)
+        self._tg: anyio.abc.TaskGroup | None = None
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
@@ -138,6 +140,7 @@ class Coordinator:
             self.endpoint = router.endpoint
             self._outbox = Outbox(router)
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 tg.start_soon(self._outbox.pump)
                 tg.start_soon(self._monitor)
                 tg.start_soon(self._checkpoint_ticker)
@@ -266,21 +269,44 @@ class Coordinator:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def _new_job_id(self) -> str:
-        while True:
-            job_id = secrets.token_hex(8)
-            if job_id not in self.jobs:
-                return job_id
-
-    def _on_submit(self, identity: bytes, msg: SubmitJob) -> SubmitReply | ErrorReply:
+    def _on_submit(self, identity: bytes, msg: SubmitJob) -> SubmitReply | ErrorReply | None:
         graph = LogicalGraph.from_dict(msg.graph)
-        eg = build_execution_graph(graph)
-        restore, first_id = None, 1
-        if msg.restore_from:
+        if not msg.restore_from:
+            return self._admit(msg, graph, None, None)
+        assert self._tg is not None
+        self._tg.start_soon(self._submit_restored, self._request, msg, graph)
+        return None  # replied once the restore point is checked
+
+    async def _submit_restored(
+        self, request: tuple[bytes, str | None], msg: SubmitJob, graph: LogicalGraph
+    ) -> None:
+        """Check the restore point off the event loop (it hashes every state file)."""
+        assert msg.restore_from is not None
+        reply: Any
+        try:
+            restore, metadata = await anyio.to_thread.run_sync(
+                resolve_restore, msg.restore_from, graph
+            )
+        except CheckpointError as exc:
+            reply = ErrorReply(f"cannot restore: {exc}", "bad_restore_point")
+        else:
             try:
-                restore, metadata = resolve_restore(msg.restore_from, graph)
-            except CheckpointError as exc:
-                return ErrorReply(f"cannot restore: {exc}", "bad_restore_point")
+                reply = self._admit(msg, graph, restore, metadata)
+            except MeshError as exc:
+                reply = ErrorReply(str(exc), type(exc).__name__)
+        self._send(request[0], reply, request[1])
+
+    def _admit(
+        self,
+        msg: SubmitJob,
+        graph: LogicalGraph,
+        restore: RestoreSpec | None,
+        metadata: CheckpointMetadata | None,
+    ) -> SubmitReply | ErrorReply:
+        """Create, schedule and deploy a submitted job."""
+        eg = build_execution_graph(graph)
+        first_id = 1
+        if restore is not None and metadata is not None:
             source = self.jobs.get(metadata.job_id)
             if source is not None and not source.done:
                 # Both would write (and clean up) the same sink transactions.
@@ -291,7 +317,7 @@ class Coordinator:
                     "bad_restore_point",
                 )
             first_id = metadata.checkpoint_id + 1
-        job = JobRecord(job_id=self._new_job_id(), submission=msg, graph=eg, created_ms=self.now())
+        job = JobRecord(job_id=self.jobs.new_id(), submission=msg, graph=eg, created_ms=self.now())
         job.restore, job.first_checkpoint_id = restore, first_id
         base = (
             Path(msg.base_dir) / graph.config.checkpoint_dir
@@ -321,25 +347,23 @@ class Coordinator:
         msg = job.submission
         peers = [self.nodes.nodes[n].address for n in sorted(job.nodes)]
         job.deploy_pending = set(job.nodes)
+        deploy = DeployTasks(  # the same for every node: each finds its subtasks in it
+            job_id=job.job_id,
+            attempt=job.attempt,
+            graph=msg.graph,
+            fingerprint=job.graph.logical.fingerprint(),
+            job_name=msg.job_name,
+            entry=msg.entry,
+            build_args=msg.build_args,
+            base_dir=msg.base_dir,
+            assignments=job.assignments,
+            peers=peers,
+            channels=self.config.channels,
+            bundle=msg.bundle,
+            restore=job.restore,
+        )
         for node_id in sorted(job.nodes):
-            self._send_to_node(
-                node_id,
-                DeployTasks(
-                    job_id=job.job_id,
-                    attempt=job.attempt,
-                    graph=msg.graph,
-                    fingerprint=job.graph.logical.fingerprint(),
-                    job_name=msg.job_name,
-                    entry=msg.entry,
-                    build_args=msg.build_args,
-                    base_dir=msg.base_dir,
-                    assignments=job.assignments,
-                    peers=peers,
-                    channels=self.config.channels,
-                    bundle=msg.bundle,
-                    restore=job.restore,
-                ),
-            )
+            self._send_to_node(node_id, deploy)
 
     def _checkpoint_manager(self, job: JobRecord) -> CheckpointManager:
         assert self.store is not None
@@ -450,11 +474,14 @@ class Coordinator:
         job.collected.append(msg.records)
 
     def _cancel_tasks(self, job: JobRecord, reason: str) -> None:
+        # A person's cancel of a job without checkpoints keeps what its sinks wrote; with
+        # checkpoints only checkpointed output is ever visible, and a failure keeps
+        # nothing uncommitted.
+        commit = reason == "user" and job.graph.logical.config.checkpoint_interval_ms is None
+        cancel = CancelTasks(job_id=job.job_id, attempt=job.attempt, reason=reason, commit=commit)
         for node_id in sorted(job.nodes):
             if self.nodes.get(node_id) is not None:
-                self._send_to_node(
-                    node_id, CancelTasks(job_id=job.job_id, attempt=job.attempt, reason=reason)
-                )
+                self._send_to_node(node_id, cancel)
 
     def _fail(self, job: JobRecord, error: str) -> None:
         if job.done:
@@ -473,32 +500,15 @@ class Coordinator:
         job.ended_ms = self.now()
         if job.checkpoints is not None:
             # Stopped, it triggers nothing more; it stays for the status summary.
-            job.checkpoints.shutdown(_ENDED_AS.get(state, state.value.lower()))
+            job.checkpoints.shutdown(_ENDED_AS[state])
         self.nodes.release(job.job_id)
         # The code bundle is only needed to deploy; a finished job keeps its summary.
         job.submission = dataclasses.replace(job.submission, bundle=b"")
         if state is not JobState.FAILED:
             log.info("job %s (%s) %s", job.job_id, job.name, state.value)
-        self._forget_old_jobs()
-
-    def _forget_old_jobs(self) -> None:
-        ended = sorted((j for j in self.jobs.values() if j.done), key=lambda j: j.ended_ms)
-        for job in ended[: max(0, len(ended) - self.config.retained_jobs)]:
-            del self.jobs[job.job_id]
+        self.jobs.forget_ended(keep=self.config.retained_jobs)
 
     # -- client requests --------------------------------------------------------------------
-
-    def _job(self, job_id: str) -> JobRecord:
-        """The job with this id, or with this unique id prefix."""
-        job = self.jobs.get(job_id)
-        if job is not None:
-            return job
-        matches = sorted(j for j in self.jobs if j.startswith(job_id)) if job_id else []
-        if len(matches) == 1:
-            return self.jobs[matches[0]]
-        if matches:
-            raise MeshError(f"job id prefix {job_id!r} is ambiguous: {', '.join(matches)}")
-        raise MeshError(f"no job {job_id!r} (see mesh list)")
 
     def _on_list_jobs(self, identity: bytes, msg: ListJobs) -> JobList:
         now = self.now()
@@ -506,10 +516,10 @@ class Coordinator:
         return JobList(jobs=[j.summary(now) for j in jobs])
 
     def _on_status(self, identity: bytes, msg: GetJobStatus) -> JobStatusReply:
-        return JobStatusReply(status=self._job(msg.job_id).status(self.now()))
+        return JobStatusReply(status=self.jobs.find(msg.job_id).status(self.now()))
 
     def _on_cancel(self, identity: bytes, msg: CancelJob) -> Ack:
-        job = self._job(msg.job_id)
+        job = self.jobs.find(msg.job_id)
         if job.done:
             return Ack(detail=f"job {job.job_id} is already {job.state.value}")
         if job.state is JobState.CANCELLING:
@@ -528,7 +538,7 @@ class Coordinator:
         log.info("job %s (%s) cancelling (%s)", job.job_id, job.name, reason)
 
     def _on_fetch(self, identity: bytes, msg: FetchCollected) -> CollectedReply:
-        job = self._job(msg.job_id)
+        job = self.jobs.find(msg.job_id)
         if msg.offset < 0:
             raise MeshError(f"fetch offset must be >= 0, got {msg.offset}")
         batches = job.collected[msg.offset : msg.offset + _COLLECT_BATCHES_PER_REPLY]
@@ -551,7 +561,7 @@ class Coordinator:
             job.checkpoints.on_decline(msg)
 
     def _on_take_savepoint(self, identity: bytes, msg: TakeSavepoint) -> ErrorReply | None:
-        job = self._job(msg.job_id)
+        job = self.jobs.find(msg.job_id)
         if job.state is not JobState.RUNNING or job.checkpoints is None:
             return ErrorReply(
                 f"job {job.job_id} is {job.state.value}: only a running job takes savepoints",
@@ -578,7 +588,7 @@ class Coordinator:
         return None
 
     def _on_list_checkpoints(self, identity: bytes, msg: ListCheckpoints) -> CheckpointList:
-        job = self._job(msg.job_id)
+        job = self.jobs.find(msg.job_id)
         assert self.store is not None
         return CheckpointList(checkpoints=[r.to_dict() for r in self.store.history(job.job_id)])
 

@@ -16,12 +16,14 @@ node has its subtasks ready. FINISHED, CANCELED and FAILED are final.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from mesh.coordinator.checkpoints import CheckpointManager
-from mesh.graph.execution import ExecutionGraph
+from mesh.errors import MeshError
+from mesh.graph.execution import ExecutionGraph, SubtaskRef
 from mesh.protocol.messages import (
     FINAL_JOB_STATES,
     RestoreSpec,
@@ -30,7 +32,7 @@ from mesh.protocol.messages import (
     TaskAssignment,
 )
 
-__all__ = ["TERMINAL", "IllegalTransition", "JobRecord", "JobState"]
+__all__ = ["TERMINAL", "IllegalTransition", "JobRecord", "JobState", "JobTable"]
 
 
 class JobState(StrEnum):
@@ -183,7 +185,7 @@ class JobRecord:
         for task in eg.job.tasks:
             subtasks = []
             for index in range(task.parallelism):
-                key = f"{task.id}.{index}"
+                key = str(SubtaskRef(task.id, index))
                 m = self.metrics.get(key)
                 r = self.rates.get(key, _Rate())
                 a = placement.get(key)
@@ -259,3 +261,32 @@ class JobRecord:
             "checkpoints": self.checkpoints.summary() if self.checkpoints else None,
             "restored_from": self.restore.path if self.restore else None,
         }
+
+
+class JobTable(dict[str, JobRecord]):
+    """The coordinator's jobs by id."""
+
+    def new_id(self) -> str:
+        """A fresh random job id."""
+        while True:
+            job_id = secrets.token_hex(8)
+            if job_id not in self:
+                return job_id
+
+    def find(self, job_id: str) -> JobRecord:
+        """The job with this id, or with this unique id prefix."""
+        job = self.get(job_id)
+        if job is not None:
+            return job
+        matches = sorted(j for j in self if j.startswith(job_id)) if job_id else []
+        if len(matches) == 1:
+            return self[matches[0]]
+        if matches:
+            raise MeshError(f"job id prefix {job_id!r} is ambiguous: {', '.join(matches)}")
+        raise MeshError(f"no job {job_id!r} (see mesh list)")
+
+    def forget_ended(self, *, keep: int) -> None:
+        """Drop the oldest ended jobs beyond the ``keep`` most recent."""
+        ended = sorted((j for j in self.values() if j.done), key=lambda j: j.ended_ms)
+        for job in ended[: max(0, len(ended) - keep)]:
+            del self[job.job_id]

@@ -34,6 +34,7 @@ class PendingCheckpoint:
     directory: str  # where its files and _metadata.json go
     expected: frozenset[str]  # every subtask ("task.index") that must acknowledge
     started_ms: float  # monotonic
+    triggered_wall_ms: int = 0  # epoch ms, for the history
     # Acknowledgement payloads by subtask (files written, bytes, duration).
     acks: dict[str, Any] = field(default_factory=dict)
     # Why it was given up, once it was.

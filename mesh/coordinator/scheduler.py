@@ -16,7 +16,7 @@ what each node offers.
 from __future__ import annotations
 
 from mesh.errors import SchedulingError
-from mesh.graph.execution import ExecutionGraph
+from mesh.graph.execution import ExecutionGraph, SubtaskRef
 from mesh.protocol.messages import TaskAssignment
 
 __all__ = ["PLACEMENTS", "schedule", "slots_needed"]
@@ -102,6 +102,6 @@ def schedule(
         for index in range(task.parallelism):
             node, slot = slots[index]
             assignments.append(
-                TaskAssignment(subtask=f"{task.id}.{index}", node_id=node, slot=slot)
+                TaskAssignment(subtask=str(SubtaskRef(task.id, index)), node_id=node, slot=slot)
             )
     return assignments

@@ -30,6 +30,12 @@ class SubtaskRef:
     def __str__(self) -> str:
         return f"{self.task}.{self.index}"
 
+    @classmethod
+    def parse(cls, text: str) -> SubtaskRef:
+        """The subtask named ``"task.index"`` (what ``str`` gives)."""
+        task, index = text.split(".")
+        return cls(int(task), int(index))
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:

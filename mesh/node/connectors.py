@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mesh.api import sinks, sources
+from mesh.api import sinks
 from mesh.errors import GraphError
 from mesh.graph.logical import OperatorSpec
 from mesh.node.context import TaskContext
-from mesh.node.readers import SourceReader, build_reader
+from mesh.node.readers import build_reader
 from mesh.node.sqlite_sink import SqliteSink
 from mesh.node.txn_sinks import JsonLinesSink
 from mesh.node.writers import CollectSink, PrintSink, SinkOperator, ZmqPushSink
@@ -31,8 +31,3 @@ def build_sink(spec: OperatorSpec, sink: sinks.Sink, ctx: TaskContext) -> SinkOp
     if factory is None:
         raise GraphError(f"sink {type(sink).__name__} is not supported by this node")
     return factory(spec, sink, ctx)
-
-
-def reader_for(source: sources.Source, ctx: TaskContext) -> SourceReader:
-    """The reader for ``source`` (see ``mesh.node.readers``)."""
-    return build_reader(source, ctx)

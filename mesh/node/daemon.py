@@ -191,10 +191,7 @@ class Node:
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None:
                 log.info("cancelling job %s (%s)", msg.job_id, msg.reason or "requested")
-                # Without checkpoints, a user's cancel keeps what sinks wrote; with them,
-                # only checkpointed output is ever visible.
-                no_checkpoints = runtime.config.checkpoint_interval_ms is None
-                runtime.cancel(commit=msg.reason == "user" and no_checkpoints)
+                runtime.cancel(commit=msg.commit)
                 if not runtime.started:
                     del self.jobs[msg.job_id]
         elif isinstance(msg, TriggerCheckpoint):
@@ -257,8 +254,8 @@ class Node:
         )
 
     def _start(self, start: StartTasks) -> None:
-        runtime = self.jobs.get(start.job_id)
-        if runtime is None or runtime.attempt != start.attempt or self._tg is None:
+        runtime = self._runtime(start.job_id, start.attempt)
+        if runtime is None or self._tg is None:
             log.warning("start for unknown job %s attempt %d", start.job_id, start.attempt)
             return
         self._tg.start_soon(self._run_job, runtime)

@@ -56,11 +56,6 @@ __all__ = ["JobRuntime"]
 log = logging.getLogger("mesh.node.job")
 
 
-def _parse_subtask(text: str) -> SubtaskRef:
-    task, index = text.split(".")
-    return SubtaskRef(int(task), int(index))
-
-
 class JobRuntime:
     """The subtasks of one job attempt placed on this node."""
 
@@ -145,7 +140,7 @@ class JobRuntime:
         settings = deploy.channels
         exclusive = settings.exclusive_credits
         buffer_records = settings.buffer_records
-        placement = {_parse_subtask(a.subtask): a.node_id for a in deploy.assignments}
+        placement = {SubtaskRef.parse(a.subtask): a.node_id for a in deploy.assignments}
         peers: dict[str, PeerAddress] = {p.node_id: p for p in deploy.peers}
         local = sorted(ref for ref, node in placement.items() if node == self.node_id)
         tasks = eg.job.tasks

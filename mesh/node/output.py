@@ -55,7 +55,6 @@ class EdgeWriter:
             else None
         )
         self._random = random.Random(subtask_index)
-        self.records_out = 0
 
     def write(self, batch: list[Any]) -> None:
         """Partition ``batch`` into the channel buffers; send the buffers that are full."""
@@ -78,7 +77,6 @@ class EdgeWriter:
             for k in range(min(n, len(batch))):
                 buffers[(start + k) % n].extend(batch[k::n])
             self._next = (start + len(batch)) % n
-        self.records_out += len(batch)
         limit = self.buffer_records
         for index, buf in enumerate(buffers):
             if len(buf) >= limit:

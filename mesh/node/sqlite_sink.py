@@ -97,9 +97,7 @@ class SqliteSink(TransactionalSink):
                     f"a record has no {self.key!r}: {describe_record(record)}"
                 )
         if self._current is None:
-            ctx = self.ctx
-            owner = f"{ctx.job_id}-{self.spec.uid}-{ctx.subtask_index}"
-            self._current = f"~{owner}-a{ctx.attempt}-{next(self._seq)}"
+            self._current = f"~{self._current_name()}"
             self._row = 0
         rows = encode_lines(self.spec, batch).splitlines()
         txn, start = self._current, self._row

@@ -85,8 +85,6 @@ class TaskMetrics:
     backpressured_since: float | None = None  # monotonic ms, while waiting now
     started_ms: int = 0
     finished_ms: int = 0
-    last_checkpoint: int = 0
-    last_checkpoint_ms: float = 0.0  # how long the last snapshot took to write
 
     def backpressure_total(self, now_ms: float) -> float:
         """Time spent waiting for output room, including a wait going on now."""
@@ -334,8 +332,6 @@ class SubtaskRunner:
                 if capture.job is not None:
                     capture.job.finish()
         duration = self.clock.monotonic_ms() - started
-        self.metrics.last_checkpoint = checkpoint_id
-        self.metrics.last_checkpoint_ms = duration
         self.checkpoints.ack(checkpoint_id, files, duration)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:

@@ -33,18 +33,11 @@ from mesh.graph.logical import OperatorSpec
 from mesh.node.context import TaskContext
 from mesh.node.operators import RestoredState
 from mesh.node.writers import SinkOperator, encode_lines
+from mesh.state.files import fsync_dir
 
 __all__ = ["JsonLinesSink", "TransactionalSink", "transaction_pattern"]
 
 _FINAL = "end"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class TransactionalSink(SinkOperator):
@@ -61,9 +54,18 @@ class TransactionalSink(SinkOperator):
     def stateful(self) -> bool:
         return True
 
+    @property
+    def _owner(self) -> str:
+        """``<job>-<sink uid>-<subtask>``: the prefix of this subtask's transactions."""
+        return f"{self.ctx.job_id}-{self.spec.uid}-{self.ctx.subtask_index}"
+
     def _txn_name(self, checkpoint: int | str) -> str:
         txn = f"{checkpoint:06d}" if isinstance(checkpoint, int) else checkpoint
-        return f"{self.ctx.job_id}-{self.spec.uid}-{self.ctx.subtask_index}-{txn}"
+        return f"{self._owner}-{txn}"
+
+    def _current_name(self) -> str:
+        """A name for a new current transaction (unique in this attempt)."""
+        return f"{self._owner}-a{self.ctx.attempt}-{next(self._seq)}"
 
     # -- what each sink implements ---------------------------------------------------------
 
@@ -166,12 +168,7 @@ class JsonLinesSink(TransactionalSink):
 
     def process(self, batch: list[Any]) -> list[Any]:
         if self._file is None:
-            ctx = self.ctx
-            name = (
-                f".part-{ctx.job_id}-{self.spec.uid}-{ctx.subtask_index}-a{ctx.attempt}-"
-                f"{next(self._seq)}.inprogress"
-            )
-            self._path = self.directory / name
+            self._path = self.directory / f".part-{self._current_name()}.inprogress"
             try:
                 self._file = open(self._path, "wb")  # noqa: SIM115 - closed by precommit/abort
             except OSError as exc:
@@ -193,7 +190,7 @@ class JsonLinesSink(TransactionalSink):
         pending = self.directory / f".part-{txn}-a{self.ctx.attempt}.pending"
         os.replace(self._path, pending)
         try:
-            _fsync_dir(self.directory)  # the rename is part of what the checkpoint relies on
+            fsync_dir(self.directory)  # the rename is part of what the checkpoint relies on
         except OSError:
             os.replace(pending, self._path)  # still current (the open file moves with it)
             raise
@@ -206,7 +203,7 @@ class JsonLinesSink(TransactionalSink):
         pending, final = Path(entry["pending"]), Path(entry["final"])
         if pending.exists():
             os.replace(pending, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         elif not final.exists():
             raise StateError(
                 f"sink {self.spec.uid!r}: transaction file {pending} is gone and {final} was "

@@ -320,6 +320,9 @@ class CancelTasks:
     job_id: str
     attempt: int
     reason: str = ""
+    # Make what sinks wrote visible before stopping (a person cancelled a job that has
+    # no checkpoints); otherwise uncommitted output is dropped.
+    commit: bool = False
 
 
 # -- client ↔ coordinator ----------------------------------------------------------------

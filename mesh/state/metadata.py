@@ -8,7 +8,6 @@ newest first and skips (with a reason) any that fail the check.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from mesh.errors import CheckpointError
+from mesh.state.files import fsync_dir, sha256_file
 
 __all__ = [
     "METADATA_FILE",
@@ -128,20 +128,8 @@ def write_metadata(directory: Path, metadata: CheckpointMetadata) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, target)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_metadata(directory: Path, *, verify: bool = True) -> CheckpointMetadata:
@@ -174,7 +162,7 @@ def load_metadata(directory: Path, *, verify: bool = True) -> CheckpointMetadata
                         f"checkpoint {directory}: file {f.file} has {size} bytes, the "
                         f"metadata says {f.size}"
                     )
-                if _sha256(path) != f.sha256:
+                if sha256_file(path) != f.sha256:
                     raise CheckpointError(
                         f"checkpoint {directory}: file {f.file} has the wrong checksum "
                         "(it was changed after the checkpoint was taken)"

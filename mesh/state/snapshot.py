@@ -16,7 +16,6 @@ Both state backends write this format, so a checkpoint restores into either.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -28,6 +27,7 @@ import orjson
 
 from mesh.errors import StateError
 from mesh.graph.keygroups import KeyGroupRange
+from mesh.state.files import sha256_file
 
 __all__ = [
     "SCHEMA",
@@ -116,12 +116,9 @@ def write_rows(path: Path, rows: Iterable[KeyedRow]) -> None:
 
 def file_info(path: Path) -> FileInfo:
     """Fsync ``path`` and describe it (size and sha256)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return FileInfo(path=str(path), size=path.stat().st_size, sha256=digest.hexdigest())
+    return FileInfo(path=str(path), size=path.stat().st_size, sha256=sha256_file(path))
 
 
 class SnapshotReader:

@@ -8,7 +8,8 @@ import pytest
 
 import mesh
 from mesh import sinks, sources
-from mesh.coordinator.jobs import TERMINAL, IllegalTransition, JobRecord, JobState
+from mesh.coordinator.jobs import TERMINAL, IllegalTransition, JobRecord, JobState, JobTable
+from mesh.errors import MeshError
 from mesh.graph.execution import build_execution_graph
 from mesh.protocol.messages import SubmitJob
 
@@ -127,3 +128,26 @@ def test_the_whole_happy_path() -> None:
         record.transition(step)
     assert record.done
     assert record.summary(now_ms=5_000)["state"] == "FINISHED"
+
+
+def test_job_table_finds_by_id_or_unique_prefix() -> None:
+    table = JobTable()
+    for job_id in ("abc123", "abd456", "xyz789"):
+        table[job_id] = _record(job_id)
+    assert table.find("abc123").job_id == "abc123"
+    assert table.find("x").job_id == "xyz789"
+    with pytest.raises(MeshError, match="prefix 'ab' is ambiguous: abc123, abd456"):
+        table.find("ab")
+    with pytest.raises(MeshError, match="no job 'q'"):
+        table.find("q")
+    assert table.new_id() not in table
+
+
+def test_job_table_forgets_the_oldest_ended_jobs() -> None:
+    table = JobTable()
+    for n, state in enumerate([JobState.FINISHED, JobState.RUNNING, JobState.FAILED]):
+        job = _record(f"job-{n}")
+        job.state, job.ended_ms = state, n
+        table[job.job_id] = job
+    table.forget_ended(keep=1)
+    assert sorted(table) == ["job-1", "job-2"]  # the running job always stays
