@@ -12,7 +12,7 @@ and ``mesh run job.py`` runs it on a local cluster.
 """
 
 from mesh._version import __version__
-from mesh.api import KeyedStream, Stream, StreamSink, sinks, sources
+from mesh.api import KeyedStream, RestartStrategy, Stream, StreamSink, sinks, sources
 from mesh.api.functions import KeyedProcessFunction, ProcessFunction
 from mesh.api.job import Job
 from mesh.errors import (
@@ -37,6 +37,7 @@ __all__ = [
     "MeshError",
     "ProcessFunction",
     "RecordError",
+    "RestartStrategy",
     "Stream",
     "StreamSink",
     "__version__",

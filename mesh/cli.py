@@ -172,6 +172,7 @@ def coordinator(
             heartbeat_interval_ms=s["heartbeat_interval"],
             heartbeat_timeout_ms=s["heartbeat_timeout"],
             placement=s["placement"],
+            slot_timeout_ms=s["slot_timeout"],
             checkpoint_dir=s["checkpoint_dir"],
             checkpoint_timeout_ms=s["checkpoint_timeout"],
             checkpoint_min_pause_ms=s["checkpoint_min_pause"],

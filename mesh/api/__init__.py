@@ -2,6 +2,7 @@
 
 from mesh.api import sinks, sources
 from mesh.api.job import Job
+from mesh.api.restart import RestartStrategy
 from mesh.api.streams import KeyedStream, Stream, StreamSink
 
-__all__ = ["Job", "KeyedStream", "Stream", "StreamSink", "sinks", "sources"]
+__all__ = ["Job", "KeyedStream", "RestartStrategy", "Stream", "StreamSink", "sinks", "sources"]

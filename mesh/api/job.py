@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mesh.api.restart import RestartStrategy
 from mesh.api.sinks import Sink
 from mesh.api.sources import Source
 from mesh.errors import GraphError
@@ -34,10 +35,9 @@ __all__ = ["BuiltJob", "InputRef", "Job", "OperatorDef"]
 
 _CHECKPOINT_MODES = ("exactly_once", "at_least_once")
 _STATE_BACKENDS = ("memory", "sqlite")
+_ON_ERROR = ("fail", "dead_letter")
 
 KeyFn = Callable[[Any], Any]
-
-_NOT_YET = "Job: {} not supported yet in this version of mesh (see the README's Status)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +108,14 @@ class Job:
         checkpoint_interval: how often to checkpoint (``"1s"``), or None for never.
         checkpoint_mode: ``"exactly_once"`` (aligned barriers) or ``"at_least_once"``.
         state_backend: ``"memory"`` or ``"sqlite"``.
-        restart: what to do when a task fails.
+        restart: what to do when a task fails (a ``RestartStrategy``; default:
+            ``exponential()`` if the job checkpoints, else ``none()``).
+        on_error: what a record that makes user code raise does: ``"fail"`` the task
+            (default; the restart strategy decides what follows) or ``"dead_letter"``:
+            the record, the operator uid and the traceback go to ``dead_letter`` and
+            processing goes on.
+        dead_letter: the sink for dead letters (default:
+            ``sinks.JsonLines("dead-letters/<job name>")``).
         buffer_timeout: the longest a partly filled output buffer waits before it is sent.
         checkpoint_dir: where this job's checkpoints go (default: the cluster's); relative
             paths resolve against the directory the job is submitted from.
@@ -123,9 +130,11 @@ class Job:
         checkpoint_interval: int | str | None = None,
         checkpoint_mode: str = "exactly_once",
         state_backend: str = "memory",
-        restart: Any = None,
+        restart: RestartStrategy | None = None,
         buffer_timeout: int | str = "10ms",
         checkpoint_dir: str | None = None,
+        on_error: str = "fail",
+        dead_letter: Sink | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise GraphError(f"Job name must be a non-empty string, got {name!r}")
@@ -153,17 +162,30 @@ class Job:
                 f"got {state_backend!r}"
             )
         self.state_backend = state_backend
+        if restart is not None and not isinstance(restart, RestartStrategy):
+            raise GraphError(
+                "Job restart must be a RestartStrategy (e.g. RestartStrategy.fixed_delay(3, "
+                f"'5s')), got {restart!r}"
+            )
         self.restart = restart
+        if on_error not in _ON_ERROR:
+            raise GraphError(
+                f"Job on_error must be one of {', '.join(_ON_ERROR)}, got {on_error!r}"
+            )
+        self.on_error = on_error
+        if dead_letter is not None and not isinstance(dead_letter, Sink):
+            raise GraphError(
+                f"Job dead_letter must be a mesh.sinks object, got {type(dead_letter).__name__}"
+            )
+        if dead_letter is not None and on_error != "dead_letter":
+            raise GraphError('Job dead_letter is only used with on_error="dead_letter"')
+        self.dead_letter = dead_letter
         self.buffer_timeout_ms = _duration(buffer_timeout, "Job buffer_timeout")
         if checkpoint_dir is not None and (
             not isinstance(checkpoint_dir, str) or not checkpoint_dir
         ):
             raise GraphError(f"Job checkpoint_dir must be a directory path, got {checkpoint_dir!r}")
         self.checkpoint_dir = checkpoint_dir
-        # Settings this version accepts but cannot honour yet: refuse them rather than
-        # run a job without the guarantees its author asked for.
-        if restart is not None:
-            raise GraphError(_NOT_YET.format("restart strategies"))
         self._operators: list[OperatorDef] = []
 
     def __repr__(self) -> str:
@@ -191,6 +213,11 @@ class Job:
         if name is not None:
             op.name = name
         return Stream(self, [InputRef(op.id, None)], op.id)
+
+    def _restart_for(self, interval_ms: int | None) -> RestartStrategy:
+        if self.restart is not None:
+            return self.restart
+        return RestartStrategy.exponential() if interval_ms else RestartStrategy.none()
 
     def _add(self, kind: str, inputs: list[InputRef], **fields: Any) -> OperatorDef:
         for ref in inputs:
@@ -233,6 +260,8 @@ class Job:
             checkpoint_mode=self.checkpoint_mode,
             state_backend=self.state_backend,
             checkpoint_dir=self.checkpoint_dir,
+            restart=self._restart_for(interval).to_dict(),
+            on_error=self.on_error,
         )
         specs: list[OperatorSpec] = []
         edges: list[EdgeSpec] = []

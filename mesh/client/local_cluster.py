@@ -140,10 +140,42 @@ class LocalCluster:
             self.stop()
             raise
 
-    def add_node(
-        self, *, slots: int | None = None, wait: bool = True, timeout_s: float = 30.0
+    def restart_coordinator(
+        self, *, env: dict[str, str] | None = None, timeout_s: float = 30.0
     ) -> DaemonProcess:
-        """Start one more node (ready on return unless ``wait`` is False)."""
+        """Start the coordinator again on the same address and state directory (after it
+        died or was killed; a live one is killed first). Nodes reconnect on their own."""
+        old = self.coordinator
+        if old is not None:
+            if old.alive():
+                old.process.kill()
+            old.process.wait()
+        self.coordinator = self._spawn(
+            "coordinator",
+            "coordinator",
+            [
+                "coordinator",
+                "--bind",
+                self.address,
+                "--state-dir",
+                str(self.state_dir / "coordinator"),
+                *self._coordinator_args,
+            ],
+            env=env,
+        )
+        self._wait_ready([self.coordinator], timeout_s)
+        return self.coordinator
+
+    def add_node(
+        self,
+        *,
+        slots: int | None = None,
+        wait: bool = True,
+        timeout_s: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> DaemonProcess:
+        """Start one more node (ready on return unless ``wait`` is False); ``env`` adds
+        environment variables for this node only."""
         self._node_counter += 1
         name = f"node-{self._node_counter}"
         node = self._spawn(
@@ -161,6 +193,7 @@ class LocalCluster:
                 name,
                 *self._node_args,
             ],
+            env=env,
         )
         self.nodes.append(node)
         if wait:
@@ -187,13 +220,17 @@ class LocalCluster:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _spawn(self, role: str, name: str, args: list[str]) -> DaemonProcess:
+    def _spawn(
+        self, role: str, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> DaemonProcess:
         assert self._listener is not None
-        env = {**os.environ, **self._env, "NOTIFY_SOCKET": self._listener.path}
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        extra = env or {}
+        full = {**os.environ, **self._env, **extra, "NOTIFY_SOCKET": self._listener.path}
+        full.setdefault("PYTHONUNBUFFERED", "1")
         for setting in (*COORDINATOR_SETTINGS, *NODE_SETTINGS):
-            if setting.env not in self._env:  # the user's daemon settings stay out
-                env.pop(setting.env, None)
+            if setting.env not in self._env and setting.env not in extra:
+                # the user's own daemon settings stay out
+                full.pop(setting.env, None)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
@@ -201,7 +238,7 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=self._stdout,
                 stderr=log,
-                env=env,
+                env=full,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )

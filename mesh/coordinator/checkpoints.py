@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mesh import faults
 from mesh.coordinator.pending import AckResult, PendingCheckpoint
 from mesh.coordinator.store import CheckpointRecord, CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy, CheckpointTimer
@@ -118,6 +119,14 @@ class CheckpointManager:
         self._final_id: int | None = None
         # Called when failures exceed what the policy tolerates (the job fails).
         self.on_too_many_failures: Callable[[str], None] = lambda reason: None
+        # Called with the next unused id after each trigger (persisted: ids are never
+        # reused, even by a coordinator that restarts).
+        self.on_next_id: Callable[[int], None] = lambda next_id: None
+
+    @property
+    def next_id(self) -> int:
+        """The id the next checkpoint or savepoint gets."""
+        return self._next_id
 
     # -- triggering -----------------------------------------------------------------------
 
@@ -156,6 +165,7 @@ class CheckpointManager:
     def _trigger(self, kind: str, directory: Path) -> int:
         checkpoint_id = self._next_id
         self._next_id += 1
+        self.on_next_id(self._next_id)
         now = self.clock.monotonic_ms()
         self.pending = PendingCheckpoint(
             checkpoint_id=checkpoint_id,
@@ -315,6 +325,7 @@ class CheckpointManager:
         self.timer.completed(now)
         self.last_failure = None
         self._retain()
+        faults.reach("checkpoint.recorded")
         self._tell_nodes(pending.checkpoint_id, completed=True)
         log.info(
             "job %s: %s %d completed in %d ms (%d bytes)",

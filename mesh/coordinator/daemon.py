@@ -6,9 +6,14 @@ message is handled to completion on the event loop; nothing is awaited in betwee
 except sends, so the registries are never seen half-updated.
 
 A job goes: submit → schedule (slots, or a clear error) → deploy to every node →
-(all nodes ready) start → every subtask finished → FINISHED. A failed subtask, a
-failed deploy or a lost node fails the job and cancels what is left of it; a user's
-cancel stops every subtask, keeping what sinks wrote.
+(all nodes ready) start → every subtask finished → FINISHED. A failed subtask or a lost
+node fails the attempt: if the job's restart strategy allows, the job fails over
+(RESTARTING: cancel what is left of the attempt, wait out the delay and for enough
+slots, deploy the next attempt from the latest completed checkpoint); otherwise the job
+is FAILED with the root cause. A user's cancel stops every subtask.
+
+Jobs live in the coordinator's database too: a coordinator that restarts resumes every
+job that had not ended, as a new attempt from its latest completed checkpoint.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import orjson
 from mesh._version import __version__
 from mesh.coordinator.checkpoints import CheckpointManager, JobView, SavepointRequest
 from mesh.coordinator.jobs import IllegalTransition, JobRecord, JobState, JobTable
+from mesh.coordinator.jobstore import JobStore, StoredJob
 from mesh.coordinator.registry import NodeInfo, NodeRegistry
+from mesh.coordinator.restart import RestartTracker
 from mesh.coordinator.restore import resolve_restore
 from mesh.coordinator.scheduler import schedule
 from mesh.coordinator.store import CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy
-from mesh.errors import CheckpointError, FrameError, MeshError, SchedulingError
+from mesh.errors import CheckpointError, FrameError, MeshError, SchedulingError, StateError
 from mesh.graph.execution import build_execution_graph
 from mesh.graph.logical import LogicalGraph
 from mesh.protocol import codec
@@ -52,6 +59,7 @@ from mesh.protocol.messages import (
     FetchCollected,
     GetJobStatus,
     Heartbeat,
+    HeartbeatAck,
     JobList,
     JobStatusReply,
     ListCheckpoints,
@@ -68,6 +76,7 @@ from mesh.protocol.messages import (
     SubmitJob,
     SubmitReply,
     TakeSavepoint,
+    TaskAssignment,
     TaskUpdate,
 )
 from mesh.state.metadata import CheckpointMetadata
@@ -100,6 +109,7 @@ class CoordinatorConfig:
     heartbeat_timeout_ms: int = 5000
     placement: str = "spread"
     cancel_timeout_ms: int = 10_000
+    slot_timeout_ms: int = 300_000  # a restarting job waits this long for enough slots
     channels: ChannelSettings = field(default_factory=ChannelSettings)
     retained_jobs: int = 100  # finished jobs kept for list/status (oldest dropped first)
     checkpoint_dir: Path | None = None  # default: <state_dir>/checkpoints
@@ -126,6 +136,7 @@ class Coordinator:
         self.drops = DropCounter(log)
         self._outbox: Outbox | None = None
         self.store: CheckpointStore | None = None
+        self.job_store: JobStore | None = None
         # The client request being handled: (identity, rid), for replies sent later.
         self._request: tuple[bytes, str | None] = (b"", None)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -135,6 +146,8 @@ class Coordinator:
     ) -> None:
         """Serve until cancelled; ``task_status.started(endpoint)`` once bound."""
         self.store = CheckpointStore(self.config.state_dir / "coordinator.db")
+        self.job_store = JobStore(self.config.state_dir / "coordinator.db")
+        self._resume_jobs()
         with SocketFactory() as factory:
             router = factory.bind(SocketKind.ROUTER, self.config.bind)
             self.endpoint = router.endpoint
@@ -143,7 +156,7 @@ class Coordinator:
                 self._tg = tg
                 tg.start_soon(self._outbox.pump)
                 tg.start_soon(self._monitor)
-                tg.start_soon(self._checkpoint_ticker)
+                tg.start_soon(self._ticker)
                 log.info("coordinator listening on %s", router.endpoint)
                 task_status.started(router.endpoint)
                 while True:
@@ -220,22 +233,27 @@ class Coordinator:
         if previous is not None and previous.pid != msg.pid:
             self._node_gone(previous, "restarted")
         log.info("node %s registered: %d slot(s) at %s", msg.node_id, msg.slots, msg.data_endpoint)
-        return RegisterReply(ok=True, heartbeat_interval_ms=self.config.heartbeat_interval_ms)
+        return RegisterReply(
+            ok=True,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            heartbeat_timeout_ms=self.config.heartbeat_timeout_ms,
+        )
 
-    def _on_heartbeat(self, identity: bytes, msg: Heartbeat) -> None:
+    def _on_heartbeat(self, identity: bytes, msg: Heartbeat) -> HeartbeatAck | None:
         now = self.clock.monotonic_ms()
         if not self.nodes.heartbeat(
             msg.node_id, now, rss_bytes=msg.rss_bytes, wire_errors=msg.wire_errors
         ):
             log.warning("heartbeat from unregistered node %s: asking it to register", msg.node_id)
             self._send(identity, Reregister(reason="unknown node (declared lost)"))
-            return
+            return None
         for job_id, metrics in msg.tasks.items():
             job = self.jobs.get(job_id)
-            if job is None or job.done:
+            if job is None or job.done or job.state is JobState.RESTARTING:
                 continue
             for m in metrics:
                 job.update_metrics(m, now, from_heartbeat=True)
+        return HeartbeatAck()
 
     async def _monitor(self) -> None:
         """Finds lost nodes and overdue cancellations."""
@@ -251,13 +269,15 @@ class Coordinator:
                     log.warning("job %s: cancellation timed out; marking it CANCELED", job.job_id)
                     self._end(job, JobState.CANCELED)
 
-    async def _checkpoint_ticker(self) -> None:
-        """Lets every running job's checkpoint manager trigger and expire checkpoints."""
+    async def _ticker(self) -> None:
+        """Lets checkpoint managers trigger and expire checkpoints; restarts jobs when due."""
         while True:
             await self.clock.sleep_ms(20)
             for job in list(self.jobs.values()):
                 if job.state is JobState.RUNNING and job.checkpoints is not None:
                     job.checkpoints.tick()
+                elif job.state is JobState.RESTARTING:
+                    self._restart_when_ready(job)
 
     def _node_gone(self, node: NodeInfo, why: str) -> None:
         if self.nodes.get(node.node_id) is node:
@@ -265,6 +285,7 @@ class Coordinator:
         log.warning("node %s lost: %s", node.node_id, why)
         for job in list(self.jobs.values()):
             if not job.done and node.node_id in job.nodes:
+                job.mark_lost(node.node_id)
                 self._fail(job, f"node {node.node_id} ({node.host}, pid {node.pid}) lost: {why}")
 
     # -- jobs -----------------------------------------------------------------------------
@@ -318,7 +339,9 @@ class Coordinator:
                 )
             first_id = metadata.checkpoint_id + 1
         job = JobRecord(job_id=self.jobs.new_id(), submission=msg, graph=eg, created_ms=self.now())
-        job.restore, job.first_checkpoint_id = restore, first_id
+        job.restore, job.next_checkpoint_id = restore, first_id
+        job.restore_path = restore.path if restore is not None else None
+        job.restarts = RestartTracker(graph.config.restart)
         base = (
             Path(msg.base_dir) / graph.config.checkpoint_dir
             if graph.config.checkpoint_dir
@@ -329,19 +352,27 @@ class Coordinator:
         log.info("job %s (%s) submitted", job.job_id, job.name)
         job.transition(JobState.SCHEDULING)
         try:
-            assignments = schedule(
-                eg,
-                self.nodes.free_slots(),
-                {n.node_id: n.slots for n in self.nodes.nodes.values()},
-                placement=self.config.placement,
-            )
+            assignments = self._schedule(job)
         except SchedulingError as exc:
-            self._fail(job, f"cannot schedule job {job.name!r}: {exc}")
+            self._fail_for_good(job, f"cannot schedule job {job.name!r}: {exc}")
             return ErrorReply(f"job {job.job_id}: {exc}", "not_enough_slots")
+        try:
+            self._store_new(job)
+        except StateError as exc:
+            del self.jobs[job.job_id]
+            return ErrorReply(f"job not accepted: {exc}", "coordinator_storage")
         job.assignments = assignments
         self.nodes.allocate(job.job_id, assignments)
         self._deploy(job)
         return SubmitReply(job_id=job.job_id)
+
+    def _schedule(self, job: JobRecord) -> list[TaskAssignment]:
+        return schedule(
+            job.graph,
+            self.nodes.free_slots(),
+            {n.node_id: n.slots for n in self.nodes.nodes.values()},
+            placement=self.config.placement,
+        )
 
     def _deploy(self, job: JobRecord) -> None:
         msg = job.submission
@@ -395,45 +426,71 @@ class Coordinator:
             store=self.store,
             clock=self.clock,
             send=self._send_to_node,
-            first_id=job.first_checkpoint_id,
+            first_id=job.next_checkpoint_id,
         )
         manager.on_too_many_failures = lambda reason: self._fail(job, reason)
+
+        def next_id(n: int) -> None:
+            job.next_checkpoint_id = n
+            self._persist(job, next_checkpoint_id=n)
+
+        manager.on_next_id = next_id
         return manager
 
-    def _job_for(self, job_id: str, attempt: int) -> JobRecord | None:
+    def _job_for(self, job_id: str, attempt: int, what: str) -> JobRecord | None:
+        """The job a node's message is about, if it is of the current attempt.
+
+        Messages of an older attempt (a failed-over one) are dropped and counted.
+        """
         job = self.jobs.get(job_id)
-        if job is None or job.attempt != attempt:
+        if job is None:
+            return None
+        if job.attempt != attempt:
+            self.drops.drop(
+                "stale_attempt",
+                f"{what} for job {job_id} attempt {attempt}; the job is at attempt {job.attempt}",
+                expected=True,
+            )
             return None
         return job
 
     def _on_deploy_result(self, identity: bytes, msg: DeployResult) -> None:
-        job = self._job_for(msg.job_id, msg.attempt)
+        job = self._job_for(msg.job_id, msg.attempt, "deploy result")
         if job is None or job.state is not JobState.SCHEDULING:
             return
         if not msg.ok:
-            self._fail(job, msg.error or f"deploy failed on node {msg.node_id}")
+            # The job's code or its files are at fault: restarting would fail the same way.
+            self._fail_for_good(job, msg.error or f"deploy failed on node {msg.node_id}")
             return
         job.deploy_pending.discard(msg.node_id)
         if not job.deploy_pending:
             job.transition(JobState.RUNNING)
-            job.started_ms = self.now()
+            job.started_ms = job.started_ms or self.now()
+            self._persist(job, state=job.state.value, started_ms=job.started_ms)
             job.checkpoints = self._checkpoint_manager(job)
             for node_id in sorted(job.nodes):
                 self._send_to_node(node_id, StartTasks(job_id=job.job_id, attempt=job.attempt))
             log.info("job %s (%s) running on %d node(s)", job.job_id, job.name, len(job.nodes))
 
     def _on_task_update(self, identity: bytes, msg: TaskUpdate) -> None:
-        job = self._job_for(msg.job_id, msg.attempt)
+        job = self._job_for(msg.job_id, msg.attempt, "task update")
         if job is None:
             return
         job.update_metrics(msg.metrics, self.clock.monotonic_ms(), from_heartbeat=False)
-        if job.done:
+        if job.done or job.state is JobState.RESTARTING:
             return
         state = msg.metrics.state
         if job.checkpoints is not None:
             job.checkpoints.on_subtask_state(msg.metrics.subtask, state)
         if state == "FAILED":
             self._fail(job, msg.error or f"subtask {msg.metrics.subtask} failed")
+        elif state == "CANCELED" and job.state in (JobState.RUNNING, JobState.SCHEDULING):
+            # Nobody asked: its node stopped it (it lost the coordinator for too long).
+            self._fail(
+                job,
+                f"subtask {msg.metrics.subtask} was stopped by node {msg.node_id}"
+                + (f": {msg.error}" if msg.error else ""),
+            )
         elif job.state is JobState.RUNNING and job.all_subtasks(frozenset({"FINISHED"})):
             self._end(job, JobState.FINISHED)
         elif (
@@ -461,7 +518,7 @@ class Coordinator:
             self._send_to_node(node_id, CommitFinal(job_id=job.job_id, attempt=job.attempt))
 
     def _on_collect(self, identity: bytes, msg: CollectBatch) -> None:
-        job = self._job_for(msg.job_id, msg.attempt)
+        job = self._job_for(msg.job_id, msg.attempt, "collected records")
         if job is None:
             return
         try:
@@ -484,12 +541,212 @@ class Coordinator:
                 self._send_to_node(node_id, cancel)
 
     def _fail(self, job: JobRecord, error: str) -> None:
+        """The current attempt failed: fail over if the restart strategy allows."""
+        if job.done or job.state is JobState.RESTARTING:
+            return  # the failed attempt is being cancelled anyway
+        if job.state is JobState.CANCELLING:
+            self._fail_for_good(job, error)
+            return
+        job.record_failure(error, self.now())
+        delay = job.restarts.on_failure(self.clock.monotonic_ms())
+        if delay is None:
+            cause = job.restarts.gave_up()
+            if job.restarts.kind == "none":
+                self._fail_for_good(job, error)
+            else:
+                self._fail_for_good(job, f"{cause}; the last failure:\n{error}")
+            return
+        self._restart(job, error, delay)
+
+    def _fail_for_good(self, job: JobRecord, error: str) -> None:
         if job.done:
             return
         log.error("job %s (%s) failed: %s", job.job_id, job.name, error)
         job.error = error
         self._cancel_tasks(job, "failure")
         self._end(job, JobState.FAILED)
+
+    # -- failover -------------------------------------------------------------------------
+
+    def _restart(self, job: JobRecord, error: str, delay_ms: int) -> None:
+        """Begin a failover: stop the failed attempt, restart after ``delay_ms``."""
+        log.warning(
+            "job %s (%s) attempt %d failed; restarting in %d ms (restart %d, %s): %s",
+            job.job_id,
+            job.name,
+            job.attempt,
+            delay_ms,
+            job.restarts.restarts,
+            job.restarts.describe(),
+            error,
+        )
+        if job.checkpoints is not None:
+            job.checkpoints.shutdown("restarting")
+        job.transition(JobState.RESTARTING)
+        now = self.clock.monotonic_ms()
+        job.restart_at_ms = now + delay_ms
+        job.cancel_deadline_ms = now + self.config.cancel_timeout_ms
+        job.slot_deadline_ms = None
+        self._cancel_tasks(job, "failover")
+        self._persist(job, state=job.state.value, restarts=job.restarts.restarts)
+
+    def _restart_when_ready(self, job: JobRecord) -> None:
+        """Deploy the next attempt once the delay is over, the failed attempt stopped (or
+        its cancel timed out) and enough slots are free."""
+        now = self.clock.monotonic_ms()
+        if job.redeploying or now < job.restart_at_ms:
+            return
+        if not job.subtasks_done() and now < job.cancel_deadline_ms:
+            return
+        self.nodes.release(job.job_id)
+        try:
+            self._schedule(job)
+        except SchedulingError as exc:
+            if job.slot_deadline_ms is None:
+                job.slot_deadline_ms = now + self.config.slot_timeout_ms
+                log.warning("job %s waits for slots to restart: %s", job.job_id, exc)
+            elif now > job.slot_deadline_ms:
+                self._fail_for_good(
+                    job,
+                    f"cannot restart job {job.name!r}: no slots within "
+                    f"{self.config.slot_timeout_ms} ms: {exc}",
+                )
+            return
+        assert self._tg is not None
+        job.redeploying = True
+        self._tg.start_soon(self._redeploy, job)
+
+    def _restore_candidates(self, job: JobRecord) -> list[str]:
+        """Where the next attempt may start from, best first: completed checkpoints and
+        savepoints of the job, newest first, then what it was submitted with."""
+        assert self.store is not None
+        completed = [r.path for r in self.store.history(job.job_id) if r.state == "COMPLETED"]
+        candidates = list(reversed(completed))
+        if job.restore_path:
+            candidates.append(job.restore_path)
+        return candidates
+
+    async def _redeploy(self, job: JobRecord) -> None:
+        """Read the restore point (off the loop: it hashes every file), then deploy."""
+        candidates = self._restore_candidates(job)
+        graph = job.graph.logical
+
+        def read() -> RestoreSpec | None:
+            problems = []
+            for path in candidates:
+                try:
+                    return resolve_restore(path, graph)[0]
+                except CheckpointError as exc:
+                    problems.append(str(exc))
+                    log.warning("job %s: cannot restore from %s: %s", job.job_id, path, exc)
+            if problems:
+                raise CheckpointError("; ".join(problems))
+            return None
+
+        try:
+            restore = await anyio.to_thread.run_sync(read)
+        except CheckpointError as exc:
+            job.redeploying = False
+            self._fail_for_good(job, f"cannot restart: no usable checkpoint ({exc})")
+            return
+        job.redeploying = False
+        if job.state is not JobState.RESTARTING:
+            return  # cancelled meanwhile
+        try:
+            assignments = self._schedule(job)
+        except SchedulingError:
+            return  # the slots went away meanwhile: wait again
+        job.new_attempt()
+        job.restore = restore
+        job.assignments = assignments
+        self.nodes.allocate(job.job_id, assignments)
+        job.transition(JobState.SCHEDULING)
+        self._persist(job, state=job.state.value, attempt=job.attempt)
+        log.info(
+            "job %s (%s) attempt %d deploying %s",
+            job.job_id,
+            job.name,
+            job.attempt,
+            f"from {restore.path}" if restore else "from the start",
+        )
+        self._deploy(job)
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def _store_new(self, job: JobRecord) -> None:
+        assert self.job_store is not None
+        self.job_store.add(
+            StoredJob(
+                job_id=job.job_id,
+                state=job.state.value,
+                attempt=job.attempt,
+                created_ms=job.created_ms,
+                started_ms=job.started_ms,
+                ended_ms=job.ended_ms,
+                error=job.error,
+                checkpoint_root=job.checkpoint_root,
+                next_checkpoint_id=job.next_checkpoint_id,
+                restore_path=job.restore_path,
+                restarts=job.restarts.restarts,
+                submission=job.submission,
+            )
+        )
+
+    def _persist(self, job: JobRecord, **values: Any) -> None:
+        if self.job_store is None or job.job_id not in self.jobs:
+            return
+        try:
+            self.job_store.update(job.job_id, **values)
+        except StateError as exc:
+            log.error("job %s: %s", job.job_id, exc)
+
+    def _resume_jobs(self) -> None:
+        """Read the jobs of a previous run: ended ones for list/status; the others resume
+        as a new attempt from their latest checkpoint once enough nodes registered."""
+        assert self.job_store is not None
+        stored, problems = self.job_store.load()
+        for problem in problems:
+            log.error("cannot resume %s", problem)
+        now = self.clock.monotonic_ms()
+        for row in stored:
+            try:
+                graph = LogicalGraph.from_dict(row.submission.graph)
+            except MeshError as exc:
+                log.error("cannot resume job %s: %s", row.job_id, exc)
+                continue
+            job = JobRecord(
+                job_id=row.job_id,
+                submission=row.submission,
+                graph=build_execution_graph(graph),
+                created_ms=row.created_ms,
+                state=JobState(row.state),
+                attempt=row.attempt,
+                started_ms=row.started_ms,
+                ended_ms=row.ended_ms,
+                error=row.error,
+                restore_path=row.restore_path,
+                next_checkpoint_id=row.next_checkpoint_id,
+                checkpoint_root=row.checkpoint_root,
+            )
+            job.restarts = RestartTracker(graph.config.restart)
+            job.restarts.restarts = row.restarts
+            self.jobs[job.job_id] = job
+            if job.done:
+                continue
+            if job.state in (JobState.CREATED, JobState.CANCELLING):
+                job.state = JobState.CANCELLING
+                self._end(job, JobState.CANCELED)
+                continue
+            job.state = JobState.RESTARTING  # not a failure: the strategy is not asked
+            job.restart_at_ms = now
+            job.cancel_deadline_ms = now
+            self._persist(job, state=job.state.value)
+            log.info(
+                "job %s (%s) resumes after the coordinator restarted (attempt %d was running)",
+                job.job_id,
+                job.name,
+                job.attempt,
+            )
 
     def _end(self, job: JobRecord, state: JobState) -> None:
         try:
@@ -506,7 +763,14 @@ class Coordinator:
         job.submission = dataclasses.replace(job.submission, bundle=b"")
         if state is not JobState.FAILED:
             log.info("job %s (%s) %s", job.job_id, job.name, state.value)
-        self.jobs.forget_ended(keep=self.config.retained_jobs)
+        self._persist(job, state=state.value, ended_ms=job.ended_ms, error=job.error)
+        if self.job_store is not None:
+            try:
+                self.job_store.drop_bundle(job.job_id)
+                for job_id in self.jobs.forget_ended(keep=self.config.retained_jobs):
+                    self.job_store.forget(job_id)
+            except StateError as exc:
+                log.error("job %s: %s", job.job_id, exc)
 
     # -- client requests --------------------------------------------------------------------
 
@@ -528,7 +792,12 @@ class Coordinator:
         return Ack(detail="cancelling")
 
     def _cancel(self, job: JobRecord, reason: str) -> None:
+        if job.state is JobState.RESTARTING and (job.subtasks_done() or not job.nodes):
+            self._end(job, JobState.CANCELED)
+            log.info("job %s (%s) cancelled while restarting", job.job_id, job.name)
+            return
         job.transition(JobState.CANCELLING)
+        self._persist(job, state=job.state.value)
         if job.checkpoints is not None:
             job.checkpoints.shutdown("cancelling")
         job.cancel_deadline_ms = self.clock.monotonic_ms() + self.config.cancel_timeout_ms
@@ -551,12 +820,12 @@ class Coordinator:
         )
 
     def _on_ack_checkpoint(self, identity: bytes, msg: AckCheckpoint) -> None:
-        job = self._job_for(msg.job_id, msg.attempt)
+        job = self._job_for(msg.job_id, msg.attempt, f"ack of checkpoint {msg.checkpoint_id}")
         if job is not None and job.checkpoints is not None:
             job.checkpoints.on_ack(msg)
 
     def _on_decline_checkpoint(self, identity: bytes, msg: DeclineCheckpoint) -> None:
-        job = self._job_for(msg.job_id, msg.attempt)
+        job = self._job_for(msg.job_id, msg.attempt, f"decline of checkpoint {msg.checkpoint_id}")
         if job is not None and job.checkpoints is not None:
             job.checkpoints.on_decline(msg)
 

@@ -4,24 +4,30 @@ Job states, and the only moves between them (anything else is a bug and raises a
 error naming the job and both states):
 
     CREATED ──> SCHEDULING ──> RUNNING ──> FINISHED
-     │  │         │   │           │
-     │  │         │   └───────────┴──> CANCELLING ──> CANCELED
-     │  │         │                         │    (a cancel that timed out, too)
-     │  └─────────┴─────────────────────────┴──> FAILED
-     └──> CANCELED
+                  ▲    │          │
+                  │    └──────────┴──> RESTARTING   (a failure the strategy allows)
+                  └────────────────────────┘
+
+    SCHEDULING, RUNNING, RESTARTING ──> CANCELLING ──> CANCELED (also on timeout)
+    CREATED, RESTARTING ──> CANCELED
+    any state that is not final ──> FAILED
 
 SCHEDULING covers placing the subtasks and deploying them; RUNNING starts when every
-node has its subtasks ready. FINISHED, CANCELED and FAILED are final.
+node has its subtasks ready. RESTARTING covers a failover: the failed attempt's subtasks
+are cancelled, the restart delay passes, enough slots are found, and the job goes back
+to SCHEDULING as the next attempt. FINISHED, CANCELED and FAILED are final.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from mesh.coordinator.checkpoints import CheckpointManager
+from mesh.coordinator.restart import RestartTracker
 from mesh.errors import MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef
 from mesh.protocol.messages import (
@@ -41,6 +47,7 @@ class JobState(StrEnum):
     CREATED = "CREATED"
     SCHEDULING = "SCHEDULING"
     RUNNING = "RUNNING"
+    RESTARTING = "RESTARTING"
     CANCELLING = "CANCELLING"
     FINISHED = "FINISHED"
     CANCELED = "CANCELED"
@@ -51,15 +58,26 @@ TERMINAL = frozenset(JobState(s) for s in FINAL_JOB_STATES)
 
 _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.CREATED: frozenset({JobState.SCHEDULING, JobState.FAILED, JobState.CANCELED}),
-    JobState.SCHEDULING: frozenset({JobState.RUNNING, JobState.CANCELLING, JobState.FAILED}),
-    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.CANCELLING, JobState.FAILED}),
+    JobState.SCHEDULING: frozenset(
+        {JobState.RUNNING, JobState.RESTARTING, JobState.CANCELLING, JobState.FAILED}
+    ),
+    JobState.RUNNING: frozenset(
+        {JobState.FINISHED, JobState.RESTARTING, JobState.CANCELLING, JobState.FAILED}
+    ),
+    JobState.RESTARTING: frozenset(
+        {JobState.SCHEDULING, JobState.CANCELLING, JobState.CANCELED, JobState.FAILED}
+    ),
     JobState.CANCELLING: frozenset({JobState.CANCELED, JobState.FAILED}),
     JobState.FINISHED: frozenset(),
     JobState.CANCELED: frozenset(),
     JobState.FAILED: frozenset(),
 }
 
-_SUBTASK_DONE = frozenset({"FINISHED", "FAILED", "CANCELED"})
+# LOST: its node was lost (or restarted) while the subtask ran.
+_SUBTASK_DONE = frozenset({"FINISHED", "FAILED", "CANCELED", "LOST"})
+
+
+_FAILURES_KEPT = 8
 
 
 class IllegalTransition(RuntimeError):
@@ -94,11 +112,18 @@ class JobRecord:
     rates: dict[str, _Rate] = field(default_factory=dict)
     collected: list[bytes] = field(default_factory=list)  # encoded record lists
     cancel_deadline_ms: float = 0.0
-    restore: RestoreSpec | None = None  # where the job started from
-    first_checkpoint_id: int = 1  # ids continue after the restored checkpoint
+    restore: RestoreSpec | None = None  # where the current attempt started from
+    restore_path: str | None = None  # the savepoint or checkpoint the job was submitted with
+    next_checkpoint_id: int = 1  # ids are never reused, across attempts and restarts
     checkpoint_root: str = ""  # <checkpoint dir>/<job id>
-    checkpoints: CheckpointManager | None = None  # stopped when the job ends
+    checkpoints: CheckpointManager | None = None  # stopped when the attempt ends
     final_commit_sent: bool = False
+    # Failover.
+    restarts: RestartTracker = field(default_factory=lambda: RestartTracker({"kind": "none"}))
+    failures: list[dict[str, Any]] = field(default_factory=list)  # newest last, a few kept
+    restart_at_ms: float = 0.0  # monotonic: when the restart delay is over
+    slot_deadline_ms: float | None = None  # monotonic: when waiting for slots gives up
+    redeploying: bool = False  # the next attempt's restore point is being read
 
     @property
     def name(self) -> str:
@@ -131,6 +156,33 @@ class JobRecord:
         return all(
             (m := metrics.get(s)) is not None and m.state in states for s in self._subtask_keys
         )
+
+    def mark_lost(self, node_id: str) -> None:
+        """Every subtask on ``node_id`` is gone with its node."""
+        for a in self.assignments:
+            if a.node_id != node_id:
+                continue
+            m = self.metrics.get(a.subtask)
+            if m is None:
+                self.metrics[a.subtask] = SubtaskMetrics(subtask=a.subtask, state="LOST")
+            elif m.state not in _SUBTASK_DONE:
+                self.metrics[a.subtask] = dataclasses.replace(m, state="LOST")
+
+    def new_attempt(self) -> None:
+        """Forget the failed attempt's placement and progress; the attempt number goes up."""
+        self.attempt += 1
+        self.assignments = []
+        self.metrics.clear()
+        self.rates.clear()
+        self.deploy_pending = set()
+        self.final_commit_sent = False
+        self.checkpoints = None
+        self.slot_deadline_ms = None
+
+    def record_failure(self, error: str, now_ms: int) -> None:
+        """Keep a failure for ``mesh status`` (the last few)."""
+        self.failures.append({"time_ms": now_ms, "attempt": self.attempt, "error": error})
+        del self.failures[:-_FAILURES_KEPT]
 
     def subtasks_done(self) -> bool:
         """Whether every subtask ended (finished, failed or cancelled)."""
@@ -251,6 +303,9 @@ class JobRecord:
             "processing_started_ms": min(started) if started else 0,
             "processing_finished_ms": max(finished) if finished and self.done else 0,
             "error": self.error,
+            "restarts": self.restarts.restarts,
+            "restart_strategy": self.restarts.describe(),
+            "failures": list(self.failures),
             "parallelism": logical.config.parallelism,
             "tasks": tasks,
             "edges": edges,
@@ -285,8 +340,10 @@ class JobTable(dict[str, JobRecord]):
             raise MeshError(f"job id prefix {job_id!r} is ambiguous: {', '.join(matches)}")
         raise MeshError(f"no job {job_id!r} (see mesh list)")
 
-    def forget_ended(self, *, keep: int) -> None:
-        """Drop the oldest ended jobs beyond the ``keep`` most recent."""
+    def forget_ended(self, *, keep: int) -> list[str]:
+        """Drop the oldest ended jobs beyond the ``keep`` most recent; returns their ids."""
         ended = sorted((j for j in self.values() if j.done), key=lambda j: j.ended_ms)
-        for job in ended[: max(0, len(ended) - keep)]:
-            del self[job.job_id]
+        dropped = [job.job_id for job in ended[: max(0, len(ended) - keep)]]
+        for job_id in dropped:
+            del self[job_id]
+        return dropped

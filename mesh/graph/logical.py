@@ -84,6 +84,9 @@ class JobConfig:
     checkpoint_mode: str = "exactly_once"
     state_backend: str = "memory"
     checkpoint_dir: str | None = None
+    # RestartStrategy.to_dict() of the strategy in effect (defaults resolved).
+    restart: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    on_error: str = "fail"  # or "dead_letter"
 
 
 @dataclass(frozen=True, slots=True)

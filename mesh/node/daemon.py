@@ -4,6 +4,12 @@ Lifecycle: ``Node.run`` binds the data and credit sockets, connects to the coord
 registers (retrying until the coordinator answers), then reports ready through
 ``task_status`` and heartbeats until it is cancelled. Everything it starts lives in its
 task group; cancelling ``run`` stops every job and closes every socket.
+
+Fencing: the coordinator answers every heartbeat. A node that hears nothing from it for
+the heartbeat timeout stops its subtasks (without committing anything) and keeps trying
+to reach it; by then the coordinator has declared the node lost and restarted its jobs
+elsewhere, so two attempts of a job never commit side by side. A coordinator that does
+not know the node (it restarted, or declared the node lost) asks it to register again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from mesh.protocol.messages import (
     DeployResult,
     DeployTasks,
     Heartbeat,
+    HeartbeatAck,
     PeerAddress,
     RegisterNode,
     RegisterReply,
@@ -77,6 +84,8 @@ class Node:
         self.jobs: dict[str, JobRuntime] = {}
         self.address: PeerAddress | None = None
         self.heartbeat_interval_ms = 1000
+        self.heartbeat_timeout_ms = 5000
+        self._last_contact_ms = 0.0  # monotonic: the last message from the coordinator
         self._control: ControlConnection | None = None
         self._network: NodeNetwork | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -145,6 +154,8 @@ class Node:
                     error = getattr(reply, "error", None) or f"unexpected {type(reply).__name__}"
                     raise MeshError(f"coordinator refused node {self.node_id}: {error}")
                 self.heartbeat_interval_ms = reply.heartbeat_interval_ms
+                self.heartbeat_timeout_ms = reply.heartbeat_timeout_ms
+                self._last_contact_ms = self.clock.monotonic_ms()
                 return
         finally:
             self._registering = False
@@ -154,15 +165,26 @@ class Node:
             return
         log.warning("the coordinator asks node %s to register again: %s", self.node_id, reason)
         # Our jobs were failed when we were declared lost: drop what is left of them.
-        for runtime in list(self.jobs.values()):
-            runtime.cancel(commit=False)
-        self.jobs.clear()
+        self._stop_jobs(f"the coordinator asked node {self.node_id} to register again")
         self._tg.start_soon(self._register)
+
+    def _stop_jobs(self, why: str) -> None:
+        """Stop every subtask without committing (their job goes on elsewhere)."""
+        for runtime in list(self.jobs.values()):
+            log.warning("stopping job %s attempt %d: %s", runtime.job_id, runtime.attempt, why)
+            runtime.cancel(commit=False, reason=why)
+        self.jobs.clear()
 
     async def _heartbeats(self) -> None:
         assert self._control is not None and self._network is not None
         while True:
             await self.clock.sleep_ms(self.heartbeat_interval_ms)
+            silent = self.clock.monotonic_ms() - self._last_contact_ms
+            if silent > self.heartbeat_timeout_ms and self.jobs and not self._registering:
+                self._stop_jobs(
+                    f"no word from the coordinator at {self.config.coordinator} for "
+                    f"{silent:.0f} ms (timeout {self.heartbeat_timeout_ms} ms)"
+                )
             tasks: dict[str, list[SubtaskMetrics]] = {
                 job_id: runtime.metrics() for job_id, runtime in self.jobs.items()
             }
@@ -179,6 +201,9 @@ class Node:
 
     async def _on_message(self, envelope: codec.Envelope) -> None:
         msg = envelope.message
+        self._last_contact_ms = self.clock.monotonic_ms()
+        if isinstance(msg, HeartbeatAck):
+            return
         if log.isEnabledFor(logging.DEBUG) and not isinstance(msg, DeployTasks):
             log.debug("from the coordinator: %s", msg)
         if isinstance(msg, DeployTasks):
@@ -210,8 +235,18 @@ class Node:
             log.warning("unexpected %s from the coordinator", type(msg).__name__)
 
     def _runtime(self, job_id: str, attempt: int) -> JobRuntime | None:
+        """The runtime of this job attempt; a message for another attempt is counted."""
         runtime = self.jobs.get(job_id)
-        return runtime if runtime is not None and runtime.attempt == attempt else None
+        if runtime is not None and runtime.attempt == attempt:
+            return runtime
+        assert self._network is not None
+        self._network.drops.drop(
+            "stale_attempt",
+            f"coordinator message for job {job_id} attempt {attempt}: "
+            + (f"running attempt {runtime.attempt}" if runtime else "not running here"),
+            expected=True,
+        )
+        return None
 
     def _work_dir(self, job_id: str, attempt: int) -> Path:
         return self.config.state_dir / "jobs" / f"{job_id}-{attempt}"

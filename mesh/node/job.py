@@ -87,6 +87,7 @@ class JobRuntime:
         self._module_names: list[str] = []
         self.started = False  # run() was called
         self._cancel_requested = False
+        self._cancel_reason: str | None = None
         self._disposed = False
         # The job's settings (known once prepared).
         self.config: JobConfig = JobConfig(name=deploy.job_name)
@@ -305,7 +306,8 @@ class JobRuntime:
                 attempt=self.attempt,
                 node_id=self.node_id,
                 metrics=self.metrics_of(subtask),
-                error=runner.error,
+                error=runner.error
+                or (self._cancel_reason if runner.state is TaskState.CANCELED else None),
             )
         )
 
@@ -436,12 +438,13 @@ class JobRuntime:
         for runner in self.runners.values():
             runner.commit_final()
 
-    def cancel(self, *, commit: bool) -> None:
+    def cancel(self, *, commit: bool, reason: str | None = None) -> None:
         """Stop every subtask; ``commit`` keeps the output sinks have written so far.
 
         A runtime that was prepared but never started is released at once, and each of
-        its subtasks is reported CANCELED.
+        its subtasks is reported CANCELED (with ``reason``, when the node decided it).
         """
+        self._cancel_reason = reason
         for runner in self.runners.values():
             runner.commit_on_cancel = commit
         self._cancel_requested = True

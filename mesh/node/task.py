@@ -37,6 +37,7 @@ from typing import Any
 import anyio
 import orjson
 
+from mesh import faults
 from mesh._excgroups import unwrap
 from mesh.errors import ChannelError
 from mesh.graph.keygroups import key_group_range
@@ -312,6 +313,7 @@ class SubtaskRunner:
             for capture in captures:
                 if capture.job is not None:
                     await anyio.to_thread.run_sync(capture.job.run)
+                faults.reach("snapshot.writing")
                 info = await anyio.to_thread.run_sync(file_info, capture.path)
                 groups = key_group_range(self.subtask_index, self.parallelism, self.max_parallelism)
                 files.append(

@@ -32,6 +32,7 @@ __all__ = [
     "FetchCollected",
     "GetJobStatus",
     "Heartbeat",
+    "HeartbeatAck",
     "JobList",
     "JobStatusReply",
     "ListCheckpoints",
@@ -207,7 +208,15 @@ class RegisterReply:
 
     ok: bool
     heartbeat_interval_ms: int = 1000
+    # A node that hears nothing from the coordinator for this long stops its subtasks.
+    heartbeat_timeout_ms: int = 5000
     error: str | None = None
+
+
+@message("heartbeat_ack")
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    """The coordinator heard a heartbeat (a node counts the silence since the last one)."""
 
 
 @message("reregister")

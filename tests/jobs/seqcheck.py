@@ -10,12 +10,13 @@ committed output.
 
 Settings come from the environment (read at import on the client and every node):
 SEQ_KEYS, SEQ_N, SEQ_RATE (records/s, 0 = unlimited), SEQ_OUT, SEQ_BACKEND, SEQ_MODE,
-SEQ_INTERVAL, SEQ_SINK ("jsonlines" or "sqlite"), SEQ_PAD (bytes of padding per state).
+SEQ_INTERVAL, SEQ_SINK ("jsonlines" or "sqlite"), SEQ_PAD (bytes of padding per state),
+SEQ_RESTARTS and SEQ_RESTART_DELAY (a fixed-delay restart strategy; default: mesh's).
 """
 
 import os
 
-from mesh import Job, KeyedProcessFunction, sinks, sources
+from mesh import Job, KeyedProcessFunction, RestartStrategy, sinks, sources
 
 KEYS = int(os.environ.get("SEQ_KEYS", "12"))
 N = int(os.environ.get("SEQ_N", "1000"))
@@ -40,8 +41,17 @@ class Checker(KeyedProcessFunction):
         yield record
 
 
+RESTART = (
+    RestartStrategy.fixed_delay(
+        int(os.environ["SEQ_RESTARTS"]), os.environ.get("SEQ_RESTART_DELAY", "200ms")
+    )
+    if "SEQ_RESTARTS" in os.environ
+    else None
+)
+
 job = Job(
     "seqcheck",
+    restart=RESTART,
     parallelism=2,
     checkpoint_interval=os.environ.get("SEQ_INTERVAL", "200ms"),
     checkpoint_mode=MODE,

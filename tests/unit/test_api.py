@@ -96,16 +96,51 @@ def test_job_settings_reach_the_graph_config() -> None:
     assert config.buffer_timeout_ms == 25
 
 
+def test_restart_strategy_defaults_follow_checkpointing() -> None:
+    plain = mesh.Job("j")
+    plain.source(_items()).sink(mesh.sinks.Print())
+    assert plain.build().graph.config.restart == {"kind": "none"}
+    checkpointed = mesh.Job("j", checkpoint_interval="1s")
+    checkpointed.source(_items()).sink(mesh.sinks.Print())
+    assert checkpointed.build().graph.config.restart == {
+        "kind": "exponential",
+        "initial_ms": 1000,
+        "max_ms": 60_000,
+        "multiplier": 2.0,
+        "reset_after_ms": 3_600_000,
+    }
+    chosen = mesh.Job("j", restart=mesh.RestartStrategy.fixed_delay(3, "250ms"))
+    chosen.source(_items()).sink(mesh.sinks.Print())
+    assert chosen.build().graph.config.restart == {
+        "kind": "fixed_delay",
+        "attempts": 3,
+        "delay_ms": 250,
+    }
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "what"),
+    ("make", "what"),
     [
-        ({"restart": "fixed-delay"}, "restart strategies not supported yet"),
+        (lambda: mesh.Job("j", restart="fixed-delay"), "Job restart must be a RestartStrategy"),
+        (lambda: mesh.RestartStrategy.fixed_delay(-1), "attempts must be an int >= 0, got -1"),
+        (lambda: mesh.RestartStrategy.fixed_delay(2, "soon"), "delay: expected a duration"),
+        (
+            lambda: mesh.RestartStrategy.exponential(initial="10s", max="1s"),
+            "initial '10s' is longer than max '1s'",
+        ),
+        (lambda: mesh.RestartStrategy.exponential(multiplier=0.5), "between 1 and 100"),
+        (lambda: mesh.RestartStrategy.failure_rate(3, interval=0), "interval must be above zero"),
+        (lambda: mesh.RestartStrategy("sometimes"), "kind must be one of"),
+        (lambda: mesh.Job("j", on_error="ignore"), "on_error must be one of fail, dead_letter"),
+        (
+            lambda: mesh.Job("j", dead_letter=mesh.sinks.Print()),
+            'dead_letter is only used with on_error="dead_letter"',
+        ),
     ],
 )
-def test_settings_not_supported_yet_are_refused(kwargs: dict[str, Any], what: str) -> None:
-    # The README's Status: accepted names, refused with a clear error until they land.
+def test_bad_failure_settings_are_refused(make: Any, what: str) -> None:
     with pytest.raises(GraphError) as info:
-        mesh.Job("j", **kwargs)
+        make()
     assert what in str(info.value)
 
 

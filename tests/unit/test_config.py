@@ -61,6 +61,7 @@ def test_defaults_when_nothing_is_set() -> None:
         "heartbeat_interval": 1000,
         "heartbeat_timeout": 5000,
         "placement": "spread",
+        "slot_timeout": 300_000,
         "checkpoint_dir": None,
         "checkpoint_timeout": 600_000,
         "checkpoint_min_pause": 0,

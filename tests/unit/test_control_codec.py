@@ -48,7 +48,10 @@ EXAMPLES: list[Any] = [
     m.DeployResult(job_id="job-1", attempt=2, node_id="node-a", ok=False, error="no space"),
     m.TaskUpdate(job_id="job-1", attempt=2, node_id="node-a", metrics=METRICS, error="Traceback"),
     m.CollectBatch(job_id="job-1", attempt=2, subtask="3.0", records=orjson.dumps([1, "a"])),
-    m.RegisterReply(ok=False, heartbeat_interval_ms=250, error="duplicate node id"),
+    m.RegisterReply(
+        ok=False, heartbeat_interval_ms=250, heartbeat_timeout_ms=1000, error="duplicate node id"
+    ),
+    m.HeartbeatAck(),
     m.Reregister(reason="unknown node (declared lost)"),
     m.TriggerCheckpoint(
         job_id="job-1", attempt=0, checkpoint_id=7, kind="savepoint", directory="/ckpt/sp-7"

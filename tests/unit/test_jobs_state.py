@@ -15,9 +15,7 @@ from mesh.protocol.messages import SubmitJob
 
 S = JobState
 
-# The lifecycle from the module docstring. The diagram leaves out two moves the code
-# allows on purpose: cancelling a job before it was scheduled (CREATED -> CANCELED), and
-# a failure while cancelling (CANCELLING -> FAILED).
+# The lifecycle from the module docstring.
 ALLOWED = {
     (S.CREATED, S.SCHEDULING),
     (S.CREATED, S.FAILED),
@@ -28,6 +26,12 @@ ALLOWED = {
     (S.RUNNING, S.FINISHED),
     (S.RUNNING, S.CANCELLING),
     (S.RUNNING, S.FAILED),
+    (S.SCHEDULING, S.RESTARTING),
+    (S.RUNNING, S.RESTARTING),
+    (S.RESTARTING, S.SCHEDULING),
+    (S.RESTARTING, S.CANCELLING),
+    (S.RESTARTING, S.CANCELED),
+    (S.RESTARTING, S.FAILED),
     (S.CANCELLING, S.CANCELED),
     (S.CANCELLING, S.FAILED),
 }
@@ -37,6 +41,7 @@ PATHS = {
     S.CREATED: [],
     S.SCHEDULING: [S.SCHEDULING],
     S.RUNNING: [S.SCHEDULING, S.RUNNING],
+    S.RESTARTING: [S.SCHEDULING, S.RUNNING, S.RESTARTING],
     S.CANCELLING: [S.SCHEDULING, S.RUNNING, S.CANCELLING],
     S.FINISHED: [S.SCHEDULING, S.RUNNING, S.FINISHED],
     S.CANCELED: [S.SCHEDULING, S.CANCELLING, S.CANCELED],

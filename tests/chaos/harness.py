@@ -1,0 +1,317 @@
+"""The chaos harness: a real cluster, the sequence-check job, faults, and the verdict.
+
+``ChaosRun`` starts a coordinator and nodes as subprocesses (``LocalCluster``), submits
+the per-key sequence job (``tests/jobs/seqcheck.py``: values 1..N per key, a keyed
+checker, an exactly-once sink), lets the caller inject faults — ``kill -9`` of a node
+or of the coordinator, SIGSTOP/SIGCONT, fault points that kill a daemon at an exact
+instant (``mesh/faults.py``) — and finally compares the committed output with the
+reference: every (key, seq) exactly once, no checker alerts.
+
+The coordinator may be down while a scenario runs, so every request opens a fresh
+client and is retried until its deadline. Waiting is polling the coordinator under a
+deadline (``anyio.fail_after``): a checkpoint completing or a job restarting is an event
+in another process, with nothing local to wait on.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from mesh.client.client import open_client, prepare_submission
+from mesh.client.local_cluster import DaemonProcess, LocalCluster
+from mesh.errors import RemoteError
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB = ROOT / "tests" / "jobs" / "seqcheck.py"
+FINAL = ("FINISHED", "CANCELED", "FAILED")
+# Checkpoint rows that completed (DISCARDED ones completed and were removed later).
+COMPLETED = ("COMPLETED", "DISCARDED")
+
+
+@dataclass(frozen=True)
+class SeqJob:
+    """The sequence job's shape (passed to it through SEQ_* environment variables)."""
+
+    keys: int = 12
+    n: int = 1500
+    rate: float = 3000.0  # records/s over all keys (0: unlimited)
+    interval: str = "200ms"
+    backend: str = "memory"
+    sink: str = "jsonlines"
+    restarts: int = 10
+    restart_delay: str = "100ms"
+    poison: str = ""  # SEQ_POISON: "key:seq" records whose processing raises
+    on_error: str = "fail"
+
+    def env(self, out: Path) -> dict[str, str]:
+        env = {
+            "SEQ_KEYS": str(self.keys),
+            "SEQ_N": str(self.n),
+            "SEQ_RATE": str(self.rate),
+            "SEQ_OUT": str(out),
+            "SEQ_BACKEND": self.backend,
+            "SEQ_INTERVAL": self.interval,
+            "SEQ_SINK": self.sink,
+            "SEQ_RESTARTS": str(self.restarts),
+            "SEQ_RESTART_DELAY": self.restart_delay,
+            "SEQ_ON_ERROR": self.on_error,
+        }
+        if self.poison:
+            env["SEQ_POISON"] = self.poison
+        return env
+
+
+@dataclass
+class Verdict:
+    """What the committed output holds, against the reference."""
+
+    records: int
+    expected: int
+    lost: int
+    duplicates: int
+    alerts: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return self.lost == 0 and self.duplicates == 0 and not self.alerts
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "expected": self.expected,
+            "lost": self.lost,
+            "duplicates": self.duplicates,
+            "alerts": len(self.alerts),
+            "dead_letters": len(self.dead_letters),
+        }
+
+
+class ChaosRun:
+    """One cluster, one sequence job, and the faults a scenario injects."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        job: SeqJob,
+        *,
+        nodes: int = 3,
+        slots: int = 2,
+        heartbeat_interval: str = "200ms",
+        heartbeat_timeout: str = "1s",
+        node_env: dict[str, dict[str, str]] | None = None,
+        coordinator_env: dict[str, str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.workdir = workdir
+        self.job = job
+        self.out = workdir / "out"
+        self.random = random.Random(seed)
+        os.environ.update(job.env(self.out))  # the client imports the job file too
+        self.cluster = LocalCluster(
+            nodes=1,
+            slots=slots,
+            state_dir=workdir / "cluster",
+            env={
+                **job.env(self.out),
+                "MESH_HEARTBEAT_INTERVAL": heartbeat_interval,
+                "MESH_HEARTBEAT_TIMEOUT": heartbeat_timeout,
+            },
+            log_level="debug" if os.environ.get("MESH_TEST_DEBUG") else "info",
+        )
+        self._node_env = node_env or {}
+        self._coordinator_env = coordinator_env
+        self._nodes = nodes
+        self.job_id = ""
+        self.events: list[tuple[float, str]] = []  # (monotonic s, what happened)
+
+    # -- cluster --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the coordinator and the nodes; ``node_env`` (by node name) applies to
+        node-2 and later (node-1 starts with the cluster)."""
+        self.cluster.start()
+        if self._coordinator_env:
+            self.cluster.restart_coordinator(env=self._coordinator_env)
+        while len(self.cluster.nodes) < self._nodes:
+            name = f"node-{len(self.cluster.nodes) + 1}"
+            self.cluster.add_node(env=self._node_env.get(name))
+
+    def stop(self) -> None:
+        for node in self.cluster.nodes:  # a stopped process ignores SIGTERM until resumed
+            if node.alive():
+                node.process.send_signal(signal.SIGCONT)
+        self.cluster.stop()
+
+    def note(self, what: str) -> None:
+        self.events.append((time.monotonic(), what))
+
+    def kill(self, daemon: DaemonProcess, sig: int = signal.SIGKILL) -> None:
+        self.note(f"{signal.Signals(sig).name} {daemon.name}")
+        self.cluster.kill(daemon, sig)
+
+    def node(self, name: str) -> DaemonProcess:
+        return next(n for n in self.cluster.nodes if n.name == name)
+
+    def add_node(self) -> DaemonProcess:
+        node = self.cluster.add_node()
+        self.note(f"started {node.name}")
+        return node
+
+    def restart_coordinator(self) -> None:
+        self.cluster.restart_coordinator()
+        self.note("coordinator restarted")
+
+    # -- requests (the coordinator may be down) --------------------------------------------
+
+    async def request(self, call: Any, *, timeout_s: float = 60.0) -> Any:
+        """``call(client)`` against the coordinator, retried while it does not answer."""
+        with anyio.fail_after(timeout_s):
+            while True:
+                try:
+                    async with open_client(self.cluster.address, timeout_s=2.0) as client:
+                        return await call(client)
+                except (TimeoutError, OSError):
+                    await anyio.sleep(0.1)  # down or restarting: ask again
+
+    async def submit(self) -> str:
+        submission = prepare_submission(JOB, base_dir=self.workdir)
+        self.job_id = await self.request(lambda c: c.submit(submission))
+        self.note("submitted")
+        return self.job_id
+
+    async def status(self) -> dict[str, Any]:
+        return dict(await self.request(lambda c: c.status(self.job_id)))
+
+    async def checkpoints(self) -> list[dict[str, Any]]:
+        return list(await self.request(lambda c: c.checkpoints(self.job_id)))
+
+    async def wait(self, predicate: Any, what: str, *, timeout_s: float = 60.0) -> Any:
+        """Poll the job's status until ``predicate(status)`` holds; returns the status."""
+        last: dict[str, Any] = {}
+        try:
+            with anyio.fail_after(timeout_s):
+                while True:
+                    try:
+                        last = await self.status()
+                    except RemoteError:
+                        last = {}
+                    if last and predicate(last):
+                        return last
+                    await anyio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out waiting for {what}; last status: state={last.get('state')} "
+                f"attempt={last.get('attempt')} error={last.get('error')}"
+            ) from None
+
+    async def wait_running(self, *, attempt_above: int = -1, timeout_s: float = 60.0) -> Any:
+        """Until the job runs every subtask (of an attempt above ``attempt_above``)."""
+
+        def running(s: dict[str, Any]) -> bool:
+            if s["state"] in FINAL:
+                raise AssertionError(f"job ended {s['state']}: {s['error']}")
+            subtasks = [st for t in s["tasks"] for st in t["subtasks"]]
+            return (
+                s["state"] == "RUNNING"
+                and s["attempt"] > attempt_above
+                and all(st["state"] in ("RUNNING", "ENDING", "FINISHED") for st in subtasks)
+            )
+
+        return await self.wait(running, f"attempt > {attempt_above} running", timeout_s=timeout_s)
+
+    async def wait_checkpoint(self, *, after: int = 0, timeout_s: float = 60.0) -> int:
+        """Until a checkpoint with an id above ``after`` completed; returns its id."""
+        with anyio.fail_after(timeout_s):
+            while True:
+                history = await self.checkpoints()
+                done = [c["checkpoint_id"] for c in history if c["state"] in COMPLETED]
+                if done and max(done) > after:
+                    return max(done)
+                await anyio.sleep(0.02)
+
+    async def wait_nodes(self, count: int, *, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Until ``count`` nodes are registered."""
+        with anyio.fail_after(timeout_s):
+            while True:
+                nodes: list[dict[str, Any]] = await self.request(lambda c: c.nodes())
+                if len(nodes) == count:
+                    return nodes
+                await anyio.sleep(0.1)
+
+    async def wait_exit(self, daemon: DaemonProcess, *, timeout_s: float = 30.0) -> int:
+        """Until ``daemon`` exits (a fault point killed it); returns its exit code."""
+        code: int = await anyio.to_thread.run_sync(daemon.process.wait, timeout_s)
+        self.note(f"{daemon.name} exited with {code}")
+        return code
+
+    async def wait_final(self, *, timeout_s: float = 120.0) -> dict[str, Any]:
+        status: dict[str, Any] = await self.wait(
+            lambda s: s["state"] in FINAL, "the job to end", timeout_s=timeout_s
+        )
+        self.note(f"ended {status['state']}")
+        return status
+
+    def nodes_of(self, status: dict[str, Any]) -> list[str]:
+        """Names of the nodes running part of the job, sorted."""
+        return sorted({st["node"] for t in status["tasks"] for st in t["subtasks"] if st["node"]})
+
+    # -- the verdict ----------------------------------------------------------------------
+
+    def committed(self) -> list[dict[str, Any]]:
+        """Every record the sink committed."""
+        if self.job.sink == "sqlite":
+            with sqlite3.connect(self.out / "out.db") as conn:
+                conn.row_factory = sqlite3.Row
+                rows = conn.execute("SELECT * FROM records").fetchall()
+            return [{k: row[k] for k in row.keys() if row[k] is not None} for row in rows]  # noqa: SIM118
+        records = []
+        for path in sorted(self.out.glob("part-*.jsonl")):
+            records.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line)
+        return records
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        records = []
+        for path in sorted((self.workdir / "dead").glob("part-*.jsonl")):
+            records.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line)
+        return records
+
+    def verdict(self, *, skipped: frozenset[tuple[int, int]] = frozenset()) -> Verdict:
+        """Compare the committed output with the reference; ``skipped`` (key, seq) pairs
+        are expected to be missing (dead letters)."""
+        job = self.job
+        records = self.committed()
+        alerts = [r for r in records if "alert" in r]
+        counts = collections.Counter((r["key"], r["seq"]) for r in records if "alert" not in r)
+        expected = {
+            (k, s) for k in range(job.keys) for s in range(1, job.n + 1) if (k, s) not in skipped
+        }
+        lost = len(expected - set(counts))
+        duplicates = sum(c - 1 for c in counts.values() if c > 1) + len(set(counts) - expected)
+        return Verdict(
+            records=len(records),
+            expected=len(expected),
+            lost=lost,
+            duplicates=duplicates,
+            alerts=alerts,
+            dead_letters=self.dead_letters(),
+        )
+
+    def leftovers(self) -> list[str]:
+        """Uncommitted output the sink left behind (there should be none once it ended)."""
+        if self.job.sink == "sqlite":
+            with sqlite3.connect(self.out / "out.db") as conn:
+                staged = conn.execute("SELECT count(*) FROM _mesh_staging").fetchone()[0]
+            return [f"{staged} staged rows"] if staged else []
+        return sorted(p.name for p in self.out.glob(".part-*"))

@@ -1,0 +1,156 @@
+"""Chaos: real daemons killed mid-stream; the committed output must equal the reference.
+
+Every scenario runs the sequence job (tests/jobs/seqcheck.py) with checkpoints every
+200 ms and an exactly-once sink on a cluster of subprocesses, injects its faults, waits
+for the job to finish and checks every (key, seq) is committed exactly once with no
+alerts from the keyed checker. These are the short, seeded variants CI runs; the long
+ones are ``python bench/chaos.py`` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.chaos.harness import ChaosRun, SeqJob
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    runs: list[ChaosRun] = []
+
+    def make(job: SeqJob, **kwargs: Any) -> ChaosRun:
+        for key in job.env(tmp_path / "out"):
+            monkeypatch.delenv(key, raising=False)  # restored after the test
+        run = ChaosRun(tmp_path, job, **kwargs)
+        runs.append(run)
+        run.start()
+        return run
+
+    yield make
+    for run in runs:
+        run.stop()
+
+
+def assert_exact(run: ChaosRun, final: dict[str, Any]) -> None:
+    assert final["state"] == "FINISHED", final["error"]
+    verdict = run.verdict()
+    assert verdict.as_dict() == {
+        "records": verdict.expected,
+        "expected": verdict.expected,
+        "lost": 0,
+        "duplicates": 0,
+        "alerts": 0,
+        "dead_letters": 0,
+    }
+    assert run.leftovers() == []
+
+
+@pytest.mark.parametrize("sink", ["jsonlines", "sqlite"])
+def test_a_node_killed_right_after_a_checkpoint_three_times(chaos: Any, sink: str) -> None:
+    run = chaos(SeqJob(n=2500, sink=sink), nodes=3, seed=1)
+
+    async def scenario() -> dict[str, Any]:
+        await run.submit()
+        status = await run.wait_running()
+        for round_ in range(3):
+            checkpoint = await run.wait_checkpoint()
+            # Right after it completed: kill a node running part of the job.
+            checkpoint = await run.wait_checkpoint(after=checkpoint)
+            victim = run.random.choice(run.nodes_of(status))
+            run.kill(run.node(victim))
+            run.add_node()  # a replacement, so the cluster keeps its slots
+            status = await run.wait_running(attempt_above=status["attempt"])
+            assert status["attempt"] == round_ + 1
+            assert status["restarts"] == round_ + 1
+            assert victim in status["failures"][-1]["error"]
+        return await run.wait_final()
+
+    final = anyio.run(scenario)
+    assert_exact(run, final)
+    # Restored from checkpoints, never from the start.
+    assert final["restored_from"] is not None and "chk-" in final["restored_from"]
+
+
+def test_a_node_killed_while_writing_a_snapshot(chaos: Any) -> None:
+    run = chaos(
+        SeqJob(n=1500, backend="sqlite"),
+        nodes=3,
+        node_env={"node-2": {"MESH_FAULTS": "snapshot.writing=4"}},
+    )
+
+    async def scenario() -> dict[str, Any]:
+        await run.submit()
+        first = await run.wait_running()
+        assert "node-2" in run.nodes_of(first)
+        # node-2 dies by itself in the middle of its 4th snapshot write.
+        assert await run.wait_exit(run.node("node-2")) == -signal.SIGKILL
+        status = await run.wait_running(attempt_above=0)
+        assert "node node-2" in status["failures"][-1]["error"]
+        assert "node-2" not in run.nodes_of(status)
+        return await run.wait_final()
+
+    final = anyio.run(scenario)
+    assert_exact(run, final)
+
+
+def test_the_coordinator_killed_twice(chaos: Any) -> None:
+    run = chaos(
+        SeqJob(n=2000),
+        nodes=2,
+        # The 3rd checkpoint: complete and recorded, no node told to commit yet.
+        coordinator_env={"MESH_FAULTS": "checkpoint.recorded=3"},
+    )
+
+    async def scenario() -> dict[str, Any]:
+        await run.submit()
+        await run.wait_running()
+        assert run.cluster.coordinator is not None
+        # The fault point kills it.
+        assert await run.wait_exit(run.cluster.coordinator) == -signal.SIGKILL
+        run.restart_coordinator()
+        status = await run.wait_running(attempt_above=0)
+        assert status["restarts"] == 0  # a coordinator restart is not a job failure
+        checkpoint = await run.wait_checkpoint()
+        assert checkpoint >= 3  # the one recorded before the crash counts, ids go on
+        await run.wait_checkpoint(after=checkpoint)
+        assert run.cluster.coordinator is not None
+        run.kill(run.cluster.coordinator)
+        run.restart_coordinator()
+        await run.wait_running(attempt_above=status["attempt"])
+        return await run.wait_final()
+
+    final = anyio.run(scenario)
+    assert_exact(run, final)
+    history = anyio.run(run.checkpoints)
+    ids = [c["checkpoint_id"] for c in history]
+    assert ids == sorted(set(ids))  # never reused across restarts
+
+
+def test_a_node_cut_off_longer_than_the_heartbeat_timeout(chaos: Any) -> None:
+    run = chaos(SeqJob(n=2000), nodes=3)
+
+    async def scenario() -> dict[str, Any]:
+        await run.submit()
+        status = await run.wait_running()
+        await run.wait_checkpoint()
+        victim = run.node(run.nodes_of(status)[-1])
+        run.kill(victim, signal.SIGSTOP)
+        try:
+            status = await run.wait_running(attempt_above=0)
+            assert "no heartbeat" in status["failures"][-1]["error"]
+        finally:
+            run.kill(victim, signal.SIGCONT)
+        # It wakes, stops what it still ran of attempt 0, and registers again.
+        await run.wait_nodes(3)
+        return await run.wait_final()
+
+    final = anyio.run(scenario)
+    assert_exact(run, final)
