@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mesh.api.restart import RestartStrategy
-from mesh.api.sinks import Sink
+from mesh.api.sinks import JsonLines, Sink
 from mesh.api.sources import Source
 from mesh.errors import GraphError
 from mesh.graph.keygroups import DEFAULT_MAX_PARALLELISM
 from mesh.graph.logical import (
+    DEAD_LETTER,
     Chaining,
     EdgeSpec,
     JobConfig,
@@ -36,6 +37,23 @@ __all__ = ["BuiltJob", "InputRef", "Job", "OperatorDef"]
 _CHECKPOINT_MODES = ("exactly_once", "at_least_once")
 _STATE_BACKENDS = ("memory", "sqlite")
 _ON_ERROR = ("fail", "dead_letter")
+#: Operator kinds that run user code (their failures can become dead letters).
+_USER_CODE = frozenset(
+    {
+        "map",
+        "filter",
+        "flat_map",
+        "process",
+        "keyed_process",
+        "reduce",
+        "sum",
+        "min",
+        "max",
+        "count",
+    }
+)
+#: The uid of the dead-letter sink a job with on_error="dead_letter" gets.
+DEAD_LETTER_UID = "dead-letters"
 
 KeyFn = Callable[[Any], Any]
 
@@ -307,10 +325,55 @@ class Job:
                 edges.append(EdgeSpec(source=ref.op, target=op.id, partitioning=part))
                 if ref.key_fn is not None:
                     key_fns[(ref.op, op.id)] = ref.key_fn
+        definitions = {op.id: op for op in self._operators}
+        if self.on_error == "dead_letter":
+            self._add_dead_letters(specs, edges, definitions)
         graph = LogicalGraph(config=config, operators=tuple(specs), edges=tuple(edges))
         graph.validate()
-        return BuiltJob(
-            graph=graph,
-            operators={op.id: op for op in self._operators},
-            edge_key_fns=key_fns,
+        return BuiltJob(graph=graph, operators=definitions, edge_key_fns=key_fns)
+
+    def _add_dead_letters(
+        self,
+        specs: list[OperatorSpec],
+        edges: list[EdgeSpec],
+        definitions: dict[int, OperatorDef],
+    ) -> None:
+        """The dead-letter sink, fed by a side output of every operator running user code."""
+        sources = [spec.id for spec in specs if spec.kind in _USER_CODE]
+        if not sources:
+            return  # no user code, nothing can fail a record
+        if any(spec.uid == DEAD_LETTER_UID for spec in specs):
+            raise GraphError(
+                f"uid {DEAD_LETTER_UID!r} is taken by the dead-letter sink of a job with "
+                'on_error="dead_letter"; give your operator another uid'
+            )
+        sink = self.dead_letter or JsonLines(f"dead-letters/{self.name}")
+        sink_id = len(specs)
+        definitions[sink_id] = OperatorDef(
+            id=sink_id,
+            kind="sink",
+            inputs=[],
+            sink=sink,
+            default_name="Dead letters",
+            description=sink.describe(),
+        )
+        specs.append(
+            OperatorSpec(
+                id=sink_id,
+                uid=DEAD_LETTER_UID,
+                name="Dead letters",
+                kind="sink",
+                parallelism=1,
+                max_parallelism=self.max_parallelism,
+                chaining=Chaining.NEVER,
+                slot_sharing_group="default",
+                co_location_group=None,
+                description=sink.describe(),
+            )
+        )
+        edges.extend(
+            EdgeSpec(
+                source=source, target=sink_id, partitioning=Partitioning.REBALANCE, tag=DEAD_LETTER
+            )
+            for source in sources
         )

@@ -66,6 +66,13 @@ def format_status(status: dict[str, Any]) -> str:
             lines.append(f"last checkpoint failure: {checkpoints['last_failure']}")
     if status.get("restored_from"):
         lines.append(f"restored from {status['restored_from']}")
+    restarts = status.get("restarts", 0)
+    if restarts or status["state"] == "RESTARTING":
+        lines.append(f"restarts: {restarts} ({status.get('restart_strategy', '')})")
+    failures = status.get("failures") or []
+    if failures and not status.get("error"):  # a final error already says it all
+        last = failures[-1]
+        lines += ["", f"last failure (attempt {last['attempt']}):", last["error"]]
     if status.get("error"):
         lines += ["", "error:", status["error"]]
     lines += ["", "graph:"]
@@ -73,7 +80,9 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  task {task['id']}: {task['name']}  (parallelism {task['parallelism']})")
     for edge in status["edges"]:
         lines.append(f"  task {edge['source']} -> task {edge['target']}: {edge['partitioning']}")
-    rows = [["SUBTASK", "NAME", "NODE", "SLOT", "STATE", "IN", "OUT", "IN/S", "OUT/S", "BP ms"]]
+    header = ["SUBTASK", "NAME", "NODE", "SLOT", "STATE", "IN", "OUT", "IN/S", "OUT/S", "BP ms"]
+    dead = any(sub.get("dead_letters") for task in status["tasks"] for sub in task["subtasks"])
+    rows = [[*header, "DEAD"] if dead else header]
     for task in status["tasks"]:
         for sub in task["subtasks"]:
             rows.append(
@@ -88,6 +97,7 @@ def format_status(status: dict[str, Any]) -> str:
                     _count(sub["in_rate"]),
                     _count(sub["out_rate"]),
                     _count(sub["backpressure_ms"]),
+                    *([_count(sub.get("dead_letters", 0))] if dead else []),
                 ]
             )
     lines += ["", "placement and records:", _table(rows)]

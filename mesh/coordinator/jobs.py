@@ -252,6 +252,7 @@ class JobRecord:
                     "in_rate": round(r.in_rate, 1),
                     "out_rate": round(r.out_rate, 1),
                     "backpressure_ms": m.backpressure_ms if m else 0.0,
+                    "dead_letters": m.dead_letters if m else 0,
                     "started_ms": m.started_ms if m else 0,
                     "finished_ms": m.finished_ms if m else 0,
                 }

@@ -3,10 +3,11 @@
 An edge ``up -> down`` is chained (``down`` runs in ``up``'s task, records passed by
 plain function call, batch at a time) only when all of these hold:
 
-1. it is a forward edge and both ends have the same parallelism;
-2. it is ``up``'s only output and ``down``'s only input — chains are straight lines, so a
-   record object is never shared by two consumers (fan-out goes through channels, which
-   copy);
+1. it is a forward edge of ``up``'s main output (not a side output) and both ends have
+   the same parallelism;
+2. it is ``up``'s only main output and ``down``'s only input — chains are straight lines,
+   so a record object is never shared by two consumers (fan-out goes through channels,
+   which copy);
 3. both are in the same slot-sharing group;
 4. ``up`` allows chaining to its output (not ``disable_chaining``) and ``down`` allows
    chaining to its input (neither ``disable_chaining`` nor ``start_new_chain``).
@@ -56,6 +57,7 @@ class JobEdge:
     source_op: int
     target_op: int
     partitioning: Partitioning
+    tag: str | None = None  # a side output of ``source_op`` (which may be mid-chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +84,9 @@ def is_chainable(graph: LogicalGraph, edge: EdgeSpec) -> bool:
     down: OperatorSpec = graph.operator(edge.target)
     return (
         edge.partitioning is Partitioning.FORWARD
+        and edge.tag is None
         and up.parallelism == down.parallelism
-        and len(graph.outputs_of(up.id)) == 1
+        and len(graph.main_outputs_of(up.id)) == 1
         and len(graph.inputs_of(down.id)) == 1
         and up.slot_sharing_group == down.slot_sharing_group
         and up.chaining is not Chaining.NEVER
@@ -131,6 +134,7 @@ def build_job_graph(graph: LogicalGraph) -> JobGraph:
                 source_op=edge.source,
                 target_op=edge.target,
                 partitioning=edge.partitioning,
+                tag=edge.tag,
             )
         )
     return JobGraph(

@@ -18,6 +18,7 @@ import orjson
 from mesh.errors import GraphError
 
 __all__ = [
+    "DEAD_LETTER",
     "Chaining",
     "EdgeSpec",
     "JobConfig",
@@ -63,6 +64,10 @@ class OperatorSpec:
     description: dict[str, Any] = field(default_factory=dict)
 
 
+#: The side-output tag of dead letters.
+DEAD_LETTER = "dead_letter"
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeSpec:
     """A directed edge between two operators."""
@@ -70,6 +75,9 @@ class EdgeSpec:
     source: int
     target: int
     partitioning: Partitioning
+    # Records the source emits under this tag (None: its main output). The tag
+    # DEAD_LETTER carries records that made user code raise (on_error="dead_letter").
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,10 @@ class LogicalGraph:
         """Edges out of ``op_id``, in creation order."""
         return [e for e in self.edges if e.source == op_id]
 
+    def main_outputs_of(self, op_id: int) -> list[EdgeSpec]:
+        """Edges carrying ``op_id``'s main output (not a tagged side output)."""
+        return [e for e in self.edges if e.source == op_id and e.tag is None]
+
     def sources(self) -> list[OperatorSpec]:
         """Operators with no inputs."""
         targets = {e.target for e in self.edges}
@@ -138,6 +150,7 @@ class LogicalGraph:
                     source=int(e["source"]),
                     target=int(e["target"]),
                     partitioning=Partitioning(e["partitioning"]),
+                    tag=None if e.get("tag") is None else str(e["tag"]),
                 )
                 for e in data["edges"]
             )

@@ -26,7 +26,7 @@ from mesh.api.job import BuiltJob
 from mesh.api.loader import load_job
 from mesh.errors import JobCodeError, MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
-from mesh.graph.logical import JobConfig, LogicalGraph, OperatorSpec
+from mesh.graph.logical import DEAD_LETTER, JobConfig, LogicalGraph, OperatorSpec
 from mesh.node.bundle import extract_bundle
 from mesh.node.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
 from mesh.node.connectors import build_reader, build_sink
@@ -179,6 +179,9 @@ class JobRuntime:
 
         # 2. output channels and the writers of every outgoing edge.
         writers: dict[SubtaskRef, list[EdgeWriter]] = {ref: [] for ref in local}
+        # Dead-letter side outputs, by the uid of the operator they come from.
+        dead_letters: dict[SubtaskRef, dict[str, EdgeWriter]] = {ref: {} for ref in local}
+        lenient_keys = config.on_error == "dead_letter"
         for ref in local:
             for edge in eg.job.outputs_of(ref.task):
                 outs = []
@@ -197,17 +200,19 @@ class JobRuntime:
                         channels.inputs[ch.id].credit_return = LocalCreditReturn(out)
                     channels.outputs[ch.id] = out
                     outs.append(out)
-                writers[ref].append(
-                    EdgeWriter(
-                        producer=graph.operator(edge.source_op),
-                        consumer=graph.operator(edge.target_op),
-                        partitioning=edge.partitioning,
-                        channels=outs,
-                        subtask_index=ref.index,
-                        buffer_records=buffer_records,
-                        key_fn=built.edge_key_fns.get((edge.source_op, edge.target_op)),
-                    )
+                writer = EdgeWriter(
+                    producer=graph.operator(edge.source_op),
+                    consumer=graph.operator(edge.target_op),
+                    partitioning=edge.partitioning,
+                    channels=outs,
+                    subtask_index=ref.index,
+                    buffer_records=buffer_records,
+                    key_fn=built.edge_key_fns.get((edge.source_op, edge.target_op)),
+                    lenient_keys=lenient_keys,
                 )
+                writers[ref].append(writer)
+                if edge.tag == DEAD_LETTER:
+                    dead_letters[ref][graph.operator(edge.source_op).uid] = writer
         for gate in gates.values():
             gate.seal()
 
@@ -275,6 +280,7 @@ class JobRuntime:
                 source_spec=source_spec,
                 gate=gates.get(ref),
                 restored=restored,
+                dead_letters=dead_letters[ref],
             )
             runner.on_state = self._reporter(subtask)
             self.runners[subtask] = runner
@@ -478,6 +484,7 @@ class JobRuntime:
             backpressure_ms=round(m.backpressure_total(self._clock.monotonic_ms()), 1),
             started_ms=m.started_ms,
             finished_ms=m.finished_ms,
+            dead_letters=m.dead_letters,
         )
 
     def metrics(self) -> list[SubtaskMetrics]:

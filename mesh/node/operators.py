@@ -15,6 +15,7 @@ transactions) return it from ``snapshot_state`` and get it back in ``initialize`
 from __future__ import annotations
 
 import reprlib
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,12 @@ from mesh.state.primitives import StateAccessor
 from mesh.time.durations import parse_duration
 
 __all__ = [
+    "RecordFailure",
     "RestoredState",
     "RuntimeOperator",
     "UserCodeError",
     "build_operator",
+    "dead_letter",
     "describe_record",
     "first_failure",
 ]
@@ -68,6 +71,38 @@ def first_failure(
         except UserCodeError as exc:
             return item, exc
     return None
+
+
+class RecordFailure(RecordError):
+    """User code raised on ``batch[index]``; ``output`` is what the records before it made.
+
+    An operator raises it after applying the records before the failing one (their state
+    updates stay), so the caller may set the record aside as a dead letter, pass
+    ``output`` on, and go on with ``batch[index + 1:]``.
+    """
+
+    def __init__(self, error: RecordError, index: int, output: list[Any]) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.output = output
+        self.__cause__ = error.__cause__ or error
+
+
+def dead_letter(spec: OperatorSpec, subtask: int, record: Any, failure: RecordFailure) -> Any:
+    """What a dead-letter sink receives for a record that made user code raise."""
+    cause = failure.__cause__ or failure
+    try:
+        _dumps(record)
+    except TypeError:  # made by a chained operator, never encoded: keep what can be shown
+        record = describe_record(record)
+    return {
+        "operator": spec.uid,
+        "name": spec.name,
+        "subtask": subtask,
+        "error": str(failure),
+        "traceback": "".join(traceback.format_exception(cause)).rstrip(),
+        "record": record,
+    }
 
 
 def describe_record(record: Any) -> str:
@@ -104,12 +139,6 @@ class RuntimeOperator:
             f"operator {self.spec.uid!r} ({self.spec.name}) {what} "
             f"{type(exc).__name__}: {exc} — on record {describe_record(record)}"
         )
-
-    def _find_failure(self, fn: Callable[[Any], Any], batch: list[Any], what: str) -> None:
-        found = first_failure(fn, batch)
-        if found is not None:
-            record, exc = found
-            raise self._error(what, record, exc) from exc
 
     def open(self) -> None:
         """Called once before the first record."""
@@ -154,6 +183,10 @@ class RuntimeOperator:
             await self.backend.close()
 
 
+def _decode_all(encoded: list[bytes]) -> list[Any]:
+    return _loads(b"[" + b",".join(encoded) + b"]") if encoded else []
+
+
 def _flat_map(fn: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
     return [out for record in batch for out in fn(record)]
 
@@ -179,9 +212,18 @@ class _Stateless(RuntimeOperator):
     def process(self, batch: list[Any]) -> list[Any]:
         try:
             return self._apply(self.fn, batch)
-        except UserCodeError:
-            self._find_failure(self._probe, batch, "raised")
-            raise
+        except UserCodeError as exc:
+            # Pure functions: replay record by record to find the one at fault.
+            for index, record in enumerate(batch):
+                try:
+                    self._probe(record)
+                except UserCodeError as inner:
+                    error = self._error("raised", record, inner)
+                    error.__cause__ = inner
+                    raise RecordFailure(
+                        error, index, self._apply(self.fn, batch[:index])
+                    ) from inner
+            raise self._error("raised (not again when replayed)", None, exc) from exc
 
 
 class _Keyed(RuntimeOperator):
@@ -197,7 +239,15 @@ class _Keyed(RuntimeOperator):
         self.state: dict[Any, Any] = backend.table("value")
 
     def keys_of(self, batch: list[Any]) -> list[Any]:
-        return [self._key(record) for record in batch]
+        # A hint of which keys to load: a record whose key cannot be made fails (or
+        # becomes a dead letter) when it is processed.
+        keys = []
+        for record in batch:
+            try:
+                keys.append(self._key(record))
+            except RecordError:
+                pass
+        return keys
 
     def _key(self, record: Any) -> Any:
         """The state key of ``record`` (lists become tuples); errors name the record."""
@@ -233,22 +283,26 @@ class _Reduce(_Keyed):
         detach = self.backend.detach if self.backend is not None else (lambda v: v)
         # Emit snapshots: a reduce function that mutates and returns its accumulator must
         # not change records already emitted, so each value is encoded as it is made.
-        snapshots = []
-        for record in batch:
-            key = self._key(record)
-            if key in state:
-                try:
-                    value = fn(detach(state[key]), record)  # fn may mutate its accumulator
-                except UserCodeError as exc:
-                    raise self._error("raised", record, exc) from exc
-            else:
-                value = record
-            state[key] = value
+        snapshots: list[bytes] = []
+        for index, record in enumerate(batch):
             try:
-                snapshots.append(_dumps(value))
-            except TypeError as exc:
-                raise self._error("produced a value that is not JSON:", value, exc) from None
-        return _loads(b"[" + b",".join(snapshots) + b"]") if snapshots else []
+                key = self._key(record)
+                if key in state:
+                    try:
+                        value = fn(detach(state[key]), record)  # fn may mutate its accumulator
+                    except UserCodeError as exc:
+                        raise self._error("raised", record, exc) from exc
+                else:
+                    value = record
+                try:
+                    encoded = _dumps(value)
+                except TypeError as exc:
+                    raise self._error("produced a value that is not JSON:", value, exc) from exc
+            except RecordError as error:
+                raise RecordFailure(error, index, _decode_all(snapshots)) from error.__cause__
+            state[key] = value
+            snapshots.append(encoded)
+        return _decode_all(snapshots)
 
 
 class _Aggregate(_Keyed):
@@ -291,17 +345,20 @@ class _Aggregate(_Keyed):
         state = self.state
         field = self.field
         for record in batch[len(out) :]:
-            key = self._key(record)
             try:
-                value = record[field]
-                current = state.get(key)
-                value = value if current is None else self.combine(current, value)
-            except UserCodeError as exc:
-                if not isinstance(record, dict) or field not in record:
-                    raise self._error(
-                        f"needs dict records with a {field!r} field, got", record, exc
-                    ) from exc
-                raise self._error(f"cannot combine field {field!r}:", record, exc) from exc
+                key = self._key(record)
+                try:
+                    value = record[field]
+                    current = state.get(key)
+                    value = value if current is None else self.combine(current, value)
+                except UserCodeError as exc:
+                    if not isinstance(record, dict) or field not in record:
+                        raise self._error(
+                            f"needs dict records with a {field!r} field, got", record, exc
+                        ) from exc
+                    raise self._error(f"cannot combine field {field!r}:", record, exc) from exc
+            except RecordError as error:
+                raise RecordFailure(error, len(out), out) from error.__cause__
             state[key] = value
             out.append({**record, field: value})
         return out
@@ -321,7 +378,10 @@ class _Count(_Keyed):
                 append({"key": key, "count": n})
         except UserCodeError:
             for record in batch[len(out) :]:
-                key = self._key(record)
+                try:
+                    key = self._key(record)
+                except RecordError as error:
+                    raise RecordFailure(error, len(out), out) from error.__cause__
                 n = state.get(key, 0) + 1
                 state[key] = n
                 append({"key": self.key_fn(record), "count": n})  # the key as the user made it
@@ -388,17 +448,22 @@ class _Process(RuntimeOperator):
                 ) from exc
 
     def _one(self, record: Any, out: list[Any]) -> None:
+        mark = len(out)
         try:
             result = self._call(record, self.ctx)
             if result is not None:
                 out.extend(result)
         except UserCodeError as exc:
+            del out[mark:]  # what it yielded before raising is not output
             raise self._error("raised", record, exc) from exc
 
     def process(self, batch: list[Any]) -> list[Any]:
         out: list[Any] = []
-        for record in batch:
-            self._one(record, out)
+        for index, record in enumerate(batch):
+            try:
+                self._one(record, out)
+            except RecordError as error:
+                raise RecordFailure(error, index, out) from error.__cause__
         return out
 
     def close(self) -> None:
@@ -431,10 +496,13 @@ class _KeyedProcess(_Keyed):
         ctx = self.ctx
         accessor = self._accessor
         one = self._inner._one
-        for record in batch:
-            key = self._key(record)
-            ctx.key = accessor.key = key
-            one(record, out)
+        for index, record in enumerate(batch):
+            try:
+                key = self._key(record)
+                ctx.key = accessor.key = key
+                one(record, out)
+            except RecordError as error:
+                raise RecordFailure(error, index, out) from error.__cause__
         return out
 
     def close(self) -> None:

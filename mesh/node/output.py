@@ -38,6 +38,7 @@ class EdgeWriter:
         subtask_index: int,
         buffer_records: int,
         key_fn: Callable[[Any], Any] | None = None,
+        lenient_keys: bool = False,
     ) -> None:
         self.producer = producer
         self.consumer = consumer
@@ -49,6 +50,7 @@ class EdgeWriter:
         # Next channel for round-robin partitionings; staggered so producers spread out.
         self._next = subtask_index % len(channels)
         self._key_fn = key_fn
+        self._lenient_keys = lenient_keys  # see _write_hashed
         self._router = (
             KeyGroupRouter(len(channels), consumer.max_parallelism)
             if partitioning is Partitioning.HASH
@@ -87,10 +89,21 @@ class EdgeWriter:
         buffers = self._buffers
         owner = self._router.subtask_for
         key_fn = self._key_fn
+        before = sum(map(len, buffers))
         try:
             for record in batch:
                 buffers[owner(key_fn(record))].append(record)
         except UserCodeError as exc:
+            if self._lenient_keys:
+                # on_error="dead_letter": a record whose key cannot be computed goes to the
+                # first channel; the keyed operator fails on it again and sets it aside.
+                for record in batch[sum(map(len, buffers)) - before :]:
+                    try:
+                        target = owner(key_fn(record))
+                    except UserCodeError:
+                        target = 0
+                    buffers[target].append(record)
+                return
             # Name the record at fault (the subtask fails; records placed so far are moot).
             record, inner = first_failure(lambda r: owner(key_fn(r)), batch) or (None, exc)
             raise RecordError(

@@ -51,7 +51,7 @@ from mesh.node.alignment import (
     UnblockAll,
 )
 from mesh.node.channels import InputGate
-from mesh.node.operators import RestoredState, RuntimeOperator
+from mesh.node.operators import RecordFailure, RestoredState, RuntimeOperator, dead_letter
 from mesh.node.output import EdgeWriter
 from mesh.node.readers import SourceReader
 from mesh.node.writers import SinkOperator
@@ -86,6 +86,7 @@ class TaskMetrics:
     backpressured_since: float | None = None  # monotonic ms, while waiting now
     started_ms: int = 0
     finished_ms: int = 0
+    dead_letters: int = 0  # records set aside because user code raised on them
 
     def backpressure_total(self, now_ms: float) -> float:
         """Time spent waiting for output room, including a wait going on now."""
@@ -142,12 +143,18 @@ class SubtaskRunner:
         source_spec: OperatorSpec | None = None,
         gate: InputGate | None = None,
         restored: dict[str, RestoredState] | None = None,
+        dead_letters: dict[str, EdgeWriter] | None = None,
     ) -> None:
         if (reader is None) == (gate is None):
             raise ValueError("a subtask has either a reader or an input gate")
         self.name = name
         self.operators = operators
+        # Every output edge (events go to all of them); records of the chain's main output
+        # go to ``_outputs``, dead letters to the side output of the operator at fault.
         self.writers = writers
+        self._dead_letters = dead_letters or None
+        side = set(map(id, (dead_letters or {}).values()))
+        self._outputs = [w for w in writers if id(w) not in side]
         self.reader = reader
         self.source_spec = source_spec
         self.gate = gate
@@ -192,15 +199,36 @@ class SubtaskRunner:
     # -- the chain ------------------------------------------------------------------------
 
     def _push(self, batch: list[Any], start: int = 0) -> None:
+        divert = self._dead_letters is not None
         for op in self._transforms[start:] if start else self._transforms:
-            batch = op.process(batch)
+            batch = self._process_or_divert(op, batch) if divert else op.process(batch)
             if not batch:
                 return
         self.metrics.records_out += len(batch)
         if self._sink is not None:
             self._sink.process(batch)
-        for writer in self.writers:
+        for writer in self._outputs:
             writer.write(batch)
+
+    def _process_or_divert(self, op: RuntimeOperator, batch: list[Any]) -> list[Any]:
+        """``op.process``, with each record that makes user code raise set aside as a dead
+        letter (the record, the operator, the traceback) while the rest go on."""
+        assert self._dead_letters is not None
+        writer = self._dead_letters.get(op.spec.uid)
+        if writer is None:
+            return op.process(batch)
+        out: list[Any] = []
+        while batch:
+            try:
+                out.extend(op.process(batch))
+                break
+            except RecordFailure as failure:
+                out.extend(failure.output)
+                record = batch[failure.index]
+                writer.write([dead_letter(op.spec, self.subtask_index, record, failure)])
+                self.metrics.dead_letters += 1
+                batch = batch[failure.index + 1 :]
+        return out
 
     async def _push_batch(self, batch: list[Any]) -> None:
         head = self._io_head

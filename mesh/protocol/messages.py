@@ -75,6 +75,7 @@ class SubtaskMetrics:
     backpressure_ms: float = 0.0  # time spent waiting for output credit
     started_ms: int = 0  # wall clock when the subtask started processing
     finished_ms: int = 0  # wall clock when it finished (0: not yet)
+    dead_letters: int = 0  # records set aside because user code raised on them
 
 
 @dataclass(frozen=True, slots=True)

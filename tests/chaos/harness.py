@@ -66,6 +66,7 @@ class SeqJob:
             "SEQ_RESTARTS": str(self.restarts),
             "SEQ_RESTART_DELAY": self.restart_delay,
             "SEQ_ON_ERROR": self.on_error,
+            "SEQ_DEAD": str(out.parent / "dead"),
         }
         if self.poison:
             env["SEQ_POISON"] = self.poison

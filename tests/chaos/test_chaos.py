@@ -154,3 +154,62 @@ def test_a_node_cut_off_longer_than_the_heartbeat_timeout(chaos: Any) -> None:
 
     final = anyio.run(scenario)
     assert_exact(run, final)
+
+
+POISON = "3:700,5:1,7:1500"  # (key, seq): early, first of its key, last of its key
+
+
+def test_poison_records_become_dead_letters_exactly_once(chaos: Any) -> None:
+    run = chaos(SeqJob(n=1500, poison=POISON, on_error="dead_letter"), nodes=3)
+
+    async def scenario() -> dict[str, Any]:
+        await run.submit()
+        status = await run.wait_running()
+
+        def dead_letters_in(s: dict[str, Any]) -> int:
+            task = next(t for t in s["tasks"] if t["operators"][0]["uid"] == "dead-letters")
+            return int(task["subtasks"][0]["records_in"])
+
+        # As soon as a dead letter arrived (maybe not committed yet): the replay makes
+        # it again, and it must still be written once.
+        await run.wait(lambda s: dead_letters_in(s) >= 1, "a dead letter")
+        run.kill(run.node(run.nodes_of(status)[-1]))
+        run.add_node()
+        await run.wait_running(attempt_above=0)
+        return await run.wait_final()
+
+    final = anyio.run(scenario)
+    assert final["state"] == "FINISHED", final["error"]
+    poisoned = frozenset({(3, 700), (5, 1), (7, 1500)})
+    verdict = run.verdict(skipped=poisoned)
+    assert (verdict.lost, verdict.duplicates, verdict.alerts) == (0, 0, [])
+    letters = verdict.dead_letters
+    assert sorted((d["record"]["key"], d["record"]["seq"]) for d in letters) == sorted(poisoned)
+    for letter in letters:
+        assert letter["operator"] == "gate"
+        assert "ValueError: poison record" in letter["traceback"]
+        assert "in gate" in letter["traceback"]  # the user's frame is in it
+    sink_task = next(t for t in final["tasks"] if t["operators"][0]["uid"] == "dead-letters")
+    assert sink_task["subtasks"][0]["records_in"] == 3
+
+
+def test_a_poison_record_fails_the_job_once_restarts_are_used_up(chaos: Any) -> None:
+    run = chaos(SeqJob(n=1500, poison="4:300", restarts=2, restart_delay="50ms"), nodes=2)
+
+    async def scenario() -> dict[str, Any]:
+        await run.submit()
+        return await run.wait_final()
+
+    final = anyio.run(scenario)
+    assert final["state"] == "FAILED"
+    assert final["restarts"] == 2 and final["attempt"] == 2
+    error = final["error"]
+    assert error.startswith("restart strategy fixed_delay(attempts=2, delay_ms=50): all 2 restarts")
+    # The root cause: the operator, the subtask, the record and the user's traceback.
+    assert "operator 'gate'" in error and "subtask" in error
+    assert "{'key': 4, 'seq': 300}" in error
+    assert 'raise ValueError(f"poison record {record}")' in error
+    assert len(final["failures"]) == 3
+    # Nothing after the last completed checkpoint was committed twice or lost.
+    verdict = run.verdict()
+    assert verdict.duplicates == 0 and verdict.alerts == []

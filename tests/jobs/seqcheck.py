@@ -11,7 +11,9 @@ committed output.
 Settings come from the environment (read at import on the client and every node):
 SEQ_KEYS, SEQ_N, SEQ_RATE (records/s, 0 = unlimited), SEQ_OUT, SEQ_BACKEND, SEQ_MODE,
 SEQ_INTERVAL, SEQ_SINK ("jsonlines" or "sqlite"), SEQ_PAD (bytes of padding per state),
-SEQ_RESTARTS and SEQ_RESTART_DELAY (a fixed-delay restart strategy; default: mesh's).
+SEQ_RESTARTS and SEQ_RESTART_DELAY (a fixed-delay restart strategy; default: mesh's),
+SEQ_POISON ("key:seq,..." records a map before the checker raises on; the checker
+expects them missing), SEQ_ON_ERROR ("fail" or "dead_letter", into SEQ_DEAD).
 """
 
 import os
@@ -24,17 +26,32 @@ RATE = float(os.environ.get("SEQ_RATE", "0")) or None
 OUT = os.environ.get("SEQ_OUT", "out")
 PAD = "x" * int(os.environ.get("SEQ_PAD", "0"))
 MODE = os.environ.get("SEQ_MODE", "exactly_once")
+POISON = {
+    tuple(int(x) for x in pair.split(":"))
+    for pair in os.environ.get("SEQ_POISON", "").split(",")
+    if pair
+}
+ON_ERROR = os.environ.get("SEQ_ON_ERROR", "fail")
 
 
 def make(i):
     return {"key": i % KEYS, "seq": i // KEYS + 1}
 
 
+def gate(record):
+    if (record["key"], record["seq"]) in POISON:
+        raise ValueError(f"poison record {record}")
+    return record
+
+
 class Checker(KeyedProcessFunction):
     def process(self, record, ctx):
         last = ctx.state.value("last")
         previous = last.get() or {"seq": 0}
-        step = record["seq"] - previous["seq"]
+        expected = previous["seq"] + 1
+        while (ctx.key, expected) in POISON:  # set aside before the checker
+            expected += 1
+        step = record["seq"] - expected + 1
         if step != 1 if MODE == "exactly_once" else step > 1:
             yield {"alert": f"{previous['seq']} -> {record['seq']}", "key": ctx.key}
         last.set({"seq": record["seq"], "pad": PAD} if PAD else {"seq": record["seq"]})
@@ -52,6 +69,12 @@ RESTART = (
 job = Job(
     "seqcheck",
     restart=RESTART,
+    on_error=ON_ERROR,
+    dead_letter=(
+        sinks.JsonLines(os.environ.get("SEQ_DEAD", os.path.join(OUT, "dead")))
+        if ON_ERROR == "dead_letter"
+        else None
+    ),
     parallelism=2,
     checkpoint_interval=os.environ.get("SEQ_INTERVAL", "200ms"),
     checkpoint_mode=MODE,
@@ -62,12 +85,7 @@ sink = (
     if os.environ.get("SEQ_SINK") == "sqlite"
     else sinks.JsonLines(OUT)
 )
-(
-    job.source(sources.Generator(make, count=KEYS * N, rate=RATE))
-    .uid("generator")
-    .key_by(lambda r: r["key"])
-    .process(Checker())
-    .uid("checker")
-    .sink(sink)
-    .uid("committed")
-)
+records = job.source(sources.Generator(make, count=KEYS * N, rate=RATE)).uid("generator")
+if POISON:
+    records = records.map(gate).uid("gate")
+(records.key_by(lambda r: r["key"]).process(Checker()).uid("checker").sink(sink).uid("committed"))
