@@ -49,7 +49,7 @@ class SeqJob:
     interval: str = "200ms"
     backend: str = "memory"
     sink: str = "jsonlines"
-    restarts: int = 10
+    restarts: int | None = 10  # a fixed-delay strategy; None: mesh's default strategy
     restart_delay: str = "100ms"
     poison: str = ""  # SEQ_POISON: "key:seq" records whose processing raises
     on_error: str = "fail"
@@ -63,11 +63,12 @@ class SeqJob:
             "SEQ_BACKEND": self.backend,
             "SEQ_INTERVAL": self.interval,
             "SEQ_SINK": self.sink,
-            "SEQ_RESTARTS": str(self.restarts),
             "SEQ_RESTART_DELAY": self.restart_delay,
             "SEQ_ON_ERROR": self.on_error,
             "SEQ_DEAD": str(out.parent / "dead"),
         }
+        if self.restarts is not None:
+            env["SEQ_RESTARTS"] = str(self.restarts)
         if self.poison:
             env["SEQ_POISON"] = self.poison
         return env
@@ -119,16 +120,22 @@ class ChaosRun:
         self.job = job
         self.out = workdir / "out"
         self.random = random.Random(seed)
+        for key in [k for k in os.environ if k.startswith("SEQ_")]:
+            del os.environ[key]
         os.environ.update(job.env(self.out))  # the client imports the job file too
+        heartbeats = (
+            {
+                "MESH_HEARTBEAT_INTERVAL": heartbeat_interval,
+                "MESH_HEARTBEAT_TIMEOUT": heartbeat_timeout,
+            }
+            if heartbeat_interval
+            else {}  # the defaults
+        )
         self.cluster = LocalCluster(
             nodes=1,
             slots=slots,
             state_dir=workdir / "cluster",
-            env={
-                **job.env(self.out),
-                "MESH_HEARTBEAT_INTERVAL": heartbeat_interval,
-                "MESH_HEARTBEAT_TIMEOUT": heartbeat_timeout,
-            },
+            env={**job.env(self.out), **heartbeats},
             log_level="debug" if os.environ.get("MESH_TEST_DEBUG") else "info",
         )
         self._node_env = node_env or {}

@@ -9,6 +9,7 @@ ones are ``python bench/chaos.py`` (see its docstring).
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,11 @@ def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     runs: list[ChaosRun] = []
 
     def make(job: SeqJob, **kwargs: Any) -> ChaosRun:
-        for key in job.env(tmp_path / "out"):
-            monkeypatch.delenv(key, raising=False)  # restored after the test
+        # ChaosRun sets SEQ_* variables for the job file; they go away after the test.
+        for key in [k for k in os.environ if k.startswith("SEQ_")]:
+            monkeypatch.delenv(key)
+        for key, value in job.env(tmp_path / "out").items():
+            monkeypatch.setenv(key, value)
         run = ChaosRun(tmp_path, job, **kwargs)
         runs.append(run)
         run.start()
