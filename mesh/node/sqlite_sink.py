@@ -233,9 +233,11 @@ class SqliteSink(TransactionalSink):
                 pass
         self._current = None
 
-    def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
+    def _clean_up(self, old_job: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
         kept = {e["txn"] for e in keep}
-        ours = transaction_pattern(old_job, self.spec.uid, r"-a\d+-\d+", r"-(?:\d+|end)")
+        ours = transaction_pattern(
+            old_job, self.spec.uid, r"-a\d+-\d+", r"-(?:\d+|end)", subtask=subtask
+        )
         conn = self._db()
         names = [row[0] for row in conn.execute("SELECT DISTINCT txn FROM _mesh_staging")]
         doomed = [n for n in names if n not in kept and ours.match(n.removeprefix("~"))]

@@ -12,7 +12,11 @@ Theory of operation (Flink's TwoPhaseCommitSinkFunction):
   is retried after a failure never duplicates output.
 * Restoring a checkpoint commits the transactions it lists (they may or may not have
   been committed before the failure) and deletes what the restored-from job left
-  uncommitted (written after that checkpoint: it will be produced again).
+  uncommitted (written after that checkpoint: it will be produced again). After a
+  failover (the same job, a new attempt) each subtask deletes only its own leftovers,
+  before it writes anything: its siblings may already be writing, and a sibling's
+  cleanup must not take their new files. A new job started from a savepoint has its own
+  file names, so one subtask cleans up after every old subtask.
 * At the end of a bounded input the last transaction is pre-committed and committed
   when every subtask of the job has ended (``commit_final``): a failure before that
   leaves it invisible, and the restored job produces it again.
@@ -84,22 +88,29 @@ class TransactionalSink(SinkOperator):
         """Drop the current transaction."""
         raise NotImplementedError
 
-    def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
-        """Delete what job ``old_job`` left uncommitted, except the entries in ``keep``."""
+    def _clean_up(self, old_job: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
+        """Delete what job ``old_job`` left uncommitted (only subtask ``subtask``'s, unless
+        None), except the entries in ``keep``."""
         raise NotImplementedError
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def initialize(self, restored: RestoredState | None) -> None:
+        job, index = self.ctx.job_id, self.ctx.subtask_index
         if restored is None:
+            if self.ctx.attempt > 0:  # a failover before the first checkpoint
+                self._clean_up(job, [], index)
             return
         mine = restored.operator_state.get("pending", [])
         for entry in mine:
             self._commit(entry)
-        if self.ctx.subtask_index == 0:
-            everyone = restored.all_operator_state.get("pending", [])
-            for old_job in sorted({e["job"] for e in everyone} | {restored.job_id}):
-                self._clean_up(old_job, everyone)
+        everyone = restored.all_operator_state.get("pending", [])
+        for old_job in sorted({e["job"] for e in everyone} | {restored.job_id, job}):
+            if old_job == job:
+                if self.ctx.attempt > 0 or restored.job_id == job:
+                    self._clean_up(job, everyone, index)
+            elif index == 0:
+                self._clean_up(old_job, everyone, None)
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, list[Any]]:
         if self._has_current():
@@ -218,10 +229,14 @@ class JsonLinesSink(TransactionalSink):
             self._path.unlink(missing_ok=True)
             self._path = None
 
-    def _clean_up(self, old_job: str, keep: list[dict[str, Any]]) -> None:
+    def _clean_up(self, old_job: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
         kept = {Path(e["pending"]).name for e in keep}
         ours = transaction_pattern(
-            old_job, self.spec.uid, r"-a\d+-\d+\.inprogress", r"-(?:\d+|end)-a\d+\.pending"
+            old_job,
+            self.spec.uid,
+            r"-a\d+-\d+\.inprogress",
+            r"-(?:\d+|end)-a\d+\.pending",
+            subtask=subtask,
         )
         for path in self.directory.glob(f".part-{glob_escape(old_job)}-*"):
             if path.name not in kept and ours.match(path.name[len(".part-") :]):
@@ -231,11 +246,15 @@ class JsonLinesSink(TransactionalSink):
         self._abort_current()
 
 
-def transaction_pattern(job: str, uid: str, *tails: str) -> re.Pattern[str]:
-    """Names of transactions of sink ``uid`` of job ``job``: ``<job>-<uid>-<subtask><tail>``.
+def transaction_pattern(
+    job: str, uid: str, *tails: str, subtask: int | None = None
+) -> re.Pattern[str]:
+    """Names of transactions of sink ``uid`` of job ``job``: ``<job>-<uid>-<subtask><tail>``
+    (of any subtask, or only of ``subtask``).
 
     Anchored on both ends, so a sink whose uid extends this one's (``out`` and
     ``out-2``) never matches.
     """
     alternatives = "|".join(tails)
-    return re.compile(rf"^{re.escape(job)}-{re.escape(uid)}-\d+(?:{alternatives})$")
+    index = r"\d+" if subtask is None else str(subtask)
+    return re.compile(rf"^{re.escape(job)}-{re.escape(uid)}-{index}(?:{alternatives})$")

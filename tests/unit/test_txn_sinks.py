@@ -387,13 +387,31 @@ async def test_only_subtask_0_cleans_up(kit: Sinks) -> None:
 
 
 @pytest.mark.asyncio
-async def test_initialize_without_restore_does_nothing(kit: Sinks) -> None:
-    old = kit.new(job_id="job-a")
-    write(old, _records(1))
-    new = kit.new(job_id="job-a", attempt=1)
+async def test_a_first_attempt_without_restore_touches_nothing(kit: Sinks) -> None:
+    other = kit.new(job_id="job-a", subtask=1)
+    write(other, _records(1))
+    new = kit.new(job_id="job-a", subtask=0)
     with anyio.fail_after(TIMEOUT):
         await new.initialize(None)
     assert len(kit.hidden()) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_failover_cleans_only_its_own_subtasks_leftovers(kit: Sinks) -> None:
+    # Attempt 0 wrote (subtask 0 and 1) and died before any checkpoint. Attempt 1's
+    # subtask 1 already writes again when its subtask 0 starts: subtask 0 removes its
+    # own old transaction and nothing of its sibling's.
+    write(kit.new(job_id="job-a", subtask=0), _records(1))
+    write(kit.new(job_id="job-a", subtask=1), _records(2))
+    sibling = kit.new(job_id="job-a", subtask=1, attempt=1)
+    with anyio.fail_after(TIMEOUT):
+        await sibling.initialize(None)  # removes its own attempt-0 leftover
+    write(sibling, _records(3))
+    new = kit.new(job_id="job-a", subtask=0, attempt=1)
+    with anyio.fail_after(TIMEOUT):
+        await new.initialize(None)
+    hidden = kit.hidden()
+    assert len(hidden) == 1 and "-1-a1-" in hidden[0]  # the sibling's new transaction
 
 
 @pytest.mark.asyncio
