@@ -540,3 +540,34 @@ def test_logical_graph_queries() -> None:
     assert [op.id for op in graph.sources()] == [0, 1]
     assert [(e.source, e.target) for e in graph.inputs_of(2)] == [(0, 2), (1, 2)]
     assert [(e.source, e.target) for e in graph.outputs_of(0)] == [(0, 2)]
+
+
+def test_dead_letters_get_a_sink_fed_by_every_operator_running_user_code() -> None:
+    from mesh.graph.chaining import build_job_graph
+    from mesh.graph.logical import DEAD_LETTER
+
+    job = mesh.Job("dl", parallelism=2, on_error="dead_letter")
+    (
+        job.source(mesh.sources.Collection([1]))
+        .map(str)
+        .uid("m")
+        .key_by(len)
+        .count()
+        .uid("c")
+        .sink(mesh.sinks.Print())
+    )
+    graph = job.build().graph
+    dead = graph.operators[-1]
+    assert (dead.uid, dead.kind, dead.parallelism) == ("dead-letters", "sink", 1)
+    tagged = [(graph.operator(e.source).uid, e.tag) for e in graph.edges if e.target == dead.id]
+    assert tagged == [("m", DEAD_LETTER), ("c", DEAD_LETTER)]
+    # The side outputs do not break chains: source -> map still fuse, as without them.
+    tasks = build_job_graph(graph).tasks
+    assert [[graph.operator(o).uid for o in t.operators] for t in tasks] == [
+        ["source-0", "m"],
+        ["c", "sink-3"],
+        ["dead-letters"],
+    ]
+    # The same job without dead letters has the same chains and no extra sink.
+    job.on_error = "fail"
+    assert [op.uid for op in job.build().graph.operators][-1] == "sink-3"

@@ -357,3 +357,65 @@ def test_reduce_that_mutates_its_accumulator_emits_snapshots() -> None:
         {"k": "b", "n": 5},
         {"k": "a", "n": 3},
     ]
+
+
+# -- failures at a record: what dead letters are built on ---------------------------------
+
+
+class Bad(mesh.KeyedProcessFunction):
+    def process(self, record, ctx):  # type: ignore[no-untyped-def]
+        total = ctx.state.value("total")
+        yield "partial"  # yielded before raising: not output
+        if record["v"] < 0:
+            raise ValueError("negative")
+        total.set((total.get() or 0) + record["v"])
+        yield total.get()
+
+
+A1, A2, A3 = ({"k": "a", "v": v} for v in (1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("make", "poison", "before"),
+    [
+        (lambda s: s.map(lambda r: 10 // r["v"]), {"k": "a", "v": 0}, [10, 5]),
+        (lambda s: s.filter(lambda r: 10 // r["v"]), {"k": "a", "v": 0}, [A1, A2]),
+        (lambda s: s.flat_map(lambda r: [r["v"]] * (4 // r["v"])), {"v": 0}, [1] * 4 + [2] * 2),
+        (
+            lambda s: s.key_by(lambda r: r["k"]).reduce(lambda a, r: {**a, "v": a["v"] + r["v"]}),
+            {"k": "a", "v": None},
+            [A1, A3],
+        ),
+        (
+            lambda s: s.key_by(lambda r: r["k"]).count(),
+            {"v": 0},
+            [{"key": "a", "count": n} for n in (1, 2)],
+        ),
+        (lambda s: s.key_by(lambda r: r["k"]).sum("v"), {"k": "a", "v": "x"}, [A1, A3]),
+        (
+            lambda s: s.key_by(lambda r: r["k"]).process(Bad()),
+            {"k": "a", "v": -1},
+            ["partial", 1, "partial", 3],
+        ),
+    ],
+    ids=["map", "filter", "flat_map", "reduce", "count-key", "sum", "keyed-process"],
+)
+def test_a_failing_record_is_located_with_the_output_before_it(
+    make: Callable[[mesh.Stream], mesh.Stream], poison: Any, before: list[Any]
+) -> None:
+    from mesh.node.operators import RecordFailure
+
+    op = _operator(make)
+    with pytest.raises(RecordFailure) as info:
+        op.process([A1, A2, poison, A3])
+    failure = info.value
+    assert (failure.index, failure.output) == (2, before)
+    assert failure.__cause__ is not None  # the user's exception, with its traceback
+    # The batch goes on after it; the records before it were applied exactly once.
+    after = op.process([A3])
+    if op.spec.kind in ("reduce", "sum"):
+        assert after == [{"k": "a", "v": 6}]
+    elif op.spec.kind == "count":
+        assert after == [{"key": "a", "count": 3}]
+    elif op.spec.kind == "keyed_process":
+        assert after == ["partial", 6]

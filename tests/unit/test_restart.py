@@ -51,3 +51,29 @@ def test_strategies_survive_the_job_graph_round_trip() -> None:
         RestartStrategy.failure_rate(3, "1m", "2s"),
     ):
         assert RestartStrategy.from_dict(strategy.to_dict()) == strategy
+
+
+def test_a_failed_attempt_is_forgotten_by_the_next_one() -> None:
+    import mesh
+    from mesh.coordinator.jobs import JobRecord
+    from mesh.graph.execution import build_execution_graph
+    from mesh.protocol.messages import SubmitJob, TaskAssignment
+
+    job = mesh.Job("j", parallelism=2)
+    job.source(mesh.sources.Collection([1])).rebalance().map(str).sink(mesh.sinks.Collect())
+    graph = job.build().graph
+    record = JobRecord(
+        job_id="j1",
+        submission=SubmitJob(graph.to_dict(), "j", "job.py", {}, "/tmp", b""),
+        graph=build_execution_graph(graph),
+        created_ms=0,
+    )
+    record.assignments = [
+        TaskAssignment(subtask=s, node_id=n, slot=0)
+        for s, n in (("0.0", "a"), ("0.1", "b"), ("1.0", "a"), ("1.1", "b"))
+    ]
+    record.mark_lost("b")
+    assert {k: m.state for k, m in record.metrics.items()} == {"0.1": "LOST", "1.1": "LOST"}
+    assert not record.subtasks_done()  # node a's subtasks still run
+    record.new_attempt()
+    assert (record.attempt, record.assignments, record.metrics) == (1, [], {})
