@@ -23,14 +23,22 @@ __all__ = ["reach"]
 log = logging.getLogger("mesh.faults")
 
 
+POINTS = ("checkpoint.recorded", "snapshot.writing")
+
+
 def _parse(spec: str) -> dict[str, int]:
     plan: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, count = part.partition("=")
+        name = name.strip()
+        if name not in POINTS:
+            raise SystemExit(
+                f"MESH_FAULTS: unknown fault point {name!r} (known: {', '.join(POINTS)})"
+            )
         try:
-            plan[name.strip()] = int(count) if count else 1
+            plan[name] = int(count) if count else 1
         except ValueError:
-            raise SystemExit(f"MESH_FAULTS: {part!r} is not point=N") from None
+            raise SystemExit(f"MESH_FAULTS: {part!r} is not point=N (N a number)") from None
     return plan
 
 

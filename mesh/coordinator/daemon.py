@@ -30,8 +30,9 @@ import orjson
 
 from mesh._version import __version__
 from mesh.coordinator.checkpoints import CheckpointManager, JobView, SavepointRequest
+from mesh.coordinator.failover import JobFailover
 from mesh.coordinator.jobs import IllegalTransition, JobRecord, JobState, JobTable
-from mesh.coordinator.jobstore import JobStore, StoredJob
+from mesh.coordinator.jobstore import JobStore
 from mesh.coordinator.registry import NodeInfo, NodeRegistry
 from mesh.coordinator.restart import RestartTracker
 from mesh.coordinator.restore import resolve_restore
@@ -124,7 +125,7 @@ class CoordinatorConfig:
         return self.checkpoint_dir or self.state_dir / "checkpoints"
 
 
-class Coordinator:
+class Coordinator(JobFailover):
     """A coordinator daemon."""
 
     def __init__(self, config: CoordinatorConfig, *, clock: Clock | None = None) -> None:
@@ -565,188 +566,6 @@ class Coordinator:
         job.error = error
         self._cancel_tasks(job, "failure")
         self._end(job, JobState.FAILED)
-
-    # -- failover -------------------------------------------------------------------------
-
-    def _restart(self, job: JobRecord, error: str, delay_ms: int) -> None:
-        """Begin a failover: stop the failed attempt, restart after ``delay_ms``."""
-        log.warning(
-            "job %s (%s) attempt %d failed; restarting in %d ms (restart %d, %s): %s",
-            job.job_id,
-            job.name,
-            job.attempt,
-            delay_ms,
-            job.restarts.restarts,
-            job.restarts.describe(),
-            error,
-        )
-        if job.checkpoints is not None:
-            job.checkpoints.shutdown("restarting")
-        job.transition(JobState.RESTARTING)
-        now = self.clock.monotonic_ms()
-        job.restart_at_ms = now + delay_ms
-        job.cancel_deadline_ms = now + self.config.cancel_timeout_ms
-        job.slot_deadline_ms = None
-        self._cancel_tasks(job, "failover")
-        self._persist(job, state=job.state.value, restarts=job.restarts.restarts)
-
-    def _restart_when_ready(self, job: JobRecord) -> None:
-        """Deploy the next attempt once the delay is over, the failed attempt stopped (or
-        its cancel timed out) and enough slots are free."""
-        now = self.clock.monotonic_ms()
-        if job.redeploying or now < job.restart_at_ms:
-            return
-        if not job.subtasks_done() and now < job.cancel_deadline_ms:
-            return
-        self.nodes.release(job.job_id)
-        try:
-            self._schedule(job)
-        except SchedulingError as exc:
-            if job.slot_deadline_ms is None:
-                job.slot_deadline_ms = now + self.config.slot_timeout_ms
-                log.warning("job %s waits for slots to restart: %s", job.job_id, exc)
-            elif now > job.slot_deadline_ms:
-                self._fail_for_good(
-                    job,
-                    f"cannot restart job {job.name!r}: no slots within "
-                    f"{self.config.slot_timeout_ms} ms: {exc}",
-                )
-            return
-        assert self._tg is not None
-        job.redeploying = True
-        self._tg.start_soon(self._redeploy, job)
-
-    def _restore_candidates(self, job: JobRecord) -> list[str]:
-        """Where the next attempt may start from, best first: completed checkpoints and
-        savepoints of the job, newest first, then what it was submitted with."""
-        assert self.store is not None
-        completed = [r.path for r in self.store.history(job.job_id) if r.state == "COMPLETED"]
-        candidates = list(reversed(completed))
-        if job.restore_path:
-            candidates.append(job.restore_path)
-        return candidates
-
-    async def _redeploy(self, job: JobRecord) -> None:
-        """Read the restore point (off the loop: it hashes every file), then deploy."""
-        candidates = self._restore_candidates(job)
-        graph = job.graph.logical
-
-        def read() -> RestoreSpec | None:
-            problems = []
-            for path in candidates:
-                try:
-                    return resolve_restore(path, graph)[0]
-                except CheckpointError as exc:
-                    problems.append(str(exc))
-                    log.warning("job %s: cannot restore from %s: %s", job.job_id, path, exc)
-            if problems:
-                raise CheckpointError("; ".join(problems))
-            return None
-
-        try:
-            restore = await anyio.to_thread.run_sync(read)
-        except CheckpointError as exc:
-            job.redeploying = False
-            self._fail_for_good(job, f"cannot restart: no usable checkpoint ({exc})")
-            return
-        job.redeploying = False
-        if job.state is not JobState.RESTARTING:
-            return  # cancelled meanwhile
-        try:
-            assignments = self._schedule(job)
-        except SchedulingError:
-            return  # the slots went away meanwhile: wait again
-        job.new_attempt()
-        job.restore = restore
-        job.assignments = assignments
-        self.nodes.allocate(job.job_id, assignments)
-        job.transition(JobState.SCHEDULING)
-        self._persist(job, state=job.state.value, attempt=job.attempt)
-        log.info(
-            "job %s (%s) attempt %d deploying %s",
-            job.job_id,
-            job.name,
-            job.attempt,
-            f"from {restore.path}" if restore else "from the start",
-        )
-        self._deploy(job)
-
-    # -- persistence ----------------------------------------------------------------------
-
-    def _store_new(self, job: JobRecord) -> None:
-        assert self.job_store is not None
-        self.job_store.add(
-            StoredJob(
-                job_id=job.job_id,
-                state=job.state.value,
-                attempt=job.attempt,
-                created_ms=job.created_ms,
-                started_ms=job.started_ms,
-                ended_ms=job.ended_ms,
-                error=job.error,
-                checkpoint_root=job.checkpoint_root,
-                next_checkpoint_id=job.next_checkpoint_id,
-                restore_path=job.restore_path,
-                restarts=job.restarts.restarts,
-                submission=job.submission,
-            )
-        )
-
-    def _persist(self, job: JobRecord, **values: Any) -> None:
-        if self.job_store is None or job.job_id not in self.jobs:
-            return
-        try:
-            self.job_store.update(job.job_id, **values)
-        except StateError as exc:
-            log.error("job %s: %s", job.job_id, exc)
-
-    def _resume_jobs(self) -> None:
-        """Read the jobs of a previous run: ended ones for list/status; the others resume
-        as a new attempt from their latest checkpoint once enough nodes registered."""
-        assert self.job_store is not None
-        stored, problems = self.job_store.load()
-        for problem in problems:
-            log.error("cannot resume %s", problem)
-        now = self.clock.monotonic_ms()
-        for row in stored:
-            try:
-                graph = LogicalGraph.from_dict(row.submission.graph)
-            except MeshError as exc:
-                log.error("cannot resume job %s: %s", row.job_id, exc)
-                continue
-            job = JobRecord(
-                job_id=row.job_id,
-                submission=row.submission,
-                graph=build_execution_graph(graph),
-                created_ms=row.created_ms,
-                state=JobState(row.state),
-                attempt=row.attempt,
-                started_ms=row.started_ms,
-                ended_ms=row.ended_ms,
-                error=row.error,
-                restore_path=row.restore_path,
-                next_checkpoint_id=row.next_checkpoint_id,
-                checkpoint_root=row.checkpoint_root,
-            )
-            job.restarts = RestartTracker(graph.config.restart)
-            job.restarts.restarts = row.restarts
-            self.jobs[job.job_id] = job
-            if job.done:
-                continue
-            if job.state in (JobState.CREATED, JobState.CANCELLING):
-                job.state = JobState.CANCELLING
-                self._end(job, JobState.CANCELED)
-                continue
-            job.state = JobState.RESTARTING  # not a failure: the strategy is not asked
-            job.restart_at_ms = now
-            job.cancel_deadline_ms = now
-            self._persist(job, state=job.state.value)
-            log.info(
-                "job %s (%s) resumes after the coordinator restarted (attempt %d was running)",
-                job.job_id,
-                job.name,
-                job.attempt,
-            )
 
     def _end(self, job: JobRecord, state: JobState) -> None:
         try:

@@ -27,9 +27,11 @@ from enum import StrEnum
 from typing import Any
 
 from mesh.coordinator.checkpoints import CheckpointManager
+from mesh.coordinator.jobstore import StoredJob
 from mesh.coordinator.restart import RestartTracker
 from mesh.errors import MeshError
-from mesh.graph.execution import ExecutionGraph, SubtaskRef
+from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
+from mesh.graph.logical import LogicalGraph
 from mesh.protocol.messages import (
     FINAL_JOB_STATES,
     RestoreSpec,
@@ -155,6 +157,46 @@ class JobRecord:
         metrics = self.metrics
         return all(
             (m := metrics.get(s)) is not None and m.state in states for s in self._subtask_keys
+        )
+
+    @classmethod
+    def from_stored(cls, row: StoredJob) -> JobRecord:
+        """A job read back from the coordinator's database (raises GraphError if its
+        graph is unreadable)."""
+        graph = LogicalGraph.from_dict(row.submission.graph)
+        job = cls(
+            job_id=row.job_id,
+            submission=row.submission,
+            graph=build_execution_graph(graph),
+            created_ms=row.created_ms,
+            state=JobState(row.state),
+            attempt=row.attempt,
+            started_ms=row.started_ms,
+            ended_ms=row.ended_ms,
+            error=row.error,
+            restore_path=row.restore_path,
+            next_checkpoint_id=row.next_checkpoint_id,
+            checkpoint_root=row.checkpoint_root,
+        )
+        job.restarts = RestartTracker(graph.config.restart)
+        job.restarts.restarts = row.restarts
+        return job
+
+    def stored(self) -> StoredJob:
+        """The row the coordinator's database keeps for this job."""
+        return StoredJob(
+            job_id=self.job_id,
+            state=self.state.value,
+            attempt=self.attempt,
+            created_ms=self.created_ms,
+            started_ms=self.started_ms,
+            ended_ms=self.ended_ms,
+            error=self.error,
+            checkpoint_root=self.checkpoint_root,
+            next_checkpoint_id=self.next_checkpoint_id,
+            restore_path=self.restore_path,
+            restarts=self.restarts.restarts,
+            submission=self.submission,
         )
 
     def mark_lost(self, node_id: str) -> None:

@@ -10,7 +10,7 @@ from mesh.graph.logical import LogicalGraph
 from mesh.protocol.messages import RestoreFile, RestoreSpec
 from mesh.state.metadata import METADATA_FILE, CheckpointMetadata, latest_valid, load_metadata
 
-__all__ = ["check_restore_point", "resolve_restore"]
+__all__ = ["check_restore_point", "first_usable_restore", "resolve_restore"]
 
 log = logging.getLogger("mesh.coordinator.restore")
 
@@ -64,3 +64,18 @@ def check_restore_point(metadata: CheckpointMetadata, graph_uids: dict[str, int]
                 f"operator {uid!r}: the checkpoint has {op.max_parallelism} key groups, the job "
                 f"has max_parallelism {graph_uids[uid]}; they must match to restore keyed state"
             )
+
+
+def first_usable_restore(candidates: list[str], graph: LogicalGraph) -> RestoreSpec | None:
+    """The first of ``candidates`` (restore points, best first) that can be used; None
+    if there are none. Raises CheckpointError naming why each one was refused."""
+    problems = []
+    for path in candidates:
+        try:
+            return resolve_restore(path, graph)[0]
+        except CheckpointError as exc:
+            problems.append(f"{path}: {exc}")
+            log.warning("cannot restore from %s: %s", path, exc)
+    if problems:
+        raise CheckpointError("; ".join(problems))
+    return None
