@@ -258,6 +258,17 @@ class ChaosRun:
                     return nodes
                 await anyio.sleep(0.1)
 
+    async def wait_logged(
+        self, text: str, daemons: list[DaemonProcess], *, timeout_s: float = 20.0
+    ) -> None:
+        """Until every one of ``daemons`` has logged ``text``."""
+        with anyio.fail_after(timeout_s):
+            while True:
+                missing = [d.name for d in daemons if text not in d.log_tail(200)]
+                if not missing:
+                    return
+                await anyio.sleep(0.1)
+
     async def wait_exit(self, daemon: DaemonProcess, *, timeout_s: float = 30.0) -> int:
         """Until ``daemon`` exits (a fault point killed it); returns its exit code."""
         code: int = await anyio.to_thread.run_sync(daemon.process.wait, timeout_s)

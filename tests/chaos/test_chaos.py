@@ -217,3 +217,26 @@ def test_a_poison_record_fails_the_job_once_restarts_are_used_up(chaos: Any) -> 
     # Nothing after the last completed checkpoint was committed twice or lost.
     verdict = run.verdict()
     assert verdict.duplicates == 0 and verdict.alerts == []
+
+
+def test_nodes_that_lose_the_coordinator_stop_their_subtasks(chaos: Any) -> None:
+    run = chaos(SeqJob(n=2000), nodes=2)
+
+    async def scenario() -> dict[str, Any]:
+        await run.submit()
+        await run.wait_running()
+        await run.wait_checkpoint()
+        coordinator = run.cluster.coordinator
+        assert coordinator is not None
+        run.kill(coordinator, signal.SIGSTOP)
+        try:
+            # Each node stops the job on its own once the coordinator is silent for
+            # longer than the heartbeat timeout (1 s here).
+            await run.wait_logged("no word from the coordinator", run.cluster.nodes)
+        finally:
+            run.kill(coordinator, signal.SIGCONT)
+        await run.wait_running(attempt_above=0)
+        return await run.wait_final()
+
+    final = anyio.run(scenario)
+    assert_exact(run, final)
