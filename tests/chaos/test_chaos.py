@@ -240,3 +240,34 @@ def test_nodes_that_lose_the_coordinator_stop_their_subtasks(chaos: Any) -> None
 
     final = anyio.run(scenario)
     assert_exact(run, final)
+
+
+def test_a_restart_waits_for_slots_and_gives_up_after_the_slot_timeout(chaos: Any) -> None:
+    run = chaos(SeqJob(n=1500), nodes=1, coordinator_env={"MESH_SLOT_TIMEOUT": "4s"})
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        await run.submit()
+        await run.wait_running()
+        await run.wait_checkpoint()
+        run.kill(run.node("node-1"))  # the only node: nowhere to restart
+        waiting = await run.wait(lambda s: s["state"] == "RESTARTING", "RESTARTING")
+        run.add_node()  # a node joins in time: the job goes on there
+        await run.wait_running(attempt_above=0)
+        first = await run.wait_final()
+        return waiting, first
+
+    waiting, final = anyio.run(scenario)
+    assert waiting["attempt"] == 0 and "node node-1" in waiting["failures"][-1]["error"]
+    assert_exact(run, final)
+
+    async def nobody_comes() -> dict[str, Any]:
+        await run.submit()
+        await run.wait_running()
+        run.kill(run.node("node-2"))
+        status: dict[str, Any] = await run.wait_final()
+        return status
+
+    failed = anyio.run(nobody_comes)
+    assert failed["state"] == "FAILED"
+    assert "no slots within 4000 ms" in failed["error"]
+    assert "needs 2 slot(s)" in failed["error"]
