@@ -155,6 +155,9 @@ class ChaosRun:
         while len(self.cluster.nodes) < self._nodes:
             name = f"node-{len(self.cluster.nodes) + 1}"
             self.cluster.add_node(env=self._node_env.get(name))
+        # A coordinator restarted with its own settings learns of node-1 only when node-1
+        # registers again.
+        anyio.run(self.wait_nodes, self._nodes)
 
     def stop(self) -> None:
         for node in self.cluster.nodes:  # a stopped process ignores SIGTERM until resumed
