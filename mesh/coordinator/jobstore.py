@@ -10,12 +10,12 @@ job is dropped; its row stays for ``mesh list`` and ``mesh status``.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh.errors import FrameError, StateError
+from mesh.coordinator.store import open_database, write
+from mesh.errors import FrameError
 from mesh.protocol import codec
 from mesh.protocol.messages import SubmitJob
 
@@ -70,18 +70,10 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, isolation_level=None)
-            self._conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise StateError(f"cannot open the coordinator database {path}: {exc}") from None
+        self._conn = open_database(path, _SCHEMA)
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
-        try:
-            self._conn.execute(sql, args)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot write the coordinator database {self.path}: {exc}") from None
+        write(self._conn, self.path, sql, args)
 
     def add(self, job: StoredJob) -> None:
         """Insert a new job with its submission."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from mesh.errors import StateError
 
-__all__ = ["CheckpointRecord", "CheckpointStore"]
+__all__ = ["CheckpointRecord", "CheckpointStore", "open_database", "write"]
 
 _SCHEMA = """
 PRAGMA journal_mode = WAL;
@@ -55,48 +55,60 @@ class CheckpointRecord:
         return asdict(self)
 
 
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """Open (creating if needed) the coordinator database with a table ``schema``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.executescript(schema)
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(f"cannot open the coordinator database {path}: {exc}") from None
+    return conn
+
+
+def write(conn: sqlite3.Connection, path: Path, sql: str, args: tuple[Any, ...]) -> None:
+    """One autocommitted statement; a failure is a StateError naming the database."""
+    try:
+        conn.execute(sql, args)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot write the coordinator database {path}: {exc}") from None
+
+
 class CheckpointStore:
     """Checkpoint history in a SQLite file (small, synchronous writes)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, isolation_level=None)
-            self._conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise StateError(f"cannot open the coordinator database {path}: {exc}") from None
+        self._conn = open_database(path, _SCHEMA)
 
     def record(self, row: CheckpointRecord) -> None:
         """Insert (or replace) a row."""
-        try:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.job_id,
-                    row.checkpoint_id,
-                    row.kind,
-                    row.state,
-                    row.path,
-                    row.triggered_ms,
-                    row.ended_ms,
-                    row.duration_ms,
-                    row.size_bytes,
-                    row.reason,
-                ),
-            )
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot write the coordinator database {self.path}: {exc}") from None
+        write(
+            self._conn,
+            self.path,
+            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.job_id,
+                row.checkpoint_id,
+                row.kind,
+                row.state,
+                row.path,
+                row.triggered_ms,
+                row.ended_ms,
+                row.duration_ms,
+                row.size_bytes,
+                row.reason,
+            ),
+        )
 
     def mark_discarded(self, job_id: str, checkpoint_id: int) -> None:
         """A completed checkpoint's files were deleted (retention)."""
-        try:
-            self._conn.execute(
-                "UPDATE checkpoints SET state = 'DISCARDED' WHERE job_id = ? AND checkpoint_id = ?",
-                (job_id, checkpoint_id),
-            )
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot write the coordinator database {self.path}: {exc}") from None
+        write(
+            self._conn,
+            self.path,
+            "UPDATE checkpoints SET state = 'DISCARDED' WHERE job_id = ? AND checkpoint_id = ?",
+            (job_id, checkpoint_id),
+        )
 
     def history(self, job_id: str) -> list[CheckpointRecord]:
         """Every row of a job, oldest first."""
