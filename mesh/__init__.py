@@ -12,8 +12,19 @@ and ``mesh run job.py`` runs it on a local cluster.
 """
 
 from mesh._version import __version__
-from mesh.api import KeyedStream, RestartStrategy, Stream, StreamSink, sinks, sources
-from mesh.api.functions import KeyedProcessFunction, ProcessFunction
+from mesh.api import (
+    KeyedStream,
+    RestartStrategy,
+    Stream,
+    StreamSink,
+    WatermarkStrategy,
+    WindowedStream,
+    sinks,
+    sources,
+    triggers,
+    windows,
+)
+from mesh.api.functions import Aggregate, KeyedProcessFunction, ProcessFunction
 from mesh.api.job import Job
 from mesh.errors import (
     ConfigError,
@@ -26,6 +37,7 @@ from mesh.errors import (
 )
 
 __all__ = [
+    "Aggregate",
     "ConfigError",
     "EncodingError",
     "GraphError",
@@ -40,7 +52,11 @@ __all__ = [
     "RestartStrategy",
     "Stream",
     "StreamSink",
+    "WatermarkStrategy",
+    "WindowedStream",
     "__version__",
     "sinks",
     "sources",
+    "triggers",
+    "windows",
 ]

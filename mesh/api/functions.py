@@ -8,8 +8,12 @@ the records to emit, or return None to emit nothing. A plain function
 ``ctx`` gives, in a keyed process function: ``ctx.key`` (the current key), and
 ``ctx.state`` — named keyed state of the current key, part of every checkpoint:
 ``value(name, default=None)``, ``list(name)``, ``map(name)``, ``reducing(name, fn)``,
-each with an optional ``ttl=`` duration. ``ctx.timestamp`` and ``ctx.watermark`` are
-None until event time is configured.
+each with an optional ``ttl=`` duration; ``ctx.timers`` — event-time and processing-time
+timers of the current key (``on_timer`` is called when one fires). ``ctx.timestamp`` is
+the record's event time and ``ctx.watermark`` the operator's event time (None when the
+stream has none); ``ctx.output(tag, value)`` emits to the side output ``tag``.
+
+``Aggregate`` is the incremental function of ``WindowedStream.aggregate``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["KeyedProcessFunction", "ProcessFunction"]
+__all__ = ["Aggregate", "KeyedProcessFunction", "ProcessFunction"]
 
 
 class ProcessFunction:
@@ -38,5 +42,33 @@ class KeyedProcessFunction(ProcessFunction):
     """A process function on a keyed stream: it has ``ctx.key`` and ``ctx.state``."""
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
-        """Called when a timer set through ``ctx.timers`` fires (event time: not yet)."""
+        """Called when a timer set through ``ctx.timers`` fires; return or yield what to
+        emit. ``ctx.key`` is the timer's key, ``ctx.timestamp`` its time and
+        ``ctx.time_domain`` ``"event_time"`` or ``"processing_time"``."""
         return None
+
+
+class Aggregate:
+    """An incremental window aggregation: one accumulator per window, updated per record.
+
+    ``create()`` makes an empty accumulator, ``add(acc, record)`` returns the updated
+    one, ``result(acc)`` the value emitted when the window fires (default: ``acc``).
+    ``merge(a, b)`` combines two accumulators; only ``Session`` windows (which merge)
+    need it. Accumulators are stored as JSON, like all state.
+    """
+
+    def create(self) -> Any:
+        """A new, empty accumulator."""
+        raise NotImplementedError(f"{type(self).__name__} must implement create()")
+
+    def add(self, acc: Any, record: Any) -> Any:
+        """The accumulator with ``record`` added."""
+        raise NotImplementedError(f"{type(self).__name__} must implement add(acc, record)")
+
+    def merge(self, a: Any, b: Any) -> Any:
+        """One accumulator holding both (Session windows)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement merge(a, b)")
+
+    def result(self, acc: Any) -> Any:
+        """What the window emits."""
+        return acc

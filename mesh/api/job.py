@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mesh.api.restart import RestartStrategy
 from mesh.api.sinks import JsonLines, Sink
 from mesh.api.sources import Source
+from mesh.api.watermarks import WatermarkStrategy
 from mesh.errors import GraphError
 from mesh.graph.keygroups import DEFAULT_MAX_PARALLELISM
 from mesh.graph.logical import (
@@ -50,8 +51,11 @@ _USER_CODE = frozenset(
         "min",
         "max",
         "count",
+        "window",
     }
 )
+#: Operator kinds that may emit side outputs (``ctx.output``, ``late_output``).
+SIDE_OUTPUT_KINDS = frozenset({"process", "keyed_process", "window"})
 #: The uid of the dead-letter sink a job with on_error="dead_letter" gets.
 DEAD_LETTER_UID = "dead-letters"
 
@@ -65,6 +69,7 @@ class InputRef:
     op: int
     partitioning: Partitioning | None  # None: forward if parallelisms match, else rebalance
     key_fn: KeyFn | None = None  # set for hash partitioning
+    tag: str | None = None  # a side output of ``op`` rather than its main output
 
 
 @dataclass(eq=False)
@@ -79,6 +84,8 @@ class OperatorDef:
     field_name: str | None = None  # sum/min/max: the dict field
     source: Source | None = None
     sink: Sink | None = None
+    watermarks: WatermarkStrategy | None = None  # sources: timestamps and watermarks
+    window: Any = None  # window operators: a WindowSetup (mesh.api.windowed)
     name: str | None = None
     uid: str | None = None
     parallelism: int | None = None
@@ -135,6 +142,8 @@ class Job:
         dead_letter: the sink for dead letters (default:
             ``sinks.JsonLines("dead-letters/<job name>")``).
         buffer_timeout: the longest a partly filled output buffer waits before it is sent.
+        watermark_interval: how often sources with a ``WatermarkStrategy`` send
+            watermarks (and processing-time timers are checked at least).
         checkpoint_dir: where this job's checkpoints go (default: the cluster's); relative
             paths resolve against the directory the job is submitted from.
     """
@@ -153,6 +162,7 @@ class Job:
         checkpoint_dir: str | None = None,
         on_error: str = "fail",
         dead_letter: Sink | None = None,
+        watermark_interval: int | str = "200ms",
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise GraphError(f"Job name must be a non-empty string, got {name!r}")
@@ -199,6 +209,11 @@ class Job:
             raise GraphError('Job dead_letter is only used with on_error="dead_letter"')
         self.dead_letter = dead_letter
         self.buffer_timeout_ms = _duration(buffer_timeout, "Job buffer_timeout")
+        self.watermark_interval_ms = _duration(watermark_interval, "Job watermark_interval")
+        if self.watermark_interval_ms <= 0:
+            raise GraphError(
+                f"Job watermark_interval must be above zero, got {watermark_interval!r}"
+            )
         if checkpoint_dir is not None and (
             not isinstance(checkpoint_dir, str) or not checkpoint_dir
         ):
@@ -211,22 +226,40 @@ class Job:
 
     # -- building -----------------------------------------------------------------------
 
-    def source(self, source: Source, *, watermarks: Any = None, name: str | None = None) -> Stream:
-        """Add a source; returns its stream of records."""
+    def source(
+        self,
+        source: Source,
+        *,
+        watermarks: WatermarkStrategy | None = None,
+        name: str | None = None,
+    ) -> Stream:
+        """Add a source; returns its stream of records.
+
+        With ``watermarks`` (a ``WatermarkStrategy``) its records carry event time and
+        the source sends watermarks, which event-time windows and timers need.
+        """
         from mesh.api.streams import Stream
 
         if not isinstance(source, Source):
             raise GraphError(
                 f"job.source() expects a mesh.sources object, got {type(source).__name__}"
             )
+        if watermarks is not None and not isinstance(watermarks, WatermarkStrategy):
+            raise GraphError(
+                "job.source(): watermarks must be a WatermarkStrategy (e.g. "
+                "WatermarkStrategy.bounded('2s', timestamp=lambda e: e['ts'])), "
+                f"got {type(watermarks).__name__}"
+            )
+        description = source.describe()
         if watermarks is not None:
-            raise GraphError("job.source(): watermarks are not supported yet (see the README)")
+            description = {**description, "watermarks": watermarks.describe()}
         op = self._add(
             "source",
             [],
             source=source,
+            watermarks=watermarks,
             default_name=f"Source: {type(source).__name__}",
-            description=source.describe(),
+            description=description,
         )
         if name is not None:
             op.name = name
@@ -280,12 +313,14 @@ class Job:
             checkpoint_dir=self.checkpoint_dir,
             restart=self._restart_for(interval).to_dict(),
             on_error=self.on_error,
+            watermark_interval_ms=self.watermark_interval_ms,
         )
         specs: list[OperatorSpec] = []
         edges: list[EdgeSpec] = []
         key_fns: dict[tuple[int, int], KeyFn] = {}
         groups: list[str] = []
         for op in self._operators:
+            event_time = self._event_time(op, specs)
             p = default_p if op.parallelism is None else op.parallelism
             if p > self.max_parallelism:
                 raise GraphError(
@@ -310,6 +345,7 @@ class Job:
                     slot_sharing_group=group,
                     co_location_group=op.co_location_group,
                     description=op.description,
+                    event_time=event_time,
                 )
             )
             for ref in op.inputs:
@@ -317,12 +353,19 @@ class Job:
                 part = ref.partitioning
                 if part is None:
                     part = Partitioning.FORWARD if up.parallelism == p else Partitioning.REBALANCE
-                if any(e.source == ref.op and e.target == op.id for e in edges):
+                if any(
+                    e.source == ref.op and e.target == op.id and e.tag == ref.tag for e in edges
+                ):
                     raise GraphError(
                         f"operator {specs[-1].uid!r} takes the same stream twice; "
                         "union a stream with itself is not supported"
                     )
-                edges.append(EdgeSpec(source=ref.op, target=op.id, partitioning=part))
+                if ref.tag is not None and up.kind not in SIDE_OUTPUT_KINDS:
+                    raise GraphError(
+                        f"side_output({ref.tag!r}) of operator {up.uid!r} ({up.kind}): only "
+                        "process functions and windows emit side outputs"
+                    )
+                edges.append(EdgeSpec(source=ref.op, target=op.id, partitioning=part, tag=ref.tag))
                 if ref.key_fn is not None:
                     key_fns[(ref.op, op.id)] = ref.key_fn
         definitions = {op.id: op for op in self._operators}
@@ -332,6 +375,16 @@ class Job:
         graph.validate()
         return BuiltJob(graph=graph, operators=definitions, edge_key_fns=key_fns)
 
+    def _event_time(self, op: OperatorDef, specs: list[OperatorSpec]) -> bool:
+        """Whether ``op``'s output records carry event timestamps (and check that an
+        event-time window gets them)."""
+        if op.kind == "source":
+            return op.watermarks is not None
+        upstream = [specs[ref.op] for ref in op.inputs]
+        if op.window is not None:
+            op.window.check(op, upstream)
+        return any(up.event_time for up in upstream)
+
     def _add_dead_letters(
         self,
         specs: list[OperatorSpec],
@@ -339,7 +392,12 @@ class Job:
         definitions: dict[int, OperatorDef],
     ) -> None:
         """The dead-letter sink, fed by a side output of every operator running user code."""
-        sources = [spec.id for spec in specs if spec.kind in _USER_CODE]
+        # Sources with watermarks run the user's timestamp function.
+        sources = [
+            spec.id
+            for spec in specs
+            if spec.kind in _USER_CODE or (spec.kind == "source" and spec.event_time)
+        ]
         if not sources:
             return  # no user code, nothing can fail a record
         if any(spec.uid == DEAD_LETTER_UID for spec in specs):

@@ -14,10 +14,12 @@ from typing import Any
 from mesh.api.functions import ProcessFunction
 from mesh.api.job import InputRef, Job, OperatorDef, positive_int
 from mesh.api.sinks import Sink
+from mesh.api.windowed import WindowedStream
+from mesh.api.windows import WindowAssigner
 from mesh.errors import GraphError
 from mesh.graph.logical import Chaining, Partitioning
 
-__all__ = ["KeyedStream", "Stream", "StreamSink"]
+__all__ = ["KeyedStream", "Stream", "StreamSink", "WindowedStream"]
 
 
 def _check_fn(fn: Any, method: str) -> None:
@@ -154,6 +156,15 @@ class Stream(_OperatorOptions):
             inputs.extend(other._inputs)
         return Stream(self._job, inputs, None)
 
+    def side_output(self, tag: str) -> Stream:
+        """The records this stream's operator emitted under ``tag``: with
+        ``ctx.output(tag, value)`` in a process function, or a window's
+        ``late_output(tag)``."""
+        if self._op_id is None:
+            raise GraphError("side_output() applies to an operator's stream, not to a union")
+        _check_name(tag, "side_output tag")
+        return Stream(self._job, [InputRef(self._op_id, None, tag=tag)], None)
+
     def sink(self, sink: Sink) -> StreamSink:
         """Send the stream to ``sink``."""
         if not isinstance(sink, Sink):
@@ -232,9 +243,14 @@ class KeyedStream(Stream):
 
     def process(self, fn: Any) -> Stream:
         """Apply a ``KeyedProcessFunction`` (or ``fn(record, ctx)``) with keyed state in
-        ``ctx.state`` and the key in ``ctx.key``."""
+        ``ctx.state``, timers in ``ctx.timers`` and the key in ``ctx.key``."""
         _check_process(fn, "process")
         return self._keyed("keyed_process", _process_name(fn), fn=fn)
+
+    def window(self, assigner: WindowAssigner) -> WindowedStream:
+        """Cut each key's records into windows (``mesh.windows``); then apply
+        ``count``/``reduce``/``aggregate``/``process`` to each window."""
+        return WindowedStream(self._job, self._inputs, self._key_fn, assigner)
 
 
 class StreamSink(_OperatorOptions):

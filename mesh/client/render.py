@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mesh.time.durations import format_duration
+from mesh.time.watermarks import MAX_WATERMARK
 
 __all__ = ["format_checkpoints", "format_jobs", "format_nodes", "format_progress", "format_status"]
 
@@ -81,8 +82,12 @@ def format_status(status: dict[str, Any]) -> str:
     for edge in status["edges"]:
         lines.append(f"  task {edge['source']} -> task {edge['target']}: {edge['partitioning']}")
     header = ["SUBTASK", "NAME", "NODE", "SLOT", "STATE", "IN", "OUT", "IN/S", "OUT/S", "BP ms"]
-    dead = any(sub.get("dead_letters") for task in status["tasks"] for sub in task["subtasks"])
-    rows = [[*header, "DEAD"] if dead else header]
+    subs = [sub for task in status["tasks"] for sub in task["subtasks"]]
+    dead = any(sub.get("dead_letters") for sub in subs)
+    timed = any(sub.get("watermark") is not None for sub in subs)
+    late = any(sub.get("late_records") for sub in subs)
+    header = [*header, *(["DEAD"] if dead else []), *(["WATERMARK", "WM LAG"] if timed else [])]
+    rows = [[*header, "LATE (DROPPED)"] if late else header]
     for task in status["tasks"]:
         for sub in task["subtasks"]:
             rows.append(
@@ -98,10 +103,27 @@ def format_status(status: dict[str, Any]) -> str:
                     _count(sub["out_rate"]),
                     _count(sub["backpressure_ms"]),
                     *([_count(sub.get("dead_letters", 0))] if dead else []),
+                    *(_watermark(sub) if timed else []),
+                    *([_late(sub)] if late else []),
                 ]
             )
     lines += ["", "placement and records:", _table(rows)]
     return "\n".join(lines)
+
+
+def _watermark(sub: dict[str, Any]) -> list[str]:
+    """A subtask's watermark (ms of event time) and how far it trails the wall clock."""
+    mark = sub.get("watermark")
+    if mark is None:
+        return ["-", "-"]
+    if mark >= MAX_WATERMARK:  # the end of input
+        return ["end", "-"]
+    lag = sub.get("watermark_lag_ms")
+    return [str(mark), format_duration(max(lag, 0)) if lag is not None else "-"]
+
+
+def _late(sub: dict[str, Any]) -> str:
+    return f"{_count(sub.get('late_records', 0))} ({_count(sub.get('late_dropped', 0))})"
 
 
 def format_nodes(nodes: list[dict[str, Any]]) -> str:

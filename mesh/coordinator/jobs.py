@@ -295,6 +295,10 @@ class JobRecord:
                     "out_rate": round(r.out_rate, 1),
                     "backpressure_ms": m.backpressure_ms if m else 0.0,
                     "dead_letters": m.dead_letters if m else 0,
+                    "watermark": m.watermark if m else None,
+                    "watermark_lag_ms": m.watermark_lag_ms if m else None,
+                    "late_records": m.late_records if m else 0,
+                    "late_dropped": m.late_dropped if m else 0,
                     "started_ms": m.started_ms if m else 0,
                     "finished_ms": m.finished_ms if m else 0,
                 }

@@ -62,6 +62,8 @@ class OperatorSpec:
     co_location_group: str | None = None
     # A JSON description of what the operator does (source/sink settings); for status.
     description: dict[str, Any] = field(default_factory=dict)
+    # Whether its output records carry event timestamps (from a source with watermarks).
+    event_time: bool = False
 
 
 #: The side-output tag of dead letters.
@@ -95,6 +97,7 @@ class JobConfig:
     # RestartStrategy.to_dict() of the strategy in effect (defaults resolved).
     restart: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
     on_error: str = "fail"  # or "dead_letter"
+    watermark_interval_ms: int = 200  # how often sources send watermarks
 
 
 @dataclass(frozen=True, slots=True)

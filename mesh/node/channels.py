@@ -33,6 +33,7 @@ from mesh.transport.credit import CreditLedger, InputCredits
 from mesh.transport.frames import FrameKind
 
 __all__ = [
+    "INTERRUPTED",
     "ChannelLink",
     "CreditReturn",
     "InputChannel",
@@ -44,6 +45,16 @@ __all__ = [
 
 _DATA = FrameKind.DATA
 _EOP = FrameKind.END_OF_PARTITION
+
+
+class Interrupted:
+    """What ``InputGate.next`` returns after ``interrupt()``."""
+
+    def __repr__(self) -> str:
+        return "INTERRUPTED"
+
+
+INTERRUPTED = Interrupted()
 
 
 class ChannelLink(Protocol):
@@ -247,6 +258,8 @@ class InputGate:
         self._parked: list[InputChannel] = []
         self._failure: BaseException | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
+        # Set by ``interrupt``: the next ``next()`` returns INTERRUPTED.
+        self._interrupted = False
 
     def add_channel(
         self, channel_id: int, credit_return: CreditReturn, *, label: str, peer: str
@@ -323,15 +336,27 @@ class InputGate:
         if parked:
             self._wake()
 
-    async def next(self) -> tuple[InputChannel, FrameKind, int, bytes | memoryview] | None:
+    def interrupt(self) -> None:
+        """Make the subtask's next (or current) ``next()`` return INTERRUPTED: it has
+        other work (timers due, a watermark to send)."""
+        self._interrupted = True
+        self._wake()
+
+    async def next(
+        self,
+    ) -> tuple[InputChannel, FrameKind, int, bytes | memoryview] | Interrupted | None:
         """The next frame for the subtask, or None once every channel ended.
 
         END_OF_PARTITION frames are acknowledged to the producer here, then handed out
         too (they count as barriers for an alignment). Frames of blocked channels wait.
+        After ``interrupt()`` it returns ``INTERRUPTED`` once.
         """
         while True:
             if self._failure is not None:
                 raise self._failure
+            if self._interrupted:
+                self._interrupted = False
+                return INTERRUPTED
             ready = self._ready
             while ready:
                 channel = ready.popleft()

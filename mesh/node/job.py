@@ -26,7 +26,7 @@ from mesh.api.job import BuiltJob
 from mesh.api.loader import load_job
 from mesh.errors import JobCodeError, MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
-from mesh.graph.logical import DEAD_LETTER, JobConfig, LogicalGraph, OperatorSpec
+from mesh.graph.logical import JobConfig, LogicalGraph, OperatorSpec
 from mesh.node.bundle import extract_bundle
 from mesh.node.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
 from mesh.node.connectors import build_reader, build_sink
@@ -49,6 +49,7 @@ from mesh.protocol.messages import (
 from mesh.state.backends import KeyedStateBackend, open_backend
 from mesh.state.keys import KeyCodec
 from mesh.time.clock import Clock
+from mesh.time.watermarks import MAX_WATERMARK, NO_WATERMARK
 from mesh.transport.sockets import SocketFactory
 
 __all__ = ["JobRuntime"]
@@ -179,8 +180,10 @@ class JobRuntime:
 
         # 2. output channels and the writers of every outgoing edge.
         writers: dict[SubtaskRef, list[EdgeWriter]] = {ref: [] for ref in local}
-        # Dead-letter side outputs, by the uid of the operator they come from.
-        dead_letters: dict[SubtaskRef, dict[str, EdgeWriter]] = {ref: {} for ref in local}
+        # Side outputs (dead letters among them), by operator uid and tag.
+        side_outputs: dict[SubtaskRef, dict[str, dict[str, list[EdgeWriter]]]] = {
+            ref: {} for ref in local
+        }
         lenient_keys = config.on_error == "dead_letter"
         for ref in local:
             for edge in eg.job.outputs_of(ref.task):
@@ -209,10 +212,12 @@ class JobRuntime:
                     buffer_records=buffer_records,
                     key_fn=built.edge_key_fns.get((edge.source_op, edge.target_op)),
                     lenient_keys=lenient_keys,
+                    timed=graph.operator(edge.source_op).event_time,
                 )
                 writers[ref].append(writer)
-                if edge.tag == DEAD_LETTER:
-                    dead_letters[ref][graph.operator(edge.source_op).uid] = writer
+                if edge.tag is not None:
+                    uid = graph.operator(edge.source_op).uid
+                    side_outputs[ref].setdefault(uid, {}).setdefault(edge.tag, []).append(writer)
         for gate in gates.values():
             gate.seal()
 
@@ -233,6 +238,7 @@ class JobRuntime:
                 sockets=self._sockets,
             )
             reader = None
+            watermarks = None
             operators: list[RuntimeOperator] = []
             for op_id in task.operators:
                 spec = graph.operator(op_id)
@@ -240,6 +246,7 @@ class JobRuntime:
                 if definition.kind == "source":
                     assert definition.source is not None
                     reader = build_reader(definition.source, ctx)
+                    watermarks = definition.watermarks
                 elif definition.kind == "sink":
                     assert definition.sink is not None
                     operators.append(build_sink(spec, definition.sink, ctx))
@@ -280,7 +287,11 @@ class JobRuntime:
                 source_spec=source_spec,
                 gate=gates.get(ref),
                 restored=restored,
-                dead_letters=dead_letters[ref],
+                side_outputs=side_outputs[ref],
+                timestamp=watermarks.timestamp if watermarks is not None else None,
+                max_delay_ms=watermarks.max_delay_ms if watermarks is not None else 0,
+                idle_timeout_ms=watermarks.idle_timeout_ms if watermarks is not None else None,
+                watermark_interval_ms=config.watermark_interval_ms,
             )
             runner.on_state = self._reporter(subtask)
             self.runners[subtask] = runner
@@ -476,6 +487,12 @@ class JobRuntime:
         """A snapshot of one local subtask's counters."""
         runner = self.runners[subtask]
         m = runner.metrics
+        watermark: int | None = runner.watermark
+        lag = None
+        if watermark == NO_WATERMARK:
+            watermark = None
+        elif watermark != MAX_WATERMARK:
+            lag = self._clock.now_ms() - runner.watermark
         return SubtaskMetrics(
             subtask=subtask,
             state=runner.state.value,
@@ -485,6 +502,10 @@ class JobRuntime:
             started_ms=m.started_ms,
             finished_ms=m.finished_ms,
             dead_letters=m.dead_letters,
+            watermark=watermark,
+            watermark_lag_ms=lag,
+            late_records=sum(op.late_records for op in runner.operators),
+            late_dropped=sum(op.late_dropped for op in runner.operators),
         )
 
     def metrics(self) -> list[SubtaskMetrics]:

@@ -10,6 +10,12 @@ Keyed operators keep their state in tables of a ``KeyedStateBackend`` (dicts fro
 to value, in memory or a cache over SQLite); the subtask snapshots the backend at each
 checkpoint barrier. Operators with list state (sources' positions, sinks' pending
 transactions) return it from ``snapshot_state`` and get it back in ``initialize``.
+
+On a stream with event time, batches come with a parallel list of timestamps:
+``process_timed`` returns the output with its timestamps (an output record inherits the
+timestamp of the record it came from). Operators with timers (keyed process functions,
+windows) fire them in ``on_watermark`` and ``on_processing_time``. Records for a side
+output go to ``side_records`` as (tag, record, timestamp); the subtask routes them.
 """
 
 from __future__ import annotations
@@ -18,21 +24,22 @@ import reprlib
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from mesh.api.functions import ProcessFunction
 from mesh.api.job import OperatorDef
 from mesh.errors import GraphError, RecordError
 from mesh.graph.keygroups import KeyGroupRange, canonical_key
 from mesh.graph.logical import OperatorSpec
 from mesh.state.backends import KeyedStateBackend
-from mesh.state.primitives import StateAccessor
-from mesh.time.durations import parse_duration
+from mesh.time.watermarks import NO_WATERMARK
 
 __all__ = [
+    "KeyedOperator",
+    "Output",
     "RecordFailure",
     "RestoredState",
     "RuntimeOperator",
@@ -81,10 +88,19 @@ class RecordFailure(RecordError):
     ``output`` on, and go on with ``batch[index + 1:]``.
     """
 
-    def __init__(self, error: RecordError, index: int, output: list[Any]) -> None:
+    def __init__(
+        self,
+        error: RecordError,
+        index: int,
+        output: list[Any],
+        stamps: list[int] | None = None,
+    ) -> None:
         super().__init__(str(error))
         self.index = index
         self.output = output
+        # The timestamps of ``output`` (None: one output per input record, so the
+        # timestamps of the records before ``index``).
+        self.stamps = stamps
         self.__cause__ = error.__cause__ or error
 
 
@@ -125,14 +141,26 @@ class RestoredState:
     all_operator_state: dict[str, list[Any]]  # list state of every old subtask (for cleanup)
 
 
+Output = tuple[list[Any], list[int]]
+
+
 class RuntimeOperator:
     """One operator of a chain."""
 
     #: The keyed state of this operator subtask (keyed operators only).
     backend: KeyedStateBackend | None = None
+    #: Whether it has timers to fire (``on_watermark``/``on_processing_time``).
+    has_timers = False
 
     def __init__(self, spec: OperatorSpec) -> None:
         self.spec = spec
+        # Side-output records waiting to be routed: (tag, record, timestamp).
+        self.side_records: list[tuple[str, Any, int]] = []
+        # The operator's event time (the subtask's watermark).
+        self.watermark = NO_WATERMARK
+        # Records that came too late for every window they belong to.
+        self.late_records = 0
+        self.late_dropped = 0  # ... of which no side output took
 
     def _error(self, what: str, record: Any, exc: BaseException) -> RecordError:
         return RecordError(
@@ -153,6 +181,24 @@ class RuntimeOperator:
     def process(self, batch: list[Any]) -> list[Any]:
         """Records in, records out."""
         raise NotImplementedError
+
+    def process_timed(self, batch: list[Any], stamps: list[int]) -> Output:
+        """Records with event timestamps in, records with timestamps out. The default
+        suits operators that emit exactly one record per input record."""
+        return self.process(batch), stamps
+
+    async def on_watermark(self, watermark: int) -> Output:
+        """Event time reached ``watermark``: fire the timers it passed."""
+        self.watermark = watermark
+        return [], []
+
+    async def on_processing_time(self, now_ms: int) -> Output:
+        """The clock reached ``now_ms``: fire the processing-time timers due."""
+        return [], []
+
+    def next_processing_time(self) -> int | None:
+        """When the earliest processing-time timer is due (None: none)."""
+        return None
 
     def keys_of(self, batch: list[Any]) -> list[Any]:
         """The state keys a batch touches (keyed operators; for backends doing I/O)."""
@@ -203,6 +249,7 @@ class _Stateless(RuntimeOperator):
     def __init__(self, spec: OperatorSpec, fn: Callable[[Any], Any]) -> None:
         super().__init__(spec)
         self.fn = fn
+        self._kind = spec.kind
         self._apply = self._APPLY[spec.kind]
         # What to replay per record to find the one that fails (flat_map: exhaust it).
         self._probe: Callable[[Any], Any] = (
@@ -225,8 +272,36 @@ class _Stateless(RuntimeOperator):
                     ) from inner
             raise self._error("raised (not again when replayed)", None, exc) from exc
 
+    def process_timed(self, batch: list[Any], stamps: list[int]) -> Output:
+        if self._kind == "map":
+            return self.process(batch), stamps
+        try:
+            return self._apply_timed(batch, stamps)
+        except UserCodeError:
+            try:
+                self.process(batch)  # raises RecordFailure naming the record
+            except RecordFailure as failure:
+                # The records before it do not raise (pure functions): redo them timed.
+                prefix = self._apply_timed(batch[: failure.index], stamps[: failure.index])
+                failure.stamps = prefix[1]
+                raise
+            raise
 
-class _Keyed(RuntimeOperator):
+    def _apply_timed(self, batch: list[Any], stamps: list[int]) -> Output:
+        fn = self.fn
+        if self._kind == "filter":
+            keep = list(map(fn, batch))
+            return list(compress(batch, keep)), list(compress(stamps, keep))
+        out: list[Any] = []
+        times: list[int] = []
+        for record, stamp in zip(batch, stamps, strict=True):
+            made = list(fn(record))
+            out.extend(made)
+            times.extend([stamp] * len(made))
+        return out, times
+
+
+class KeyedOperator(RuntimeOperator):
     """Base of keyed operators; built-in aggregations keep one value per key in ``state``."""
 
     def __init__(
@@ -266,7 +341,7 @@ class _Keyed(RuntimeOperator):
             raise self._error("key_by function gave an unusable key:", record, exc) from exc
 
 
-class _Reduce(_Keyed):
+class _Reduce(KeyedOperator):
     def __init__(
         self,
         spec: OperatorSpec,
@@ -305,7 +380,7 @@ class _Reduce(_Keyed):
         return _decode_all(snapshots)
 
 
-class _Aggregate(_Keyed):
+class _Aggregate(KeyedOperator):
     """sum/min/max on a dict field: emits the record with the field set to the running value."""
 
     def __init__(
@@ -364,7 +439,7 @@ class _Aggregate(_Keyed):
         return out
 
 
-class _Count(_Keyed):
+class _Count(KeyedOperator):
     def process(self, batch: list[Any]) -> list[Any]:
         state = self.state
         key_fn = self.key_fn
@@ -386,127 +461,6 @@ class _Count(_Keyed):
                 state[key] = n
                 append({"key": self.key_fn(record), "count": n})  # the key as the user made it
         return out
-
-
-class ProcessContext:
-    """``ctx`` of a process function."""
-
-    def __init__(self, state: StateAccessor | None, subtask_index: int, parallelism: int) -> None:
-        self._state = state
-        self.key: Any = None
-        self.timestamp: int | None = None  # event time comes with watermarks
-        self.watermark: int | None = None
-        self.subtask_index = subtask_index
-        self.parallelism = parallelism
-
-    @property
-    def state(self) -> StateAccessor:
-        """Keyed state of the current key."""
-        if self._state is None:
-            raise RecordError("ctx.state needs a keyed stream: use key_by(...).process(...)")
-        return self._state
-
-    @property
-    def timers(self) -> Any:
-        """Timers come with event time; not supported yet."""
-        raise RecordError("ctx.timers is not supported yet (event time comes in a later version)")
-
-    def output(self, tag: str, value: Any) -> None:
-        """Side outputs are not supported yet."""
-        raise RecordError("ctx.output (side outputs) is not supported yet")
-
-
-def _ttl(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        ms = parse_duration(value, what="ttl")
-    except ValueError as exc:
-        raise RecordError(str(exc)) from None
-    if ms <= 0:
-        raise RecordError(f"ttl must be above zero, got {value!r}")
-    return ms
-
-
-class _Process(RuntimeOperator):
-    """``process(fn)``: the user's function (or ProcessFunction) per record, with a ctx."""
-
-    def __init__(self, spec: OperatorSpec, fn: Any, ctx: ProcessContext) -> None:
-        super().__init__(spec)
-        self.function = fn
-        self._call = fn.process if isinstance(fn, ProcessFunction) else fn
-        self.ctx = ctx
-
-    def open(self) -> None:
-        if isinstance(self.function, ProcessFunction):
-            try:
-                self.function.open(self.ctx)
-            except UserCodeError as exc:
-                raise RecordError(
-                    f"operator {self.spec.uid!r} ({self.spec.name}): open() raised "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-
-    def _one(self, record: Any, out: list[Any]) -> None:
-        mark = len(out)
-        try:
-            result = self._call(record, self.ctx)
-            if result is not None:
-                out.extend(result)
-        except UserCodeError as exc:
-            del out[mark:]  # what it yielded before raising is not output
-            raise self._error("raised", record, exc) from exc
-
-    def process(self, batch: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        for index, record in enumerate(batch):
-            try:
-                self._one(record, out)
-            except RecordError as error:
-                raise RecordFailure(error, index, out) from error.__cause__
-        return out
-
-    def close(self) -> None:
-        if isinstance(self.function, ProcessFunction):
-            self.function.close()
-
-
-class _KeyedProcess(_Keyed):
-    """``key_by(...).process(fn)``: like ``_Process`` with ``ctx.key`` and ``ctx.state``."""
-
-    def __init__(
-        self,
-        spec: OperatorSpec,
-        key_fn: Callable[[Any], Any],
-        backend: KeyedStateBackend,
-        fn: Any,
-        ctx: ProcessContext,
-        accessor: StateAccessor,
-    ) -> None:
-        super().__init__(spec, key_fn, backend)
-        self._inner = _Process(spec, fn, ctx)
-        self._accessor = accessor
-        self.ctx = ctx
-
-    def open(self) -> None:
-        self._inner.open()
-
-    def process(self, batch: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        ctx = self.ctx
-        accessor = self._accessor
-        one = self._inner._one
-        for index, record in enumerate(batch):
-            try:
-                key = self._key(record)
-                ctx.key = accessor.key = key
-                one(record, out)
-            except RecordError as error:
-                raise RecordFailure(error, index, out) from error.__cause__
-        return out
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -531,15 +485,21 @@ def build_operator(
         assert fn is not None
         return _Stateless(spec, fn)
     if kind == "process":
-        return _Process(spec, fn, ProcessContext(None, subtask_index, parallelism))
+        from mesh.node.process import ProcessOperator
+
+        return ProcessOperator.build(spec, fn, subtask_index, parallelism)
     key_fn = definition.key_fn
     if key_fn is None:
         raise GraphError(f"operator {spec.uid!r} ({kind}) needs a keyed stream")
     state = backend()
     if kind == "keyed_process":
-        accessor = StateAccessor(state, _ttl)
-        ctx = ProcessContext(accessor, subtask_index, parallelism)
-        return _KeyedProcess(spec, key_fn, state, fn, ctx, accessor)
+        from mesh.node.process import KeyedProcessOperator
+
+        return KeyedProcessOperator.build(spec, key_fn, state, fn, subtask_index, parallelism)
+    if kind == "window":
+        from mesh.node.windowing import WindowOperator
+
+        return WindowOperator(spec, key_fn, state, definition.window)
     if kind == "reduce":
         assert fn is not None
         return _Reduce(spec, key_fn, state, fn)

@@ -6,6 +6,10 @@ buffers and hands a buffer to its channel (encoded as one JSON array) when it ho
 or right before an event. Partitioning works on whole batches: forward and broadcast
 extend buffers, rebalance deals records round-robin with slices, hash looks up the key
 group owner with a memo per key.
+
+On an edge whose records carry event time (``timed``) each buffer has a parallel list of
+timestamps, partitioned along with the records and sent with them as
+``{"t": [timestamps], "r": [records]}``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from mesh.graph.logical import OperatorSpec, Partitioning
 from mesh.node.channels import OutputChannel
 from mesh.node.operators import UserCodeError, describe_record, first_failure
 from mesh.node.writers import encode_batch
+from mesh.time.watermarks import NO_TIMESTAMP
 from mesh.transport.frames import FrameKind
 
 __all__ = ["EdgeWriter"]
@@ -39,6 +44,7 @@ class EdgeWriter:
         buffer_records: int,
         key_fn: Callable[[Any], Any] | None = None,
         lenient_keys: bool = False,
+        timed: bool = False,
     ) -> None:
         self.producer = producer
         self.consumer = consumer
@@ -57,9 +63,16 @@ class EdgeWriter:
             else None
         )
         self._random = random.Random(subtask_index)
+        # Timestamps per channel, parallel to ``_buffers`` (timed edges only).
+        self.timed = timed
+        self._stamps: list[list[int]] = [[] for _ in channels] if timed else []
 
-    def write(self, batch: list[Any]) -> None:
-        """Partition ``batch`` into the channel buffers; send the buffers that are full."""
+    def write(self, batch: list[Any], stamps: list[int] | None = None) -> None:
+        """Partition ``batch`` (with its ``stamps``, on a timed edge) into the channel
+        buffers; send the buffers that are full."""
+        if self.timed:
+            self._write_timed(batch, stamps if stamps is not None else [NO_TIMESTAMP] * len(batch))
+            return
         buffers = self._buffers
         n = len(buffers)
         part = self.partitioning
@@ -84,6 +97,53 @@ class EdgeWriter:
             if len(buf) >= limit:
                 self._send(index)
 
+    def _write_timed(self, batch: list[Any], stamps: list[int]) -> None:
+        buffers, times = self._buffers, self._stamps
+        n = len(buffers)
+        part = self.partitioning
+        if n == 1:
+            buffers[0].extend(batch)
+            times[0].extend(stamps)
+        elif part is Partitioning.BROADCAST:
+            for buf, ts in zip(buffers, times, strict=True):
+                buf.extend(batch)
+                ts.extend(stamps)
+        elif part in (Partitioning.HASH, Partitioning.SHUFFLE):
+            for record, stamp, target in zip(batch, stamps, self._targets(batch), strict=True):
+                buffers[target].append(record)
+                times[target].append(stamp)
+        else:  # rebalance, rescale
+            start = self._next
+            for k in range(min(n, len(batch))):
+                buffers[(start + k) % n].extend(batch[k::n])
+                times[(start + k) % n].extend(stamps[k::n])
+            self._next = (start + len(batch)) % n
+        limit = self.buffer_records
+        for index, buf in enumerate(buffers):
+            if len(buf) >= limit:
+                self._send(index)
+
+    def _targets(self, batch: list[Any]) -> list[int]:
+        """The channel of each record (hash or shuffle partitioning)."""
+        if self.partitioning is Partitioning.SHUFFLE:
+            pick, n = self._random.randrange, len(self._buffers)
+            return [pick(n) for _ in batch]
+        assert self._router is not None and self._key_fn is not None
+        owner = self._router.subtask_for
+        key_fn = self._key_fn
+        try:
+            return [owner(key_fn(record)) for record in batch]
+        except UserCodeError as exc:
+            if not self._lenient_keys:
+                raise self._key_error(batch, exc) from exc
+        targets = []
+        for record in batch:
+            try:
+                targets.append(owner(key_fn(record)))
+            except UserCodeError:
+                targets.append(0)  # lenient keys: see _write_hashed
+        return targets
+
     def _write_hashed(self, batch: list[Any]) -> None:
         assert self._router is not None and self._key_fn is not None
         buffers = self._buffers
@@ -104,16 +164,30 @@ class EdgeWriter:
                         target = 0
                     buffers[target].append(record)
                 return
-            # Name the record at fault (the subtask fails; records placed so far are moot).
-            record, inner = first_failure(lambda r: owner(key_fn(r)), batch) or (None, exc)
-            raise RecordError(
-                f"key_by function for operator {self.consumer.uid!r} ({self.consumer.name}) "
-                f"raised {type(inner).__name__}: {inner} — on record {describe_record(record)}"
-            ) from inner
+            # The subtask fails; records placed so far are moot.
+            raise self._key_error(batch, exc) from exc
+
+    def _key_error(self, batch: list[Any], exc: BaseException) -> RecordError:
+        """A key_by failure naming the record at fault."""
+        assert self._router is not None and self._key_fn is not None
+        owner = self._router.subtask_for
+        key_fn = self._key_fn
+        record, inner = first_failure(lambda r: owner(key_fn(r)), batch) or (None, exc)
+        error = RecordError(
+            f"key_by function for operator {self.consumer.uid!r} ({self.consumer.name}) "
+            f"raised {type(inner).__name__}: {inner} — on record {describe_record(record)}"
+        )
+        error.__cause__ = inner
+        return error
 
     def _send(self, index: int) -> None:
         buf = self._buffers[index]
         self._buffers[index] = []
+        if self.timed:
+            stamps = self._stamps[index]
+            self._stamps[index] = []
+            self.channels[index].send_data(encode_batch(self.producer, buf, stamps))
+            return
         self.channels[index].send_data(encode_batch(self.producer, buf))
 
     def flush(self) -> None:

@@ -15,6 +15,9 @@ forwards the barrier on every output, and goes on; the captured state is written
 snapshot files by a background task, which then acknowledges the checkpoint (or
 declines it, saying why).
 
+Event time (``EventTime``, mixed in): records may come with timestamps, watermarks
+arrive with the data, and operators fire timers as event time and the clock move.
+
 At the end of input the chain finishes (operators emit what they held back), sinks
 pre-commit their last transaction, END_OF_PARTITION goes out on every output channel,
 and the subtask waits until every consumer acknowledged it. Then it is ENDING: it stays
@@ -41,7 +44,7 @@ from mesh import faults
 from mesh._excgroups import unwrap
 from mesh.errors import ChannelError
 from mesh.graph.keygroups import key_group_range
-from mesh.graph.logical import OperatorSpec
+from mesh.graph.logical import DEAD_LETTER, OperatorSpec
 from mesh.node.alignment import (
     AbortCheckpoint,
     Action,
@@ -50,7 +53,8 @@ from mesh.node.alignment import (
     TakeSnapshot,
     UnblockAll,
 )
-from mesh.node.channels import InputGate
+from mesh.node.channels import InputGate, Interrupted
+from mesh.node.eventtime import EventTime
 from mesh.node.operators import RecordFailure, RestoredState, RuntimeOperator, dead_letter
 from mesh.node.output import EdgeWriter
 from mesh.node.readers import SourceReader
@@ -58,6 +62,7 @@ from mesh.node.writers import SinkOperator
 from mesh.state.backends import SnapshotJob
 from mesh.state.snapshot import create_snapshot_file, file_info
 from mesh.time.clock import Clock
+from mesh.time.watermarks import MAX_WATERMARK
 from mesh.transport.frames import FrameKind
 
 __all__ = ["CheckpointTarget", "SnapshotFile", "SubtaskRunner", "TaskState"]
@@ -121,7 +126,7 @@ class _Capture:
     keyed: bool
 
 
-class SubtaskRunner:
+class SubtaskRunner(EventTime):
     """Runs one subtask's chain until its input ends, it fails, or it is cancelled."""
 
     def __init__(
@@ -143,17 +148,27 @@ class SubtaskRunner:
         source_spec: OperatorSpec | None = None,
         gate: InputGate | None = None,
         restored: dict[str, RestoredState] | None = None,
-        dead_letters: dict[str, EdgeWriter] | None = None,
+        side_outputs: dict[str, dict[str, list[EdgeWriter]]] | None = None,
+        timestamp: Callable[[Any], Any] | None = None,
+        max_delay_ms: int = 0,
+        idle_timeout_ms: int | None = None,
+        watermark_interval_ms: int = 200,
     ) -> None:
         if (reader is None) == (gate is None):
             raise ValueError("a subtask has either a reader or an input gate")
         self.name = name
         self.operators = operators
         # Every output edge (events go to all of them); records of the chain's main output
-        # go to ``_outputs``, dead letters to the side output of the operator at fault.
+        # go to ``_outputs``; side outputs (by operator uid and tag) to their edges, dead
+        # letters among them.
         self.writers = writers
-        self._dead_letters = dead_letters or None
-        side = set(map(id, (dead_letters or {}).values()))
+        self._side_outputs = side_outputs or {}
+        self._dead_letters = {
+            uid: tags[DEAD_LETTER][0]
+            for uid, tags in self._side_outputs.items()
+            if tags.get(DEAD_LETTER)
+        } or None
+        side = {id(w) for tags in self._side_outputs.values() for ws in tags.values() for w in ws}
         self._outputs = [w for w in writers if id(w) not in side]
         self.reader = reader
         self.source_spec = source_spec
@@ -195,49 +210,76 @@ class SubtaskRunner:
         self._final_commit = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self.on_state: Callable[[SubtaskRunner], None] = lambda runner: None
+        self._init_time(timestamp, max_delay_ms, idle_timeout_ms, watermark_interval_ms)
 
     # -- the chain ------------------------------------------------------------------------
 
-    def _push(self, batch: list[Any], start: int = 0) -> None:
+    def _push(self, batch: list[Any], stamps: list[int] | None, start: int = 0) -> None:
+        """Run ``batch`` (with its event ``stamps``, if it has any) through the chain from
+        operator ``start`` on, then to the sink or the output edges."""
         divert = self._dead_letters is not None
         for op in self._transforms[start:] if start else self._transforms:
-            batch = self._process_or_divert(op, batch) if divert else op.process(batch)
+            if divert:
+                batch, stamps = self._process_or_divert(op, batch, stamps)
+            elif stamps is None:
+                batch = op.process(batch)
+            else:
+                batch, stamps = op.process_timed(batch, stamps)
+            if op.side_records:
+                self._route_side(op)
             if not batch:
                 return
         self.metrics.records_out += len(batch)
         if self._sink is not None:
             self._sink.process(batch)
         for writer in self._outputs:
-            writer.write(batch)
+            writer.write(batch, stamps)
 
-    def _process_or_divert(self, op: RuntimeOperator, batch: list[Any]) -> list[Any]:
+    def _process_or_divert(
+        self, op: RuntimeOperator, batch: list[Any], stamps: list[int] | None
+    ) -> tuple[list[Any], list[int] | None]:
         """``op.process``, with each record that makes user code raise set aside as a dead
         letter (the record, the operator, the traceback) while the rest go on."""
         assert self._dead_letters is not None
         writer = self._dead_letters.get(op.spec.uid)
         if writer is None:
-            return op.process(batch)
+            if stamps is None:
+                return op.process(batch), None
+            return op.process_timed(batch, stamps)
         out: list[Any] = []
+        times: list[int] | None = None if stamps is None else []
         while batch:
             try:
-                out.extend(op.process(batch))
+                if stamps is None or times is None:
+                    out.extend(op.process(batch))
+                else:
+                    made, made_stamps = op.process_timed(batch, stamps)
+                    out.extend(made)
+                    times.extend(made_stamps)
                 break
             except RecordFailure as failure:
                 out.extend(failure.output)
+                if stamps is not None and times is not None:
+                    prefix = failure.stamps
+                    times.extend(stamps[: failure.index] if prefix is None else prefix)
+                    stamps = stamps[failure.index + 1 :]
                 record = batch[failure.index]
                 writer.write([dead_letter(op.spec, self.subtask_index, record, failure)])
-                self.metrics.dead_letters += 1
+                self._count_dead_letter()
                 batch = batch[failure.index + 1 :]
-        return out
+        return out, times
 
-    async def _push_batch(self, batch: list[Any]) -> None:
+    def _count_dead_letter(self) -> None:
+        self.metrics.dead_letters += 1
+
+    async def _push_batch(self, batch: list[Any], stamps: list[int] | None = None) -> None:
         head = self._io_head
         if head is None:
-            self._push(batch)
+            self._push(batch, stamps)
             return
         assert head.backend is not None
         await head.backend.before_batch(head.keys_of(batch))
-        self._push(batch)
+        self._push(batch, stamps)
         await head.backend.after_batch()
 
     async def _respect_backpressure(self) -> None:
@@ -401,15 +443,24 @@ class SubtaskRunner:
         assert self.reader is not None
         reader = self.reader
         metrics = self.metrics
+        timed = self._timestamp is not None
         while True:
             if self._triggers:
                 await self._handle_triggers()
+            if self._time_due:
+                await self._on_time()
             batch = await reader.read(self.read_batch)
             if batch is None:
                 return
             if batch:
                 metrics.records_in += len(batch)
-                await self._push_batch(batch)
+                if timed:
+                    batch, stamps = self._stamp(batch)
+                    self._source_read(stamps)
+                    await self._push_batch(batch, stamps)
+                    await self._source_pushed()
+                else:
+                    await self._push_batch(batch)
                 await self._respect_backpressure()
             await anyio.lowlevel.checkpoint()
 
@@ -420,6 +471,10 @@ class SubtaskRunner:
         metrics = self.metrics
         loads = orjson.loads
         while (item := await gate.next()) is not None:
+            if self._time_due:
+                await self._on_time()
+            if isinstance(item, Interrupted):
+                continue
             channel, kind, arg, payload = item
             if kind is FrameKind.DATA:
                 try:
@@ -428,13 +483,26 @@ class SubtaskRunner:
                     raise ChannelError(
                         f"channel {channel.label} from {channel.peer}: undecodable payload ({exc})"
                     ) from None
-                if not isinstance(batch, list):
+                stamps = None
+                if type(batch) is dict:  # a batch with event timestamps
+                    timed: dict[str, Any] = batch
+                    batch, stamps = timed.get("r"), timed.get("t")
+                    if not (
+                        isinstance(batch, list)
+                        and isinstance(stamps, list)
+                        and len(stamps) == len(batch)
+                    ):
+                        raise ChannelError(
+                            f"channel {channel.label} from {channel.peer}: a timestamped "
+                            "payload needs lists 'r' and 't' of equal length"
+                        )
+                elif not isinstance(batch, list):
                     raise ChannelError(
                         f"channel {channel.label} from {channel.peer}: payload is not a batch"
                     )
                 gate.consumed(channel)
                 metrics.records_in += len(batch)
-                await self._push_batch(batch)
+                await self._push_batch(batch, stamps)
                 await self._respect_backpressure()
                 await anyio.lowlevel.checkpoint()
             elif kind is FrameKind.BARRIER:
@@ -442,13 +510,15 @@ class SubtaskRunner:
                 await self._act(aligner.on_barrier(channel.id, arg))
             elif kind is FrameKind.END_OF_PARTITION:
                 await self._act(aligner.on_end_of_partition(channel.id))
-            # Watermarks arrive with event time.
+                await self._on_channel_event(kind, channel.id, arg)
+            elif kind is FrameKind.WATERMARK or kind is FrameKind.WATERMARK_STATUS:
+                await self._on_channel_event(kind, channel.id, arg)
 
     def _finish_chain(self) -> None:
         for index, op in enumerate(self._transforms):
             out = op.finish()
             if out:
-                self._push(out, index + 1)
+                self._push(out, None, index + 1)
 
     async def _initialize(self, opened: list[RuntimeOperator]) -> None:
         if self.reader is not None:
@@ -472,10 +542,14 @@ class SubtaskRunner:
                 await self._initialize(opened)
                 if self.writers:
                     tg.start_soon(self._flusher)
+                if self.needs_time_loop:
+                    tg.start_soon(self._time_loop)
                 if self.reader is not None:
                     await self._run_source()
                 else:
                     await self._run_gate()
+                # The end of input is the end of event time: every timer fires.
+                await self._advance(MAX_WATERMARK)
                 self._finish_chain()
                 if self._sink is not None:
                     self._sink.end_of_input()

@@ -43,9 +43,12 @@ def _encoding_error(
     )
 
 
-def encode_batch(spec: OperatorSpec, batch: list[Any]) -> bytes:
-    """``batch`` as one JSON array; EncodingError names ``spec`` and the record's type."""
+def encode_batch(spec: OperatorSpec, batch: list[Any], stamps: list[int] | None = None) -> bytes:
+    """``batch`` as one JSON array — or, with event ``stamps``, as
+    ``{"t": stamps, "r": batch}``; EncodingError names ``spec`` and the record's type."""
     try:
+        if stamps is not None:
+            return _dumps({"t": stamps, "r": batch})
         return _dumps(batch)
     except TypeError as exc:
         raise _encoding_error(spec, batch, exc, "emitted") from None

@@ -76,6 +76,10 @@ class SubtaskMetrics:
     started_ms: int = 0  # wall clock when the subtask started processing
     finished_ms: int = 0  # wall clock when it finished (0: not yet)
     dead_letters: int = 0  # records set aside because user code raised on them
+    watermark: int | None = None  # the subtask's event time (None: none yet)
+    watermark_lag_ms: int | None = None  # wall-clock time minus the watermark, when sampled
+    late_records: int = 0  # records too late for their windows (side output or dropped)
+    late_dropped: int = 0  # ... of which were dropped (no late side output)
 
 
 @dataclass(frozen=True, slots=True)

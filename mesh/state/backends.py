@@ -119,6 +119,11 @@ class KeyedStateBackend:
     async def close(self) -> None:
         """Release files and connections."""
 
+    async def scan(self, name: str, namespace: str = "") -> list[tuple[Hashable, Any]]:
+        """Every (key, value) of a table without a TTL, including keys not in memory
+        (e.g. to rebuild an index of timers after a restore)."""
+        return list(self.table(name, namespace).items())
+
     # -- shared -----------------------------------------------------------------------------
 
     def _install_row(self, row: KeyedRow) -> tuple[Hashable, TableId]:
@@ -348,6 +353,17 @@ class SqliteBackend(KeyedStateBackend):
             self._resident_bytes -= resident.pop(key)
             for table in tables:
                 table.pop(key, None)
+
+    async def scan(self, name: str, namespace: str = "") -> list[tuple[Hashable, Any]]:
+        found: dict[Hashable, Any] = {}
+        decode = self.codec.decode
+        await self.after_batch()  # what is only in the cache is written first
+        async with self._conn().execute(
+            "SELECT key, value FROM state WHERE name = ? AND namespace = ?", (name, namespace)
+        ) as cursor:
+            async for key_text, value_text in cursor:
+                found[decode(str(key_text))] = orjson.loads(value_text)
+        return list(found.items())
 
     def begin_snapshot(self, path: Path) -> SnapshotJob:
         # Pin a read transaction now: it sees the database as of this barrier, while the

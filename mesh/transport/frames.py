@@ -14,7 +14,8 @@ Credit messages travel the other way as ``[header]`` alone.
     9       4     channel  (id in the job's execution graph)
     13      8     seq      (per channel, +1 per frame; credits carry 0)
     21      8     arg      (DATA: sender backlog; CREDIT: credits granted;
-                            BARRIER: checkpoint id; WATERMARK: timestamp)
+                            BARRIER: checkpoint id; WATERMARK: timestamp;
+                            WATERMARK_STATUS: 1 idle, 0 active)
     29      1     job id length n, then n ASCII bytes
     ...     2+m   extension length m, then m bytes of JSON (only with flag bit 0)
 
@@ -59,9 +60,17 @@ class FrameKind(IntEnum):
     END_OF_PARTITION = 4  # the producer subtask will send nothing more on this channel
     CREDIT = 5  # consumer → producer: ``arg`` more buffers may be sent
     EOP_ACK = 6  # consumer → producer: END_OF_PARTITION received
+    WATERMARK_STATUS = 7  # the producer became idle (arg 1) or active again (arg 0)
 
 
-_EVENT_KINDS = frozenset({FrameKind.WATERMARK, FrameKind.BARRIER, FrameKind.END_OF_PARTITION})
+_EVENT_KINDS = frozenset(
+    {
+        FrameKind.WATERMARK,
+        FrameKind.BARRIER,
+        FrameKind.END_OF_PARTITION,
+        FrameKind.WATERMARK_STATUS,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

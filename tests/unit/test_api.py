@@ -144,9 +144,9 @@ def test_bad_failure_settings_are_refused(make: Any, what: str) -> None:
     assert what in str(info.value)
 
 
-def test_watermarks_are_refused_until_event_time_lands() -> None:
+def test_watermarks_must_be_a_strategy() -> None:
     job = mesh.Job("j")
-    with pytest.raises(GraphError, match="watermarks are not supported yet"):
+    with pytest.raises(GraphError, match="watermarks must be a WatermarkStrategy"):
         job.source(_items(), watermarks=object())
 
 

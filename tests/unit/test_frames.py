@@ -214,7 +214,7 @@ def test_wrong_version_says_so(version: int) -> None:
         decode_header(bytes(data))
 
 
-@pytest.mark.parametrize("kind", [0, 7, 200, 255])
+@pytest.mark.parametrize("kind", [0, 8, 200, 255])
 def test_unknown_kind_says_so(kind: int) -> None:
     data = header_bytes()
     data[3] = kind

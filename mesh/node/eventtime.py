@@ -1,0 +1,259 @@
+"""A subtask's event time and processing time: the part of ``SubtaskRunner`` that moves
+watermarks and fires timers.
+
+* A source subtask with a ``WatermarkStrategy`` stamps each record it reads with the
+  user's timestamp function and feeds a ``SourceWatermarks`` generator; every
+  ``watermark_interval`` it sends the generator's watermark, or says it is idle.
+* A consumer subtask feeds the WATERMARK, WATERMARK_STATUS and END_OF_PARTITION events
+  of its input channels to a ``WatermarkValve``; when the valve's watermark rises, every
+  operator of the chain fires the event-time timers it passed (their output goes down
+  the rest of the chain) and then the watermark goes out on every output edge — after
+  the records it covers. The end of input is the end of event time: every timer fires.
+* Processing-time timers fire from the subtask's own loop (never concurrently with a
+  batch): a small task sleeps on the clock until the next timer or tick is due, then
+  asks the loop to run ``_on_time``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from mesh.errors import RecordError
+from mesh.graph.logical import OperatorSpec
+from mesh.node.channels import InputGate
+from mesh.node.operators import (
+    RecordFailure,
+    RuntimeOperator,
+    UserCodeError,
+    dead_letter,
+    describe_record,
+)
+from mesh.node.output import EdgeWriter
+from mesh.time.clock import Clock
+from mesh.time.watermarks import NO_WATERMARK, Progress, SourceWatermarks, WatermarkValve
+from mesh.transport.frames import FrameKind
+
+__all__ = ["EventTime"]
+
+
+class EventTime:
+    """Watermarks and timers of a subtask (mixed into ``SubtaskRunner``)."""
+
+    # Provided by the runner.
+    name: str
+    clock: Clock
+    gate: InputGate | None
+    writers: list[EdgeWriter]
+    source_spec: OperatorSpec | None
+    subtask_index: int
+    _transforms: list[RuntimeOperator]
+    _side_outputs: dict[str, dict[str, list[EdgeWriter]]]
+    _dead_letters: dict[str, EdgeWriter] | None
+
+    def _push(self, batch: list[Any], stamps: list[int] | None, start: int = 0) -> None:
+        raise NotImplementedError
+
+    def _count_dead_letter(self) -> None:
+        raise NotImplementedError
+
+    def _init_time(
+        self,
+        timestamp: Callable[[Any], Any] | None,
+        max_delay_ms: int,
+        idle_timeout_ms: int | None,
+        interval_ms: int,
+    ) -> None:
+        #: The subtask's event time: the last watermark it sent on.
+        self.watermark = NO_WATERMARK
+        self.idle = False
+        self._timestamp = timestamp
+        self._source_watermarks = (
+            SourceWatermarks(max_delay_ms, idle_timeout_ms, self.clock.monotonic_ms())
+            if timestamp is not None
+            else None
+        )
+        self._valve = WatermarkValve(list(self.gate.channels)) if self.gate is not None else None
+        self._interval_ms = interval_ms
+        self._timer_ops = [op for op in self._transforms if op.has_timers]
+        # Set by the time loop when a tick or a timer is due; the subtask loop clears it.
+        self._time_due = False
+        self._time_handled = anyio.Event()
+
+    @property
+    def needs_time_loop(self) -> bool:
+        """Whether anything here depends on the clock (watermarks to send, timers)."""
+        return self._source_watermarks is not None or bool(self._timer_ops)
+
+    # -- sources: timestamps ------------------------------------------------------------------
+
+    def _stamp(self, batch: list[Any]) -> tuple[list[Any], list[int]]:
+        """The records' event timestamps; a record whose timestamp cannot be had fails the
+        subtask (or, with dead letters on, is set aside)."""
+        fn = self._timestamp
+        assert fn is not None
+        try:
+            stamps = list(map(fn, batch))
+            if set(map(type, stamps)) <= {int}:
+                return batch, stamps
+        except UserCodeError:
+            pass
+        kept: list[Any] = []
+        times: list[int] = []
+        for record in batch:
+            try:
+                ts = fn(record)
+                if type(ts) is int:
+                    kept.append(record)
+                    times.append(ts)
+                    continue
+                error = self._timestamp_error(
+                    f"returned {ts!r} ({type(ts).__name__}) instead of an int of milliseconds",
+                    record,
+                )
+            except UserCodeError as exc:
+                error = self._timestamp_error(f"raised {type(exc).__name__}: {exc}", record)
+                error.__cause__ = exc
+            self._set_aside(record, error)
+        return kept, times
+
+    def _timestamp_error(self, what: str, record: Any) -> RecordError:
+        spec = self.source_spec
+        assert spec is not None
+        return RecordError(
+            f"source {spec.uid!r} ({spec.name}): the WatermarkStrategy timestamp function "
+            f"{what} — on record {describe_record(record)}"
+        )
+
+    def _set_aside(self, record: Any, error: RecordError) -> None:
+        spec = self.source_spec
+        assert spec is not None
+        writer = self._dead_letters.get(spec.uid) if self._dead_letters is not None else None
+        if writer is None:
+            raise error
+        failure = RecordFailure(error, 0, [])
+        writer.write([dead_letter(spec, self.subtask_index, record, failure)])
+        self._count_dead_letter()
+
+    def _source_read(self, stamps: list[int]) -> None:
+        """A source read records with these timestamps (before they are pushed)."""
+        generator = self._source_watermarks
+        if generator is not None and stamps:
+            progress = generator.on_records(max(stamps), self.clock.monotonic_ms())
+            if progress.idle is False:
+                self._emit_status(False)
+
+    async def _source_pushed(self) -> None:
+        """After a batch: send the watermark it allows (behind its records)."""
+        generator = self._source_watermarks
+        if generator is not None:
+            await self._apply(generator.poll())
+
+    # -- watermarks ------------------------------------------------------------------------------
+
+    def _emit_status(self, idle: bool) -> None:
+        self.idle = idle
+        for writer in self.writers:
+            writer.emit_event(FrameKind.WATERMARK_STATUS, 1 if idle else 0)
+
+    async def _apply(self, progress: Progress) -> None:
+        """Send on what a watermark machine decided: active, watermark, idle (in order)."""
+        if not progress:
+            return
+        if progress.idle is False:
+            self._emit_status(False)
+        if progress.watermark is not None:
+            await self._advance(progress.watermark)
+        if progress.idle is True:
+            self._emit_status(True)
+
+    async def _advance(self, watermark: int) -> None:
+        """Event time reached ``watermark``: fire what it passed, then send it on."""
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        for index, op in enumerate(self._transforms):
+            out, stamps = await op.on_watermark(watermark)
+            self._route_side(op)
+            if out:
+                self._push(out, stamps if op.spec.event_time else None, index + 1)
+        for writer in self.writers:
+            writer.emit_event(FrameKind.WATERMARK, watermark)
+
+    async def _on_channel_event(self, kind: FrameKind, channel_id: int, arg: int) -> None:
+        """A WATERMARK, WATERMARK_STATUS or END_OF_PARTITION event from an input channel."""
+        valve = self._valve
+        assert valve is not None
+        if kind is FrameKind.WATERMARK:
+            await self._apply(valve.on_watermark(channel_id, arg))
+        elif kind is FrameKind.WATERMARK_STATUS:
+            await self._apply(valve.on_status(channel_id, arg != 0))
+        elif kind is FrameKind.END_OF_PARTITION:
+            await self._apply(valve.on_end(channel_id))
+
+    # -- side outputs ---------------------------------------------------------------------------
+
+    def _route_side(self, op: RuntimeOperator) -> None:
+        """Send ``op``'s side-output records to the edges reading them (others are dropped:
+        nobody asked for that tag)."""
+        records = op.side_records
+        if not records:
+            return
+        taken = list(records)
+        records.clear()
+        routes = self._side_outputs.get(op.spec.uid)
+        if not routes:
+            return
+        by_tag: dict[str, tuple[list[Any], list[int]]] = {}
+        for tag, record, stamp in taken:
+            if tag in routes:
+                batch, stamps = by_tag.setdefault(tag, ([], []))
+                batch.append(record)
+                stamps.append(stamp)
+        for tag, (batch, stamps) in by_tag.items():
+            for writer in routes[tag]:
+                writer.write(batch, stamps)
+
+    # -- processing time ------------------------------------------------------------------------
+
+    async def _time_loop(self) -> None:
+        """Ask the subtask loop to run ``_on_time`` every interval, or sooner when a
+        processing-time timer is due."""
+        clock = self.clock
+        while True:
+            wait: float = self._interval_ms
+            for op in self._timer_ops:
+                due = op.next_processing_time()
+                if due is not None:
+                    wait = min(wait, max(due - clock.now_ms(), 0))
+            if wait > 0:
+                await clock.sleep_ms(wait)
+            self._time_handled = anyio.Event()
+            self._time_due = True
+            if self.gate is not None:
+                self.gate.interrupt()
+            await self._time_handled.wait()
+
+    async def _on_time(self) -> None:
+        """Periodic work, on the subtask loop: the source's watermark, processing-time
+        timers due."""
+        self._time_due = False
+        try:
+            generator = self._source_watermarks
+            if generator is not None:
+                await self._apply(generator.on_tick(self.clock.monotonic_ms()))
+            now = self.clock.now_ms()
+            for index, op in enumerate(self._transforms):
+                if not op.has_timers:
+                    continue
+                due = op.next_processing_time()
+                if due is None or due > now:
+                    continue
+                out, stamps = await op.on_processing_time(now)
+                self._route_side(op)
+                if out:
+                    self._push(out, stamps if op.spec.event_time else None, index + 1)
+        finally:
+            self._time_handled.set()
