@@ -87,6 +87,14 @@ class WindowOperator(KeyedOperator):
         )
         self._assign = self._assigner(assigner)
         self._size: int = getattr(assigner, "size_ms", 0)
+        self._offset: int = getattr(assigner, "offset_ms", 0)
+        # Event-time tumbling windows with the default trigger take the hot path.
+        self._fast = (
+            isinstance(assigner, Tumbling)
+            and self._event_time
+            and trigger.kind == "event_time"
+            and setup.function != "process"
+        )
         self._function = setup.function
         fn = setup.fn
         self._create, self._add, self._merge = self._accumulator(setup.function, fn)
@@ -144,7 +152,9 @@ class WindowOperator(KeyedOperator):
         times: list[int] = []
         event_time = self._event_time and not self._global
         now = self.backend.clock.now_ms() if self.backend is not None else 0
-        for index, record in enumerate(batch):
+        start = self._add_tumbling(batch, stamps) if self._fast else 0
+        for index in range(start, len(batch)):
+            record = batch[index]
             try:
                 key = self._key(record)
                 if event_time:
@@ -161,6 +171,55 @@ class WindowOperator(KeyedOperator):
             except RecordError as error:
                 raise RecordFailure(error, index, out, times) from error.__cause__
         return out, times
+
+    def _add_tumbling(self, batch: list[Any], stamps: list[int]) -> int:
+        """The hot path of event-time tumbling windows with the default trigger: adds
+        records until one needs more care (late, no timestamp, a key or function that
+        raises, a window to fire now); returns how many it added."""
+        table = self.windows
+        key_fn = self.key_fn
+        size, offset = self._size, self._offset
+        watermark, lateness = self.watermark, self._lateness
+        register = self.timers.event.register
+        add = self._add
+        create = self._create
+        count = self._function == "count"
+        fresh: set[Hashable] = set()  # keys whose windows were copied for a snapshot
+        copy = self.backend is not None and self.backend.snapshots_in_flight > 0
+        last_start = None
+        wid = ""
+        done = 0
+        try:
+            for record, ts in zip(batch, stamps, strict=True):
+                start = ts - (ts - offset) % size
+                max_ts = start + size - 1
+                if max_ts <= watermark or ts == NO_TIMESTAMP:
+                    break  # late (within the lateness or not), or no timestamp
+                key = key_fn(record)
+                if start != last_start:
+                    wid, last_start = str(start), start
+                wins = table.get(key)
+                if wins is None:
+                    wins = table[key] = {}
+                elif copy and key not in fresh:
+                    wins = table[key] = _copy(wins)
+                    fresh.add(key)
+                entry = wins.get(wid)
+                if entry is None:
+                    wins[wid] = [1 if count else create(record), 1]
+                    register(key, max_ts)
+                    if lateness:
+                        register(key, max_ts + lateness)
+                elif count:
+                    entry[0] += 1
+                    entry[1] += 1
+                else:
+                    entry[0] = add(entry[0], record)
+                    entry[1] += 1
+                done += 1
+        except UserCodeError:
+            pass  # the record at ``done`` goes the careful way, which names it
+        return done
 
     def _wins(self, key: Hashable) -> dict[str, list[Any]]:
         """The key's windows, safe to change (a snapshot in flight keeps the old ones)."""
@@ -349,31 +408,65 @@ class WindowOperator(KeyedOperator):
             return start, int(entry[2])
         return start, start + self._size
 
+    def _sorted(self, wins: dict[str, list[Any]]) -> list[tuple[str, list[Any]]]:
+        items = list(wins.items())
+        if len(items) > 1:
+            items.sort(key=lambda item: self._bounds(*item))
+        return items
+
     def _fire(self, key: Hashable, ts: int, domain: str, out: list[Any], stamps: list[int]) -> None:
         if not self.windows.get(key):
             return
         wins = self._wins(key)
-        final = domain == EVENT_TIME and ts == MAX_WATERMARK
-        for wid, entry in sorted(wins.items(), key=lambda item: self._bounds(*item)):
-            start, end = self._bounds(wid, entry)
-            max_ts = end - 1
-            if final:
+        if domain == EVENT_TIME and ts == MAX_WATERMARK:
+            # The end of input: whatever is still open fires and goes.
+            for wid, entry in self._sorted(wins):
                 if entry[1]:
+                    start, end = self._bounds(wid, entry)
                     self._emit(key, wid, entry, start, end, out, stamps, keep=False)
                 del wins[wid]
-            elif domain == self._domain and max_ts <= ts:
-                cleanup = max_ts + self._lateness
+        elif domain == self._domain:
+            if self._size:
+                # Fixed-size windows: the timer is the end (or cleanup) of one window.
+                for max_ts in dict.fromkeys((ts, ts - self._lateness)):
+                    wid = str(max_ts + 1 - self._size)
+                    entry = wins.get(wid)
+                    if entry is not None:
+                        self._reached(key, wins, wid, entry, ts, out, stamps)
+            else:
+                for wid, entry in self._sorted(wins):
+                    self._reached(key, wins, wid, entry, ts, out, stamps)
+        if domain == PROCESSING_TIME and self._every is not None and wins:
+            # Early firings of the windows still open, and the next one.
+            for wid, entry in self._sorted(wins):
                 if entry[1]:
-                    self._emit(key, wid, entry, start, end, out, stamps, keep=cleanup > ts)
-                if cleanup <= ts:
-                    del wins[wid]
-            elif domain == PROCESSING_TIME and self._every is not None:
-                # An early firing of a window still open.
-                if entry[1]:
+                    start, end = self._bounds(wid, entry)
                     self._emit(key, wid, entry, start, end, out, stamps, keep=True)
-                self.timers.processing.register(key, ts + self._every)
+            self.timers.processing.register(key, ts + self._every)
         if not wins:
             del self.windows[key]
+
+    def _reached(
+        self,
+        key: Hashable,
+        wins: dict[str, list[Any]],
+        wid: str,
+        entry: list[Any],
+        ts: int,
+        out: list[Any],
+        stamps: list[int],
+    ) -> None:
+        """Time ``ts`` came: if it passed the window's end, the window fires (if it got
+        records since it last did), and it goes once its allowed lateness passed too."""
+        start, end = self._bounds(wid, entry)
+        max_ts = end - 1
+        if max_ts > ts:
+            return
+        cleanup = max_ts + self._lateness
+        if entry[1]:
+            self._emit(key, wid, entry, start, end, out, stamps, keep=cleanup > ts)
+        if cleanup <= ts:
+            del wins[wid]
 
     async def on_watermark(self, watermark: int) -> Output:
         self.watermark = watermark
