@@ -148,9 +148,7 @@ class EventTime:
     async def _source_pushed(self) -> None:
         """After a batch: send the watermark it allows (behind its records)."""
         generator = self._source_watermarks
-        import os
-
-        if generator is not None and not os.environ.get("NOPOLL"):
+        if generator is not None:
             await self._apply(generator.poll())
 
     # -- watermarks ------------------------------------------------------------------------------
