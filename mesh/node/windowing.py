@@ -430,9 +430,9 @@ class WindowOperator(KeyedOperator):
                 # Fixed-size windows: the timer is the end (or cleanup) of one window.
                 for max_ts in dict.fromkeys((ts, ts - self._lateness)):
                     wid = str(max_ts + 1 - self._size)
-                    entry = wins.get(wid)
-                    if entry is not None:
-                        self._reached(key, wins, wid, entry, ts, out, stamps)
+                    found = wins.get(wid)
+                    if found is not None:
+                        self._reached(key, wins, wid, found, ts, out, stamps)
             else:
                 for wid, entry in self._sorted(wins):
                     self._reached(key, wins, wid, entry, ts, out, stamps)
