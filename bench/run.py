@@ -136,8 +136,12 @@ def loop_w3_batched(data: Path, out: Path) -> int:
                 o.write(
                     b"".join(
                         dumps(
-                            {"key": u, "window_start": start, "window_end": start + size,
-                             "count": c},
+                            {
+                                "key": u,
+                                "window_start": start,
+                                "window_end": start + size,
+                                "count": c,
+                            },
                             option=NEWLINE,
                         )
                         for u, c in counts.items()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from mesh.client.client import open_client, prepare_submission
 from mesh.client.local_cluster import LocalCluster
+from mesh.client.render import format_status
 from tests.helpers import run_job, wait_for_state, write_job
 from tests.windowing import batch_windows, random_events
 
@@ -214,6 +215,10 @@ def test_status_shows_each_subtasks_watermark(cluster: LocalCluster, tmp_path: P
                 await client.cancel(job_id)
 
     status = anyio.run(scenario)
-    for subtask in [s for t in status["tasks"] for s in t["subtasks"]]:
+    subtasks = [s for t in status["tasks"] for s in t["subtasks"]]
+    for subtask in subtasks:
         assert subtask["watermark"] > 1_001_000
         assert subtask["watermark_lag_ms"] > 0  # event time of 1970 is far behind now
+    shown = format_status(status)
+    assert "WATERMARK" in shown and "WM LAG" in shown
+    assert str(subtasks[0]["watermark"]) in shown
