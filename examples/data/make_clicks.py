@@ -16,14 +16,14 @@ import orjson
 START = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 
-def main() -> None:
-    rng = random.Random(7)
-    out = Path(__file__).parent / "clicks"
-    out.mkdir(exist_ok=True)
+def write_clicks(directory: Path, *, seed: int = 7, files: int = 3, seconds: int = 200) -> None:
+    """Write ``files`` files of ``seconds`` of events each into ``directory``."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
     ts = START
-    for part in range(3):
+    for part in range(files):
         lines = []
-        end = START + (part + 1) * 200_000
+        end = START + (part + 1) * seconds * 1000
         while ts < end:
             ts += rng.randint(1, 40)
             late = rng.random() < 0.05
@@ -34,7 +34,11 @@ def main() -> None:
                 "page": rng.choice(["/", "/cart", "/search", "/item", "/help"]),
             }
             lines.append(orjson.dumps(event))
-        (out / f"part-{part + 1}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        (directory / f"part-{part + 1}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+
+def main() -> None:
+    write_clicks(Path(__file__).parent / "clicks")
 
 
 if __name__ == "__main__":

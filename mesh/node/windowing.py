@@ -295,15 +295,19 @@ class WindowOperator(KeyedOperator):
         if self._late(hi - 1):
             self._late_record(record, stamp)
             return
-        entries = [existing[sessions[session]] for session in sorted(absorbed)]
+        # A private copy while a snapshot is written: merge functions may change their
+        # first argument in place.
+        wins = self._wins(key)
+        entries = [wins[sessions[session]] for session in sorted(absorbed)]
         try:
             acc = self._create(record)
             for entry in reversed(entries):  # latest first: acc is the newest part
                 acc = self._merge(entry[0], acc)
         except UserCodeError as exc:
+            if not wins:
+                del self.windows[key]
             raise self._error("window function raised", record, exc) from exc
         pending = sum(entry[1] for entry in entries)
-        wins = self._wins(key)
         for session in absorbed:
             del wins[sessions[session]]
         wid = str(lo)
