@@ -175,12 +175,18 @@ class EventTime:
             return
         self.watermark = watermark
         for index, op in enumerate(self._transforms):
-            out, stamps = await op.on_watermark(watermark)
-            self._route_side(op)
-            if out:
-                self._push(out, stamps if op.spec.event_time else None, index + 1)
+            self._pass_on(index, await op.on_watermark(watermark))
         for writer in self.writers:
             writer.emit_event(FrameKind.WATERMARK, watermark)
+
+    def _pass_on(self, index: int, fired: tuple[list[Any], list[int]]) -> None:
+        """What operator ``index`` emitted from its timers: side outputs to their edges,
+        records down the rest of the chain."""
+        op = self._transforms[index]
+        self._route_side(op)
+        out, stamps = fired
+        if out:
+            self._push(out, stamps if op.spec.event_time else None, index + 1)
 
     async def _on_channel_event(self, kind: FrameKind, channel_id: int, arg: int) -> None:
         """A WATERMARK, WATERMARK_STATUS or END_OF_PARTITION event from an input channel."""
@@ -251,9 +257,6 @@ class EventTime:
                 due = op.next_processing_time()
                 if due is None or due > now:
                     continue
-                out, stamps = await op.on_processing_time(now)
-                self._route_side(op)
-                if out:
-                    self._push(out, stamps if op.spec.event_time else None, index + 1)
+                self._pass_on(index, await op.on_processing_time(now))
         finally:
             self._time_handled.set()

@@ -122,16 +122,24 @@ class ProcessOperator(RuntimeOperator):
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
 
-    def one(self, record: Any, out: list[Any]) -> None:
-        """Run the function on ``record``, appending its output to ``out``."""
+    def collect(self, call: Callable[[], Any], out: list[Any]) -> None:
+        """Append what ``call()`` returns or yields to ``out``; if it raises, nothing it
+        made (output or side output) stays, and the error propagates."""
         mark, side_mark = len(out), len(self.side_records)
         try:
-            result = self._call(record, self.ctx)
+            result = call()
             if result is not None:
                 out.extend(result)
-        except UserCodeError as exc:
-            del out[mark:]  # what it yielded before raising is not output
+        except UserCodeError:
+            del out[mark:]
             del self.side_records[side_mark:]
+            raise
+
+    def one(self, record: Any, out: list[Any]) -> None:
+        """Run the function on ``record``, appending its output to ``out``."""
+        try:
+            self.collect(lambda: self._call(record, self.ctx), out)
+        except UserCodeError as exc:
             raise self._error("raised", record, exc) from exc
 
     def process(self, batch: list[Any]) -> list[Any]:
@@ -263,14 +271,10 @@ class KeyedProcessOperator(KeyedOperator):
         on_timer = self._on_timer
         if on_timer is None:
             return  # a plain function has no on_timer: its timers do nothing
-        mark, side_mark = len(out), len(self.side_records)
+        mark = len(out)
         try:
-            result = on_timer(timestamp, ctx)
-            if result is not None:
-                out.extend(result)
+            self._inner.collect(lambda: on_timer(timestamp, ctx), out)
         except UserCodeError as exc:
-            del out[mark:]
-            del self.side_records[side_mark:]
             raise RecordError(
                 f"operator {self.spec.uid!r} ({self.spec.name}) on_timer raised "
                 f"{type(exc).__name__}: {exc} — for key {key!r} at {domain} {timestamp}"
