@@ -22,7 +22,14 @@ import typer
 
 from mesh._excgroups import unwrap
 from mesh._version import __version__
-from mesh.errors import ConfigError, GraphError, JobCodeError, MeshError, RemoteError
+from mesh.errors import (
+    ConfigError,
+    GraphError,
+    JobCodeError,
+    MeshError,
+    RemoteError,
+    SchedulingError,
+)
 from mesh.protocol.messages import FINAL_JOB_STATES
 
 __all__ = ["app", "main"]
@@ -51,6 +58,10 @@ ConfigOption = Annotated[
 ]
 LogLevelOption = Annotated[
     str | None, typer.Option("--log-level", help="debug, info, warning or error")
+]
+PlacementOption = Annotated[
+    str | None,
+    typer.Option(help="spread (subtasks evenly over nodes) or pack (fill a node first)"),
 ]
 
 
@@ -110,19 +121,41 @@ def _run_client(address: str, action: Callable[[Any], Awaitable[T]]) -> T:
 # -- daemons ---------------------------------------------------------------------------------
 
 
+# How long a daemon's graceful stop (its ``on_stop``) may take before it is cut short.
+_GRACEFUL_STOP_S = 15.0
+
+
 def _serve(
-    daemon_run: Callable[..., Coroutine[Any, Any, None]], on_ready: Callable[[Any], None]
+    daemon_run: Callable[..., Coroutine[Any, Any, None]],
+    on_ready: Callable[[Any], None],
+    on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
-    """Run a daemon until SIGTERM/SIGINT; returns after a clean stop."""
+    """Run a daemon until SIGTERM/SIGINT; returns after a clean stop.
+
+    The first signal runs ``on_stop`` (bounded by ``_GRACEFUL_STOP_S``) before the daemon
+    is cancelled; a second signal cancels it at once.
+    """
+    from mesh.systemd import notify
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
 
+            async def stop_gracefully() -> None:
+                assert on_stop is not None
+                with anyio.move_on_after(_GRACEFUL_STOP_S):
+                    await on_stop()
+                tg.cancel_scope.cancel()
+
             async def stop_on_signal() -> None:
+                stopping = False
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for _ in signals:
-                        tg.cancel_scope.cancel()
-                        return
+                        notify(STOPPING=1)
+                        if on_stop is None or stopping:
+                            tg.cancel_scope.cancel()
+                            return
+                        stopping = True
+                        tg.start_soon(stop_gracefully)
 
             tg.start_soon(stop_on_signal)
             ready = await tg.start(daemon_run)
@@ -142,6 +175,10 @@ def coordinator(
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="where checkpoints go [default: STATE_DIR/checkpoints]")
     ] = None,
+    placement: PlacementOption = None,
+    slot_timeout: Annotated[
+        str | None, typer.Option(help="a job waits this long for slots, like 5m")
+    ] = None,
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a coordinator daemon."""
@@ -158,6 +195,8 @@ def coordinator(
                 "bind": bind,
                 "state_dir": state_dir,
                 "checkpoint_dir": checkpoint_dir,
+                "placement": placement,
+                "slot_timeout": slot_timeout,
                 "log_level": log_level,
             },
             config_file=config,
@@ -250,7 +289,7 @@ def node(
         )
 
     try:
-        _serve(daemon.run, ready)
+        _serve(daemon.run, ready, daemon.leave)
     except (OSError, MeshError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
 
@@ -316,8 +355,10 @@ def submit(
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
     )
-    job_id = _run_client(address, lambda c: c.submit(submission))
-    typer.echo(job_id)
+    reply = _run_client(address, lambda c: c.submit_job(submission))
+    if reply.waiting:
+        _err(f"job {reply.job_id} waits for slots: {reply.waiting}")
+    typer.echo(reply.job_id)
 
 
 @app.command("list")
@@ -468,6 +509,7 @@ def run(
         Path | None,
         typer.Option(help="keep the cluster's state, checkpoints and logs here"),
     ] = None,
+    placement: PlacementOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Run a job on an embedded local cluster and wait for it to end.
@@ -476,7 +518,7 @@ def run(
     """
     from mesh.client.drive import Outcome, drive_job
     from mesh.client.local_cluster import LocalCluster
-    from mesh.coordinator.scheduler import slots_needed
+    from mesh.coordinator.scheduler import PLACEMENTS, check_co_location, slots_needed
     from mesh.graph.execution import build_execution_graph
     from mesh.graph.logical import LogicalGraph
 
@@ -484,6 +526,8 @@ def run(
         raise _fail(f"--nodes must be >= 1, got {nodes}", EXIT_USAGE)
     if slots is not None and slots < 1:
         raise _fail(f"--slots must be >= 1, got {slots}", EXIT_USAGE)
+    if placement is not None and placement not in PLACEMENTS:
+        raise _fail(f"--placement must be spread or pack, got {placement!r}", EXIT_USAGE)
     submission = _prepare(
         job_file,
         job,
@@ -491,15 +535,24 @@ def run(
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
     )
-    needed = sum(
-        slots_needed(build_execution_graph(LogicalGraph.from_dict(submission.graph))).values()
-    )
+    eg = build_execution_graph(LogicalGraph.from_dict(submission.graph))
+    try:
+        check_co_location(eg)
+    except SchedulingError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    needed = sum(slots_needed(eg).values())
     per_node = slots or max(1, math.ceil(needed / nodes))
     # The state directory outlives the run when given (savepoints, checkpoints, logs);
     # otherwise a temporary one is removed after a successful run.
     temp_dir = None if state_dir else tempfile.mkdtemp(prefix="mesh-run-")
     directory = state_dir or Path(temp_dir or ".")
-    cluster = LocalCluster(nodes=nodes, slots=per_node, state_dir=directory, log_level="info")
+    cluster = LocalCluster(
+        nodes=nodes,
+        slots=per_node,
+        state_dir=directory,
+        log_level="info",
+        coordinator_args=["--placement", placement] if placement else None,
+    )
     code = EXIT_FAILED
     try:
         try:

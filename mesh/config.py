@@ -135,7 +135,7 @@ COORDINATOR_SETTINGS = (
     Setting("heartbeat_interval", _duration, 1000, "how often nodes report"),
     Setting("heartbeat_timeout", _duration, 5000, "silence after which a node is lost"),
     Setting("placement", _choice("spread", "pack"), "spread", "how subtasks fill nodes"),
-    Setting("slot_timeout", _duration, 300_000, "a restarting job waits this long for slots"),
+    Setting("slot_timeout", _duration, 300_000, "a job waits this long for free slots"),
     Setting("checkpoint_dir", _path, None, "where checkpoints go (default: state_dir/checkpoints)"),
     Setting("checkpoint_timeout", _duration, 600_000, "a checkpoint taking longer is aborted"),
     Setting("checkpoint_min_pause", _pause, 0, "least time between two checkpoints"),

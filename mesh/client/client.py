@@ -83,8 +83,12 @@ class CoordinatorClient:
 
     async def submit(self, submission: SubmitJob) -> str:
         """Submit a job; returns its id."""
+        return (await self.submit_job(submission)).job_id
+
+    async def submit_job(self, submission: SubmitJob) -> SubmitReply:
+        """Submit a job; the reply has its id and says why it waits for slots, if it does."""
         reply: SubmitReply = await self._request(submission, SubmitReply)
-        return reply.job_id
+        return reply
 
     async def list_jobs(self) -> list[dict[str, Any]]:
         """One summary per job."""

@@ -201,24 +201,30 @@ class LocalCluster:
         return node
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop every daemon (SIGTERM, then SIGKILL after ``timeout_s``); idempotent."""
-        daemons = [*self.nodes, *([self.coordinator] if self.coordinator else [])]
+        """Stop every daemon (SIGTERM, then SIGKILL after ``timeout_s``); idempotent.
+
+        Nodes go first, so they can tell the coordinator they are leaving."""
+        deadline = time.monotonic() + timeout_s
+        self._terminate(self.nodes, deadline)
+        self._terminate([self.coordinator] if self.coordinator else [], deadline)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _terminate(daemons: list[DaemonProcess], deadline: float) -> None:
         for daemon in daemons:
             if daemon.alive():
                 with contextlib.suppress(ProcessLookupError):
                     daemon.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
         for daemon in daemons:
             try:
                 daemon.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 daemon.process.kill()
                 daemon.process.wait()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-
-    # -- helpers --------------------------------------------------------------------------
 
     def _spawn(
         self, role: str, name: str, args: list[str], env: dict[str, str] | None = None

@@ -7,7 +7,14 @@ from typing import Any
 from mesh.time.durations import format_duration
 from mesh.time.watermarks import MAX_WATERMARK
 
-__all__ = ["format_checkpoints", "format_jobs", "format_nodes", "format_progress", "format_status"]
+__all__ = [
+    "format_checkpoints",
+    "format_jobs",
+    "format_nodes",
+    "format_placement",
+    "format_progress",
+    "format_status",
+]
 
 
 def _count(n: float) -> str:
@@ -76,6 +83,12 @@ def format_status(status: dict[str, Any]) -> str:
         lines += ["", f"last failure (attempt {last['attempt']}):", last["error"]]
     if status.get("error"):
         lines += ["", "error:", status["error"]]
+    slots = status.get("slots")
+    if slots:
+        groups = ", ".join(f"{g} {n}" for g, n in slots["needed"].items())
+        lines.append(f"slots: needs {slots['total']} ({groups})")
+        if slots.get("waiting"):
+            lines.append(f"waiting for slots: {slots['waiting']}")
     lines += ["", "graph:"]
     for task in status["tasks"]:
         lines.append(f"  task {task['id']}: {task['name']}  (parallelism {task['parallelism']})")
@@ -107,8 +120,22 @@ def format_status(status: dict[str, Any]) -> str:
                     *([_late(sub)] if late else []),
                 ]
             )
-    lines += ["", "placement and records:", _table(rows)]
+    lines += ["", "records:", _table(rows)]
+    if status.get("placement"):
+        lines += ["", "placement:", format_placement(status["placement"])]
     return "\n".join(lines)
+
+
+def format_placement(placement: list[dict[str, Any]]) -> str:
+    """Node × slot → the subtasks that slot holds, one line per slot."""
+    rows = [["NODE", "SLOT", "GROUP", "SUBTASKS"]]
+    for entry in placement:
+        subtasks = ", ".join(
+            f"{s['subtask']} {s['name']} ({s['index'] + 1}/{s['parallelism']})"
+            for s in entry["subtasks"]
+        )
+        rows.append([entry["node"], str(entry["slot"]), entry["slot_sharing_group"], subtasks])
+    return _table(rows)
 
 
 def _watermark(sub: dict[str, Any]) -> list[str]:
@@ -128,7 +155,7 @@ def _late(sub: dict[str, Any]) -> str:
 
 def format_nodes(nodes: list[dict[str, Any]]) -> str:
     """``mesh nodes``: one line per node."""
-    rows = [["NODE", "HOST", "PID", "SLOTS", "FREE", "LAST HEARTBEAT", "RSS MiB", "JOBS"]]
+    rows = [["NODE", "HOST", "PID", "SLOTS", "USED", "FREE", "LAST HEARTBEAT", "RSS MiB", "JOBS"]]
     for node in nodes:
         rows.append(
             [
@@ -136,6 +163,7 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
                 node["host"],
                 str(node["pid"]),
                 str(node["slots"]),
+                str(node["used"]),
                 str(node["free"]),
                 f"{format_duration(node['last_heartbeat_ms_ago'])} ago",
                 f"{node['rss_bytes'] / 1048576:.0f}",

@@ -5,12 +5,13 @@ collected records) and clients (submit, list, status, cancel, fetch results). Ea
 message is handled to completion on the event loop; nothing is awaited in between
 except sends, so the registries are never seen half-updated.
 
-A job goes: submit → schedule (slots, or a clear error) → deploy to every node →
-(all nodes ready) start → every subtask finished → FINISHED. A failed subtask or a lost
-node fails the attempt: if the job's restart strategy allows, the job fails over
-(RESTARTING: cancel what is left of the attempt, wait out the delay and for enough
-slots, deploy the next attempt from the latest completed checkpoint); otherwise the job
-is FAILED with the root cause. A user's cancel stops every subtask.
+A job goes: submit → schedule (waiting for enough slots, up to ``slot_timeout``) →
+deploy to every node → (all nodes ready) start → every subtask finished → FINISHED. A
+failed subtask, a lost node or a node that leaves (SIGTERM) fails the attempt: if the
+job's restart strategy allows, the job fails over (RESTARTING: cancel what is left of
+the attempt, wait out the delay and for enough slots, deploy the next attempt from the
+latest completed checkpoint); otherwise the job is FAILED with the root cause. A user's
+cancel stops every subtask.
 
 Jobs live in the coordinator's database too: a coordinator that restarts resumes every
 job that had not ended, as a new attempt from its latest completed checkpoint.
@@ -36,7 +37,7 @@ from mesh.coordinator.jobstore import JobStore
 from mesh.coordinator.registry import NodeInfo, NodeRegistry
 from mesh.coordinator.restart import RestartTracker
 from mesh.coordinator.restore import resolve_restore
-from mesh.coordinator.scheduler import schedule
+from mesh.coordinator.scheduler import check_co_location, schedule
 from mesh.coordinator.store import CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy
 from mesh.errors import CheckpointError, FrameError, MeshError, SchedulingError, StateError
@@ -66,6 +67,7 @@ from mesh.protocol.messages import (
     ListCheckpoints,
     ListJobs,
     ListNodes,
+    NodeLeaving,
     NodeList,
     PeerAddress,
     RegisterNode,
@@ -110,7 +112,7 @@ class CoordinatorConfig:
     heartbeat_timeout_ms: int = 5000
     placement: str = "spread"
     cancel_timeout_ms: int = 10_000
-    slot_timeout_ms: int = 300_000  # a restarting job waits this long for enough slots
+    slot_timeout_ms: int = 300_000  # a job (new or restarting) waits this long for slots
     channels: ChannelSettings = field(default_factory=ChannelSettings)
     retained_jobs: int = 100  # finished jobs kept for list/status (oldest dropped first)
     checkpoint_dir: Path | None = None  # default: <state_dir>/checkpoints
@@ -233,7 +235,15 @@ class Coordinator(JobFailover):
         )
         if previous is not None and previous.pid != msg.pid:
             self._node_gone(previous, "restarted")
-        log.info("node %s registered: %d slot(s) at %s", msg.node_id, msg.slots, msg.data_endpoint)
+        node = self.nodes.nodes[msg.node_id]
+        node.report(msg.occupied)
+        log.info(
+            "node %s registered: %d slot(s) at %s%s",
+            msg.node_id,
+            msg.slots,
+            msg.data_endpoint,
+            f"; {len(node.held)} still occupied" if node.held else "",
+        )
         return RegisterReply(
             ok=True,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
@@ -243,7 +253,11 @@ class Coordinator(JobFailover):
     def _on_heartbeat(self, identity: bytes, msg: Heartbeat) -> HeartbeatAck | None:
         now = self.clock.monotonic_ms()
         if not self.nodes.heartbeat(
-            msg.node_id, now, rss_bytes=msg.rss_bytes, wire_errors=msg.wire_errors
+            msg.node_id,
+            now,
+            rss_bytes=msg.rss_bytes,
+            wire_errors=msg.wire_errors,
+            occupied=msg.occupied,
         ):
             log.warning("heartbeat from unregistered node %s: asking it to register", msg.node_id)
             self._send(identity, Reregister(reason="unknown node (declared lost)"))
@@ -271,23 +285,37 @@ class Coordinator(JobFailover):
                     self._end(job, JobState.CANCELED)
 
     async def _ticker(self) -> None:
-        """Lets checkpoint managers trigger and expire checkpoints; restarts jobs when due."""
+        """Lets checkpoint managers trigger and expire checkpoints; places jobs waiting for
+        slots (oldest first) and restarts jobs when due."""
         while True:
             await self.clock.sleep_ms(20)
             for job in list(self.jobs.values()):
                 if job.state is JobState.RUNNING and job.checkpoints is not None:
                     job.checkpoints.tick()
+                elif job.state is JobState.SCHEDULING and not job.assignments:
+                    self._place(job)
                 elif job.state is JobState.RESTARTING:
                     self._restart_when_ready(job)
 
-    def _node_gone(self, node: NodeInfo, why: str) -> None:
+    def _node_gone(self, node: NodeInfo, why: str, *, left: bool = False) -> None:
         if self.nodes.get(node.node_id) is node:
             self.nodes.remove(node.node_id)
-        log.warning("node %s lost: %s", node.node_id, why)
+        what = "left the cluster" if left else "lost"
+        if left:
+            log.info("node %s %s: %s", node.node_id, what, why)
+        else:
+            log.warning("node %s %s: %s", node.node_id, what, why)
         for job in list(self.jobs.values()):
             if not job.done and node.node_id in job.nodes:
                 job.mark_lost(node.node_id)
-                self._fail(job, f"node {node.node_id} ({node.host}, pid {node.pid}) lost: {why}")
+                self._fail(job, f"node {node.node_id} ({node.host}, pid {node.pid}) {what}: {why}")
+
+    def _on_node_leaving(self, identity: bytes, msg: NodeLeaving) -> Ack:
+        node = self.nodes.get(msg.node_id)
+        if node is None or node.identity != identity:
+            return Ack(detail=f"node {msg.node_id} is not registered")
+        self._node_gone(node, msg.reason, left=True)
+        return Ack(detail="left")
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -353,19 +381,43 @@ class Coordinator(JobFailover):
         log.info("job %s (%s) submitted", job.job_id, job.name)
         job.transition(JobState.SCHEDULING)
         try:
-            assignments = self._schedule(job)
+            check_co_location(eg)
         except SchedulingError as exc:
             self._fail_for_good(job, f"cannot schedule job {job.name!r}: {exc}")
-            return ErrorReply(f"job {job.job_id}: {exc}", "not_enough_slots")
+            return ErrorReply(f"job {job.job_id}: {exc}", "bad_co_location")
         try:
             self._store_new(job)
         except StateError as exc:
             del self.jobs[job.job_id]
             return ErrorReply(f"job not accepted: {exc}", "coordinator_storage")
+        self._place(job)
+        return SubmitReply(job_id=job.job_id, waiting=job.waiting)
+
+    def _place(self, job: JobRecord) -> None:
+        """Give a SCHEDULING job its slots and deploy it; or let it wait for slots (it
+        fails with the scheduler's explanation once ``slot_timeout`` passes)."""
+        now = self.clock.monotonic_ms()
+        try:
+            assignments = self._schedule(job)
+        except SchedulingError as exc:
+            if job.slot_deadline_ms is None:
+                job.slot_deadline_ms = now + self.config.slot_timeout_ms
+                log.warning("job %s (%s) waits for slots: %s", job.job_id, job.name, exc)
+            elif now > job.slot_deadline_ms:
+                self._fail_for_good(
+                    job,
+                    f"cannot schedule job {job.name!r}: no slots within "
+                    f"{self.config.slot_timeout_ms} ms: {exc}",
+                )
+                return
+            job.waiting = str(exc)
+            return
+        if job.waiting is not None:
+            log.info("job %s (%s) got its slots", job.job_id, job.name)
+        job.waiting, job.slot_deadline_ms = None, None
         job.assignments = assignments
         self.nodes.allocate(job.job_id, assignments)
         self._deploy(job)
-        return SubmitReply(job_id=job.job_id)
 
     def _schedule(self, job: JobRecord) -> list[TaskAssignment]:
         return schedule(
@@ -574,6 +626,7 @@ class Coordinator(JobFailover):
             log.exception("job %s", job.job_id)
             return
         job.ended_ms = self.now()
+        job.waiting = None
         if job.checkpoints is not None:
             # Stopped, it triggers nothing more; it stays for the status summary.
             job.checkpoints.shutdown(_ENDED_AS[state])
@@ -696,6 +749,7 @@ class Coordinator(JobFailover):
         CancelJob: _on_cancel,
         FetchCollected: _on_fetch,
         ListNodes: _on_list_nodes,
+        NodeLeaving: _on_node_leaving,
         AckCheckpoint: _on_ack_checkpoint,
         DeclineCheckpoint: _on_decline_checkpoint,
         TakeSavepoint: _on_take_savepoint,

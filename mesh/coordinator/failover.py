@@ -100,7 +100,10 @@ class JobFailover:
                     f"cannot restart job {job.name!r}: no slots within "
                     f"{self.config.slot_timeout_ms} ms: {exc}",
                 )
+                return
+            job.waiting = str(exc)
             return
+        job.waiting = None
         assert self._tg is not None
         job.redeploying = True
         self._tg.start_soon(self._redeploy, job)

@@ -29,6 +29,7 @@ from typing import Any
 from mesh.coordinator.checkpoints import CheckpointManager
 from mesh.coordinator.jobstore import StoredJob
 from mesh.coordinator.restart import RestartTracker
+from mesh.coordinator.scheduler import slots_needed
 from mesh.errors import MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
 from mesh.graph.logical import LogicalGraph
@@ -125,6 +126,7 @@ class JobRecord:
     failures: list[dict[str, Any]] = field(default_factory=list)  # newest last, a few kept
     restart_at_ms: float = 0.0  # monotonic: when the restart delay is over
     slot_deadline_ms: float | None = None  # monotonic: when waiting for slots gives up
+    waiting: str | None = None  # why the job waits for slots (the scheduler's explanation)
     redeploying: bool = False  # the next attempt's restore point is being read
 
     @property
@@ -220,6 +222,7 @@ class JobRecord:
         self.final_commit_sent = False
         self.checkpoints = None
         self.slot_deadline_ms = None
+        self.waiting = None
 
     def record_failure(self, error: str, now_ms: int) -> None:
         """Keep a failure for ``mesh status`` (the last few)."""
@@ -335,6 +338,7 @@ class JobRecord:
             }
             for e in eg.job.edges
         ]
+        needed = slots_needed(eg)
         started = [m.started_ms for m in self.metrics.values() if m.started_ms]
         finished = [m.finished_ms for m in self.metrics.values() if m.finished_ms]
         end = self.ended_ms or now_ms
@@ -354,6 +358,8 @@ class JobRecord:
             "restart_strategy": self.restarts.describe(),
             "failures": list(self.failures),
             "parallelism": logical.config.parallelism,
+            "slots": {"needed": needed, "total": sum(needed.values()), "waiting": self.waiting},
+            "placement": self._placement(),
             "tasks": tasks,
             "edges": edges,
             "totals": {k: round(v, 1) if isinstance(v, float) else v for k, v in totals.items()},
@@ -363,6 +369,33 @@ class JobRecord:
             "checkpoints": self.checkpoints.summary() if self.checkpoints else None,
             "restored_from": self.restore.path if self.restore else None,
         }
+
+    def _placement(self) -> list[dict[str, Any]]:
+        """Node × slot → the subtasks in that slot (of this attempt), in node/slot order."""
+        tasks = {t.id: t for t in self.graph.job.tasks}
+        slots: dict[tuple[str, int], list[SubtaskRef]] = {}
+        for a in self.assignments:
+            slots.setdefault((a.node_id, a.slot), []).append(SubtaskRef.parse(a.subtask))
+        rows = []
+        for (node, slot), refs in sorted(slots.items()):
+            refs.sort(key=lambda r: (r.task, r.index))
+            rows.append(
+                {
+                    "node": node,
+                    "slot": slot,
+                    "slot_sharing_group": tasks[refs[0].task].slot_sharing_group,
+                    "subtasks": [
+                        {
+                            "subtask": str(r),
+                            "name": tasks[r.task].name,
+                            "index": r.index,
+                            "parallelism": tasks[r.task].parallelism,
+                        }
+                        for r in refs
+                    ],
+                }
+            )
+        return rows
 
 
 class JobTable(dict[str, JobRecord]):

@@ -1,15 +1,21 @@
 """The coordinator's view of the nodes: who is there, what slots they have free (pure).
 
-A node is known from its registration until it is removed (lost heartbeats, or a new
-registration under the same id, which means the old process is gone). Slots are
-handed to jobs by the scheduler and given back when the job ends.
+A node is known from its registration until it is removed (lost heartbeats, a graceful
+leave, or a new registration under the same id, which means the old process is gone).
+Slots are handed to jobs by the scheduler and given back when the job ends.
+
+A slot is busy if the coordinator gave it to a job (``used``) or if the node says
+subtasks still occupy it (``held``: reported on registration and with every heartbeat).
+The second covers what the coordinator cannot know by itself: after the coordinator
+restarts, or while a cancelled attempt is still winding down on a node, a slot is not
+handed out again until its node reports it free.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mesh.protocol.messages import PeerAddress, TaskAssignment
+from mesh.protocol.messages import PeerAddress, SlotInUse, TaskAssignment
 
 __all__ = ["NodeInfo", "NodeRegistry"]
 
@@ -28,12 +34,23 @@ class NodeInfo:
     last_heartbeat_ms: float
     rss_bytes: int = 0
     wire_errors: int = 0
-    # slot number -> job id occupying it
+    # slot number -> job id the coordinator gave it to
     used: dict[int, str] = field(default_factory=dict)
+    # slot number -> job id whose subtasks the node says still occupy it
+    held: dict[int, str] = field(default_factory=dict)
 
     def free_slots(self) -> list[int]:
         """Slot numbers nobody uses, ascending."""
-        return [s for s in range(self.slots) if s not in self.used]
+        return [s for s in range(self.slots) if s not in self.used and s not in self.held]
+
+    def report(self, occupied: list[SlotInUse]) -> None:
+        """The node says which slots its subtasks occupy now (replacing what it said
+        before); slots the coordinator gave to that job are accounted for already."""
+        self.held = {
+            u.slot: u.job_id
+            for u in occupied
+            if 0 <= u.slot < self.slots and self.used.get(u.slot) != u.job_id
+        }
 
     def summary(self, now_ms: float) -> dict[str, object]:
         """A JSON-ready description for ``mesh nodes`` and status."""
@@ -43,11 +60,12 @@ class NodeInfo:
             "pid": self.pid,
             "slots": self.slots,
             "free": len(self.free_slots()),
+            "used": self.slots - len(self.free_slots()),
             "data_endpoint": self.address.data_endpoint,
             "last_heartbeat_ms_ago": round(now_ms - self.last_heartbeat_ms),
             "rss_bytes": self.rss_bytes,
             "wire_errors": self.wire_errors,
-            "jobs": sorted(set(self.used.values())),
+            "jobs": sorted({*self.used.values(), *self.held.values()}),
         }
 
 
@@ -67,7 +85,15 @@ class NodeRegistry:
         """The node registered as ``node_id``."""
         return self.nodes.get(node_id)
 
-    def heartbeat(self, node_id: str, now_ms: float, *, rss_bytes: int, wire_errors: int) -> bool:
+    def heartbeat(
+        self,
+        node_id: str,
+        now_ms: float,
+        *,
+        rss_bytes: int,
+        wire_errors: int,
+        occupied: list[SlotInUse] | None = None,
+    ) -> bool:
         """Record a heartbeat; False if the node is not registered."""
         node = self.nodes.get(node_id)
         if node is None:
@@ -75,6 +101,8 @@ class NodeRegistry:
         node.last_heartbeat_ms = now_ms
         node.rss_bytes = rss_bytes
         node.wire_errors = wire_errors
+        if occupied is not None:
+            node.report(occupied)
         return True
 
     def expired(self, now_ms: float, timeout_ms: float) -> list[str]:

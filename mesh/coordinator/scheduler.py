@@ -10,7 +10,7 @@ Rules (Flink's):
   id), so subtasks spread evenly; ``pack`` fills the first node before the next.
 
 If the slots do not suffice, ``SchedulingError`` says how many are needed per group and
-what each node offers.
+what each node offers; the coordinator then lets the job wait (up to ``slot_timeout``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mesh.errors import SchedulingError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef
 from mesh.protocol.messages import TaskAssignment
 
-__all__ = ["PLACEMENTS", "schedule", "slots_needed"]
+__all__ = ["PLACEMENTS", "check_co_location", "schedule", "slots_needed"]
 
 PLACEMENTS = ("spread", "pack")
 
@@ -33,7 +33,9 @@ def slots_needed(eg: ExecutionGraph) -> dict[str, int]:
     return needed
 
 
-def _check_co_location(eg: ExecutionGraph) -> None:
+def check_co_location(eg: ExecutionGraph) -> None:
+    """Raise SchedulingError if a co-location group spans slot-sharing groups or
+    parallelisms (no number of slots would make such a job fit)."""
     groups: dict[str, list[tuple[str, str, int]]] = {}
     for task in eg.job.tasks:
         for op_id in task.operators:
@@ -73,7 +75,7 @@ def schedule(
     """Place every subtask of ``eg`` in the ``free`` slots (node id → slot numbers)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
-    _check_co_location(eg)
+    check_co_location(eg)
     needed = slots_needed(eg)
     total_needed = sum(needed.values())
     available = sum(len(slots) for slots in free.values())

@@ -3,7 +3,14 @@
 Lifecycle: ``Node.run`` binds the data and credit sockets, connects to the coordinator,
 registers (retrying until the coordinator answers), then reports ready through
 ``task_status`` and heartbeats until it is cancelled. Everything it starts lives in its
-task group; cancelling ``run`` stops every job and closes every socket.
+task group; cancelling ``run`` stops every job and closes every socket. A graceful stop
+(SIGTERM) calls ``leave`` first: the coordinator hears the node is going and fails its
+jobs over at once, then the node stops its subtasks without committing.
+
+Slots: the node tells the coordinator which slots its subtasks occupy, on registration
+and with every heartbeat (and at once when a job's subtasks have all ended), so a
+coordinator that restarted, or one whose cancel timed out, never hands out a slot
+that is still busy.
 
 Fencing: the coordinator answers every heartbeat. A node that hears nothing from it for
 the heartbeat timeout stops its subtasks (without committing anything) and keeps trying
@@ -36,10 +43,12 @@ from mesh.protocol.messages import (
     DeployTasks,
     Heartbeat,
     HeartbeatAck,
+    NodeLeaving,
     PeerAddress,
     RegisterNode,
     RegisterReply,
     Reregister,
+    SlotInUse,
     StartTasks,
     SubtaskMetrics,
     TriggerCheckpoint,
@@ -82,6 +91,11 @@ class Node:
         self.clock = clock or SystemClock()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.jobs: dict[str, JobRuntime] = {}
+        # Started runtimes until their subtasks have all ended (also once stopped and
+        # dropped from ``jobs``): their slots are still occupied.
+        self._running: set[JobRuntime] = set()
+        self._leaving = False  # leave() was called: no more heartbeats or registering
+        self._drained: anyio.Event | None = None  # set when _running empties (leaving)
         self.address: PeerAddress | None = None
         self.heartbeat_interval_ms = 1000
         self.heartbeat_timeout_ms = 5000
@@ -134,6 +148,7 @@ class Node:
             host=socket.gethostname(),
             pid=os.getpid(),
             version=__version__,
+            occupied=self._occupied(),
         )
         waited = False
         self._registering = True
@@ -161,7 +176,7 @@ class Node:
             self._registering = False
 
     def _reregister(self, reason: str) -> None:
-        if self._registering or self._tg is None:
+        if self._registering or self._tg is None or self._leaving:
             return
         log.warning("the coordinator asks node %s to register again: %s", self.node_id, reason)
         # Our jobs were failed when we were declared lost: drop what is left of them.
@@ -175,9 +190,36 @@ class Node:
             runtime.cancel(commit=False, reason=why)
         self.jobs.clear()
 
+    def _occupied(self) -> list[SlotInUse]:
+        """The slots this node's subtasks occupy: deployed jobs, and stopped ones whose
+        subtasks are still ending."""
+        runtimes = {*self.jobs.values(), *self._running}
+        return sorted(
+            {
+                SlotInUse(slot=a.slot, job_id=r.job_id, attempt=r.attempt)
+                for r in runtimes
+                for a in r.deploy.assignments
+                if a.node_id == self.node_id
+            },
+            key=lambda u: (u.slot, u.job_id, u.attempt),
+        )
+
+    def _heartbeat(self) -> Heartbeat:
+        assert self._network is not None
+        tasks: dict[str, list[SubtaskMetrics]] = {
+            job_id: runtime.metrics() for job_id, runtime in self.jobs.items()
+        }
+        return Heartbeat(
+            node_id=self.node_id,
+            tasks=tasks,
+            rss_bytes=_rss_bytes(),
+            wire_errors=self._network.drops.total,
+            occupied=self._occupied(),
+        )
+
     async def _heartbeats(self) -> None:
-        assert self._control is not None and self._network is not None
-        while True:
+        assert self._control is not None
+        while not self._leaving:
             await self.clock.sleep_ms(self.heartbeat_interval_ms)
             silent = self.clock.monotonic_ms() - self._last_contact_ms
             if silent > self.heartbeat_timeout_ms and self.jobs and not self._registering:
@@ -185,17 +227,28 @@ class Node:
                     f"no word from the coordinator at {self.config.coordinator} for "
                     f"{silent:.0f} ms (timeout {self.heartbeat_timeout_ms} ms)"
                 )
-            tasks: dict[str, list[SubtaskMetrics]] = {
-                job_id: runtime.metrics() for job_id, runtime in self.jobs.items()
-            }
-            await self._control.send(
-                Heartbeat(
-                    node_id=self.node_id,
-                    tasks=tasks,
-                    rss_bytes=_rss_bytes(),
-                    wire_errors=self._network.drops.total,
+            if not self._leaving:
+                await self._control.send(self._heartbeat())
+
+    async def leave(self, reason: str = "stopped (SIGTERM)", *, timeout_s: float = 2.0) -> None:
+        """Leave the cluster gracefully: tell the coordinator (its jobs fail over now, from
+        their latest checkpoint), then stop every subtask without committing and wait for
+        them to end. Cancel ``run`` afterwards."""
+        if self._leaving or self._control is None or self._registering:
+            return
+        self._leaving = True
+        log.info("node %s leaving the cluster: %s", self.node_id, reason)
+        with anyio.move_on_after(timeout_s):
+            try:
+                await self._control.request(
+                    NodeLeaving(node_id=self.node_id, reason=reason), timeout_s=timeout_s
                 )
-            )
+            except TimeoutError:
+                log.warning("the coordinator did not answer; leaving anyway")
+        self._stop_jobs(f"node {self.node_id} is leaving: {reason}")
+        self._drained = anyio.Event()
+        if self._running:
+            await self._drained.wait()
 
     # -- messages from the coordinator --------------------------------------------------------
 
@@ -206,7 +259,9 @@ class Node:
             return
         if log.isEnabledFor(logging.DEBUG) and not isinstance(msg, DeployTasks):
             log.debug("from the coordinator: %s", msg)
-        if isinstance(msg, DeployTasks):
+        if self._leaving and isinstance(msg, (DeployTasks, StartTasks)):
+            log.warning("node %s is leaving: ignored %s", self.node_id, type(msg).__name__)
+        elif isinstance(msg, DeployTasks):
             await self._deploy(msg)
         elif isinstance(msg, StartTasks):
             self._start(msg)
@@ -296,8 +351,15 @@ class Node:
         self._tg.start_soon(self._run_job, runtime)
 
     async def _run_job(self, runtime: JobRuntime) -> None:
+        self._running.add(runtime)
         try:
             await runtime.run()
         finally:
+            self._running.discard(runtime)
+            if not self._running and self._drained is not None:
+                self._drained.set()
             if self.jobs.get(runtime.job_id) is runtime:
                 del self.jobs[runtime.job_id]
+            if self._control is not None and not self._leaving:
+                # Its slots are free now: say so without waiting for the next heartbeat.
+                self._control.send_nowait(self._heartbeat())

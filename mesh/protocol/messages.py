@@ -38,6 +38,7 @@ __all__ = [
     "ListCheckpoints",
     "ListJobs",
     "ListNodes",
+    "NodeLeaving",
     "NodeList",
     "PeerAddress",
     "RegisterNode",
@@ -46,6 +47,7 @@ __all__ = [
     "RestoreFile",
     "RestoreSpec",
     "SavepointTaken",
+    "SlotInUse",
     "StartTasks",
     "SubmitJob",
     "SubmitReply",
@@ -140,13 +142,23 @@ class TaskAssignment:
     slot: int
 
 
+@dataclass(frozen=True, slots=True)
+class SlotInUse:
+    """A slot of a node that subtasks of a job attempt still occupy."""
+
+    slot: int
+    job_id: str
+    attempt: int
+
+
 # -- node → coordinator ------------------------------------------------------------------
 
 
 @message("register_node")
 @dataclass(frozen=True, slots=True)
 class RegisterNode:
-    """A node offers its slots."""
+    """A node offers its slots, saying which are still occupied (a coordinator that
+    restarted rebuilds its view of the slots from these)."""
 
     node_id: str
     slots: int
@@ -155,6 +167,7 @@ class RegisterNode:
     host: str
     pid: int
     version: str
+    occupied: list[SlotInUse] = field(default_factory=list)
 
 
 @message("heartbeat")
@@ -166,6 +179,17 @@ class Heartbeat:
     tasks: dict[str, list[SubtaskMetrics]] = field(default_factory=dict)  # job -> metrics
     rss_bytes: int = 0
     wire_errors: int = 0
+    occupied: list[SlotInUse] = field(default_factory=list)
+
+
+@message("node_leaving")
+@dataclass(frozen=True, slots=True)
+class NodeLeaving:
+    """A node stops gracefully (SIGTERM): its subtasks are stopped, its slots go away, and
+    the jobs it ran fail over now rather than after the heartbeat timeout."""
+
+    node_id: str
+    reason: str
 
 
 @message("deploy_result")
@@ -394,9 +418,10 @@ class CheckpointList:
 @message("submit_reply")
 @dataclass(frozen=True, slots=True)
 class SubmitReply:
-    """The job was accepted."""
+    """The job was accepted; ``waiting`` says why it waits for slots, if it does."""
 
     job_id: str
+    waiting: str | None = None
 
 
 @message("list_jobs")

@@ -156,7 +156,7 @@ def test_separate_daemons_submit_list_status_cancel(workdir: Path, daemons: Daem
 
     shown = mesh(workdir, "status", job_id[:6], "--coordinator", address)  # a prefix is enough
     assert shown.returncode == 0, shown.stderr
-    assert "placement and records" in shown.stdout
+    assert "placement:" in shown.stdout and "slots: needs 2 (default 2)" in shown.stdout
     rows = [line.split() for line in shown.stdout.splitlines()]
     for node, slot in placement:  # every subtask's row shows its node and slot
         assert any(node in row and str(slot) in row for row in rows)
@@ -189,9 +189,16 @@ def test_client_errors_and_exit_codes(workdir: Path, daemons: Daemons) -> None:
     no_file = mesh(workdir, "submit", "nope.py", "--coordinator", address)
     assert no_file.returncode == 2 and "job file not found" in no_file.stderr
 
+    # Too few slots: accepted, and the job waits (saying why) until it is cancelled.
     no_slots = mesh(workdir, "submit", "examples/wordcount.py", "--coordinator", address)
-    assert no_slots.returncode == 1
-    assert "needs 2 slot(s)" in no_slots.stderr and "no nodes are registered" in no_slots.stderr
+    assert no_slots.returncode == 0, no_slots.stderr
+    waiting_id = no_slots.stdout.strip().splitlines()[-1]
+    assert f"job {waiting_id} waits for slots: job needs 2 slot(s)" in no_slots.stderr
+    assert "no nodes are registered" in no_slots.stderr
+    shown = mesh(workdir, "status", waiting_id, "--coordinator", address)
+    assert "SCHEDULING" in shown.stdout and "waiting for slots: job needs 2" in shown.stdout
+    cancelled = mesh(workdir, "cancel", waiting_id, "--coordinator", address)
+    assert cancelled.returncode == 0 and "CANCELED" in cancelled.stdout
 
     bad_slots = mesh(workdir, "node", "--coordinator", address, "--slots", "0")
     assert bad_slots.returncode == 2

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from mesh.client.client import open_client, prepare_submission
 from mesh.errors import RemoteError
-from tests.helpers import run_job, write_job
+from tests.helpers import run_job, wait_for_state, write_job
 
 
 def test_user_function_raising_fails_the_job_with_operator_and_record(
@@ -63,7 +64,9 @@ def test_unencodable_record_names_operator_and_type(local_cluster, tmp_path: Pat
     assert "record of type set" in status["error"]
 
 
-def test_too_few_slots_says_what_is_needed_and_offered(local_cluster, tmp_path: Path) -> None:
+def test_too_few_slots_waits_then_fails_with_what_is_needed_and_offered(
+    local_cluster, tmp_path: Path
+) -> None:
     job_file = write_job(
         tmp_path,
         """
@@ -73,17 +76,25 @@ def test_too_few_slots_says_what_is_needed_and_offered(local_cluster, tmp_path: 
         job.source(sources.Collection([1, 2, 3])).sink(sinks.Collect())
         """,
     )
-    cluster = local_cluster(nodes=2, slots=2)
+    cluster = local_cluster(nodes=2, slots=2, coordinator_args=["--slot-timeout", "1s"])
 
-    async def submit() -> str:
+    async def submit() -> tuple[Any, dict[str, Any], dict[str, Any]]:
         async with open_client(cluster.address) as client:
-            return await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            reply = await client.submit_job(prepare_submission(job_file, base_dir=tmp_path))
+            waiting = await client.status(reply.job_id)
+            final = await wait_for_state(client, reply.job_id, ("FAILED",), timeout_s=30)
+            return reply, waiting, final
 
-    with pytest.raises(RemoteError) as info:
-        anyio.run(submit)
-    message = str(info.value)
-    assert "needs 5 slot(s)" in message
-    assert "node-1 offers 2 free of 2" in message and "node-2 offers 2 free of 2" in message
+    reply, waiting, final = anyio.run(submit)
+    # Accepted, waiting: the reply and the status say how many slots it needs and has.
+    assert "needs 5 slot(s)" in reply.waiting and "the cluster has 4 free" in reply.waiting
+    assert waiting["state"] == "SCHEDULING"
+    assert waiting["slots"] == {"needed": {"default": 5}, "total": 5, "waiting": reply.waiting}
+    # After the slot timeout it fails with that same explanation.
+    assert final["error"] == f"cannot schedule job 'big': no slots within 1000 ms: {reply.waiting}"
+    assert "node-1 offers 2 free of 2" in final["error"]
+    assert "node-2 offers 2 free of 2" in final["error"]
+    assert final["slots"]["waiting"] is None
 
 
 def test_nondeterministic_job_file_is_refused_at_deploy(local_cluster, tmp_path: Path) -> None:
