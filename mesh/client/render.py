@@ -107,8 +107,8 @@ def format_status(status: dict[str, Any]) -> str:
                 [
                     sub["subtask"],
                     f"{task['name']} ({sub['index'] + 1}/{task['parallelism']})",
-                    str(sub["node"]),
-                    str(sub["slot"]),
+                    "-" if sub["node"] is None else str(sub["node"]),
+                    "-" if sub["slot"] is None else str(sub["slot"]),
                     sub["state"],
                     _count(sub["records_in"]),
                     _count(sub["records_out"]),

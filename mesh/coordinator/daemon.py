@@ -233,9 +233,11 @@ class Coordinator(JobFailover):
                 last_heartbeat_ms=now,
             )
         )
+        node = self.nodes.nodes[msg.node_id]
         if previous is not None and previous.pid != msg.pid:
             self._node_gone(previous, "restarted")
-        node = self.nodes.nodes[msg.node_id]
+        elif previous is not None:  # the same process again (a retried registration)
+            node.used = previous.used
         node.report(msg.occupied)
         log.info(
             "node %s registered: %d slot(s) at %s%s",
@@ -355,6 +357,12 @@ class Coordinator(JobFailover):
     ) -> SubmitReply | ErrorReply:
         """Create, schedule and deploy a submitted job."""
         eg = build_execution_graph(graph)
+        try:
+            check_co_location(eg)  # no number of slots would make such a job fit
+        except SchedulingError as exc:
+            return ErrorReply(
+                f"cannot schedule job {graph.config.name!r}: {exc}", "bad_co_location"
+            )
         first_id = 1
         if restore is not None and metadata is not None:
             source = self.jobs.get(metadata.job_id)
@@ -380,11 +388,6 @@ class Coordinator(JobFailover):
         self.jobs[job.job_id] = job
         log.info("job %s (%s) submitted", job.job_id, job.name)
         job.transition(JobState.SCHEDULING)
-        try:
-            check_co_location(eg)
-        except SchedulingError as exc:
-            self._fail_for_good(job, f"cannot schedule job {job.name!r}: {exc}")
-            return ErrorReply(f"job {job.job_id}: {exc}", "bad_co_location")
         try:
             self._store_new(job)
         except StateError as exc:

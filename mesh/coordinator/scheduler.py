@@ -7,13 +7,16 @@ Rules (Flink's):
 * Tasks of one co-location group must be in the same sharing group and have the same
   parallelism; subtask i of each then shares slot i (true by the rule above).
 * ``spread`` takes each next slot from the node with the most free slots (ties by node
-  id), so subtasks spread evenly; ``pack`` fills the first node before the next.
+  id), so subtasks spread evenly; ``pack`` fills the first node before the next. Node
+  ids compare in natural order: node-2 before node-10.
 
 If the slots do not suffice, ``SchedulingError`` says how many are needed per group and
 what each node offers; the coordinator then lets the job wait (up to ``slot_timeout``).
 """
 
 from __future__ import annotations
+
+import re
 
 from mesh.errors import SchedulingError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef
@@ -22,6 +25,15 @@ from mesh.protocol.messages import TaskAssignment
 __all__ = ["PLACEMENTS", "check_co_location", "schedule", "slots_needed"]
 
 PLACEMENTS = ("spread", "pack")
+
+
+def _natural(node_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key: runs of digits compare as numbers (node-2 < node-10)."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"(\d+)", node_id)
+        if part
+    )
 
 
 def slots_needed(eg: ExecutionGraph) -> dict[str, int]:
@@ -60,7 +72,8 @@ def _describe(free: dict[str, list[int]], totals: dict[str, int]) -> str:
     if not totals:
         return "no nodes are registered"
     parts = [
-        f"{node} offers {len(free.get(node, []))} free of {totals[node]}" for node in sorted(totals)
+        f"{node} offers {len(free.get(node, []))} free of {totals[node]}"
+        for node in sorted(totals, key=_natural)
     ]
     return "; ".join(parts)
 
@@ -86,14 +99,16 @@ def schedule(
             f"{available} free: {_describe(free, totals)}. Start more nodes or give them "
             "more --slots."
         )
-    remaining = {node: list(slots) for node, slots in sorted(free.items())}
+    remaining = {
+        node: list(slots) for node, slots in sorted(free.items(), key=lambda i: _natural(i[0]))
+    }
     group_slots: dict[str, list[tuple[str, int]]] = {}
     for group, count in needed.items():
         chosen = []
         for _ in range(count):
             candidates = [n for n in remaining if remaining[n]]
             if placement == "spread":
-                node = min(candidates, key=lambda n: (-len(remaining[n]), n))
+                node = min(candidates, key=lambda n: (-len(remaining[n]), _natural(n)))
             else:
                 node = candidates[0]
             chosen.append((node, remaining[node].pop(0)))

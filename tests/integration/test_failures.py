@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 
 from mesh.client.client import open_client, prepare_submission
-from mesh.errors import RemoteError
 from tests.helpers import run_job, wait_for_state, write_job
 
 

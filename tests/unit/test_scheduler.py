@@ -15,7 +15,7 @@ from mesh.coordinator.registry import NodeInfo, NodeRegistry
 from mesh.coordinator.scheduler import schedule, slots_needed
 from mesh.errors import SchedulingError
 from mesh.graph.execution import ExecutionGraph, build_execution_graph
-from mesh.protocol.messages import PeerAddress, TaskAssignment
+from mesh.protocol.messages import PeerAddress, SlotInUse, TaskAssignment
 
 
 def _inc(x: Any) -> Any:
@@ -78,6 +78,20 @@ def test_pack_fills_the_first_node_first() -> None:
     free = {"b": [0, 1, 2], "a": [3, 4]}
     placed = _placement(schedule(eg, free, {"a": 5, "b": 3}, placement="pack"))
     assert placed == {"0.0": ("a", 3), "0.1": ("a", 4), "0.2": ("b", 0), "0.3": ("b", 1)}
+
+
+def test_node_ids_compare_in_natural_order() -> None:
+    eg = _single_task(2)
+    free = {"node-10": [0, 1], "node-2": [0, 1], "node-9": [0]}
+    totals = {"node-10": 2, "node-2": 2, "node-9": 1}
+    assert _placement(schedule(eg, free, totals, placement="pack")) == {
+        "0.0": ("node-2", 0),
+        "0.1": ("node-2", 1),
+    }
+    spread = _placement(schedule(eg, free, totals))  # a tie of 2 free: node-2, then node-10
+    assert spread == {"0.0": ("node-2", 0), "0.1": ("node-10", 0)}
+    with pytest.raises(SchedulingError, match="node-2 offers 2 free of 2; node-9 offers 1"):
+        schedule(_single_task(9), free, totals)
 
 
 def test_unknown_placement_is_refused() -> None:
@@ -191,7 +205,23 @@ def _jobs(draw: st.DrawFn) -> ExecutionGraph:
         for p in parallelisms[1:]:
             stream = stream.map(_inc).set_parallelism(p).disable_chaining()
         stream.sink(sinks.Collect()).set_parallelism(draw(st.integers(1, 4)))
+    if draw(st.booleans()):
+        # A co-located pair of unchained tasks in one group, equal parallelism.
+        group = draw(st.sampled_from(["default", "g1", "g2"]))
+        p = draw(st.integers(1, 4))
+        head = job.source(sources.Collection([1])).slot_sharing_group(group).set_parallelism(p)
+        head.co_location_group("c")
+        tail = head.rebalance().map(_inc).set_parallelism(p).co_location_group("c")
+        tail.sink(sinks.Collect()).set_parallelism(p)
     return _eg(job)
+
+
+def _co_located_tasks(eg: ExecutionGraph) -> list[int]:
+    return [
+        t.id
+        for t in eg.job.tasks
+        if any(eg.logical.operator(o).co_location_group == "c" for o in t.operators)
+    ]
 
 
 free_maps = st.dictionaries(
@@ -227,7 +257,18 @@ def test_every_subtask_is_placed_once_in_a_free_slot(
         assert len(tasks) == len(set(tasks)), "a slot holds two subtasks of one task"
     for groups in groups_in_slot.values():
         assert len(groups) == 1, "two sharing groups in one slot"
-    assert len(tasks_in_slot) == needed
+    # Slots used: the largest parallelism per group, summed (computed here independently).
+    largest: dict[str, int] = {}
+    for t in eg.job.tasks:
+        largest[t.slot_sharing_group] = max(largest.get(t.slot_sharing_group, 0), t.parallelism)
+    assert len(tasks_in_slot) == needed == sum(largest.values())
+    # Subtask i of every co-located task shares one slot.
+    where = {a.subtask: (a.node_id, a.slot) for a in assignments}
+    co_located = _co_located_tasks(eg)
+    if co_located:
+        parallelism = eg.job.tasks[co_located[0]].parallelism
+        for i in range(parallelism):
+            assert len({where[f"{t}.{i}"] for t in co_located}) == 1
 
 
 # -- the node registry ------------------------------------------------------------------------
@@ -275,6 +316,30 @@ def test_registry_schedule_allocate_round_trip() -> None:
         schedule(_single_task(2), registry.free_slots(), totals)
     registry.release("j1")
     assert registry.free_slots() == {"a": [0, 1], "b": [0, 1]}
+
+
+def test_slots_a_node_reports_busy_are_not_free_until_it_reports_them_free() -> None:
+    registry = NodeRegistry()
+    registry.register(_node("a", 4))
+    registry.allocate("mine", [TaskAssignment("0.0", "a", 1)])
+    node = registry.get("a")
+    assert node is not None
+    # After a coordinator restart (or a cancel that timed out) the node says slots 0 and 3
+    # are busy with a job the coordinator did not give them to; slot 1 is "mine" already.
+    busy = [SlotInUse(0, "old", 2), SlotInUse(1, "mine", 0), SlotInUse(3, "old", 2)]
+    node.report([*busy, SlotInUse(9, "old", 2)])  # a slot it does not have is ignored
+    assert node.held == {0: "old", 3: "old"}
+    assert registry.free_slots() == {"a": [2]}
+    summary = node.summary(0)
+    assert (summary["used"], summary["free"], summary["jobs"]) == (3, 1, ["mine", "old"])
+    registry.release("mine")
+    assert registry.free_slots() == {"a": [1, 2]}  # still held by "old"
+    assert registry.heartbeat("a", 5, rss_bytes=0, wire_errors=0, occupied=[])
+    assert registry.free_slots() == {"a": [0, 1, 2, 3]}
+    # A heartbeat without occupancy (None) changes nothing.
+    node.report([SlotInUse(2, "old", 2)])
+    assert registry.heartbeat("a", 6, rss_bytes=0, wire_errors=0)
+    assert registry.free_slots() == {"a": [0, 1, 3]}
 
 
 def test_registry_replacing_a_node_returns_the_old_registration() -> None:
