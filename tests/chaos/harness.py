@@ -337,3 +337,18 @@ class ChaosRun:
                 staged = conn.execute("SELECT count(*) FROM _mesh_staging").fetchone()[0]
             return [f"{staged} staged rows"] if staged else []
         return sorted(p.name for p in self.out.glob(".part-*"))
+
+
+def assert_exact(run: ChaosRun, final: dict[str, Any]) -> None:
+    """The job finished, and its committed output is every (key, seq) exactly once."""
+    assert final["state"] == "FINISHED", final["error"]
+    verdict = run.verdict()
+    assert verdict.as_dict() == {
+        "records": verdict.expected,
+        "expected": verdict.expected,
+        "lost": 0,
+        "duplicates": 0,
+        "alerts": 0,
+        "dead_letters": 0,
+    }
+    assert run.leftovers() == []

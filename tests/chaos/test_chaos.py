@@ -9,52 +9,15 @@ ones are ``python bench/chaos.py`` (see its docstring).
 
 from __future__ import annotations
 
-import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.chaos.harness import ChaosRun, SeqJob
+from tests.chaos.harness import SeqJob, assert_exact
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    runs: list[ChaosRun] = []
-
-    def make(job: SeqJob, **kwargs: Any) -> ChaosRun:
-        # ChaosRun sets SEQ_* variables for the job file; they go away after the test.
-        for key in [k for k in os.environ if k.startswith("SEQ_")]:
-            monkeypatch.delenv(key)
-        for key, value in job.env(tmp_path / "out").items():
-            monkeypatch.setenv(key, value)
-        run = ChaosRun(tmp_path, job, **kwargs)
-        runs.append(run)
-        run.start()
-        return run
-
-    yield make
-    for run in runs:
-        run.stop()
-
-
-def assert_exact(run: ChaosRun, final: dict[str, Any]) -> None:
-    assert final["state"] == "FINISHED", final["error"]
-    verdict = run.verdict()
-    assert verdict.as_dict() == {
-        "records": verdict.expected,
-        "expected": verdict.expected,
-        "lost": 0,
-        "duplicates": 0,
-        "alerts": 0,
-        "dead_letters": 0,
-    }
-    assert run.leftovers() == []
 
 
 @pytest.mark.parametrize("sink", ["jsonlines", "sqlite"])

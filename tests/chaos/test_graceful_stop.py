@@ -15,8 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.chaos.harness import ChaosRun, SeqJob
-from tests.chaos.test_chaos import assert_exact, chaos  # noqa: F401 - the fixture
+from tests.chaos.harness import ChaosRun, SeqJob, assert_exact
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +25,7 @@ FAILOVER_DEADLINE_S = 15.0  # well below the heartbeat timeout
 
 
 def test_a_node_stopped_with_sigterm_leaves_and_its_job_fails_over_at_once(
-    chaos: Any,  # noqa: F811 - the fixture imported above
+    chaos: Any,
 ) -> None:
     run: ChaosRun = chaos(
         SeqJob(n=2500),
@@ -80,7 +79,7 @@ def test_a_node_stopped_with_sigterm_leaves_and_its_job_fails_over_at_once(
 
 
 def test_a_node_running_nothing_of_the_job_leaves_without_a_restart(
-    chaos: Any,  # noqa: F811 - the fixture imported above
+    chaos: Any,
 ) -> None:
     run: ChaosRun = chaos(
         SeqJob(n=1500), nodes=NODES, slots=SLOTS, heartbeat_timeout=f"{HEARTBEAT_TIMEOUT_S}s"
