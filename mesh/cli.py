@@ -540,8 +540,17 @@ def run(
         check_co_location(eg)
     except SchedulingError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    needed = sum(slots_needed(eg).values())
+    groups = slots_needed(eg)
+    needed = sum(groups.values())
     per_node = slots or max(1, math.ceil(needed / nodes))
+    if nodes * per_node < needed:  # the embedded cluster never grows: it would only wait
+        per_group = ", ".join(f"{g}: {n}" for g, n in groups.items())
+        raise _fail(
+            f"job needs {needed} slot(s) ({per_group}) but --nodes {nodes} x --slots "
+            f"{per_node} gives {nodes * per_node}; give more --nodes or --slots (or leave "
+            "--slots out)",
+            EXIT_USAGE,
+        )
     # The state directory outlives the run when given (savepoints, checkpoints, logs);
     # otherwise a temporary one is removed after a successful run.
     temp_dir = None if state_dir else tempfile.mkdtemp(prefix="mesh-run-")

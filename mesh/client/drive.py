@@ -42,12 +42,15 @@ async def drive_job(address: str, submission: Any, *, quiet: bool, state_dir: st
     tty = sys.stderr.isatty()
     async with open_client(address) as client:
         try:
-            job_id = await client.submit(submission)
+            reply = await client.submit_job(submission)
         except RemoteError as exc:
             _err(f"error: {exc}")
             return Outcome.FAILED
+        job_id = reply.job_id
         if not quiet:
             _err(f"job {job_id} ({submission.job_name}) submitted")
+        if reply.waiting:
+            _err(f"job {job_id} waits for slots: {reply.waiting}")
         collected: list[Any] = []
         offset = 0
         interrupted = False

@@ -203,10 +203,12 @@ class LocalCluster:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop every daemon (SIGTERM, then SIGKILL after ``timeout_s``); idempotent.
 
-        Nodes go first, so they can tell the coordinator they are leaving."""
-        deadline = time.monotonic() + timeout_s
-        self._terminate(self.nodes, deadline)
-        self._terminate([self.coordinator] if self.coordinator else [], deadline)
+        Nodes go first, so they can tell the coordinator they are leaving; the coordinator
+        then gets ``timeout_s`` of its own."""
+        self._terminate(self.nodes, time.monotonic() + timeout_s)
+        self._terminate(
+            [self.coordinator] if self.coordinator else [], time.monotonic() + timeout_s
+        )
         if self._listener is not None:
             self._listener.close()
             self._listener = None

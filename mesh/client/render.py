@@ -159,7 +159,7 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
     for node in nodes:
         rows.append(
             [
-                node["node_id"],
+                node["node_id"] + (" (leaving)" if node.get("leaving") else ""),
                 node["host"],
                 str(node["pid"]),
                 str(node["slots"]),

@@ -316,8 +316,21 @@ class Coordinator(JobFailover):
         node = self.nodes.get(msg.node_id)
         if node is None or node.identity != identity:
             return Ack(detail=f"node {msg.node_id} is not registered")
-        self._node_gone(node, msg.reason, left=True)
-        return Ack(detail="left")
+        if msg.stopped:
+            self._node_gone(node, msg.reason, left=True)
+            return Ack(detail="left")
+        # Its subtasks are still stopping: they count as running until they report, so
+        # the next attempt of a job never runs beside them.
+        node.leaving = True
+        log.info("node %s is leaving: %s", node.node_id, msg.reason)
+        for job in list(self.jobs.values()):
+            if not job.done and node.node_id in job.nodes:
+                self._fail(
+                    job,
+                    f"node {node.node_id} ({node.host}, pid {node.pid}) left the cluster: "
+                    f"{msg.reason}",
+                )
+        return Ack(detail="leaving")
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -419,14 +432,14 @@ class Coordinator(JobFailover):
             log.info("job %s (%s) got its slots", job.job_id, job.name)
         job.waiting, job.slot_deadline_ms = None, None
         job.assignments = assignments
-        self.nodes.allocate(job.job_id, assignments)
+        self.nodes.allocate(job.job_id, job.attempt, assignments)
         self._deploy(job)
 
     def _schedule(self, job: JobRecord) -> list[TaskAssignment]:
         return schedule(
             job.graph,
             self.nodes.free_slots(),
-            {n.node_id: n.slots for n in self.nodes.nodes.values()},
+            self.nodes.totals(),
             placement=self.config.placement,
         )
 

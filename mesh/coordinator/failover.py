@@ -89,7 +89,7 @@ class JobFailover:
             return
         self.nodes.release(job.job_id)
         try:
-            self._schedule(job)
+            assignments = self._schedule(job)
         except SchedulingError as exc:
             if job.slot_deadline_ms is None:
                 job.slot_deadline_ms = now + self.config.slot_timeout_ms
@@ -106,10 +106,13 @@ class JobFailover:
         job.waiting = None
         assert self._tg is not None
         job.redeploying = True
-        self._tg.start_soon(self._redeploy, job)
+        # The slots are the next attempt's from now on: no job placed meanwhile takes them.
+        self.nodes.allocate(job.job_id, job.attempt + 1, assignments)
+        self._tg.start_soon(self._redeploy, job, assignments)
 
-    async def _redeploy(self, job: JobRecord) -> None:
-        """Read the restore point (off the loop: it hashes every file), then deploy."""
+    async def _redeploy(self, job: JobRecord, assignments: list[TaskAssignment]) -> None:
+        """Read the restore point (off the loop: it hashes every file), then deploy the
+        next attempt into ``assignments`` (allocated already)."""
         assert self.store is not None
         # Completed checkpoints and savepoints of the job, newest first, then what the
         # job was submitted with.
@@ -128,15 +131,13 @@ class JobFailover:
             return
         job.redeploying = False
         if job.state is not JobState.RESTARTING:
-            return  # cancelled meanwhile
-        try:
-            assignments = self._schedule(job)
-        except SchedulingError:
-            return  # the slots went away meanwhile: wait again
+            return  # cancelled meanwhile (its slots were released then)
+        if any((node := self.nodes.get(a.node_id)) is None or node.leaving for a in assignments):
+            self.nodes.release(job.job_id)
+            return  # a node went away meanwhile: place the job again
         job.new_attempt()
         job.restore = restore
         job.assignments = assignments
-        self.nodes.allocate(job.job_id, assignments)
         job.transition(JobState.SCHEDULING)
         self._persist(job, state=job.state.value, attempt=job.attempt)
         log.info(

@@ -29,7 +29,7 @@ from typing import Any
 from mesh.coordinator.checkpoints import CheckpointManager
 from mesh.coordinator.jobstore import StoredJob
 from mesh.coordinator.restart import RestartTracker
-from mesh.coordinator.scheduler import slots_needed
+from mesh.coordinator.scheduler import natural_key, slots_needed
 from mesh.errors import MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
 from mesh.graph.logical import LogicalGraph
@@ -377,7 +377,9 @@ class JobRecord:
         for a in self.assignments:
             slots.setdefault((a.node_id, a.slot), []).append(SubtaskRef.parse(a.subtask))
         rows = []
-        for (node, slot), refs in sorted(slots.items()):
+        for (node, slot), refs in sorted(
+            slots.items(), key=lambda i: (natural_key(i[0][0]), i[0][1])
+        ):
             refs.sort(key=lambda r: (r.task, r.index))
             rows.append(
                 {

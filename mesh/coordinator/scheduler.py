@@ -22,17 +22,18 @@ from mesh.errors import SchedulingError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef
 from mesh.protocol.messages import TaskAssignment
 
-__all__ = ["PLACEMENTS", "check_co_location", "schedule", "slots_needed"]
+__all__ = ["PLACEMENTS", "check_co_location", "natural_key", "schedule", "slots_needed"]
 
 PLACEMENTS = ("spread", "pack")
 
 
-def _natural(node_id: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key: runs of digits compare as numbers (node-2 < node-10)."""
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part)
-        for part in re.split(r"(\d+)", node_id)
-        if part
+def natural_key(node_id: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """Sort key for node ids: runs of ASCII digits compare as numbers (node-2 before
+    node-10); the id itself breaks ties (node-02 and node-2)."""
+    parts = re.split(r"([0-9]+)", node_id)
+    return (
+        tuple((0, int(p)) if i % 2 else (1, p) for i, p in enumerate(parts) if p),
+        node_id,
     )
 
 
@@ -73,7 +74,7 @@ def _describe(free: dict[str, list[int]], totals: dict[str, int]) -> str:
         return "no nodes are registered"
     parts = [
         f"{node} offers {len(free.get(node, []))} free of {totals[node]}"
-        for node in sorted(totals, key=_natural)
+        for node in sorted(totals, key=natural_key)
     ]
     return "; ".join(parts)
 
@@ -100,7 +101,7 @@ def schedule(
             "more --slots."
         )
     remaining = {
-        node: list(slots) for node, slots in sorted(free.items(), key=lambda i: _natural(i[0]))
+        node: list(slots) for node, slots in sorted(free.items(), key=lambda i: natural_key(i[0]))
     }
     group_slots: dict[str, list[tuple[str, int]]] = {}
     for group, count in needed.items():
@@ -108,7 +109,7 @@ def schedule(
         for _ in range(count):
             candidates = [n for n in remaining if remaining[n]]
             if placement == "spread":
-                node = min(candidates, key=lambda n: (-len(remaining[n]), _natural(n)))
+                node = min(candidates, key=lambda n: (-len(remaining[n]), natural_key(n)))
             else:
                 node = candidates[0]
             chosen.append((node, remaining[node].pop(0)))

@@ -94,7 +94,8 @@ class Node:
         # Started runtimes until their subtasks have all ended (also once stopped and
         # dropped from ``jobs``): their slots are still occupied.
         self._running: set[JobRuntime] = set()
-        self._leaving = False  # leave() was called: no more heartbeats or registering
+        self._leaving = False  # leave() was called: no new subtasks, no registering
+        self._left = False  # leave() is done: no more heartbeats
         self._drained: anyio.Event | None = None  # set when _running empties (leaving)
         self.address: PeerAddress | None = None
         self.heartbeat_interval_ms = 1000
@@ -219,7 +220,7 @@ class Node:
 
     async def _heartbeats(self) -> None:
         assert self._control is not None
-        while not self._leaving:
+        while not self._left:
             await self.clock.sleep_ms(self.heartbeat_interval_ms)
             silent = self.clock.monotonic_ms() - self._last_contact_ms
             if silent > self.heartbeat_timeout_ms and self.jobs and not self._registering:
@@ -227,28 +228,36 @@ class Node:
                     f"no word from the coordinator at {self.config.coordinator} for "
                     f"{silent:.0f} ms (timeout {self.heartbeat_timeout_ms} ms)"
                 )
-            if not self._leaving:
+            if not self._left:
                 await self._control.send(self._heartbeat())
 
     async def leave(self, reason: str = "stopped (SIGTERM)", *, timeout_s: float = 2.0) -> None:
         """Leave the cluster gracefully: tell the coordinator (its jobs fail over now, from
-        their latest checkpoint), then stop every subtask without committing and wait for
-        them to end. Cancel ``run`` afterwards."""
+        their latest checkpoint), stop every subtask without committing, wait for them to
+        end, then say so. Cancel ``run`` afterwards."""
         if self._leaving or self._control is None or self._registering:
             return
         self._leaving = True
         log.info("node %s leaving the cluster: %s", self.node_id, reason)
-        with anyio.move_on_after(timeout_s):
-            try:
-                await self._control.request(
-                    NodeLeaving(node_id=self.node_id, reason=reason), timeout_s=timeout_s
-                )
-            except TimeoutError:
-                log.warning("the coordinator did not answer; leaving anyway")
+        await self._tell_leaving(reason, stopped=False, timeout_s=timeout_s)
         self._stop_jobs(f"node {self.node_id} is leaving: {reason}")
         self._drained = anyio.Event()
         if self._running:
             await self._drained.wait()
+        self._left = True
+        await self._tell_leaving(reason, stopped=True, timeout_s=timeout_s)
+
+    async def _tell_leaving(self, reason: str, *, stopped: bool, timeout_s: float) -> None:
+        assert self._control is not None
+        message = NodeLeaving(node_id=self.node_id, reason=reason, stopped=stopped)
+        try:
+            await self._control.request(message, timeout_s=timeout_s)
+        except (TimeoutError, MeshError) as exc:
+            log.warning(
+                "the coordinator did not take node %s's leave (%s); leaving anyway",
+                self.node_id,
+                exc or "no answer",
+            )
 
     # -- messages from the coordinator --------------------------------------------------------
 
@@ -274,6 +283,7 @@ class Node:
                 runtime.cancel(commit=msg.commit)
                 if not runtime.started:
                     del self.jobs[msg.job_id]
+                    self._slots_changed()
         elif isinstance(msg, TriggerCheckpoint):
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None:
@@ -360,6 +370,9 @@ class Node:
                 self._drained.set()
             if self.jobs.get(runtime.job_id) is runtime:
                 del self.jobs[runtime.job_id]
-            if self._control is not None and not self._leaving:
-                # Its slots are free now: say so without waiting for the next heartbeat.
-                self._control.send_nowait(self._heartbeat())
+            self._slots_changed()
+
+    def _slots_changed(self) -> None:
+        """Slots were freed: tell the coordinator now, not at the next heartbeat."""
+        if self._control is not None and not self._left and not self._registering:
+            self._control.send_nowait(self._heartbeat())

@@ -185,11 +185,14 @@ class Heartbeat:
 @message("node_leaving")
 @dataclass(frozen=True, slots=True)
 class NodeLeaving:
-    """A node stops gracefully (SIGTERM): its subtasks are stopped, its slots go away, and
-    the jobs it ran fail over now rather than after the heartbeat timeout."""
+    """A node stops gracefully (SIGTERM), in two steps. First (``stopped`` False): it
+    takes no new subtasks and the jobs it runs fail over now, not after the heartbeat
+    timeout; their next attempt starts once its subtasks have reported stopping. Then
+    (``stopped`` True): its subtasks have ended and it goes away."""
 
     node_id: str
     reason: str
+    stopped: bool = False
 
 
 @message("deploy_result")

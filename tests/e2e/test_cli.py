@@ -200,6 +200,10 @@ def test_client_errors_and_exit_codes(workdir: Path, daemons: Daemons) -> None:
     cancelled = mesh(workdir, "cancel", waiting_id, "--coordinator", address)
     assert cancelled.returncode == 0 and "CANCELED" in cancelled.stdout
 
+    too_small = mesh(workdir, "run", "examples/wordcount.py", "--nodes", "1", "--slots", "1")
+    assert too_small.returncode == 2
+    assert "job needs 2 slot(s) (default: 2) but --nodes 1 x --slots 1 gives 1" in too_small.stderr
+
     bad_slots = mesh(workdir, "node", "--coordinator", address, "--slots", "0")
     assert bad_slots.returncode == 2
     assert "slots = 0 (from --slots) is not allowed: expected an integer >= 1" in bad_slots.stderr

@@ -8,6 +8,7 @@ Placement is read as a user reads it, with ``mesh status JOB --json`` and ``mesh
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -455,7 +456,79 @@ def test_co_location_group_across_sharing_groups_is_refused(local_cluster, tmp_p
         assert "co-location group 'g' needs equal parallelism" in message
         assert "src has 1" in message and "mapper has 2" in message
         assert unequal_error.value.code == "bad_co_location"
-        # Nothing was deployed: the node's slots are all free.
+        # Nothing was deployed (the node's slots are all free), nor recorded.
         await all_free(address, {"node-1": 4})
+        async with open_client(address) as client:
+            assert await client.list_jobs() == []
 
     anyio.run(scenario)
+
+
+# Needs 4 slots, checkpoints often, runs until cancelled.
+STEADY_JOB = """
+from mesh import Job, RestartStrategy, sinks, sources
+
+job = Job(
+    "{name}",
+    parallelism=4,
+    checkpoint_interval="100ms",
+    restart=RestartStrategy.fixed_delay(attempts=3, delay="200ms"),
+)
+nums = job.source(sources.Generator(lambda i: i, rate=400)).uid("gen")
+nums.key_by(lambda x: x % 8).count().uid("count").filter(lambda r: False).sink(sinks.Collect())
+"""
+
+
+def test_a_failing_over_job_keeps_its_slots_and_a_waiting_job_starts_when_it_ends(
+    local_cluster, tmp_path: Path
+) -> None:
+    """A (4 slots) runs on 3 nodes x 2 slots and B (4 slots) waits. node-3, which runs
+    part of A, stops with SIGTERM: A fails over onto the 4 slots left — B, newer, does
+    not take them — and when A is cancelled B starts there."""
+    cluster = local_cluster(nodes=3, slots=2)
+    first = write_job(tmp_path, STEADY_JOB.format(name="first"), "first.py")
+    second = write_job(tmp_path, STEADY_JOB.format(name="second"), "second.py")
+    address = cluster.address
+
+    async def scenario() -> dict[str, Any]:
+        async with open_client(address) as client:
+            a = await client.submit(prepare_submission(first, base_dir=tmp_path))
+            running = await cli_wait_running(address, a)
+            assert "node-3" in {node for node, _ in slots_of(running)}
+            b = await client.submit_job(prepare_submission(second, base_dir=tmp_path))
+            assert b.waiting is not None and "the cluster has 2 free" in b.waiting
+            with anyio.fail_after(30):  # a checkpoint to restart from
+                while True:
+                    if ((await client.status(a))["checkpoints"] or {}).get("completed"):
+                        break
+                    await anyio.sleep(0.05)
+            node3 = next(n for n in cluster.nodes if n.name == "node-3")
+            cluster.kill(node3, signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(node3.process.wait, 30) == 0
+            restarted = await cli_wait_running(address, a)
+            waiting = await cli_status(address, b.job_id)
+            await client.cancel(a)
+            started = await cli_wait_running(address, b.job_id)
+            nodes = await cli_nodes(address)
+            await client.cancel(b.job_id)
+            return {"restarted": restarted, "waiting": waiting, "started": started, "nodes": nodes}
+
+    seen = anyio.run(scenario)
+    restarted = seen["restarted"]
+    assert restarted["attempt"] == 1 and restarted["restarts"] == 1
+    assert "node node-3" in restarted["failures"][-1]["error"]
+    assert "left the cluster: stopped (SIGTERM)" in restarted["failures"][-1]["error"]
+    assert "chk-" in restarted["restored_from"]
+    assert sorted(slots_of(restarted)) == [
+        ("node-1", 0),
+        ("node-1", 1),
+        ("node-2", 0),
+        ("node-2", 1),
+    ]
+    check_placement(restarted)
+    # B waited the whole time, oldest job first, and says what it needs and has.
+    assert seen["waiting"]["state"] == "SCHEDULING"
+    assert "needs 4 slot(s)" in seen["waiting"]["slots"]["waiting"]
+    assert "node-3" not in seen["waiting"]["slots"]["waiting"]  # it left
+    assert sorted(slots_of(seen["started"])) == sorted(slots_of(restarted))
+    assert set(seen["nodes"]) == {"node-1", "node-2"}

@@ -48,7 +48,8 @@ async def _nodes_by_id(client: Any) -> dict[str, dict[str, Any]]:
 
 
 def test_slots_a_node_reports_busy_stay_out_of_scheduling(local_cluster, tmp_path: Path) -> None:
-    cluster = local_cluster(nodes=1, slots=2)
+    # The fake node never heartbeats on its own: a long timeout keeps it registered.
+    cluster = local_cluster(nodes=1, slots=2, env={"MESH_HEARTBEAT_TIMEOUT": "60s"})
     job_file = write_job(tmp_path, WIDE)
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)

@@ -47,7 +47,7 @@ EXAMPLES: list[Any] = [
         wire_errors=3,
         occupied=[m.SlotInUse(slot=0, job_id="job-1", attempt=2)],
     ),
-    m.NodeLeaving(node_id="node-a", reason="stopped (SIGTERM)"),
+    m.NodeLeaving(node_id="node-a", reason="stopped (SIGTERM)", stopped=True),
     m.DeployResult(job_id="job-1", attempt=2, node_id="node-a", ok=False, error="no space"),
     m.TaskUpdate(job_id="job-1", attempt=2, node_id="node-a", metrics=METRICS, error="Traceback"),
     m.CollectBatch(job_id="job-1", attempt=2, subtask="3.0", records=orjson.dumps([1, "a"])),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import mesh
 from mesh import sinks, sources
 from mesh.coordinator.registry import NodeInfo, NodeRegistry
-from mesh.coordinator.scheduler import schedule, slots_needed
+from mesh.coordinator.scheduler import natural_key, schedule, slots_needed
 from mesh.errors import SchedulingError
 from mesh.graph.execution import ExecutionGraph, build_execution_graph
 from mesh.protocol.messages import PeerAddress, SlotInUse, TaskAssignment
@@ -78,6 +78,18 @@ def test_pack_fills_the_first_node_first() -> None:
     free = {"b": [0, 1, 2], "a": [3, 4]}
     placed = _placement(schedule(eg, free, {"a": 5, "b": 3}, placement="pack"))
     assert placed == {"0.0": ("a", 3), "0.1": ("a", 4), "0.2": ("b", 0), "0.3": ("b", 1)}
+
+
+def test_natural_key_only_counts_ascii_digits_and_breaks_ties_by_id() -> None:
+    ids = ["node-10", "node-2", "node-02", "node-1²", "node-1", "n"]
+    assert sorted(ids, key=natural_key) == [
+        "n",
+        "node-1",
+        "node-1²",
+        "node-02",
+        "node-2",
+        "node-10",
+    ]
 
 
 def test_node_ids_compare_in_natural_order() -> None:
@@ -292,8 +304,8 @@ def test_registry_allocate_and_release() -> None:
     registry.register(_node("a", 3))
     registry.register(_node("b", 2))
     assert registry.free_slots() == {"a": [0, 1, 2], "b": [0, 1]}
-    registry.allocate("job-1", [TaskAssignment("0.0", "a", 1), TaskAssignment("0.1", "b", 0)])
-    registry.allocate("job-2", [TaskAssignment("0.0", "a", 0)])
+    registry.allocate("job-1", 0, [TaskAssignment("0.0", "a", 1), TaskAssignment("0.1", "b", 0)])
+    registry.allocate("job-2", 3, [TaskAssignment("0.0", "a", 0)])
     assert registry.free_slots() == {"a": [2], "b": [1]}
     assert registry.get("a") is not None
     assert registry.get("a").summary(0)["jobs"] == ["job-1", "job-2"]  # type: ignore[union-attr]
@@ -310,7 +322,7 @@ def test_registry_schedule_allocate_round_trip() -> None:
         registry.register(_node(node_id, 2))
     totals = {n.node_id: n.slots for n in registry.nodes.values()}
     first = schedule(_single_task(3), registry.free_slots(), totals)
-    registry.allocate("j1", first)
+    registry.allocate("j1", 0, first)
     assert sum(len(s) for s in registry.free_slots().values()) == 1
     with pytest.raises(SchedulingError, match="a offers 0 free of 2; b offers 1 free of 2"):
         schedule(_single_task(2), registry.free_slots(), totals)
@@ -321,25 +333,57 @@ def test_registry_schedule_allocate_round_trip() -> None:
 def test_slots_a_node_reports_busy_are_not_free_until_it_reports_them_free() -> None:
     registry = NodeRegistry()
     registry.register(_node("a", 4))
-    registry.allocate("mine", [TaskAssignment("0.0", "a", 1)])
+    registry.allocate("mine", 0, [TaskAssignment("0.0", "a", 1)])
     node = registry.get("a")
     assert node is not None
-    # After a coordinator restart (or a cancel that timed out) the node says slots 0 and 3
-    # are busy with a job the coordinator did not give them to; slot 1 is "mine" already.
+    # After a coordinator restart the node says slots 0 and 3 are busy with a job the
+    # coordinator did not give them to; slot 1 holds what the coordinator gave it.
     busy = [SlotInUse(0, "old", 2), SlotInUse(1, "mine", 0), SlotInUse(3, "old", 2)]
     node.report([*busy, SlotInUse(9, "old", 2)])  # a slot it does not have is ignored
     assert node.held == {0: "old", 3: "old"}
     assert registry.free_slots() == {"a": [2]}
     summary = node.summary(0)
     assert (summary["used"], summary["free"], summary["jobs"]) == (3, 1, ["mine", "old"])
+    # The job ends, but the node's last report still has its subtasks in slot 1.
     registry.release("mine")
-    assert registry.free_slots() == {"a": [1, 2]}  # still held by "old"
+    assert registry.free_slots() == {"a": [2]}
     assert registry.heartbeat("a", 5, rss_bytes=0, wire_errors=0, occupied=[])
     assert registry.free_slots() == {"a": [0, 1, 2, 3]}
     # A heartbeat without occupancy (None) changes nothing.
     node.report([SlotInUse(2, "old", 2)])
     assert registry.heartbeat("a", 6, rss_bytes=0, wire_errors=0)
     assert registry.free_slots() == {"a": [0, 1, 3]}
+
+
+def test_a_slot_is_never_double_booked_while_an_old_attempt_still_runs_in_it() -> None:
+    registry = NodeRegistry()
+    registry.register(_node("a", 2))
+    registry.allocate("j", 0, [TaskAssignment("0.0", "a", 0)])
+    node = registry.get("a")
+    assert node is not None
+    node.report([SlotInUse(0, "j", 0)])
+    assert registry.free_slots() == {"a": [1]}
+    # Attempt 0 is cancelled but its cancel times out: the coordinator lets go of it.
+    registry.release("j")
+    assert registry.free_slots() == {"a": [1]}  # the node still reports it
+    registry.allocate("j", 1, [TaskAssignment("0.0", "a", 1)])
+    node.report([SlotInUse(0, "j", 0), SlotInUse(1, "j", 1)])
+    assert registry.free_slots() == {"a": []}
+    assert node.held == {0: "j"}
+    node.report([SlotInUse(1, "j", 1)])  # attempt 0 ended at last
+    assert registry.free_slots() == {"a": [0]}
+
+
+def test_a_leaving_node_offers_no_slots() -> None:
+    registry = NodeRegistry()
+    registry.register(_node("a", 2))
+    registry.register(_node("b", 2))
+    node = registry.get("b")
+    assert node is not None
+    node.leaving = True
+    assert registry.free_slots() == {"a": [0, 1]}
+    assert registry.totals() == {"a": 2}
+    assert node.summary(0)["leaving"] is True
 
 
 def test_registry_replacing_a_node_returns_the_old_registration() -> None:
