@@ -172,9 +172,11 @@ class Node:
                 self.heartbeat_interval_ms = reply.heartbeat_interval_ms
                 self.heartbeat_timeout_ms = reply.heartbeat_timeout_ms
                 self._last_contact_ms = self.clock.monotonic_ms()
-                return
+                break
         finally:
             self._registering = False
+        if self._occupied() != message.occupied:  # slots were freed while registering
+            self._slots_changed()
 
     def _reregister(self, reason: str) -> None:
         if self._registering or self._tg is None or self._leaving:

@@ -76,7 +76,8 @@ def test_a_node_declared_lost_registers_again_when_it_wakes(local_cluster, tmp_p
             with anyio.fail_after(15):
                 while True:  # polling the coordinator: there is no event to wait on here
                     nodes = await client.nodes()
-                    if len(nodes) == 2:
+                    # Registered again, and its stopped subtasks no longer hold slots.
+                    if len(nodes) == 2 and all(n["free"] == 2 for n in nodes):
                         break
                     await anyio.sleep(0.05)
             after = await client.submit(prepare_submission(small, base_dir=tmp_path))
