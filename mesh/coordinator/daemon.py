@@ -412,25 +412,9 @@ class Coordinator(JobFailover):
     def _place(self, job: JobRecord) -> None:
         """Give a SCHEDULING job its slots and deploy it; or let it wait for slots (it
         fails with the scheduler's explanation once ``slot_timeout`` passes)."""
-        now = self.clock.monotonic_ms()
-        try:
-            assignments = self._schedule(job)
-        except SchedulingError as exc:
-            if job.slot_deadline_ms is None:
-                job.slot_deadline_ms = now + self.config.slot_timeout_ms
-                log.warning("job %s (%s) waits for slots: %s", job.job_id, job.name, exc)
-            elif now > job.slot_deadline_ms:
-                self._fail_for_good(
-                    job,
-                    f"cannot schedule job {job.name!r}: no slots within "
-                    f"{self.config.slot_timeout_ms} ms: {exc}",
-                )
-                return
-            job.waiting = str(exc)
+        assignments = self._slots_for(job, "schedule")
+        if assignments is None:
             return
-        if job.waiting is not None:
-            log.info("job %s (%s) got its slots", job.job_id, job.name)
-        job.waiting, job.slot_deadline_ms = None, None
         job.assignments = assignments
         self.nodes.allocate(job.job_id, job.attempt, assignments)
         self._deploy(job)

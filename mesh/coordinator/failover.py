@@ -88,27 +88,41 @@ class JobFailover:
         if not job.subtasks_done() and now < job.cancel_deadline_ms:
             return
         self.nodes.release(job.job_id)
-        try:
-            assignments = self._schedule(job)
-        except SchedulingError as exc:
-            if job.slot_deadline_ms is None:
-                job.slot_deadline_ms = now + self.config.slot_timeout_ms
-                log.warning("job %s waits for slots to restart: %s", job.job_id, exc)
-            elif now > job.slot_deadline_ms:
-                self._fail_for_good(
-                    job,
-                    f"cannot restart job {job.name!r}: no slots within "
-                    f"{self.config.slot_timeout_ms} ms: {exc}",
-                )
-                return
-            job.waiting = str(exc)
+        assignments = self._slots_for(job, "restart")
+        if assignments is None:
             return
-        job.waiting = None
         assert self._tg is not None
         job.redeploying = True
         # The slots are the next attempt's from now on: no job placed meanwhile takes them.
         self.nodes.allocate(job.job_id, job.attempt + 1, assignments)
         self._tg.start_soon(self._redeploy, job, assignments)
+
+    def _slots_for(self, job: JobRecord, what: str) -> list[TaskAssignment] | None:
+        """A placement for ``job`` ("schedule" or "restart" it), or None while it waits for
+        slots: it waits up to ``slot_timeout`` (``job.waiting`` says why), then fails with
+        the scheduler's explanation."""
+        now = self.clock.monotonic_ms()
+        try:
+            assignments = self._schedule(job)
+        except SchedulingError as exc:
+            if job.slot_deadline_ms is None:
+                job.slot_deadline_ms = now + self.config.slot_timeout_ms
+                log.warning(
+                    "job %s (%s) waits for slots to %s: %s", job.job_id, job.name, what, exc
+                )
+            elif now > job.slot_deadline_ms:
+                self._fail_for_good(
+                    job,
+                    f"cannot {what} job {job.name!r}: no slots within "
+                    f"{self.config.slot_timeout_ms} ms: {exc}",
+                )
+                return None
+            job.waiting = str(exc)
+            return None
+        if job.waiting is not None:
+            log.info("job %s (%s) got its slots", job.job_id, job.name)
+        job.waiting, job.slot_deadline_ms = None, None
+        return assignments
 
     async def _redeploy(self, job: JobRecord, assignments: list[TaskAssignment]) -> None:
         """Read the restore point (off the loop: it hashes every file), then deploy the
