@@ -6,7 +6,6 @@ configuration or job-file error, 130 interrupted.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal
@@ -14,7 +13,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import orjson
@@ -30,7 +29,10 @@ from mesh.errors import (
     RemoteError,
     SchedulingError,
 )
-from mesh.protocol.messages import FINAL_JOB_STATES
+from mesh.protocol.states import FINAL_JOB_STATES
+
+if TYPE_CHECKING:
+    from mesh.config import Setting
 
 __all__ = ["app", "main"]
 
@@ -167,6 +169,22 @@ def _serve(
         raise unwrap(group) from None
 
 
+def _daemon_settings(
+    specs: tuple[Setting, ...], role: str, config_file: Path | None, **flags: object
+) -> dict[str, Any]:
+    """A daemon's effective settings (defaults < file < env < flags), with logging set
+    up; a bad setting exits with a usage error naming it."""
+    from mesh.config import resolve_settings
+    from mesh.logs import setup_logging
+
+    try:
+        settings = resolve_settings(specs, role, flags=flags, config_file=config_file)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    setup_logging(settings["log_level"], role=role)
+    return settings
+
+
 @app.command()
 def coordinator(
     config: ConfigOption = None,
@@ -182,28 +200,21 @@ def coordinator(
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a coordinator daemon."""
-    from mesh.config import COORDINATOR_SETTINGS, default_state_dir, resolve_settings
+    from mesh.config import COORDINATOR_SETTINGS, default_state_dir
     from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
-    from mesh.logs import setup_logging
     from mesh.systemd import notify
 
-    try:
-        s = resolve_settings(
-            COORDINATOR_SETTINGS,
-            "coordinator",
-            flags={
-                "bind": bind,
-                "state_dir": state_dir,
-                "checkpoint_dir": checkpoint_dir,
-                "placement": placement,
-                "slot_timeout": slot_timeout,
-                "log_level": log_level,
-            },
-            config_file=config,
-        )
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
-    setup_logging(s["log_level"], role="coordinator")
+    s = _daemon_settings(
+        COORDINATOR_SETTINGS,
+        "coordinator",
+        config,
+        bind=bind,
+        state_dir=state_dir,
+        checkpoint_dir=checkpoint_dir,
+        placement=placement,
+        slot_timeout=slot_timeout,
+        log_level=log_level,
+    )
     daemon = Coordinator(
         CoordinatorConfig(
             bind=s["bind"],
@@ -243,30 +254,23 @@ def node(
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a node daemon."""
-    from mesh.config import NODE_SETTINGS, default_state_dir, resolve_settings
-    from mesh.logs import setup_logging
+    from mesh.config import NODE_SETTINGS, default_state_dir
     from mesh.node.daemon import Node, NodeConfig
     from mesh.protocol.messages import PeerAddress
     from mesh.systemd import notify
 
-    try:
-        s = resolve_settings(
-            NODE_SETTINGS,
-            "node",
-            flags={
-                "coordinator": coordinator,
-                "slots": slots,
-                "state_dir": state_dir,
-                "bind_host": bind_host,
-                "advertise_host": advertise_host,
-                "node_id": node_id,
-                "log_level": log_level,
-            },
-            config_file=config,
-        )
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
-    setup_logging(s["log_level"], role="node")
+    s = _daemon_settings(
+        NODE_SETTINGS,
+        "node",
+        config,
+        coordinator=coordinator,
+        slots=slots,
+        state_dir=state_dir,
+        bind_host=bind_host,
+        advertise_host=advertise_host,
+        node_id=node_id,
+        log_level=log_level,
+    )
     daemon = Node(
         NodeConfig(
             coordinator=s["coordinator"],
@@ -518,9 +522,8 @@ def run(
     """
     from mesh.client.drive import Outcome, drive_job
     from mesh.client.local_cluster import LocalCluster
-    from mesh.coordinator.scheduler import PLACEMENTS, check_co_location, slots_needed
-    from mesh.graph.execution import build_execution_graph
-    from mesh.graph.logical import LogicalGraph
+    from mesh.client.sizing import size_cluster
+    from mesh.graph.slots import PLACEMENTS
 
     if nodes < 1:
         raise _fail(f"--nodes must be >= 1, got {nodes}", EXIT_USAGE)
@@ -535,22 +538,11 @@ def run(
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
     )
-    eg = build_execution_graph(LogicalGraph.from_dict(submission.graph))
     try:
-        check_co_location(eg)
+        size = size_cluster(submission.graph, nodes, slots)
     except SchedulingError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    groups = slots_needed(eg)
-    needed = sum(groups.values())
-    per_node = slots or max(1, math.ceil(needed / nodes))
-    if nodes * per_node < needed:  # the embedded cluster never grows: it would only wait
-        per_group = ", ".join(f"{g}: {n}" for g, n in groups.items())
-        raise _fail(
-            f"job needs {needed} slot(s) ({per_group}) but --nodes {nodes} x --slots "
-            f"{per_node} gives {nodes * per_node}; give more --nodes or --slots (or leave "
-            "--slots out)",
-            EXIT_USAGE,
-        )
+    per_node = size.slots_per_node
     # The state directory outlives the run when given (savepoints, checkpoints, logs);
     # otherwise a temporary one is removed after a successful run.
     temp_dir = None if state_dir else tempfile.mkdtemp(prefix="mesh-run-")

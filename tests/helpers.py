@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 
 from mesh.client.client import open_client, prepare_submission
-from mesh.protocol.messages import FINAL_JOB_STATES
+from mesh.protocol.states import FINAL_JOB_STATES
 
 FINAL_STATES = FINAL_JOB_STATES
 

@@ -17,7 +17,7 @@ import orjson
 from mesh.client.client import open_client
 from mesh.client.render import format_progress
 from mesh.errors import RemoteError
-from mesh.protocol.messages import FINAL_JOB_STATES
+from mesh.protocol.states import FINAL_JOB_STATES, JobState
 from mesh.time.durations import format_duration
 
 __all__ = ["Outcome", "drive_job"]
@@ -100,7 +100,7 @@ async def drive_job(address: str, submission: Any, *, quiet: bool, state_dir: st
     for record in collected:
         sys.stdout.write(orjson.dumps(record).decode() + "\n")
     sys.stdout.flush()
-    state = st["state"]
+    state = JobState(st["state"])
     elapsed = format_duration(st["uptime_ms"])
     totals = st["totals"]
     _err(
@@ -122,11 +122,11 @@ async def drive_job(address: str, submission: Any, *, quiet: bool, state_dir: st
             )
         elif sink.get("type") == "Collect":
             _err(f"results: {len(collected)} collected record(s) printed on stdout")
-    if state == "FAILED":
+    if state is JobState.FAILED:
         _err(f"\n{st.get('error') or 'the job failed'}")
         return Outcome.FAILED
     if savepoint_path is not None:
         _err(f"savepoint (resume with --from-savepoint):\n{savepoint_path}")
-    if interrupted or state == "CANCELED":
+    if interrupted or state is JobState.CANCELED:
         return Outcome.INTERRUPTED
     return Outcome.OK

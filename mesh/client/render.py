@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mesh.protocol.states import CheckpointOutcome, JobState
 from mesh.time.durations import format_duration
 from mesh.time.watermarks import MAX_WATERMARK
 
@@ -75,7 +76,7 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("restored_from"):
         lines.append(f"restored from {status['restored_from']}")
     restarts = status.get("restarts", 0)
-    if restarts or status["state"] == "RESTARTING":
+    if restarts or status["state"] == JobState.RESTARTING:
         lines.append(f"restarts: {restarts} ({status.get('restart_strategy', '')})")
     failures = status.get("failures") or []
     if failures and not status.get("error"):  # a final error already says it all
@@ -174,9 +175,9 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
 
 
 def _where_or_why(row: dict[str, Any]) -> str:
-    if row["state"] == "COMPLETED":
+    if row["state"] == CheckpointOutcome.COMPLETED:
         return str(row["path"])
-    if row["state"] == "DISCARDED":
+    if row["state"] == CheckpointOutcome.DISCARDED:
         return "(deleted: beyond the retained checkpoints)"
     return str(row.get("reason") or "")
 

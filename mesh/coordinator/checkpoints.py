@@ -37,18 +37,18 @@ from mesh.coordinator.pending import AckResult, PendingCheckpoint
 from mesh.coordinator.store import CheckpointRecord, CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy, CheckpointTimer
 from mesh.errors import StateError
-from mesh.graph.execution import SubtaskRef
 from mesh.protocol.messages import (
     AckCheckpoint,
     CheckpointDone,
     DeclineCheckpoint,
+    SnapshotFile,
     TriggerCheckpoint,
 )
+from mesh.protocol.states import CheckpointKind, CheckpointOutcome, TaskState
 from mesh.state.metadata import (
     METADATA_FILE,
     CheckpointMetadata,
     OperatorFiles,
-    StateFile,
     write_metadata,
 )
 from mesh.time.clock import Clock
@@ -56,6 +56,10 @@ from mesh.time.clock import Clock
 __all__ = ["CheckpointManager", "JobView", "SavepointRequest"]
 
 log = logging.getLogger("mesh.coordinator.checkpoints")
+
+# A subtask takes part in a checkpoint while it runs, or when its input ended but it is
+# still alive (it is triggered directly, since it sees no more barriers).
+_TAKING_PART = frozenset({TaskState.RUNNING, TaskState.ENDING})
 
 
 @dataclass(eq=False)
@@ -77,7 +81,7 @@ class JobView:
     placement: dict[str, str]  # subtask -> node id
     nodes: list[str]  # every node running part of the job
     operator_parallelism: dict[str, tuple[int, int]]  # uid -> (parallelism, max_parallelism)
-    states: dict[str, str] = field(default_factory=dict)  # subtask -> last reported state
+    states: dict[str, TaskState] = field(default_factory=dict)  # subtask -> last reported state
 
 
 class CheckpointManager:
@@ -109,7 +113,7 @@ class CheckpointManager:
         # The savepoint in flight, if the pending checkpoint is one.
         self._waiting_savepoint: SavepointRequest | None = None
         self.completed: list[CheckpointRecord] = [
-            r for r in store.history(job.job_id) if r.state == "COMPLETED"
+            r for r in store.history(job.job_id) if r.state == CheckpointOutcome.COMPLETED
         ]
         self.last_failure: str | None = None
         # Why the manager stopped (the job is ending); it triggers nothing more.
@@ -133,7 +137,7 @@ class CheckpointManager:
     def _all_running(self) -> bool:
         """Every subtask can take part: it runs, or its input ended but it is still alive."""
         states = self.job.states
-        return all(states.get(s) in ("RUNNING", "ENDING") for s in self.job.subtasks)
+        return all(states.get(s) in _TAKING_PART for s in self.job.subtasks)
 
     def tick(self) -> None:
         """Trigger what is due, expire what took too long."""
@@ -145,11 +149,13 @@ class CheckpointManager:
             self._abort(pending, f"expired after {self.policy.timeout_ms} ms")
         if self._on_final is not None:
             if self.pending is None and self.timer.pause_over(now):
-                self._final_id = self._trigger("checkpoint", self.root / f"chk-{self._next_id}")
+                self._final_id = self._trigger(
+                    CheckpointKind.CHECKPOINT, self.root / f"chk-{self._next_id}"
+                )
         elif self.pending is None and self._savepoints:
             self._trigger_savepoint()
         elif self.timer.due(now) and self._all_running():
-            self._trigger("checkpoint", self.root / f"chk-{self._next_id}")
+            self._trigger(CheckpointKind.CHECKPOINT, self.root / f"chk-{self._next_id}")
 
     def finish(self, on_final: Callable[[], None]) -> None:
         """Every subtask's input ended: take a final checkpoint (after the one in flight,
@@ -162,7 +168,7 @@ class CheckpointManager:
             request.done(None, 0, "the job is finishing")
         self.tick()
 
-    def _trigger(self, kind: str, directory: Path) -> int:
+    def _trigger(self, kind: CheckpointKind, directory: Path) -> int:
         checkpoint_id = self._next_id
         self._next_id += 1
         self.on_next_id(self._next_id)
@@ -209,7 +215,7 @@ class CheckpointManager:
             return
         checkpoint_id = self._next_id
         directory = request.directory / f"savepoint-{self.job.job_id[:8]}-{checkpoint_id}"
-        request.checkpoint_id = self._trigger("savepoint", directory)
+        request.checkpoint_id = self._trigger(CheckpointKind.SAVEPOINT, directory)
         self._waiting_savepoint = request
 
     # -- acknowledgements -----------------------------------------------------------------
@@ -238,7 +244,7 @@ class CheckpointManager:
         if pending is not None and pending.checkpoint_id == msg.checkpoint_id:
             self._abort(pending, f"declined by {msg.subtask}: {msg.reason}")
 
-    def on_subtask_state(self, subtask: str, state: str) -> None:
+    def on_subtask_state(self, subtask: str, state: TaskState) -> None:
         """A subtask changed state.
 
         One whose input ended before it acknowledged will see no barrier: it is triggered
@@ -248,7 +254,7 @@ class CheckpointManager:
         pending = self.pending
         if pending is None or subtask not in pending.expected or subtask in pending.acks:
             return
-        if state == "ENDING":
+        if state == TaskState.ENDING:
             self._send(
                 self.job.placement[subtask],
                 TriggerCheckpoint(
@@ -260,26 +266,17 @@ class CheckpointManager:
                     subtasks=[subtask],
                 ),
             )
-        elif state != "RUNNING":
+        elif state != TaskState.RUNNING:
             self._abort(pending, f"subtask {subtask} stopped ({state}) before acknowledging")
 
     # -- completion -----------------------------------------------------------------------
 
     def _complete(self, pending: PendingCheckpoint) -> None:
         directory = Path(pending.directory)
-        operators: dict[str, list[StateFile]] = {}
-        for subtask, ack in pending.acks.items():
-            index = SubtaskRef.parse(subtask).index
+        operators: dict[str, list[SnapshotFile]] = {}
+        for ack in pending.acks.values():
             for f in ack.files:
-                operators.setdefault(f.uid, []).append(
-                    StateFile(
-                        subtask=index,
-                        file=f.file,
-                        size=f.size,
-                        sha256=f.sha256,
-                        key_groups=(f.key_groups[0], f.key_groups[1]) if f.key_groups else None,
-                    )
-                )
+                operators.setdefault(f.uid, []).append(f)
         metadata = CheckpointMetadata(
             job_id=self.job.job_id,
             job_name=self.job.job_name,
@@ -305,7 +302,7 @@ class CheckpointManager:
             job_id=self.job.job_id,
             checkpoint_id=pending.checkpoint_id,
             kind=pending.kind,
-            state="COMPLETED",
+            state=CheckpointOutcome.COMPLETED,
             path=str(directory),
             triggered_ms=pending.triggered_wall_ms,
             ended_ms=self.clock.now_ms(),
@@ -335,7 +332,7 @@ class CheckpointManager:
             record.duration_ms,
             record.size_bytes,
         )
-        if pending.kind == "savepoint" and self._waiting_savepoint is not None:
+        if pending.kind == CheckpointKind.SAVEPOINT and self._waiting_savepoint is not None:
             request, self._waiting_savepoint = self._waiting_savepoint, None
             request.done(str(directory), pending.checkpoint_id, None)
         if self._on_final is not None:
@@ -359,7 +356,7 @@ class CheckpointManager:
             self._send(node, done)
 
     def _retain(self) -> None:
-        checkpoints = [r for r in self.completed if r.kind == "checkpoint"]
+        checkpoints = [r for r in self.completed if r.kind == CheckpointKind.CHECKPOINT]
         for old in checkpoints[: max(0, len(checkpoints) - self.policy.retained)]:
             shutil.rmtree(old.path, ignore_errors=True)
             self.completed.remove(old)
@@ -412,7 +409,7 @@ class CheckpointManager:
                     job_id=self.job.job_id,
                     checkpoint_id=pending.checkpoint_id,
                     kind=pending.kind,
-                    state="FAILED" if failure else "ABORTED",
+                    state=CheckpointOutcome.FAILED if failure else CheckpointOutcome.ABORTED,
                     path=pending.directory,
                     triggered_ms=pending.triggered_wall_ms,
                     ended_ms=self.clock.now_ms(),
@@ -425,11 +422,11 @@ class CheckpointManager:
             log.warning("job %s: %s", self.job.job_id, exc)
         shutil.rmtree(pending.directory, ignore_errors=True)
         self._tell_nodes(pending.checkpoint_id, completed=False)
-        if pending.kind == "savepoint" or not failure:
+        if pending.kind == CheckpointKind.SAVEPOINT or not failure:
             # A failed savepoint, or one given up because the job ends, is not a
             # checkpoint failure.
             self.timer.in_flight = False
-            if pending.kind == "savepoint" and self._waiting_savepoint is not None:
+            if pending.kind == CheckpointKind.SAVEPOINT and self._waiting_savepoint is not None:
                 request, self._waiting_savepoint = self._waiting_savepoint, None
                 request.done(None, pending.checkpoint_id, reason)
         elif self.timer.failed(now):

@@ -23,41 +23,26 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from mesh.coordinator.checkpoints import CheckpointManager
 from mesh.coordinator.jobstore import StoredJob
 from mesh.coordinator.restart import RestartTracker
-from mesh.coordinator.scheduler import natural_key, slots_needed
 from mesh.errors import MeshError
-from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
+from mesh.graph.execution import ExecutionGraph, build_execution_graph
 from mesh.graph.logical import LogicalGraph
 from mesh.protocol.messages import (
-    FINAL_JOB_STATES,
     RestoreSpec,
     SubmitJob,
     SubtaskMetrics,
     TaskAssignment,
 )
+from mesh.protocol.states import FINAL_JOB_STATES, SUBTASK_DONE, JobState, TaskState
 
-__all__ = ["TERMINAL", "IllegalTransition", "JobRecord", "JobState", "JobTable"]
-
-
-class JobState(StrEnum):
-    """Where a job is in its life."""
-
-    CREATED = "CREATED"
-    SCHEDULING = "SCHEDULING"
-    RUNNING = "RUNNING"
-    RESTARTING = "RESTARTING"
-    CANCELLING = "CANCELLING"
-    FINISHED = "FINISHED"
-    CANCELED = "CANCELED"
-    FAILED = "FAILED"
+__all__ = ["TERMINAL", "IllegalTransition", "JobRecord", "JobState", "JobTable", "SubtaskRate"]
 
 
-TERMINAL = frozenset(JobState(s) for s in FINAL_JOB_STATES)
+TERMINAL = FINAL_JOB_STATES
 
 _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.CREATED: frozenset({JobState.SCHEDULING, JobState.FAILED, JobState.CANCELED}),
@@ -76,9 +61,6 @@ _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.FAILED: frozenset(),
 }
 
-# LOST: its node was lost (or restarted) while the subtask ran.
-_SUBTASK_DONE = frozenset({"FINISHED", "FAILED", "CANCELED", "LOST"})
-
 
 _FAILURES_KEPT = 8
 
@@ -88,7 +70,9 @@ class IllegalTransition(RuntimeError):
 
 
 @dataclass
-class _Rate:
+class SubtaskRate:
+    """Records per second in and out of one subtask, from its last two reports."""
+
     at_ms: float = 0.0
     records_in: int = 0
     records_out: int = 0
@@ -112,7 +96,7 @@ class JobRecord:
     assignments: list[TaskAssignment] = field(default_factory=list)
     deploy_pending: set[str] = field(default_factory=set)  # nodes yet to confirm deploy
     metrics: dict[str, SubtaskMetrics] = field(default_factory=dict)  # by "task.index"
-    rates: dict[str, _Rate] = field(default_factory=dict)
+    rates: dict[str, SubtaskRate] = field(default_factory=dict)
     collected: list[bytes] = field(default_factory=list)  # encoded record lists
     cancel_deadline_ms: float = 0.0
     restore: RestoreSpec | None = None  # where the current attempt started from
@@ -154,7 +138,7 @@ class JobRecord:
         # Every subtask's "task.index", computed once.
         self._subtask_keys = [str(s) for s in self.graph.subtasks()]
 
-    def all_subtasks(self, states: frozenset[str]) -> bool:
+    def all_subtasks(self, states: frozenset[TaskState]) -> bool:
         """Whether every subtask reported one of ``states``."""
         metrics = self.metrics
         return all(
@@ -208,9 +192,9 @@ class JobRecord:
                 continue
             m = self.metrics.get(a.subtask)
             if m is None:
-                self.metrics[a.subtask] = SubtaskMetrics(subtask=a.subtask, state="LOST")
-            elif m.state not in _SUBTASK_DONE:
-                self.metrics[a.subtask] = dataclasses.replace(m, state="LOST")
+                self.metrics[a.subtask] = SubtaskMetrics(subtask=a.subtask, state=TaskState.LOST)
+            elif m.state not in SUBTASK_DONE:
+                self.metrics[a.subtask] = dataclasses.replace(m, state=TaskState.LOST)
 
     def new_attempt(self) -> None:
         """Forget the failed attempt's placement and progress; the attempt number goes up."""
@@ -231,17 +215,17 @@ class JobRecord:
 
     def subtasks_done(self) -> bool:
         """Whether every subtask ended (finished, failed or cancelled)."""
-        return self.all_subtasks(_SUBTASK_DONE)
+        return self.all_subtasks(SUBTASK_DONE)
 
     def update_metrics(
         self, metrics: SubtaskMetrics, now_ms: float, *, from_heartbeat: bool
     ) -> None:
         """Take a subtask's counters; a heartbeat never overrides a final state."""
         current = self.metrics.get(metrics.subtask)
-        if from_heartbeat and current is not None and current.state in _SUBTASK_DONE:
+        if from_heartbeat and current is not None and current.state in SUBTASK_DONE:
             return
         self.metrics[metrics.subtask] = metrics
-        rate = self.rates.setdefault(metrics.subtask, _Rate(at_ms=now_ms))
+        rate = self.rates.setdefault(metrics.subtask, SubtaskRate(at_ms=now_ms))
         elapsed = now_ms - rate.at_ms
         if elapsed >= 250:
             rate.in_rate = (metrics.records_in - rate.records_in) * 1000.0 / elapsed
@@ -251,7 +235,7 @@ class JobRecord:
                 metrics.records_in,
                 metrics.records_out,
             )
-        if metrics.state in _SUBTASK_DONE:
+        if metrics.state in SUBTASK_DONE:
             rate.in_rate = rate.out_rate = 0.0
 
     def summary(self, now_ms: int) -> dict[str, Any]:
@@ -264,140 +248,6 @@ class JobRecord:
             "created_ms": self.created_ms,
             "uptime_ms": max(0, end - (self.started_ms or self.created_ms)),
         }
-
-    def status(self, now_ms: int) -> dict[str, Any]:
-        """Everything ``mesh status`` shows, as JSON-ready data."""
-        eg = self.graph
-        logical = eg.logical
-        placement = {a.subtask: a for a in self.assignments}
-        source_tasks = {t.id for t in eg.job.tasks if logical.operator(t.head).kind == "source"}
-        sink_tasks = {t.id for t in eg.job.tasks if logical.operator(t.tail).kind == "sink"}
-        totals: dict[str, float] = {
-            "records_in": 0,
-            "records_out": 0,
-            "in_rate": 0.0,
-            "out_rate": 0.0,
-        }
-        tasks = []
-        for task in eg.job.tasks:
-            subtasks = []
-            for index in range(task.parallelism):
-                key = str(SubtaskRef(task.id, index))
-                m = self.metrics.get(key)
-                r = self.rates.get(key, _Rate())
-                a = placement.get(key)
-                entry: dict[str, Any] = {
-                    "subtask": key,
-                    "index": index,
-                    "node": a.node_id if a else None,
-                    "slot": a.slot if a else None,
-                    "state": m.state if m else "SCHEDULED",
-                    "records_in": m.records_in if m else 0,
-                    "records_out": m.records_out if m else 0,
-                    "in_rate": round(r.in_rate, 1),
-                    "out_rate": round(r.out_rate, 1),
-                    "backpressure_ms": m.backpressure_ms if m else 0.0,
-                    "dead_letters": m.dead_letters if m else 0,
-                    "watermark": m.watermark if m else None,
-                    "watermark_lag_ms": m.watermark_lag_ms if m else None,
-                    "late_records": m.late_records if m else 0,
-                    "late_dropped": m.late_dropped if m else 0,
-                    "started_ms": m.started_ms if m else 0,
-                    "finished_ms": m.finished_ms if m else 0,
-                }
-                subtasks.append(entry)
-                if task.id in source_tasks:
-                    totals["records_in"] += entry["records_in"]
-                    totals["in_rate"] += entry["in_rate"]
-                if task.id in sink_tasks:
-                    totals["records_out"] += entry["records_out"]
-                    totals["out_rate"] += entry["out_rate"]
-            tasks.append(
-                {
-                    "id": task.id,
-                    "name": task.name,
-                    "parallelism": task.parallelism,
-                    "slot_sharing_group": task.slot_sharing_group,
-                    "operators": [
-                        {
-                            "uid": logical.operator(o).uid,
-                            "name": logical.operator(o).name,
-                            "kind": logical.operator(o).kind,
-                            **logical.operator(o).description,
-                        }
-                        for o in task.operators
-                    ],
-                    "subtasks": subtasks,
-                }
-            )
-        edges = [
-            {
-                "source": e.source_task,
-                "target": e.target_task,
-                "partitioning": e.partitioning.value,
-            }
-            for e in eg.job.edges
-        ]
-        needed = slots_needed(eg)
-        started = [m.started_ms for m in self.metrics.values() if m.started_ms]
-        finished = [m.finished_ms for m in self.metrics.values() if m.finished_ms]
-        end = self.ended_ms or now_ms
-        return {
-            "job_id": self.job_id,
-            "name": self.name,
-            "state": self.state.value,
-            "attempt": self.attempt,
-            "created_ms": self.created_ms,
-            "started_ms": self.started_ms,
-            "ended_ms": self.ended_ms,
-            "uptime_ms": max(0, end - (self.started_ms or self.created_ms)),
-            "processing_started_ms": min(started) if started else 0,
-            "processing_finished_ms": max(finished) if finished and self.done else 0,
-            "error": self.error,
-            "restarts": self.restarts.restarts,
-            "restart_strategy": self.restarts.describe(),
-            "failures": list(self.failures),
-            "parallelism": logical.config.parallelism,
-            "slots": {"needed": needed, "total": sum(needed.values()), "waiting": self.waiting},
-            "placement": self._placement(),
-            "tasks": tasks,
-            "edges": edges,
-            "totals": {k: round(v, 1) if isinstance(v, float) else v for k, v in totals.items()},
-            "sinks": [
-                {"uid": op.uid, **op.description} for op in logical.operators if op.kind == "sink"
-            ],
-            "checkpoints": self.checkpoints.summary() if self.checkpoints else None,
-            "restored_from": self.restore.path if self.restore else None,
-        }
-
-    def _placement(self) -> list[dict[str, Any]]:
-        """Node × slot → the subtasks in that slot (of this attempt), in node/slot order."""
-        tasks = {t.id: t for t in self.graph.job.tasks}
-        slots: dict[tuple[str, int], list[SubtaskRef]] = {}
-        for a in self.assignments:
-            slots.setdefault((a.node_id, a.slot), []).append(SubtaskRef.parse(a.subtask))
-        rows = []
-        for (node, slot), refs in sorted(
-            slots.items(), key=lambda i: (natural_key(i[0][0]), i[0][1])
-        ):
-            refs.sort(key=lambda r: (r.task, r.index))
-            rows.append(
-                {
-                    "node": node,
-                    "slot": slot,
-                    "slot_sharing_group": tasks[refs[0].task].slot_sharing_group,
-                    "subtasks": [
-                        {
-                            "subtask": str(r),
-                            "name": tasks[r.task].name,
-                            "index": r.index,
-                            "parallelism": tasks[r.task].parallelism,
-                        }
-                        for r in refs
-                    ],
-                }
-            )
-        return rows
 
 
 class JobTable(dict[str, JobRecord]):

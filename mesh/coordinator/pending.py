@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from mesh.protocol.states import CheckpointKind
+
 __all__ = ["AckResult", "PendingCheckpoint"]
 
 
@@ -30,7 +32,7 @@ class PendingCheckpoint:
     """A checkpoint that was triggered and is waiting for acknowledgements."""
 
     checkpoint_id: int
-    kind: str  # "checkpoint" or "savepoint"
+    kind: CheckpointKind
     directory: str  # where its files and _metadata.json go
     expected: frozenset[str]  # every subtask ("task.index") that must acknowledge
     started_ms: float  # monotonic

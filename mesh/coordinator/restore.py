@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mesh.errors import CheckpointError
 from mesh.graph.logical import LogicalGraph
-from mesh.protocol.messages import RestoreFile, RestoreSpec
+from mesh.protocol.messages import RestoreSpec
 from mesh.state.metadata import METADATA_FILE, CheckpointMetadata, latest_valid, load_metadata
 
 __all__ = ["check_restore_point", "first_usable_restore", "resolve_restore"]
@@ -34,17 +34,7 @@ def resolve_restore(path: str, graph: LogicalGraph) -> tuple[RestoreSpec, Checkp
         path=str(directory.resolve()),
         checkpoint_id=metadata.checkpoint_id,
         job_id=metadata.job_id,
-        operators={
-            uid: [
-                RestoreFile(
-                    subtask=f.subtask,
-                    file=f.file,
-                    key_groups=list(f.key_groups) if f.key_groups is not None else None,
-                )
-                for f in op.files
-            ]
-            for uid, op in metadata.operators.items()
-        },
+        operators={uid: list(op.files) for uid, op in metadata.operators.items()},
     )
     return spec, metadata
 

@@ -20,11 +20,10 @@ import re
 
 from mesh.errors import SchedulingError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef
+from mesh.graph.slots import PLACEMENTS, check_co_location, slots_needed
 from mesh.protocol.messages import TaskAssignment
 
 __all__ = ["PLACEMENTS", "check_co_location", "natural_key", "schedule", "slots_needed"]
-
-PLACEMENTS = ("spread", "pack")
 
 
 def natural_key(node_id: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
@@ -35,38 +34,6 @@ def natural_key(node_id: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
         tuple((0, int(p)) if i % 2 else (1, p) for i, p in enumerate(parts) if p),
         node_id,
     )
-
-
-def slots_needed(eg: ExecutionGraph) -> dict[str, int]:
-    """Slots needed per slot-sharing group (largest parallelism in the group)."""
-    needed: dict[str, int] = {}
-    for task in eg.job.tasks:
-        group = task.slot_sharing_group
-        needed[group] = max(needed.get(group, 0), task.parallelism)
-    return needed
-
-
-def check_co_location(eg: ExecutionGraph) -> None:
-    """Raise SchedulingError if a co-location group spans slot-sharing groups or
-    parallelisms (no number of slots would make such a job fit)."""
-    groups: dict[str, list[tuple[str, str, int]]] = {}
-    for task in eg.job.tasks:
-        for op_id in task.operators:
-            op = eg.logical.operator(op_id)
-            if op.co_location_group is not None:
-                groups.setdefault(op.co_location_group, []).append(
-                    (op.uid, task.slot_sharing_group, task.parallelism)
-                )
-    for name, members in groups.items():
-        if len({m[1] for m in members}) > 1:
-            detail = ", ".join(f"{uid} in {group!r}" for uid, group, _ in members)
-            raise SchedulingError(
-                f"co-location group {name!r} spans slot-sharing groups ({detail}); "
-                "co-located operators must share one slot-sharing group"
-            )
-        if len({m[2] for m in members}) > 1:
-            detail = ", ".join(f"{uid} has {p}" for uid, _, p in members)
-            raise SchedulingError(f"co-location group {name!r} needs equal parallelism ({detail})")
 
 
 def _describe(free: dict[str, list[int]], totals: dict[str, int]) -> str:

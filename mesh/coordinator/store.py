@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.errors import StateError
+from mesh.protocol.states import CheckpointKind, CheckpointOutcome
 
 __all__ = ["CheckpointRecord", "CheckpointStore", "open_database", "write"]
 
@@ -41,8 +42,8 @@ class CheckpointRecord:
 
     job_id: str
     checkpoint_id: int
-    kind: str
-    state: str
+    kind: CheckpointKind
+    state: CheckpointOutcome
     path: str
     triggered_ms: int
     ended_ms: int
@@ -115,7 +116,12 @@ class CheckpointStore:
         rows = self._conn.execute(
             "SELECT * FROM checkpoints WHERE job_id = ? ORDER BY checkpoint_id", (job_id,)
         ).fetchall()
-        return [CheckpointRecord(*row) for row in rows]
+        return [
+            CheckpointRecord(
+                row[0], row[1], CheckpointKind(row[2]), CheckpointOutcome(row[3]), *row[4:]
+            )
+            for row in rows
+        ]
 
     def close(self) -> None:
         """Close the database."""

@@ -35,17 +35,18 @@ from mesh.node.network import JobChannels, NodeNetwork, RemoteCreditReturn, Remo
 from mesh.node.operators import RuntimeOperator, build_operator
 from mesh.node.output import EdgeWriter
 from mesh.node.restore import RestorePoint
-from mesh.node.task import CheckpointTarget, SnapshotFile, SubtaskRunner, TaskState
+from mesh.node.task import CheckpointTarget, SubtaskRunner
 from mesh.protocol.messages import (
     AckCheckpoint,
-    CheckpointFile,
     CollectBatch,
     DeclineCheckpoint,
     DeployTasks,
     PeerAddress,
+    SnapshotFile,
     SubtaskMetrics,
     TaskUpdate,
 )
+from mesh.protocol.states import TaskState
 from mesh.state.backends import KeyedStateBackend, open_backend
 from mesh.state.keys import KeyCodec
 from mesh.time.clock import Clock
@@ -336,16 +337,7 @@ class JobRuntime:
                     attempt=self.attempt,
                     checkpoint_id=checkpoint_id,
                     subtask=subtask,
-                    files=[
-                        CheckpointFile(
-                            uid=f.uid,
-                            file=f.file,
-                            size=f.size,
-                            sha256=f.sha256,
-                            key_groups=list(f.key_groups) if f.key_groups else None,
-                        )
-                        for f in files
-                    ],
+                    files=files,
                     duration_ms=round(duration_ms, 1),
                 )
             )
@@ -495,7 +487,7 @@ class JobRuntime:
             lag = self._clock.now_ms() - runner.watermark
         return SubtaskMetrics(
             subtask=subtask,
-            state=runner.state.value,
+            state=runner.state,
             records_in=m.records_in,
             records_out=m.records_out,
             backpressure_ms=round(m.backpressure_total(self._clock.monotonic_ms()), 1),

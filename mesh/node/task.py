@@ -33,7 +33,6 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +58,17 @@ from mesh.node.operators import RecordFailure, RestoredState, RuntimeOperator, d
 from mesh.node.output import EdgeWriter
 from mesh.node.readers import SourceReader
 from mesh.node.writers import SinkOperator
+from mesh.protocol.messages import SnapshotFile
+from mesh.protocol.states import TaskState
 from mesh.state.backends import SnapshotJob
 from mesh.state.snapshot import create_snapshot_file, file_info
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK
 from mesh.transport.frames import FrameKind
 
-__all__ = ["CheckpointTarget", "SnapshotFile", "SubtaskRunner", "TaskState"]
+__all__ = ["CheckpointTarget", "SubtaskRunner"]
 
 log = logging.getLogger("mesh.node.task")
-
-
-class TaskState(StrEnum):
-    """Lifecycle of a subtask."""
-
-    DEPLOYED = "DEPLOYED"
-    RUNNING = "RUNNING"
-    ENDING = "ENDING"  # input ended; a sink waits for the job's end to commit
-    FINISHED = "FINISHED"
-    FAILED = "FAILED"
-    CANCELED = "CANCELED"
 
 
 @dataclass
@@ -97,17 +87,6 @@ class TaskMetrics:
         """Time spent waiting for output room, including a wait going on now."""
         since = self.backpressured_since
         return self.backpressure_ms + (now_ms - since if since is not None else 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotFile:
-    """A snapshot file one operator subtask wrote for a checkpoint."""
-
-    uid: str
-    file: str  # name inside the checkpoint directory
-    size: int
-    sha256: str
-    key_groups: tuple[int, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +368,7 @@ class SubtaskRunner(EventTime):
                 files.append(
                     SnapshotFile(
                         uid=capture.spec.uid,
+                        subtask=self.subtask_index,
                         file=capture.path.name,
                         size=info.size,
                         sha256=info.sha256,

@@ -15,6 +15,7 @@ else, so a daemon can log and drop garbage.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -83,6 +84,8 @@ def _checker_for(annotation: Any) -> _Checker:
             return v
 
         return check_str
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _enum_checker(annotation)
     origin = get_origin(annotation)
     args = get_args(annotation)
     if origin in (types.UnionType, typing.Union):
@@ -110,6 +113,8 @@ def _checker_for(annotation: Any) -> _Checker:
             return [item(x, f"{p}[{i}]") for i, x in enumerate(v)]
 
         return check_list
+    if origin is tuple:
+        return _tuple_checker(args)
     if origin is dict:
         value_check = _checker_for(args[1]) if args else (lambda v, p: v)
 
@@ -129,6 +134,41 @@ def _checker_for(annotation: Any) -> _Checker:
 
         return check_nested
     raise TypeError(f"unsupported field type in a message: {annotation!r}")
+
+
+def _enum_checker(cls: type[enum.Enum]) -> _Checker:
+    by_value = {member.value: member for member in cls}
+    allowed = ", ".join(map(repr, by_value))
+
+    def check_enum(v: Any, p: str) -> Any:
+        member = by_value.get(v) if isinstance(v, str | int) else None
+        if member is None:
+            raise FrameError(f"{p}: expected one of {allowed}, got {v!r}")
+        return member
+
+    return check_enum
+
+
+def _tuple_checker(args: tuple[Any, ...]) -> _Checker:
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = _checker_for(args[0])
+
+        def check_any_tuple(v: Any, p: str) -> Any:
+            if not isinstance(v, list):
+                _fail(p, "list", v)
+            return tuple(item(x, f"{p}[{i}]") for i, x in enumerate(v))
+
+        return check_any_tuple
+    items = [_checker_for(a) for a in args]
+
+    def check_tuple(v: Any, p: str) -> Any:
+        if not isinstance(v, list) or len(v) != len(items):
+            raise FrameError(f"{p}: expected a list of {len(items)}, got {v!r:.40}")
+        return tuple(
+            check(x, f"{p}[{i}]") for i, (check, x) in enumerate(zip(items, v, strict=True))
+        )
+
+    return check_tuple
 
 
 def _fields(cls: type[Any]) -> list[tuple[str, _Checker, bool]]:

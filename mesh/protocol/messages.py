@@ -1,8 +1,10 @@
 """Control-plane messages between clients, the coordinator and nodes.
 
-Directions: node → coordinator (register, heartbeat, deploy results, task updates,
-collected records); coordinator → node (deploy, start, cancel); client → coordinator
-(submit, list, status, cancel, fetch results) with a reply for every request.
+Directions: node → coordinator (register, heartbeat, leaving, deploy results, task
+updates, checkpoint acks and declines, collected records); coordinator → node (deploy,
+start, cancel, trigger and complete checkpoints, commit the final output); client →
+coordinator (submit, list, status, cancel, savepoints, fetch results) with a reply for
+every request. States and kinds are the enums of ``mesh.protocol.states``.
 """
 
 from __future__ import annotations
@@ -11,16 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mesh.protocol.codec import message
+from mesh.protocol.states import CheckpointKind, TaskState
 
 __all__ = [
-    "FINAL_JOB_STATES",
     "Ack",
     "AckCheckpoint",
     "CancelJob",
     "CancelTasks",
     "ChannelSettings",
     "CheckpointDone",
-    "CheckpointFile",
     "CheckpointList",
     "CollectBatch",
     "CollectedReply",
@@ -44,10 +45,10 @@ __all__ = [
     "RegisterNode",
     "RegisterReply",
     "Reregister",
-    "RestoreFile",
     "RestoreSpec",
     "SavepointTaken",
     "SlotInUse",
+    "SnapshotFile",
     "StartTasks",
     "SubmitJob",
     "SubmitReply",
@@ -59,10 +60,6 @@ __all__ = [
 ]
 
 
-#: Job states a job never leaves.
-FINAL_JOB_STATES = ("FINISHED", "CANCELED", "FAILED")
-
-
 # -- shared shapes -----------------------------------------------------------------------
 
 
@@ -71,7 +68,7 @@ class SubtaskMetrics:
     """Counters of one subtask, as reported by its node."""
 
     subtask: str  # "task.index"
-    state: str
+    state: TaskState
     records_in: int = 0
     records_out: int = 0
     backpressure_ms: float = 0.0  # time spent waiting for output credit
@@ -104,12 +101,17 @@ class ChannelSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class RestoreFile:
-    """One snapshot file of the checkpoint a job restores from."""
+class SnapshotFile:
+    """One operator subtask's snapshot file: written at a barrier, acknowledged to the
+    coordinator, listed in the checkpoint's ``_metadata.json`` and read back on restore —
+    the same record all the way."""
 
-    subtask: int  # the old subtask that wrote it
+    uid: str  # the operator's uid
+    subtask: int  # the subtask index that wrote it
     file: str  # name inside the checkpoint directory
-    key_groups: list[int] | None = None  # [start, end) of keyed state
+    size: int
+    sha256: str
+    key_groups: tuple[int, int] | None = None  # [start, end) of keyed state
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,18 +121,7 @@ class RestoreSpec:
     path: str  # the checkpoint directory
     checkpoint_id: int
     job_id: str  # the job that took it
-    operators: dict[str, list[RestoreFile]]  # by operator uid
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointFile:
-    """A snapshot file a subtask wrote, as acknowledged to the coordinator."""
-
-    uid: str
-    file: str
-    size: int
-    sha256: str
-    key_groups: list[int] | None = None
+    operators: dict[str, list[SnapshotFile]]  # by operator uid
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +221,31 @@ class CollectBatch:
     records: bytes
 
 
+@message("ack_checkpoint")
+@dataclass(frozen=True, slots=True)
+class AckCheckpoint:
+    """A subtask wrote its part of a checkpoint."""
+
+    job_id: str
+    attempt: int
+    checkpoint_id: int
+    subtask: str
+    files: list[SnapshotFile]
+    duration_ms: float
+
+
+@message("decline_checkpoint")
+@dataclass(frozen=True, slots=True)
+class DeclineCheckpoint:
+    """A subtask could not take its part of a checkpoint."""
+
+    job_id: str
+    attempt: int
+    checkpoint_id: int
+    subtask: str
+    reason: str
+
+
 # -- coordinator → node ------------------------------------------------------------------
 
 
@@ -294,7 +310,7 @@ class TriggerCheckpoint:
     job_id: str
     attempt: int
     checkpoint_id: int
-    kind: str  # "checkpoint" or "savepoint"
+    kind: CheckpointKind
     directory: str
     subtasks: list[str] | None = None
 
@@ -317,31 +333,6 @@ class CommitFinal:
 
     job_id: str
     attempt: int
-
-
-@message("ack_checkpoint")
-@dataclass(frozen=True, slots=True)
-class AckCheckpoint:
-    """A subtask wrote its part of a checkpoint."""
-
-    job_id: str
-    attempt: int
-    checkpoint_id: int
-    subtask: str
-    files: list[CheckpointFile]
-    duration_ms: float
-
-
-@message("decline_checkpoint")
-@dataclass(frozen=True, slots=True)
-class DeclineCheckpoint:
-    """A subtask could not take its part of a checkpoint."""
-
-    job_id: str
-    attempt: int
-    checkpoint_id: int
-    subtask: str
-    reason: str
 
 
 @message("start_tasks")

@@ -16,13 +16,14 @@ from pathlib import Path
 import orjson
 
 from mesh.errors import CheckpointError
+from mesh.protocol.messages import SnapshotFile
+from mesh.protocol.states import CheckpointKind
 from mesh.state.files import fsync_dir, sha256_file
 
 __all__ = [
     "METADATA_FILE",
     "CheckpointMetadata",
     "OperatorFiles",
-    "StateFile",
     "latest_valid",
     "load_metadata",
     "write_metadata",
@@ -34,23 +35,12 @@ _CHECKPOINT_DIR = re.compile(r"^chk-(\d+)$")
 
 
 @dataclass(frozen=True, slots=True)
-class StateFile:
-    """One operator subtask's snapshot file."""
-
-    subtask: int
-    file: str  # name inside the checkpoint directory
-    size: int
-    sha256: str
-    key_groups: tuple[int, int] | None = None  # [start, end) for keyed state
-
-
-@dataclass(frozen=True, slots=True)
 class OperatorFiles:
     """The snapshot files of one operator (by uid)."""
 
     parallelism: int
     max_parallelism: int
-    files: tuple[StateFile, ...]
+    files: tuple[SnapshotFile, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +50,7 @@ class CheckpointMetadata:
     job_id: str
     job_name: str
     checkpoint_id: int
-    kind: str  # "checkpoint" or "savepoint"
+    kind: CheckpointKind
     created_ms: int
     operators: dict[str, OperatorFiles] = field(default_factory=dict)
     version: int = _FORMAT_VERSION
@@ -86,7 +76,8 @@ class CheckpointMetadata:
                     parallelism=int(op["parallelism"]),
                     max_parallelism=int(op["max_parallelism"]),
                     files=tuple(
-                        StateFile(
+                        SnapshotFile(
+                            uid=uid,
                             subtask=int(f["subtask"]),
                             file=str(f["file"]),
                             size=int(f["size"]),
@@ -102,7 +93,7 @@ class CheckpointMetadata:
                 job_id=str(raw["job_id"]),
                 job_name=str(raw["job_name"]),
                 checkpoint_id=int(raw["checkpoint_id"]),
-                kind=str(raw["kind"]),
+                kind=CheckpointKind(raw["kind"]),
                 created_ms=int(raw["created_ms"]),
                 operators=operators,
             )

@@ -21,15 +21,14 @@ from mesh.errors import CheckpointError
 from mesh.protocol.messages import (
     AckCheckpoint,
     CheckpointDone,
-    CheckpointFile,
     DeclineCheckpoint,
+    SnapshotFile,
     TriggerCheckpoint,
 )
 from mesh.state.metadata import (
     METADATA_FILE,
     CheckpointMetadata,
     OperatorFiles,
-    StateFile,
     load_metadata,
 )
 from mesh.time.clock import ManualClock
@@ -96,7 +95,7 @@ class Harness:
         assert isinstance(msg, TriggerCheckpoint)
         return msg
 
-    def files_for(self, directory: Path, subtask: str) -> list[CheckpointFile]:
+    def files_for(self, directory: Path, subtask: str) -> list[SnapshotFile]:
         """Write real snapshot files for ``subtask`` (the sink has none)."""
         if subtask == "1.0":
             return []
@@ -105,10 +104,11 @@ class Harness:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"src-{index}.db"
         (directory / name).write_bytes(data)
-        groups = [0, 64] if index == 0 else [64, 128]
+        groups = (0, 64) if index == 0 else (64, 128)
         return [
-            CheckpointFile(
+            SnapshotFile(
                 uid="src",
+                subtask=index,
                 file=name,
                 size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
@@ -653,7 +653,11 @@ def _keyed(max_parallelism: int) -> OperatorFiles:
     return OperatorFiles(
         parallelism=1,
         max_parallelism=max_parallelism,
-        files=(StateFile(subtask=0, file="a.db", size=1, sha256="x", key_groups=(0, 128)),),
+        files=(
+            SnapshotFile(
+                uid="count", subtask=0, file="a.db", size=1, sha256="x", key_groups=(0, 128)
+            ),
+        ),
     )
 
 

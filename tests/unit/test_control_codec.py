@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from typing import Any
@@ -15,10 +16,11 @@ from hypothesis import strategies as st
 from mesh.errors import FrameError
 from mesh.protocol import messages as m
 from mesh.protocol.codec import PROTOCOL_VERSION, Envelope, decode, encode, message
+from mesh.protocol.states import CheckpointKind, TaskState
 
 METRICS = m.SubtaskMetrics(
     subtask="1.0",
-    state="RUNNING",
+    state=TaskState.RUNNING,
     records_in=10,
     records_out=7,
     backpressure_ms=12.5,
@@ -57,7 +59,11 @@ EXAMPLES: list[Any] = [
     m.HeartbeatAck(),
     m.Reregister(reason="unknown node (declared lost)"),
     m.TriggerCheckpoint(
-        job_id="job-1", attempt=0, checkpoint_id=7, kind="savepoint", directory="/ckpt/sp-7"
+        job_id="job-1",
+        attempt=0,
+        checkpoint_id=7,
+        kind=CheckpointKind.SAVEPOINT,
+        directory="/ckpt/sp-7",
     ),
     m.CheckpointDone(job_id="job-1", attempt=0, checkpoint_id=7, completed=True),
     m.CommitFinal(job_id="job-1", attempt=0),
@@ -67,8 +73,13 @@ EXAMPLES: list[Any] = [
         checkpoint_id=7,
         subtask="1.0",
         files=[
-            m.CheckpointFile(
-                uid="sum-2", file="sum-2-0.db", size=8192, sha256="ab" * 32, key_groups=[0, 64]
+            m.SnapshotFile(
+                uid="sum-2",
+                subtask=0,
+                file="sum-2-0.db",
+                size=8192,
+                sha256="ab" * 32,
+                key_groups=(0, 64),
             )
         ],
         duration_ms=12.5,
@@ -103,7 +114,18 @@ EXAMPLES: list[Any] = [
             path="/ckpt/job/chk-3",
             checkpoint_id=3,
             job_id="job-0",
-            operators={"sum-2": [m.RestoreFile(subtask=0, file="sum-2-0.db", key_groups=[0, 64])]},
+            operators={
+                "sum-2": [
+                    m.SnapshotFile(
+                        uid="sum-2",
+                        subtask=0,
+                        file="sum-2-0.db",
+                        size=8192,
+                        sha256="ab" * 32,
+                        key_groups=(0, 64),
+                    )
+                ]
+            },
         ),
     ),
     m.StartTasks(job_id="job-1", attempt=2),
@@ -171,7 +193,15 @@ def well_typed(value: Any, annotation: Any) -> bool:
         return True
     if annotation in (bool, int, float, str, bytes, type(None)):
         return type(value) is annotation
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return type(value) is annotation
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        return (
+            type(value) is tuple
+            and len(value) == len(args)
+            and all(well_typed(x, a) for x, a in zip(value, args, strict=True))
+        )
     if origin in (types.UnionType, typing.Union):
         return any(well_typed(value, arg) for arg in args)
     if origin is list:
@@ -267,12 +297,12 @@ def test_omitted_fields_take_their_defaults() -> None:
                 "job_id": "j",
                 "attempt": 0,
                 "node_id": "n",
-                "metrics": {"subtask": "0.0", "state": "X"},
+                "metrics": {"subtask": "0.0", "state": "RUNNING"},
             },
         )
     ).message
     assert update.error is None
-    assert update.metrics == m.SubtaskMetrics(subtask="0.0", state="X")
+    assert update.metrics == m.SubtaskMetrics(subtask="0.0", state=TaskState.RUNNING)
 
 
 def test_float_field_accepts_a_json_integer_as_float() -> None:

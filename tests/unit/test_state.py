@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from mesh.errors import CheckpointError, StateError
 from mesh.graph.keygroups import KeyGroupRange, canonical_key, key_group_for, key_group_range
+from mesh.protocol.messages import SnapshotFile
 from mesh.state.backends import KeyedStateBackend, MemoryBackend, SqliteBackend, open_backend
 from mesh.state.keys import KeyCodec
 from mesh.state.metadata import (
     METADATA_FILE,
     CheckpointMetadata,
     OperatorFiles,
-    StateFile,
     latest_valid,
     load_metadata,
     write_metadata,
@@ -148,7 +148,8 @@ def _checkpoint(directory: Path, checkpoint_id: int = 4) -> CheckpointMetadata:
         name = f"count-{index}.db"
         (directory / name).write_bytes(content)
         files.append(
-            StateFile(
+            SnapshotFile(
+                uid="count",
                 subtask=index,
                 file=name,
                 size=len(content),
