@@ -120,7 +120,7 @@ def _violations(files: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]
 
 def test_the_walker_sees_imports() -> None:
     modules = {(imp.path, imp.module) for imp in all_imports()}
-    assert ("mesh/node/job.py", "mesh.api.loader") in modules
+    assert ("mesh/node/runtime/job.py", "mesh.api.loader") in modules
     assert ("mesh/coordinator/daemon.py", "anyio") in modules
     assert ("mesh/graph/logical.py", "mesh.errors") in modules
     assert len({imp.path for imp in all_imports()}) > 30

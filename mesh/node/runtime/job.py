@@ -27,15 +27,16 @@ from mesh.api.loader import load_job
 from mesh.errors import JobCodeError, MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
 from mesh.graph.logical import JobConfig, LogicalGraph, OperatorSpec
-from mesh.node.bundle import extract_bundle
-from mesh.node.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
-from mesh.node.connectors import build_reader, build_sink
-from mesh.node.context import TaskContext
-from mesh.node.network import JobChannels, NodeNetwork, RemoteCreditReturn, RemoteLink
-from mesh.node.operators import RuntimeOperator, build_operator
-from mesh.node.output import EdgeWriter
-from mesh.node.restore import RestorePoint
-from mesh.node.task import CheckpointTarget, SnapshotFile, SubtaskRunner, TaskState
+from mesh.node.connectors.factory import build_reader, build_sink
+from mesh.node.dataplane.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
+from mesh.node.dataplane.network import JobChannels, NodeNetwork, RemoteCreditReturn, RemoteLink
+from mesh.node.operators.base import RuntimeOperator
+from mesh.node.operators.context import TaskContext
+from mesh.node.operators.factory import build_operator
+from mesh.node.runtime.bundle import extract_bundle
+from mesh.node.runtime.output import EdgeWriter
+from mesh.node.runtime.restore import RestorePoint
+from mesh.node.runtime.task import CheckpointTarget, SnapshotFile, SubtaskRunner, TaskState
 from mesh.protocol.messages import (
     AckCheckpoint,
     CheckpointFile,

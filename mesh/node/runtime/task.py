@@ -45,7 +45,12 @@ from mesh._excgroups import unwrap
 from mesh.errors import ChannelError
 from mesh.graph.keygroups import key_group_range
 from mesh.graph.logical import DEAD_LETTER, OperatorSpec
-from mesh.node.alignment import (
+from mesh.node.connectors.readers import SourceReader
+from mesh.node.connectors.writers import SinkOperator
+from mesh.node.dataplane.channels import InputGate, Interrupted
+from mesh.node.operators.base import RestoredState, RuntimeOperator
+from mesh.node.operators.records import RecordFailure, dead_letter
+from mesh.node.runtime.alignment import (
     AbortCheckpoint,
     Action,
     BarrierAligner,
@@ -53,12 +58,8 @@ from mesh.node.alignment import (
     TakeSnapshot,
     UnblockAll,
 )
-from mesh.node.channels import InputGate, Interrupted
-from mesh.node.eventtime import EventTime
-from mesh.node.operators import RecordFailure, RestoredState, RuntimeOperator, dead_letter
-from mesh.node.output import EdgeWriter
-from mesh.node.readers import SourceReader
-from mesh.node.writers import SinkOperator
+from mesh.node.runtime.eventtime import EventTime
+from mesh.node.runtime.output import EdgeWriter
 from mesh.state.backends import SnapshotJob
 from mesh.state.snapshot import create_snapshot_file, file_info
 from mesh.time.clock import Clock

@@ -23,15 +23,15 @@ import anyio
 
 from mesh.errors import RecordError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.channels import InputGate
-from mesh.node.operators import (
+from mesh.node.dataplane.channels import InputGate
+from mesh.node.operators.base import RuntimeOperator
+from mesh.node.operators.records import (
     RecordFailure,
-    RuntimeOperator,
     UserCodeError,
     dead_letter,
     describe_record,
 )
-from mesh.node.output import EdgeWriter
+from mesh.node.runtime.output import EdgeWriter
 from mesh.time.clock import Clock
 from mesh.time.watermarks import NO_WATERMARK, Progress, SourceWatermarks, WatermarkValve
 from mesh.transport.frames import FrameKind
