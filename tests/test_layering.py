@@ -8,9 +8,15 @@ Rules:
 4. ``zmq`` is imported only under mesh/transport.
 5. ``aiosqlite`` is imported only under mesh/state.
 6. mesh/api imports no zmq, anyio or aiosqlite.
+7. No import loops inside a package: for every package under mesh/, the modules it holds
+   (its sub-packages' included) import each other at module level without a cycle.
+8. The node's sub-packages import one way: daemon -> runtime -> connectors -> operators
+   -> dataplane; nothing imports a sub-package above it.
 
-Every import counts: at module level, inside functions, under ``TYPE_CHECKING``, relative
-ones, and ``importlib.import_module("...")`` with a literal name.
+For rules 1-6 and 8 every import counts: at module level, inside functions, under
+``TYPE_CHECKING``, relative ones, and ``importlib.import_module("...")`` with a literal
+name. Rule 7 is about what runs at import time, so it counts module-level imports only:
+an import inside a function, or under ``if TYPE_CHECKING:`` (never run), makes no loop.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -120,7 +127,7 @@ def _violations(files: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]
 
 def test_the_walker_sees_imports() -> None:
     modules = {(imp.path, imp.module) for imp in all_imports()}
-    assert ("mesh/node/job.py", "mesh.api.loader") in modules
+    assert ("mesh/node/runtime/job.py", "mesh.api.loader") in modules
     assert ("mesh/coordinator/daemon.py", "anyio") in modules
     assert ("mesh/graph/logical.py", "mesh.errors") in modules
     assert len({imp.path for imp in all_imports()}) > 30
@@ -195,6 +202,150 @@ def test_aiosqlite_only_under_state() -> None:
 
 def test_api_imports_no_runtime_libraries() -> None:
     assert _violations(("api",), ("zmq", "anyio", "aiosqlite")) == []
+
+
+def test_node_sub_packages_import_one_way() -> None:
+    breaches = []
+    for imp in all_imports():
+        if not _under(imp.path, "node") or not _is(imp.module, "mesh.node"):
+            continue
+        source = _node_layer(_module_name(ROOT / imp.path))
+        target = _node_layer(imp.module)
+        if NODE_LAYERS.index(target) < NODE_LAYERS.index(source):
+            breaches.append(f"{imp} ({source} must not import {target})")
+    assert sorted(breaches) == []
+
+
+#: mesh/node from the top down; each may import the ones after it, never those before.
+NODE_LAYERS = ("daemon", "runtime", "connectors", "operators", "dataplane")
+
+
+def _node_layer(module: str) -> str:
+    """The layer of a module under mesh.node (the package itself and daemon are the top)."""
+    parts = module.split(".")
+    if len(parts) == 2 or parts[2] == "daemon":
+        return "daemon"
+    assert parts[2] in NODE_LAYERS, f"{module} is in no node layer; add it to NODE_LAYERS"
+    return parts[2]
+
+
+# -- no import loops inside a package ---------------------------------------------------------
+
+
+def _module_level_imports(
+    source: str, module: str, *, is_package: bool, modules: frozenset[str] = frozenset()
+) -> list[str]:
+    """The modules ``source`` imports when it is imported: statements at module level,
+    also in ``if``/``try`` blocks there, except under ``if TYPE_CHECKING:`` (never run).
+
+    ``from pkg import name`` imports the module ``pkg.name`` when that is one of
+    ``modules``, else ``pkg`` itself (its ``__init__``). A module's parent packages are
+    not counted: Python initialises them first, whoever imports what.
+    """
+    found: list[str] = []
+
+    def walk(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+        for stmt in body:
+            if isinstance(stmt, ast.If):
+                test = stmt.test
+                name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+                if name != "TYPE_CHECKING":
+                    yield from walk(stmt.body)
+                yield from walk(stmt.orelse)
+            elif isinstance(stmt, ast.Try):
+                for block in (stmt.body, stmt.orelse, stmt.finalbody):
+                    yield from walk(block)
+                for handler in stmt.handlers:
+                    yield from walk(handler.body)
+            elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                yield stmt
+
+    for stmt in walk(ast.parse(source).body):
+        names = [name for _, name in imports_of(ast.unparse(stmt), module, is_package=is_package)]
+        if isinstance(stmt, ast.ImportFrom):
+            base, *members = names
+            found.extend(name if name in modules else base for name in members)
+        else:
+            found.extend(names)
+    return found
+
+
+@cache
+def _module_graph() -> dict[str, set[str]]:
+    """Every module under mesh/ -> the modules under mesh/ it imports at module level."""
+    paths = {
+        _module_name(path): path for path in sorted(MESH.rglob("*.py")) if ".venv" not in path.parts
+    }
+    modules = frozenset(paths)
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        targets = set()
+        names = _module_level_imports(
+            path.read_text(encoding="utf-8"),
+            module,
+            is_package=path.name == "__init__.py",
+            modules=modules,
+        )
+        for name in names:
+            # ``import mesh.x.y`` names a module; anything else outside mesh is ignored.
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def _packages() -> list[str]:
+    return sorted(_module_name(path.parent / "__init__.py") for path in MESH.rglob("__init__.py"))
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (as a path that ends where it starts), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)) is not None:
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    source = """
+import mesh.x
+from mesh import sub, name
+if TYPE_CHECKING:
+    import mesh.y
+def later():
+    import mesh.z
+"""
+    found = _module_level_imports(
+        source, "mesh.w", is_package=False, modules=frozenset({"mesh", "mesh.sub"})
+    )
+    assert found == ["mesh.x", "mesh.sub", "mesh"]
+
+
+@pytest.mark.parametrize("package", _packages())
+def test_no_import_loops_inside_a_package(package: str) -> None:
+    graph = _module_graph()
+    inside = {m for m in graph if _is(m, package)}
+    cycle = _cycle({m: {t for t in graph[m] if t in inside} for m in inside})
+    assert cycle is None, " -> ".join(cycle or [])
 
 
 # -- what ``import mesh`` actually loads -------------------------------------------------------

@@ -12,7 +12,8 @@ import anyio
 
 from mesh import Job, WatermarkStrategy, sinks, sources
 from mesh.api.windowed import WindowedStream
-from mesh.node.operators import RuntimeOperator, build_operator
+from mesh.node.operators.base import RuntimeOperator
+from mesh.node.operators.factory import build_operator
 from mesh.state.backends import MemoryBackend
 from mesh.state.keys import KeyCodec
 from mesh.time.clock import ManualClock

@@ -32,8 +32,8 @@ import anyio.abc
 
 from mesh._version import __version__
 from mesh.errors import MeshError
-from mesh.node.job import JobRuntime
-from mesh.node.network import NodeNetwork
+from mesh.node.dataplane.network import NodeNetwork
+from mesh.node.runtime.job import JobRuntime
 from mesh.protocol import codec
 from mesh.protocol.messages import (
     CancelTasks,

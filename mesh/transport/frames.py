@@ -1,9 +1,12 @@
 """The data-plane wire format: one binary header, then the payload.
 
 A data-plane message is multipart ``[header, payload]``: the header is a fixed struct
-followed by the job id and an optional extension (a small JSON map, e.g. trace context);
-the payload is the orjson encoding of a list of records (DATA) or empty (events).
-Credit messages travel the other way as ``[header]`` alone.
+followed by the job id and an optional extension (a small JSON map, e.g. trace context).
+The payload depends on the kind: DATA carries a batch of records, untimed or with event
+timestamps (its codec is ``mesh.transport.batches``); BARRIER carries what the
+checkpoint is and where its files go (``mesh.transport.barriers.BarrierPayload``); the
+other events carry nothing beyond ``arg``. Credit messages travel the other way as
+``[header]`` alone.
 
     offset  size  field
     0       2     magic b"MF"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh.errors import ChannelError
-from mesh.node.alignment import (
+from mesh.node.runtime.alignment import (
     AbortCheckpoint,
     Action,
     BarrierAligner,

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from mesh.errors import ChannelError
-from mesh.node.channels import (
+from mesh.node.dataplane.channels import (
     InputChannel,
     InputGate,
     LocalCreditReturn,

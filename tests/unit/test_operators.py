@@ -12,8 +12,9 @@ import pytest
 import mesh
 from mesh import EncodingError, GraphError, RecordError, sinks, sources
 from mesh.graph.logical import OperatorSpec
-from mesh.node.operators import RuntimeOperator, build_operator, describe_record
-from mesh.node.writers import encode_batch, encode_lines
+from mesh.node.operators.base import RuntimeOperator
+from mesh.node.operators.factory import build_operator
+from mesh.node.operators.records import describe_record, encode_batch, encode_lines
 from mesh.state.backends import MemoryBackend
 from mesh.state.keys import KeyCodec
 from mesh.time.clock import ManualClock
@@ -403,7 +404,7 @@ A1, A2, A3 = ({"k": "a", "v": v} for v in (1, 2, 3))
 def test_a_failing_record_is_located_with_the_output_before_it(
     make: Callable[[mesh.Stream], mesh.Stream], poison: Any, before: list[Any]
 ) -> None:
-    from mesh.node.operators import RecordFailure
+    from mesh.node.operators.records import RecordFailure
 
     op = _operator(make)
     with pytest.raises(RecordFailure) as info:

@@ -12,7 +12,7 @@ from mesh import Job, sinks, sources
 from mesh.errors import EncodingError, RecordError
 from mesh.graph.keygroups import key_group_for, subtask_for_key_group
 from mesh.graph.logical import OperatorSpec, Partitioning
-from mesh.node.output import EdgeWriter
+from mesh.node.runtime.output import EdgeWriter
 from mesh.transport.frames import FrameKind
 
 

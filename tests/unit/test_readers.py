@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh import GraphError, RecordError, sources
-from mesh.node import readers
-from mesh.node.context import TaskContext
-from mesh.node.readers import SourceReader, build_reader
-from mesh.node.splits import FileRange, plan_splits
+from mesh.node.connectors import readers
+from mesh.node.connectors.readers import SourceReader, build_reader
+from mesh.node.connectors.splits import FileRange, plan_splits
+from mesh.node.operators.context import TaskContext
 from mesh.time.clock import ManualClock
 
 

@@ -15,10 +15,10 @@ import pytest
 from mesh import Job, sinks, sources
 from mesh.errors import EncodingError, RecordError, StateError
 from mesh.graph.keygroups import KeyGroupRange
-from mesh.node.context import TaskContext
-from mesh.node.operators import RestoredState
-from mesh.node.sqlite_sink import SqliteSink
-from mesh.node.txn_sinks import JsonLinesSink, TransactionalSink
+from mesh.node.connectors.sqlite_sink import SqliteSink
+from mesh.node.connectors.txn_sinks import JsonLinesSink, TransactionalSink
+from mesh.node.operators.base import RestoredState
+from mesh.node.operators.context import TaskContext
 from mesh.time.clock import ManualClock
 
 TIMEOUT = 10

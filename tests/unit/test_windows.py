@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from mesh import Aggregate, Job, KeyedProcessFunction, sinks, sources, triggers, windows
 from mesh.errors import GraphError
 from mesh.graph.keygroups import KeyGroupRange
-from mesh.node.operators import RecordFailure, RestoredState, build_operator
+from mesh.node.operators.base import RestoredState
+from mesh.node.operators.factory import build_operator
+from mesh.node.operators.records import RecordFailure
 from mesh.state.backends import MemoryBackend
 from mesh.state.keys import KeyCodec
 from mesh.state.snapshot import create_snapshot_file

@@ -16,15 +16,9 @@ from typing import Any
 from mesh.api.functions import KeyedProcessFunction, ProcessFunction
 from mesh.errors import RecordError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.operators import (
-    KeyedOperator,
-    Output,
-    RecordFailure,
-    RestoredState,
-    RuntimeOperator,
-    UserCodeError,
-)
-from mesh.node.timing import EVENT_TIME, PROCESSING_TIME, KeyedTimerService, TimerHandle
+from mesh.node.operators.base import KeyedOperator, Output, RestoredState, RuntimeOperator
+from mesh.node.operators.records import RecordFailure, UserCodeError
+from mesh.node.operators.timers import EVENT_TIME, PROCESSING_TIME, KeyedTimerService, TimerHandle
 from mesh.state.backends import KeyedStateBackend
 from mesh.state.primitives import StateAccessor
 from mesh.time.durations import parse_duration

@@ -25,9 +25,9 @@ import orjson
 
 from mesh.api import sources
 from mesh.errors import GraphError, RecordError
-from mesh.node.context import TaskContext
-from mesh.node.operators import UserCodeError, first_failure
-from mesh.node.splits import plan_splits
+from mesh.node.connectors.splits import plan_splits
+from mesh.node.operators.context import TaskContext
+from mesh.node.operators.records import UserCodeError, first_failure
 from mesh.transport.sockets import Socket, SocketKind
 
 __all__ = ["SourceReader", "build_reader"]

@@ -21,9 +21,13 @@ from typing import Any
 from mesh.errors import RecordError
 from mesh.graph.keygroups import KeyGroupRouter
 from mesh.graph.logical import OperatorSpec, Partitioning
-from mesh.node.channels import OutputChannel
-from mesh.node.operators import UserCodeError, describe_record, first_failure
-from mesh.node.writers import encode_batch
+from mesh.node.dataplane.channels import OutputChannel
+from mesh.node.operators.records import (
+    UserCodeError,
+    describe_record,
+    encode_batch,
+    first_failure,
+)
 from mesh.time.watermarks import NO_TIMESTAMP
 from mesh.transport.frames import FrameKind
 

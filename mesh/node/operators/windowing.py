@@ -31,15 +31,9 @@ from mesh.api.windowed import WindowSetup
 from mesh.api.windows import Global, Session, Sliding, Tumbling, Window
 from mesh.errors import RecordError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.operators import (
-    KeyedOperator,
-    Output,
-    RecordFailure,
-    RestoredState,
-    UserCodeError,
-    describe_record,
-)
-from mesh.node.timing import EVENT_TIME, PROCESSING_TIME, KeyedTimerService
+from mesh.node.operators.base import KeyedOperator, Output, RestoredState
+from mesh.node.operators.records import RecordFailure, UserCodeError, describe_record
+from mesh.node.operators.timers import EVENT_TIME, PROCESSING_TIME, KeyedTimerService
 from mesh.state.backends import KeyedStateBackend
 from mesh.time.watermarks import MAX_WATERMARK, NO_TIMESTAMP, NO_WATERMARK
 from mesh.time.windows import merge_sessions, sliding_starts, tumbling_start

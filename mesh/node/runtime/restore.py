@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.graph.keygroups import key_group_range
-from mesh.node.operators import RestoredState
+from mesh.node.operators.base import RestoredState
 from mesh.protocol.messages import RestoreSpec
 from mesh.state.snapshot import SnapshotReader
 

@@ -6,60 +6,17 @@ import sys
 from collections import deque
 from typing import Any
 
-import orjson
-
 from mesh.api import sinks
-from mesh.errors import EncodingError, GraphError
+from mesh.errors import GraphError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.context import TaskContext
-from mesh.node.operators import RuntimeOperator, first_failure
+from mesh.node.operators.base import RuntimeOperator
+from mesh.node.operators.context import TaskContext
+from mesh.node.operators.records import encode_batch, encode_lines
 from mesh.transport.sockets import Socket, SocketKind
 
 _DELIVERY_DRAIN_MS = 60_000
 
-__all__ = [
-    "CollectSink",
-    "PrintSink",
-    "SinkOperator",
-    "ZmqPushSink",
-    "encode_batch",
-    "encode_lines",
-]
-
-_dumps = orjson.dumps
-_NEWLINE = orjson.OPT_APPEND_NEWLINE
-
-
-def _encoding_error(
-    spec: OperatorSpec, batch: list[Any], exc: Exception, verb: str
-) -> EncodingError:
-    found = first_failure(_dumps, batch)
-    if found is None:
-        return EncodingError(f"operator {spec.uid!r} ({spec.name}): cannot encode records: {exc}")
-    record, inner = found
-    return EncodingError(
-        f"operator {spec.uid!r} ({spec.name}) {verb} a record of type "
-        f"{type(record).__name__} that cannot be encoded as JSON: {inner}"
-    )
-
-
-def encode_batch(spec: OperatorSpec, batch: list[Any], stamps: list[int] | None = None) -> bytes:
-    """``batch`` as one JSON array — or, with event ``stamps``, as
-    ``{"t": stamps, "r": batch}``; EncodingError names ``spec`` and the record's type."""
-    try:
-        if stamps is not None:
-            return _dumps({"t": stamps, "r": batch})
-        return _dumps(batch)
-    except TypeError as exc:
-        raise _encoding_error(spec, batch, exc, "emitted") from None
-
-
-def encode_lines(spec: OperatorSpec, batch: list[Any]) -> bytes:
-    """``batch`` as JSON lines; EncodingError names ``spec`` and the record's type."""
-    try:
-        return b"".join([_dumps(record, option=_NEWLINE) for record in batch])
-    except TypeError as exc:
-        raise _encoding_error(spec, batch, exc, "received") from None
+__all__ = ["CollectSink", "PrintSink", "SinkOperator", "ZmqPushSink"]
 
 
 class SinkOperator(RuntimeOperator):

@@ -8,11 +8,11 @@ from typing import Any
 from mesh.api import sinks
 from mesh.errors import GraphError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.context import TaskContext
-from mesh.node.readers import build_reader
-from mesh.node.sqlite_sink import SqliteSink
-from mesh.node.txn_sinks import JsonLinesSink
-from mesh.node.writers import CollectSink, PrintSink, SinkOperator, ZmqPushSink
+from mesh.node.connectors.readers import build_reader
+from mesh.node.connectors.sqlite_sink import SqliteSink
+from mesh.node.connectors.txn_sinks import JsonLinesSink
+from mesh.node.connectors.writers import CollectSink, PrintSink, SinkOperator, ZmqPushSink
+from mesh.node.operators.context import TaskContext
 
 __all__ = ["build_reader", "build_sink"]
 

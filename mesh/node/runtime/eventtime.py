@@ -1,5 +1,5 @@
-"""A subtask's event time and processing time: the part of ``SubtaskRunner`` that moves
-watermarks and fires timers.
+"""A subtask's event time and processing time: the collaborator of ``SubtaskRunner``
+that moves watermarks and fires timers.
 
 * A source subtask with a ``WatermarkStrategy`` stamps each record it reads with the
   user's timestamp function and feeds a ``SourceWatermarks`` generator; every
@@ -11,76 +11,81 @@ watermarks and fires timers.
   the records it covers. The end of input is the end of event time: every timer fires.
 * Processing-time timers fire from the subtask's own loop (never concurrently with a
   batch): a small task sleeps on the clock until the next timer or tick is due, then
-  asks the loop to run ``_on_time``.
+  asks the loop to run ``on_time``.
+
+The runner owns an ``EventTime`` and calls it between batches; what fired timers emit
+goes down the rest of the runner's ``Chain`` (the seam between the two).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from mesh.errors import RecordError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.channels import InputGate
-from mesh.node.operators import (
-    RecordFailure,
-    RuntimeOperator,
-    UserCodeError,
-    dead_letter,
-    describe_record,
-)
-from mesh.node.output import EdgeWriter
+from mesh.node.dataplane.channels import InputGate
+from mesh.node.operators.records import UserCodeError, describe_record
+from mesh.node.runtime.chain import Chain
+from mesh.node.runtime.output import EdgeWriter
 from mesh.time.clock import Clock
 from mesh.time.watermarks import NO_WATERMARK, Progress, SourceWatermarks, WatermarkValve
 from mesh.transport.frames import FrameKind
 
-__all__ = ["EventTime"]
+__all__ = ["EventTime", "EventTimeSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventTimeSettings:
+    """How a subtask keeps event time (a source's timestamps come from its strategy)."""
+
+    timestamp: Callable[[Any], Any] | None = None  # a source's timestamp function
+    max_delay_ms: int = 0  # how far out of order a source's records may come
+    idle_timeout_ms: int | None = None  # a silent source is idle after this long
+    watermark_interval_ms: int = 200  # how often a source sends its watermark
 
 
 class EventTime:
-    """Watermarks and timers of a subtask (mixed into ``SubtaskRunner``)."""
+    """Watermarks and timers of one subtask."""
 
-    # Provided by the runner.
-    name: str
-    clock: Clock
-    gate: InputGate | None
-    writers: list[EdgeWriter]
-    source_spec: OperatorSpec | None
-    subtask_index: int
-    _transforms: list[RuntimeOperator]
-    _side_outputs: dict[str, dict[str, list[EdgeWriter]]]
-    _dead_letters: dict[str, EdgeWriter] | None
-
-    def _push(self, batch: list[Any], stamps: list[int] | None, start: int = 0) -> None:
-        raise NotImplementedError
-
-    def _count_dead_letter(self) -> None:
-        raise NotImplementedError
-
-    def _init_time(
+    def __init__(
         self,
-        timestamp: Callable[[Any], Any] | None,
-        max_delay_ms: int,
-        idle_timeout_ms: int | None,
-        interval_ms: int,
+        settings: EventTimeSettings,
+        *,
+        chain: Chain,
+        writers: list[EdgeWriter],
+        clock: Clock,
+        gate: InputGate | None = None,
+        source_spec: OperatorSpec | None = None,
     ) -> None:
+        self._chain = chain
+        self._writers = writers
+        self._clock = clock
+        self._gate = gate
+        self._source_spec = source_spec
         #: The subtask's event time: the last watermark it sent on.
         self.watermark = NO_WATERMARK
         self.idle = False
-        self._timestamp = timestamp
+        self._timestamp = settings.timestamp
         self._source_watermarks = (
-            SourceWatermarks(max_delay_ms, idle_timeout_ms, self.clock.monotonic_ms())
-            if timestamp is not None
+            SourceWatermarks(settings.max_delay_ms, settings.idle_timeout_ms, clock.monotonic_ms())
+            if settings.timestamp is not None
             else None
         )
-        self._valve = WatermarkValve(list(self.gate.channels)) if self.gate is not None else None
-        self._interval_ms = interval_ms
-        self._timer_ops = [op for op in self._transforms if op.has_timers]
-        # Set by the time loop when a tick or a timer is due; the subtask loop clears it.
-        self._time_due = False
+        self._valve = WatermarkValve(list(gate.channels)) if gate is not None else None
+        self._interval_ms = settings.watermark_interval_ms
+        self._timer_ops = [op for op in chain.transforms if op.has_timers]
+        #: Set by the time loop when a tick or a timer is due; ``on_time`` clears it.
+        self.due = False
         self._time_handled = anyio.Event()
+
+    @property
+    def stamps_records(self) -> bool:
+        """Whether a source stamps its records (it has a timestamp function)."""
+        return self._timestamp is not None
 
     @property
     def needs_time_loop(self) -> bool:
@@ -89,7 +94,7 @@ class EventTime:
 
     # -- sources: timestamps ------------------------------------------------------------------
 
-    def _stamp(self, batch: list[Any]) -> tuple[list[Any], list[int]]:
+    def stamp(self, batch: list[Any]) -> tuple[list[Any], list[int]]:
         """The records' event timestamps; a record whose timestamp cannot be had fails the
         subtask (or, with dead letters on, is set aside)."""
         fn = self._timestamp
@@ -116,36 +121,27 @@ class EventTime:
             except UserCodeError as exc:
                 error = self._timestamp_error(f"raised {type(exc).__name__}: {exc}", record)
                 error.__cause__ = exc
-            self._set_aside(record, error)
+            assert self._source_spec is not None
+            self._chain.set_aside(self._source_spec, record, error)
         return kept, times
 
     def _timestamp_error(self, what: str, record: Any) -> RecordError:
-        spec = self.source_spec
+        spec = self._source_spec
         assert spec is not None
         return RecordError(
             f"source {spec.uid!r} ({spec.name}): the WatermarkStrategy timestamp function "
             f"{what} — on record {describe_record(record)}"
         )
 
-    def _set_aside(self, record: Any, error: RecordError) -> None:
-        spec = self.source_spec
-        assert spec is not None
-        writer = self._dead_letters.get(spec.uid) if self._dead_letters is not None else None
-        if writer is None:
-            raise error
-        failure = RecordFailure(error, 0, [])
-        writer.write([dead_letter(spec, self.subtask_index, record, failure)])
-        self._count_dead_letter()
-
-    def _source_read(self, stamps: list[int]) -> None:
+    def source_read(self, stamps: list[int]) -> None:
         """A source read records with these timestamps (before they are pushed)."""
         generator = self._source_watermarks
         if generator is not None and stamps:
-            progress = generator.on_records(max(stamps), self.clock.monotonic_ms())
+            progress = generator.on_records(max(stamps), self._clock.monotonic_ms())
             if progress.idle is False:
                 self._emit_status(False)
 
-    async def _source_pushed(self) -> None:
+    async def source_pushed(self) -> None:
         """After a batch: send the watermark it allows (behind its records)."""
         generator = self._source_watermarks
         if generator is not None:
@@ -155,7 +151,7 @@ class EventTime:
 
     def _emit_status(self, idle: bool) -> None:
         self.idle = idle
-        for writer in self.writers:
+        for writer in self._writers:
             writer.emit_event(FrameKind.WATERMARK_STATUS, 1 if idle else 0)
 
     async def _apply(self, progress: Progress) -> None:
@@ -165,30 +161,30 @@ class EventTime:
         if progress.idle is False:
             self._emit_status(False)
         if progress.watermark is not None:
-            await self._advance(progress.watermark)
+            await self.advance(progress.watermark)
         if progress.idle is True:
             self._emit_status(True)
 
-    async def _advance(self, watermark: int) -> None:
+    async def advance(self, watermark: int) -> None:
         """Event time reached ``watermark``: fire what it passed, then send it on."""
         if watermark <= self.watermark:
             return
         self.watermark = watermark
-        for index, op in enumerate(self._transforms):
+        for index, op in enumerate(self._chain.transforms):
             self._pass_on(index, await op.on_watermark(watermark))
-        for writer in self.writers:
+        for writer in self._writers:
             writer.emit_event(FrameKind.WATERMARK, watermark)
 
     def _pass_on(self, index: int, fired: tuple[list[Any], list[int]]) -> None:
         """What operator ``index`` emitted from its timers: side outputs to their edges,
         records down the rest of the chain."""
-        op = self._transforms[index]
-        self._route_side(op)
+        op = self._chain.transforms[index]
+        self._chain.route_side(op)
         out, stamps = fired
         if out:
-            self._push(out, stamps if op.spec.event_time else None, index + 1)
+            self._chain.push(out, stamps if op.spec.event_time else None, index + 1)
 
-    async def _on_channel_event(self, kind: FrameKind, channel_id: int, arg: int) -> None:
+    async def on_channel_event(self, kind: FrameKind, channel_id: int, arg: int) -> None:
         """A WATERMARK, WATERMARK_STATUS or END_OF_PARTITION event from an input channel."""
         valve = self._valve
         assert valve is not None
@@ -199,35 +195,12 @@ class EventTime:
         elif kind is FrameKind.END_OF_PARTITION:
             await self._apply(valve.on_end(channel_id))
 
-    # -- side outputs ---------------------------------------------------------------------------
-
-    def _route_side(self, op: RuntimeOperator) -> None:
-        """Send ``op``'s side-output records to the edges reading them (others are dropped:
-        nobody asked for that tag)."""
-        records = op.side_records
-        if not records:
-            return
-        taken = list(records)
-        records.clear()
-        routes = self._side_outputs.get(op.spec.uid)
-        if not routes:
-            return
-        by_tag: dict[str, tuple[list[Any], list[int]]] = {}
-        for tag, record, stamp in taken:
-            if tag in routes:
-                batch, stamps = by_tag.setdefault(tag, ([], []))
-                batch.append(record)
-                stamps.append(stamp)
-        for tag, (batch, stamps) in by_tag.items():
-            for writer in routes[tag]:
-                writer.write(batch, stamps)
-
     # -- processing time ------------------------------------------------------------------------
 
-    async def _time_loop(self) -> None:
-        """Ask the subtask loop to run ``_on_time`` every interval, or sooner when a
+    async def time_loop(self) -> None:
+        """Ask the subtask loop to run ``on_time`` every interval, or sooner when a
         processing-time timer is due."""
-        clock = self.clock
+        clock = self._clock
         while True:
             wait: float = self._interval_ms
             for op in self._timer_ops:
@@ -237,21 +210,21 @@ class EventTime:
             if wait > 0:
                 await clock.sleep_ms(wait)
             self._time_handled = anyio.Event()
-            self._time_due = True
-            if self.gate is not None:
-                self.gate.interrupt()
+            self.due = True
+            if self._gate is not None:
+                self._gate.interrupt()
             await self._time_handled.wait()
 
-    async def _on_time(self) -> None:
+    async def on_time(self) -> None:
         """Periodic work, on the subtask loop: the source's watermark, processing-time
         timers due."""
-        self._time_due = False
+        self.due = False
         try:
             generator = self._source_watermarks
             if generator is not None:
-                await self._apply(generator.on_tick(self.clock.monotonic_ms()))
-            now = self.clock.now_ms()
-            for index, op in enumerate(self._transforms):
+                await self._apply(generator.on_tick(self._clock.monotonic_ms()))
+            now = self._clock.now_ms()
+            for index, op in enumerate(self._chain.transforms):
                 if not op.has_timers:
                     continue
                 due = op.next_processing_time()

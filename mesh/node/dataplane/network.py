@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from mesh.errors import FrameError
-from mesh.node.channels import InputChannel, OutputChannel
+from mesh.node.dataplane.channels import InputChannel, OutputChannel
 from mesh.protocol.messages import PeerAddress
 from mesh.transport.drops import DropCounter
 from mesh.transport.frames import FrameHeader, FrameKind, decode_header, encode_header

@@ -2,8 +2,8 @@
 
 ``JobRuntime.prepare`` does everything that can fail before any record moves: it unpacks
 and imports the job's code, rebuilds the graph and checks it is the submitted one, then
-wires the subtasks placed here — input gates, output channels (local or remote),
-operators — and registers the channels with the node's network. ``run`` starts every
+wires the subtasks placed here (``JobWiring``: input gates, output channels, local or
+remote, operators) and registers the channels with the node's network. ``run`` starts every
 subtask; each one's end (FINISHED, FAILED with its traceback, CANCELED) is reported
 through ``on_update``. A failed subtask does not stop its siblings here: the coordinator
 decides what happens to the job.
@@ -27,26 +27,30 @@ from mesh.api.loader import load_job
 from mesh.errors import JobCodeError, MeshError
 from mesh.graph.execution import ExecutionGraph, SubtaskRef, build_execution_graph
 from mesh.graph.logical import JobConfig, LogicalGraph, OperatorSpec
-from mesh.node.bundle import extract_bundle
-from mesh.node.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
-from mesh.node.connectors import build_reader, build_sink
-from mesh.node.context import TaskContext
-from mesh.node.network import JobChannels, NodeNetwork, RemoteCreditReturn, RemoteLink
-from mesh.node.operators import RuntimeOperator, build_operator
-from mesh.node.output import EdgeWriter
-from mesh.node.restore import RestorePoint
-from mesh.node.task import CheckpointTarget, SubtaskRunner
+from mesh.node.dataplane.channels import InputGate
+from mesh.node.dataplane.network import NodeNetwork
+from mesh.node.operators.context import TaskContext
+from mesh.node.runtime.bundle import extract_bundle
+from mesh.node.runtime.eventtime import EventTimeSettings
+from mesh.node.runtime.restore import RestorePoint
+from mesh.node.runtime.task import (
+    CheckpointTarget,
+    SubtaskPosition,
+    SubtaskRunner,
+    TaskInput,
+    TaskOutput,
+)
+from mesh.node.runtime.wiring import JobWiring, SubtaskOutputs
 from mesh.protocol.messages import (
     AckCheckpoint,
     CollectBatch,
     DeclineCheckpoint,
     DeployTasks,
-    PeerAddress,
     SnapshotFile,
     SubtaskMetrics,
     TaskUpdate,
 )
-from mesh.protocol.states import TaskState
+from mesh.protocol.states import CheckpointKind, TaskState
 from mesh.state.backends import KeyedStateBackend, open_backend
 from mesh.state.keys import KeyCodec
 from mesh.time.clock import Clock
@@ -136,174 +140,77 @@ class JobRuntime:
             raise
 
     def _prepare(self) -> None:
-        deploy = self.deploy
-        built, eg = self._load()
-        graph = eg.logical
-        config = self.config = graph.config
-        settings = deploy.channels
-        exclusive = settings.exclusive_credits
-        buffer_records = settings.buffer_records
-        placement = {SubtaskRef.parse(a.subtask): a.node_id for a in deploy.assignments}
-        peers: dict[str, PeerAddress] = {p.node_id: p for p in deploy.peers}
-        local = sorted(ref for ref, node in placement.items() if node == self.node_id)
-        tasks = eg.job.tasks
-        channels = JobChannels(self.job_id, self.attempt)
-
-        def label(ch_id: int) -> str:
-            ch = eg.channels[ch_id]
-            return (
-                f"{self.job_id}#{ch_id} ({tasks[ch.producer.task].name} {ch.producer.index} -> "
-                f"{tasks[ch.consumer.task].name} {ch.consumer.index})"
-            )
-
-        # 1. input gates; credits for remote producers go back over the network.
-        gates: dict[SubtaskRef, InputGate] = {}
-        for ref in local:
-            inputs = eg.input_channels(ref)
-            if not inputs:
-                continue
-            gate = InputGate(exclusive=exclusive, floating=settings.floating_credits)
-            for ch in inputs:
-                producer_node = placement[ch.producer]
-                if producer_node == self.node_id:
-                    credit_return: Any = None  # set once the producer's channel exists
-                    peer = f"local subtask {ch.producer}"
-                else:
-                    address = peers[producer_node]
-                    credit_return = RemoteCreditReturn(
-                        self._network.peer(address), self.job_id, self.attempt
-                    )
-                    peer = f"node {producer_node}"
-                channels.inputs[ch.id] = gate.add_channel(
-                    ch.id, credit_return, label=label(ch.id), peer=peer
-                )
-            gates[ref] = gate
-
-        # 2. output channels and the writers of every outgoing edge.
-        writers: dict[SubtaskRef, list[EdgeWriter]] = {ref: [] for ref in local}
-        # Side outputs (dead letters among them), by operator uid and tag.
-        side_outputs: dict[SubtaskRef, dict[str, dict[str, list[EdgeWriter]]]] = {
-            ref: {} for ref in local
-        }
-        lenient_keys = config.on_error == "dead_letter"
-        for ref in local:
-            for edge in eg.job.outputs_of(ref.task):
-                outs = []
-                for ch in eg.output_channels(edge.id, ref.index):
-                    consumer_node = placement[ch.consumer]
-                    link: Any
-                    if consumer_node == self.node_id:
-                        target = channels.inputs[ch.id]
-                        link = LocalLink(target)
-                    else:
-                        link = RemoteLink(
-                            self._network.peer(peers[consumer_node]), self.job_id, self.attempt
-                        )
-                    out = OutputChannel(ch.id, exclusive, link, label(ch.id))
-                    if consumer_node == self.node_id:
-                        channels.inputs[ch.id].credit_return = LocalCreditReturn(out)
-                    channels.outputs[ch.id] = out
-                    outs.append(out)
-                writer = EdgeWriter(
-                    producer=graph.operator(edge.source_op),
-                    consumer=graph.operator(edge.target_op),
-                    partitioning=edge.partitioning,
-                    channels=outs,
-                    subtask_index=ref.index,
-                    buffer_records=buffer_records,
-                    key_fn=built.edge_key_fns.get((edge.source_op, edge.target_op)),
-                    lenient_keys=lenient_keys,
-                    timed=graph.operator(edge.source_op).event_time,
-                )
-                writers[ref].append(writer)
-                if edge.tag is not None:
-                    uid = graph.operator(edge.source_op).uid
-                    side_outputs[ref].setdefault(uid, {}).setdefault(edge.tag, []).append(writer)
+        built, graph = self._load()
+        self.config = graph.logical.config
+        wiring = JobWiring(self.deploy, built, graph, node_id=self.node_id, network=self._network)
+        gates = wiring.input_gates()
+        outputs = wiring.outputs()
         for gate in gates.values():
             gate.seal()
+        for ref in wiring.local:
+            self.runners[str(ref)] = self._runner(wiring, ref, gates.get(ref), outputs[ref])
+        self._network.register(wiring.channels)
 
-        # 3. operators and runners.
-        for ref in local:
-            task = tasks[ref.task]
-            ctx = TaskContext(
-                job_id=self.job_id,
-                attempt=self.attempt,
-                node_id=self.node_id,
-                task_name=task.name,
-                subtask_index=ref.index,
-                parallelism=task.parallelism,
-                max_parallelism=config.max_parallelism,
-                base_dir=Path(deploy.base_dir),
-                clock=self._clock,
-                collect=self._collector(str(ref)),
-                sockets=self._sockets,
-            )
-            reader = None
-            watermarks = None
-            operators: list[RuntimeOperator] = []
-            for op_id in task.operators:
-                spec = graph.operator(op_id)
-                definition = built.operator(op_id)
-                if definition.kind == "source":
-                    assert definition.source is not None
-                    reader = build_reader(definition.source, ctx)
-                    watermarks = definition.watermarks
-                elif definition.kind == "sink":
-                    assert definition.sink is not None
-                    operators.append(build_sink(spec, definition.sink, ctx))
-                else:
-                    operators.append(
-                        build_operator(
-                            spec,
-                            definition,
-                            backend=self._backend_maker(spec, ref.index, config.state_backend),
-                            subtask_index=ref.index,
-                            parallelism=task.parallelism,
-                        )
-                    )
-            source_spec = graph.operator(task.head) if reader is not None else None
-            restored = {}
-            if self._restore_point is not None:
-                for uid in [graph.operator(o).uid for o in task.operators]:
-                    state = self._restore_point.state_for(
-                        uid, ref.index, task.parallelism, config.max_parallelism
-                    )
-                    if state is not None:
-                        restored[uid] = state
-            subtask = str(ref)
-            runner = SubtaskRunner(
-                name=f"{task.name} ({ref.index + 1}/{task.parallelism})",
-                operators=operators,
-                writers=writers[ref],
-                clock=self._clock,
-                buffer_timeout_ms=config.buffer_timeout_ms,
-                read_batch=buffer_records,
-                max_backlog=settings.max_backlog,
-                subtask_index=ref.index,
-                parallelism=task.parallelism,
-                max_parallelism=config.max_parallelism,
-                checkpoints=self._checkpoint_target(subtask),
+    def _runner(
+        self,
+        wiring: JobWiring,
+        ref: SubtaskRef,
+        gate: InputGate | None,
+        outputs: SubtaskOutputs,
+    ) -> SubtaskRunner:
+        """The runner of local subtask ``ref``, its channels already wired."""
+        task = wiring.task(ref)
+        config = wiring.config
+        subtask = str(ref)
+        ctx = TaskContext(
+            job_id=self.job_id,
+            attempt=self.attempt,
+            node_id=self.node_id,
+            task_name=task.name,
+            subtask_index=ref.index,
+            parallelism=task.parallelism,
+            max_parallelism=config.max_parallelism,
+            base_dir=Path(self.deploy.base_dir),
+            clock=self._clock,
+            collect=self._collector(subtask),
+            sockets=self._sockets,
+        )
+        chain = wiring.chain(ref, ctx, self._backend_maker)
+        watermarks = chain.watermarks
+        runner = SubtaskRunner(
+            name=f"{task.name} ({ref.index + 1}/{task.parallelism})",
+            clock=self._clock,
+            position=SubtaskPosition(ref.index, task.parallelism, config.max_parallelism),
+            operators=chain.operators,
+            reads=TaskInput(
+                reader=chain.reader,
+                source_spec=wiring.logical.operator(task.head) if chain.reader else None,
+                read_batch=wiring.settings.buffer_records,
+                gate=gate,
                 exactly_once=config.checkpoint_mode == "exactly_once",
-                reader=reader,
-                source_spec=source_spec,
-                gate=gates.get(ref),
-                restored=restored,
-                side_outputs=side_outputs[ref],
+            ),
+            writes=TaskOutput(
+                writers=outputs.writers,
+                buffer_timeout_ms=config.buffer_timeout_ms,
+                side_outputs=outputs.side_outputs,
+                max_backlog=wiring.settings.max_backlog,
+            ),
+            checkpoints=self._checkpoint_target(subtask),
+            restored=wiring.restored(ref, self._restore_point),
+            event_time=EventTimeSettings(
                 timestamp=watermarks.timestamp if watermarks is not None else None,
                 max_delay_ms=watermarks.max_delay_ms if watermarks is not None else 0,
                 idle_timeout_ms=watermarks.idle_timeout_ms if watermarks is not None else None,
                 watermark_interval_ms=config.watermark_interval_ms,
-            )
-            runner.on_state = self._reporter(subtask)
-            self.runners[subtask] = runner
-        self._network.register(channels)
+            ),
+        )
+        runner.on_state = self._reporter(subtask)
+        return runner
 
-    def _backend_maker(
-        self, spec: OperatorSpec, index: int, kind: str
-    ) -> Callable[[], KeyedStateBackend]:
+    def _backend_maker(self, spec: OperatorSpec, index: int) -> Callable[[], KeyedStateBackend]:
         def make() -> KeyedStateBackend:
             return open_backend(
-                kind,
+                self.config.state_backend,
                 path=self._work_dir / "state" / f"{spec.uid}-{index}.db",
                 codec=KeyCodec(spec.max_parallelism),
                 clock=self._clock,
@@ -418,7 +325,11 @@ class JobRuntime:
             scope.cancel()
 
     def trigger_checkpoint(
-        self, checkpoint_id: int, kind: str, directory: str, subtasks: list[str] | None = None
+        self,
+        checkpoint_id: int,
+        kind: CheckpointKind,
+        directory: str,
+        subtasks: list[str] | None = None,
     ) -> None:
         """Start a checkpoint at the subtasks that get no barrier: sources and subtasks whose
         input ended (or exactly ``subtasks``)."""

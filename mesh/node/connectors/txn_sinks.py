@@ -34,9 +34,10 @@ from typing import Any
 from mesh.api import sinks
 from mesh.errors import GraphError, StateError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.context import TaskContext
-from mesh.node.operators import RestoredState
-from mesh.node.writers import SinkOperator, encode_lines
+from mesh.node.connectors.writers import SinkOperator
+from mesh.node.operators.base import RestoredState
+from mesh.node.operators.context import TaskContext
+from mesh.node.operators.records import encode_lines
 from mesh.state.files import fsync_dir
 
 __all__ = ["JsonLinesSink", "TransactionalSink", "transaction_pattern"]

@@ -15,8 +15,11 @@ forwards the barrier on every output, and goes on; the captured state is written
 snapshot files by a background task, which then acknowledges the checkpoint (or
 declines it, saying why).
 
-Event time (``EventTime``, mixed in): records may come with timestamps, watermarks
-arrive with the data, and operators fire timers as event time and the clock move.
+The loop owns its collaborators: the ``Chain`` (operators as plain function calls),
+``EventTime`` (records may come with timestamps, watermarks arrive with the data, and
+operators fire timers as event time and the clock move) and, for a consumer, the
+``BarrierAligner``. What it reads, writes and where it reports checkpoints are given as
+``TaskInput``, ``TaskOutput`` and ``CheckpointTarget``.
 
 At the end of input the chain finishes (operators emit what they held back), sinks
 pre-commit their last transaction, END_OF_PARTITION goes out on every output channel,
@@ -32,19 +35,21 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-import orjson
 
 from mesh import faults
 from mesh._excgroups import unwrap
-from mesh.errors import ChannelError
-from mesh.graph.keygroups import key_group_range
-from mesh.graph.logical import DEAD_LETTER, OperatorSpec
-from mesh.node.alignment import (
+from mesh.errors import ChannelError, FrameError
+from mesh.graph.keygroups import KeyGroupRange, key_group_range
+from mesh.graph.logical import OperatorSpec
+from mesh.node.connectors.readers import SourceReader
+from mesh.node.dataplane.channels import InputChannel, InputGate, Interrupted
+from mesh.node.operators.base import RestoredState, RuntimeOperator
+from mesh.node.runtime.alignment import (
     AbortCheckpoint,
     Action,
     BarrierAligner,
@@ -52,41 +57,29 @@ from mesh.node.alignment import (
     TakeSnapshot,
     UnblockAll,
 )
-from mesh.node.channels import InputGate, Interrupted
-from mesh.node.eventtime import EventTime
-from mesh.node.operators import RecordFailure, RestoredState, RuntimeOperator, dead_letter
-from mesh.node.output import EdgeWriter
-from mesh.node.readers import SourceReader
-from mesh.node.writers import SinkOperator
+from mesh.node.runtime.chain import Chain, SideOutputs
+from mesh.node.runtime.eventtime import EventTime, EventTimeSettings
+from mesh.node.runtime.metrics import TaskMetrics
+from mesh.node.runtime.output import EdgeWriter
 from mesh.protocol.messages import SnapshotFile
-from mesh.protocol.states import TaskState
+from mesh.protocol.states import CheckpointKind, TaskState
 from mesh.state.backends import SnapshotJob
 from mesh.state.snapshot import create_snapshot_file, file_info
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK
+from mesh.transport.barriers import BarrierPayload
+from mesh.transport.batches import BatchError, decode_batch
 from mesh.transport.frames import FrameKind
 
-__all__ = ["CheckpointTarget", "SubtaskRunner"]
+__all__ = [
+    "CheckpointTarget",
+    "SubtaskPosition",
+    "SubtaskRunner",
+    "TaskInput",
+    "TaskOutput",
+]
 
 log = logging.getLogger("mesh.node.task")
-
-
-@dataclass
-class TaskMetrics:
-    """Counters of one subtask (read by heartbeats)."""
-
-    records_in: int = 0
-    records_out: int = 0
-    backpressure_ms: float = 0.0  # completed waits for output room
-    backpressured_since: float | None = None  # monotonic ms, while waiting now
-    started_ms: int = 0
-    finished_ms: int = 0
-    dead_letters: int = 0  # records set aside because user code raised on them
-
-    def backpressure_total(self, now_ms: float) -> float:
-        """Time spent waiting for output room, including a wait going on now."""
-        since = self.backpressured_since
-        return self.backpressure_ms + (now_ms - since if since is not None else 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +91,45 @@ class CheckpointTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class SubtaskPosition:
+    """Which subtask of its task this is, and how the task's keys are spread."""
+
+    index: int
+    parallelism: int
+    max_parallelism: int
+
+    @property
+    def key_groups(self) -> KeyGroupRange:
+        """The key groups this subtask owns."""
+        return key_group_range(self.index, self.parallelism, self.max_parallelism)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInput:
+    """What a subtask reads: a source (``reader``) or its input channels (``gate``)."""
+
+    reader: SourceReader | None = None
+    source_spec: OperatorSpec | None = None  # the source a reader reads for
+    read_batch: int = 1000  # records a source reads at a time
+    gate: InputGate | None = None
+    exactly_once: bool = True  # align barriers (False: at-least-once, no blocking)
+
+    def __post_init__(self) -> None:
+        if (self.reader is None) == (self.gate is None):
+            raise ValueError("a subtask has either a reader or an input gate")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutput:
+    """What a subtask writes: its output edges and how it buffers them."""
+
+    writers: list[EdgeWriter]  # every output edge (events go to all of them)
+    buffer_timeout_ms: int  # partly filled buffers go out after this long
+    side_outputs: SideOutputs = field(default_factory=dict)  # dead letters among them
+    max_backlog: int = 2  # buffers waiting for credit on a channel before the loop waits
+
+
+@dataclass(frozen=True, slots=True)
 class _Capture:
     spec: OperatorSpec
     path: Path
@@ -105,60 +137,33 @@ class _Capture:
     keyed: bool
 
 
-class SubtaskRunner(EventTime):
+class SubtaskRunner:
     """Runs one subtask's chain until its input ends, it fails, or it is cancelled."""
 
     def __init__(
         self,
         *,
         name: str,
-        operators: list[RuntimeOperator],
-        writers: list[EdgeWriter],
         clock: Clock,
-        buffer_timeout_ms: int,
-        read_batch: int,
-        subtask_index: int,
-        parallelism: int,
-        max_parallelism: int,
+        position: SubtaskPosition,
+        operators: list[RuntimeOperator],
+        reads: TaskInput,
+        writes: TaskOutput,
         checkpoints: CheckpointTarget,
-        exactly_once: bool = True,
-        max_backlog: int = 2,
-        reader: SourceReader | None = None,
-        source_spec: OperatorSpec | None = None,
-        gate: InputGate | None = None,
         restored: dict[str, RestoredState] | None = None,
-        side_outputs: dict[str, dict[str, list[EdgeWriter]]] | None = None,
-        timestamp: Callable[[Any], Any] | None = None,
-        max_delay_ms: int = 0,
-        idle_timeout_ms: int | None = None,
-        watermark_interval_ms: int = 200,
+        event_time: EventTimeSettings | None = None,
     ) -> None:
-        if (reader is None) == (gate is None):
-            raise ValueError("a subtask has either a reader or an input gate")
         self.name = name
-        self.operators = operators
-        # Every output edge (events go to all of them); records of the chain's main output
-        # go to ``_outputs``; side outputs (by operator uid and tag) to their edges, dead
-        # letters among them.
-        self.writers = writers
-        self._side_outputs = side_outputs or {}
-        self._dead_letters = {
-            uid: tags[DEAD_LETTER][0]
-            for uid, tags in self._side_outputs.items()
-            if tags.get(DEAD_LETTER)
-        } or None
-        side = {id(w) for tags in self._side_outputs.values() for ws in tags.values() for w in ws}
-        self._outputs = [w for w in writers if id(w) not in side]
-        self.reader = reader
-        self.source_spec = source_spec
-        self.gate = gate
         self.clock = clock
-        self.buffer_timeout_ms = buffer_timeout_ms
-        self.read_batch = read_batch
-        self.max_backlog = max_backlog
-        self.subtask_index = subtask_index
-        self.parallelism = parallelism
-        self.max_parallelism = max_parallelism
+        self.position = position
+        self.operators = operators
+        self.reader = reads.reader
+        self.source_spec = reads.source_spec
+        self.gate = reads.gate
+        self.read_batch = reads.read_batch
+        self.writers = writes.writers
+        self.buffer_timeout_ms = writes.buffer_timeout_ms
+        self.max_backlog = writes.max_backlog
         self.checkpoints = checkpoints
         self.restored = restored or {}
         self.state = TaskState.DEPLOYED
@@ -167,102 +172,57 @@ class SubtaskRunner(EventTime):
         # What a cancellation does to sink output: commit it (a user stopped a job that
         # takes no checkpoints) or drop it.
         self.commit_on_cancel = False
-        # A sink can only be the last operator of a chain; records_out counts what it got.
-        last = operators[-1] if operators else None
-        self._sink = last if isinstance(last, SinkOperator) else None
-        self._transforms = operators[:-1] if self._sink is not None else list(operators)
-        # The chain head, when its keyed state must be loaded/stored around each batch.
-        head = self._transforms[0] if self._transforms else None
-        self._io_head = (
-            head if head is not None and head.backend and head.backend.needs_io else None
+        self._chain = Chain(
+            operators,
+            writes.writers,
+            writes.side_outputs,
+            subtask_index=position.index,
+            metrics=self.metrics,
         )
+        self._time = EventTime(
+            event_time or EventTimeSettings(),
+            chain=self._chain,
+            writers=writes.writers,
+            clock=clock,
+            gate=reads.gate,
+            source_spec=reads.source_spec,
+        )
+        gate = reads.gate
         self._aligner = (
-            BarrierAligner(gate.channels, exactly_once=exactly_once) if gate is not None else None
+            BarrierAligner(gate.channels, exactly_once=reads.exactly_once)
+            if gate is not None
+            else None
         )
         # The newest checkpoint this subtask snapshotted (a trigger may come twice).
         self._last_snapshot = -1
-        # Checkpoint triggers for a source subtask: (id, barrier payload), oldest first.
-        self._triggers: deque[tuple[int, bytes]] = deque()
+        # Checkpoint triggers for a source subtask, oldest first.
+        self._triggers: deque[tuple[int, BarrierPayload]] = deque()
         self._triggered = anyio.Event()
-        # Barrier payloads (kind, directory) by checkpoint id, for an alignment under way.
-        self._barrier_meta: dict[int, bytes] = {}
+        # What came with the barriers of an alignment under way, by checkpoint id.
+        self._barriers: dict[int, BarrierPayload] = {}
         self._final_commit = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self.on_state: Callable[[SubtaskRunner], None] = lambda runner: None
-        self._init_time(timestamp, max_delay_ms, idle_timeout_ms, watermark_interval_ms)
+
+    @property
+    def watermark(self) -> int:
+        """The subtask's event time: the last watermark it sent on."""
+        return self._time.watermark
 
     # -- the chain ------------------------------------------------------------------------
 
-    def _push(self, batch: list[Any], stamps: list[int] | None, start: int = 0) -> None:
-        """Run ``batch`` (with its event ``stamps``, if it has any) through the chain from
-        operator ``start`` on, then to the sink or the output edges."""
-        divert = self._dead_letters is not None
-        for op in self._transforms[start:] if start else self._transforms:
-            if divert:
-                batch, stamps = self._process_or_divert(op, batch, stamps)
-            elif stamps is None:
-                batch = op.process(batch)
-            else:
-                batch, stamps = op.process_timed(batch, stamps)
-            if op.side_records:
-                self._route_side(op)
-            if not batch:
-                return
-        self.metrics.records_out += len(batch)
-        if self._sink is not None:
-            self._sink.process(batch)
-        for writer in self._outputs:
-            writer.write(batch, stamps)
-
-    def _process_or_divert(
-        self, op: RuntimeOperator, batch: list[Any], stamps: list[int] | None
-    ) -> tuple[list[Any], list[int] | None]:
-        """``op.process``, with each record that makes user code raise set aside as a dead
-        letter (the record, the operator, the traceback) while the rest go on."""
-        assert self._dead_letters is not None
-        writer = self._dead_letters.get(op.spec.uid)
-        if writer is None:
-            if stamps is None:
-                return op.process(batch), None
-            return op.process_timed(batch, stamps)
-        out: list[Any] = []
-        times: list[int] | None = None if stamps is None else []
-        while batch:
-            try:
-                if stamps is None or times is None:
-                    out.extend(op.process(batch))
-                else:
-                    made, made_stamps = op.process_timed(batch, stamps)
-                    out.extend(made)
-                    times.extend(made_stamps)
-                break
-            except RecordFailure as failure:
-                out.extend(failure.output)
-                if stamps is not None and times is not None:
-                    prefix = failure.stamps
-                    times.extend(stamps[: failure.index] if prefix is None else prefix)
-                    stamps = stamps[failure.index + 1 :]
-                record = batch[failure.index]
-                writer.write([dead_letter(op.spec, self.subtask_index, record, failure)])
-                self._count_dead_letter()
-                batch = batch[failure.index + 1 :]
-        return out, times
-
-    def _count_dead_letter(self) -> None:
-        self.metrics.dead_letters += 1
-
     async def _push_batch(self, batch: list[Any], stamps: list[int] | None = None) -> None:
-        head = self._io_head
+        head = self._chain.io_head
         if head is None:
-            self._push(batch, stamps)
+            self._chain.push(batch, stamps)
             return
         assert head.backend is not None
         await head.backend.before_batch(head.keys_of(batch))
-        self._push(batch, stamps)
+        self._chain.push(batch, stamps)
         await head.backend.after_batch()
 
     async def _respect_backpressure(self) -> None:
-        sink = self._sink
+        sink = self._chain.sink
         if sink is not None and sink.needs_settle:
             await self._backpressured(sink.settle())
         limit = self.max_backlog
@@ -291,10 +251,9 @@ class SubtaskRunner(EventTime):
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def trigger(self, checkpoint_id: int, kind: str, directory: str) -> None:
+    def trigger(self, checkpoint_id: int, kind: CheckpointKind, directory: str) -> None:
         """A source subtask: take checkpoint ``checkpoint_id`` at the next batch boundary."""
-        payload = orjson.dumps({"kind": kind, "dir": directory})
-        self._triggers.append((checkpoint_id, payload))
+        self._triggers.append((checkpoint_id, BarrierPayload(kind=kind, directory=directory)))
         self._triggered.set()
 
     def _capture(self, checkpoint_id: int, directory: Path) -> list[_Capture]:
@@ -310,15 +269,16 @@ class SubtaskRunner(EventTime):
         return captures
 
     def _capture_into(self, captures: list[_Capture], checkpoint_id: int, directory: Path) -> None:
+        position = self.position
         meta = {
             "checkpoint_id": checkpoint_id,
-            "subtask": self.subtask_index,
-            "parallelism": self.parallelism,
-            "max_parallelism": self.max_parallelism,
+            "subtask": position.index,
+            "parallelism": position.parallelism,
+            "max_parallelism": position.max_parallelism,
         }
         if self.reader is not None and self.source_spec is not None:
             spec = self.source_spec
-            path = directory / f"{spec.uid}-{self.subtask_index}.db"
+            path = directory / f"{spec.uid}-{position.index}.db"
             create_snapshot_file(
                 path, {**meta, "uid": spec.uid}, {"splits": self.reader.snapshot()}
             )
@@ -327,28 +287,28 @@ class SubtaskRunner(EventTime):
             state = op.snapshot_state(checkpoint_id)
             if not op.stateful:
                 continue
-            path = directory / f"{op.spec.uid}-{self.subtask_index}.db"
-            groups = key_group_range(self.subtask_index, self.parallelism, self.max_parallelism)
+            path = directory / f"{op.spec.uid}-{position.index}.db"
+            groups = position.key_groups
             create_snapshot_file(
                 path, {**meta, "uid": op.spec.uid, "key_groups": [groups.start, groups.end]}, state
             )
             job = op.backend.begin_snapshot(path) if op.backend is not None else None
             captures.append(_Capture(op.spec, path, job, keyed=op.backend is not None))
 
-    async def _checkpoint(self, checkpoint_id: int, payload: bytes) -> None:
+    async def _checkpoint(self, checkpoint_id: int, barrier: BarrierPayload) -> None:
         """Snapshot at this barrier, forward it, and write the files in the background."""
         if checkpoint_id <= self._last_snapshot:
             return  # already taken (triggered twice)
         self._last_snapshot = checkpoint_id
         started = self.clock.monotonic_ms()
-        meta = orjson.loads(payload)
         try:
-            captures = self._capture(checkpoint_id, Path(meta["dir"]))
+            captures = self._capture(checkpoint_id, Path(barrier.directory))
         except Exception as exc:
             log.warning("%s: checkpoint %d declined: %s", self.name, checkpoint_id, exc)
             self.checkpoints.decline(checkpoint_id, f"{self.name}: {exc}")
             captures = None
         if self.state is TaskState.RUNNING:  # outputs of an ENDING subtask are closed
+            payload = barrier.encode()
             for writer in self.writers:
                 writer.emit_event(FrameKind.BARRIER, checkpoint_id, payload)
         if captures is not None and self._tg is not None:
@@ -364,11 +324,11 @@ class SubtaskRunner(EventTime):
                     await anyio.to_thread.run_sync(capture.job.run)
                 faults.reach("snapshot.writing")
                 info = await anyio.to_thread.run_sync(file_info, capture.path)
-                groups = key_group_range(self.subtask_index, self.parallelism, self.max_parallelism)
+                groups = self.position.key_groups
                 files.append(
                     SnapshotFile(
                         uid=capture.spec.uid,
-                        subtask=self.subtask_index,
+                        subtask=self.position.index,
                         file=capture.path.name,
                         size=info.size,
                         sha256=info.sha256,
@@ -404,10 +364,9 @@ class SubtaskRunner(EventTime):
             elif isinstance(action, UnblockAll):
                 gate.unblock_all()
             elif isinstance(action, TakeSnapshot):
-                payload = self._barrier_meta.pop(action.checkpoint, b"")
-                await self._checkpoint(action.checkpoint, payload)
+                await self._checkpoint(action.checkpoint, self._barriers.pop(action.checkpoint))
             elif isinstance(action, AbortCheckpoint):
-                self._barrier_meta.pop(action.checkpoint, None)
+                self._barriers.pop(action.checkpoint, None)
                 log.info("%s: alignment of checkpoint %d given up", self.name, action.checkpoint)
 
     # -- loops ----------------------------------------------------------------------------
@@ -415,30 +374,31 @@ class SubtaskRunner(EventTime):
     async def _handle_triggers(self) -> None:
         triggers = self._triggers
         while triggers:
-            checkpoint_id, payload = triggers.popleft()
-            await self._checkpoint(checkpoint_id, payload)
+            checkpoint_id, barrier = triggers.popleft()
+            await self._checkpoint(checkpoint_id, barrier)
         self._triggered = anyio.Event()
 
     async def _run_source(self) -> None:
         assert self.reader is not None
         reader = self.reader
         metrics = self.metrics
-        timed = self._timestamp is not None
+        time = self._time
+        timed = time.stamps_records
         while True:
             if self._triggers:
                 await self._handle_triggers()
-            if self._time_due:
-                await self._on_time()
+            if time.due:
+                await time.on_time()
             batch = await reader.read(self.read_batch)
             if batch is None:
                 return
             if batch:
                 metrics.records_in += len(batch)
                 if timed:
-                    batch, stamps = self._stamp(batch)
-                    self._source_read(stamps)
+                    batch, stamps = time.stamp(batch)
+                    time.source_read(stamps)
                     await self._push_batch(batch, stamps)
-                    await self._source_pushed()
+                    await time.source_pushed()
                 else:
                     await self._push_batch(batch)
                 await self._respect_backpressure()
@@ -449,56 +409,36 @@ class SubtaskRunner(EventTime):
         gate = self.gate
         aligner = self._aligner
         metrics = self.metrics
-        loads = orjson.loads
+        time = self._time
+        barriers = self._barriers
         while (item := await gate.next()) is not None:
-            if self._time_due:
-                await self._on_time()
+            if time.due:
+                await time.on_time()
             if isinstance(item, Interrupted):
                 continue
             channel, kind, arg, payload = item
             if kind is FrameKind.DATA:
                 try:
-                    batch = loads(payload)
-                except orjson.JSONDecodeError as exc:
-                    raise ChannelError(
-                        f"channel {channel.label} from {channel.peer}: undecodable payload ({exc})"
-                    ) from None
-                stamps = None
-                if type(batch) is dict:  # a batch with event timestamps
-                    timed: dict[str, Any] = batch
-                    batch, stamps = timed.get("r"), timed.get("t")
-                    if not (
-                        isinstance(batch, list)
-                        and isinstance(stamps, list)
-                        and len(stamps) == len(batch)
-                    ):
-                        raise ChannelError(
-                            f"channel {channel.label} from {channel.peer}: a timestamped "
-                            "payload needs lists 'r' and 't' of equal length"
-                        )
-                elif not isinstance(batch, list):
-                    raise ChannelError(
-                        f"channel {channel.label} from {channel.peer}: payload is not a batch"
-                    )
+                    batch, stamps = decode_batch(payload)
+                except BatchError as exc:
+                    raise _broken(channel, exc) from None
                 gate.consumed(channel)
                 metrics.records_in += len(batch)
                 await self._push_batch(batch, stamps)
                 await self._respect_backpressure()
                 await anyio.lowlevel.checkpoint()
             elif kind is FrameKind.BARRIER:
-                self._barrier_meta.setdefault(arg, bytes(payload))
+                if arg not in barriers:
+                    try:
+                        barriers[arg] = BarrierPayload.decode(payload)
+                    except FrameError as exc:
+                        raise _broken(channel, exc) from None
                 await self._act(aligner.on_barrier(channel.id, arg))
             elif kind is FrameKind.END_OF_PARTITION:
                 await self._act(aligner.on_end_of_partition(channel.id))
-                await self._on_channel_event(kind, channel.id, arg)
+                await time.on_channel_event(kind, channel.id, arg)
             elif kind is FrameKind.WATERMARK or kind is FrameKind.WATERMARK_STATUS:
-                await self._on_channel_event(kind, channel.id, arg)
-
-    def _finish_chain(self) -> None:
-        for index, op in enumerate(self._transforms):
-            out = op.finish()
-            if out:
-                self._push(out, None, index + 1)
+                await time.on_channel_event(kind, channel.id, arg)
 
     async def _initialize(self, opened: list[RuntimeOperator]) -> None:
         if self.reader is not None:
@@ -515,6 +455,7 @@ class SubtaskRunner(EventTime):
         """Run to the end of input; raises what failed the subtask."""
         self.state = TaskState.RUNNING
         self.metrics.started_ms = self.clock.now_ms()
+        sink = self._chain.sink
         opened: list[RuntimeOperator] = []
         try:
             async with anyio.create_task_group() as tg:
@@ -522,17 +463,17 @@ class SubtaskRunner(EventTime):
                 await self._initialize(opened)
                 if self.writers:
                     tg.start_soon(self._flusher)
-                if self.needs_time_loop:
-                    tg.start_soon(self._time_loop)
+                if self._time.needs_time_loop:
+                    tg.start_soon(self._time.time_loop)
                 if self.reader is not None:
                     await self._run_source()
                 else:
                     await self._run_gate()
                 # The end of input is the end of event time: every timer fires.
-                await self._advance(MAX_WATERMARK)
-                self._finish_chain()
-                if self._sink is not None:
-                    self._sink.end_of_input()
+                await self._time.advance(MAX_WATERMARK)
+                self._chain.finish()
+                if sink is not None:
+                    sink.end_of_input()
                 for writer in self.writers:
                     writer.emit_event(FrameKind.END_OF_PARTITION)
                 for writer in self.writers:
@@ -545,19 +486,19 @@ class SubtaskRunner(EventTime):
                     await self._handle_triggers()
                     await _first_of(self._final_commit.wait(), self._triggered.wait())
                 log.debug("%s: final commit", self.name)
-                if self._sink is not None:
-                    self._sink.commit_final()
+                if sink is not None:
+                    sink.commit_final()
                 tg.cancel_scope.cancel()
         except BaseException as exc:
             cancelled = isinstance(unwrap(exc), anyio.get_cancelled_exc_class())
-            if self._sink is not None and self._sink in opened:
+            if sink is not None and sink in opened:
                 try:
                     if self.commit_on_cancel and cancelled:
-                        self._sink.commit_all()
+                        sink.commit_all()
                     else:
-                        self._sink.abort()
+                        sink.abort()
                 except Exception:
-                    log.exception("sink %s failed to close its output", self._sink.spec.uid)
+                    log.exception("sink %s failed to close its output", sink.spec.uid)
             raise
         finally:
             self._tg = None
@@ -575,6 +516,11 @@ class SubtaskRunner(EventTime):
                 self.reader.close()
             self.metrics.finished_ms = self.clock.now_ms()
         self.state = TaskState.FINISHED
+
+
+def _broken(channel: InputChannel, exc: Exception) -> ChannelError:
+    """A channel that delivered a payload that does not decode."""
+    return ChannelError(f"channel {channel.label} from {channel.peer}: {exc}")
 
 
 async def _first_of(*waits: Awaitable[None]) -> None:

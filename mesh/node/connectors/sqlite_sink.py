@@ -18,10 +18,9 @@ import orjson
 
 from mesh.errors import GraphError, RecordError, StateError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.context import TaskContext
-from mesh.node.operators import describe_record
-from mesh.node.txn_sinks import TransactionalSink, transaction_pattern
-from mesh.node.writers import encode_lines
+from mesh.node.connectors.txn_sinks import TransactionalSink, transaction_pattern
+from mesh.node.operators.context import TaskContext
+from mesh.node.operators.records import describe_record, encode_lines
 
 __all__ = ["SqliteSink"]
 

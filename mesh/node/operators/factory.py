@@ -1,0 +1,60 @@
+"""``build_operator``: the runtime operator for each operator definition of a job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mesh.api.job import OperatorDef
+from mesh.errors import GraphError
+from mesh.graph.logical import OperatorSpec
+from mesh.node.operators.base import RuntimeOperator
+from mesh.node.operators.keyed import (
+    COMBINERS,
+    AggregateOperator,
+    CountOperator,
+    ReduceOperator,
+)
+from mesh.node.operators.process import KeyedProcessOperator, ProcessOperator
+from mesh.node.operators.stateless import StatelessOperator
+from mesh.node.operators.windowing import WindowOperator
+from mesh.state.backends import KeyedStateBackend
+
+__all__ = ["build_operator"]
+
+
+def build_operator(
+    spec: OperatorSpec,
+    definition: OperatorDef,
+    *,
+    backend: Callable[[], KeyedStateBackend],
+    subtask_index: int = 0,
+    parallelism: int = 1,
+) -> RuntimeOperator:
+    """The runtime operator for one definition (sources and sinks are built elsewhere).
+
+    ``backend`` makes the keyed state backend of a keyed operator.
+    """
+    kind = definition.kind
+    fn = definition.fn
+    if kind in StatelessOperator.KINDS:
+        assert fn is not None
+        return StatelessOperator(spec, fn)
+    if kind == "process":
+        return ProcessOperator.build(spec, fn, subtask_index, parallelism)
+    key_fn = definition.key_fn
+    if key_fn is None:
+        raise GraphError(f"operator {spec.uid!r} ({kind}) needs a keyed stream")
+    state = backend()
+    if kind == "keyed_process":
+        return KeyedProcessOperator.build(spec, key_fn, state, fn, subtask_index, parallelism)
+    if kind == "window":
+        return WindowOperator(spec, key_fn, state, definition.window)
+    if kind == "reduce":
+        assert fn is not None
+        return ReduceOperator(spec, key_fn, state, fn)
+    if kind == "count":
+        return CountOperator(spec, key_fn, state)
+    if kind in COMBINERS:
+        assert definition.field_name is not None
+        return AggregateOperator(spec, key_fn, state, definition.field_name, COMBINERS[kind])
+    raise GraphError(f"operator {spec.uid!r}: unknown kind {kind!r}")

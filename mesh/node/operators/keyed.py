@@ -1,0 +1,161 @@
+"""Built-in keyed aggregations: reduce, count, and sum/min/max on a field.
+
+Each keeps one value per key in the operator's ``state`` table and emits the running
+value for every record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from mesh.errors import RecordError
+from mesh.graph.logical import OperatorSpec
+from mesh.node.operators.base import KeyedOperator
+from mesh.node.operators.records import RecordFailure, UserCodeError
+from mesh.state.backends import KeyedStateBackend
+
+__all__ = ["COMBINERS", "AggregateOperator", "CountOperator", "ReduceOperator"]
+
+_dumps = orjson.dumps
+_loads = orjson.loads
+
+
+def _decode_all(encoded: list[bytes]) -> list[Any]:
+    return _loads(b"[" + b",".join(encoded) + b"]") if encoded else []
+
+
+class ReduceOperator(KeyedOperator):
+    """reduce: the user's function folds each record into its key's value."""
+
+    def __init__(
+        self,
+        spec: OperatorSpec,
+        key_fn: Callable[[Any], Any],
+        backend: KeyedStateBackend,
+        fn: Callable[[Any, Any], Any],
+    ) -> None:
+        super().__init__(spec, key_fn, backend)
+        self.fn = fn
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        state = self.state
+        fn = self.fn
+        detach = self.backend.detach if self.backend is not None else (lambda v: v)
+        # Emit snapshots: a reduce function that mutates and returns its accumulator must
+        # not change records already emitted, so each value is encoded as it is made.
+        snapshots: list[bytes] = []
+        for index, record in enumerate(batch):
+            try:
+                key = self._key(record)
+                if key in state:
+                    try:
+                        value = fn(detach(state[key]), record)  # fn may mutate its accumulator
+                    except UserCodeError as exc:
+                        raise self._error("raised", record, exc) from exc
+                else:
+                    value = record
+                try:
+                    encoded = _dumps(value)
+                except TypeError as exc:
+                    raise self._error("produced a value that is not JSON:", value, exc) from exc
+            except RecordError as error:
+                raise RecordFailure(error, index, _decode_all(snapshots)) from error.__cause__
+            state[key] = value
+            snapshots.append(encoded)
+        return _decode_all(snapshots)
+
+
+class AggregateOperator(KeyedOperator):
+    """sum/min/max on a dict field: emits the record with the field set to the running value."""
+
+    def __init__(
+        self,
+        spec: OperatorSpec,
+        key_fn: Callable[[Any], Any],
+        backend: KeyedStateBackend,
+        field_name: str,
+        combine: Callable[[Any, Any], Any],
+    ) -> None:
+        super().__init__(spec, key_fn, backend)
+        self.field = field_name
+        self.combine = combine
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        state = self.state
+        field = self.field
+        combine = self.combine
+        key_fn = self.key_fn
+        out: list[Any] = []
+        append = out.append
+        try:
+            for record in batch:
+                key = key_fn(record)
+                value = record[field]
+                current = state.get(key)
+                value = value if current is None else combine(current, value)
+                state[key] = value
+                append({**record, field: value})
+        except UserCodeError:
+            # Everything before the failing record was applied (state is only written
+            # once nothing can raise); go on record by record from there.
+            return self._process_slow(batch, out)
+        return out
+
+    def _process_slow(self, batch: list[Any], out: list[Any]) -> list[Any]:
+        state = self.state
+        field = self.field
+        for record in batch[len(out) :]:
+            try:
+                key = self._key(record)
+                try:
+                    value = record[field]
+                    current = state.get(key)
+                    value = value if current is None else self.combine(current, value)
+                except UserCodeError as exc:
+                    if not isinstance(record, dict) or field not in record:
+                        raise self._error(
+                            f"needs dict records with a {field!r} field, got", record, exc
+                        ) from exc
+                    raise self._error(f"cannot combine field {field!r}:", record, exc) from exc
+            except RecordError as error:
+                raise RecordFailure(error, len(out), out) from error.__cause__
+            state[key] = value
+            out.append({**record, field: value})
+        return out
+
+
+class CountOperator(KeyedOperator):
+    """count: emits ``{"key": key, "count": n}`` for each record."""
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        state = self.state
+        key_fn = self.key_fn
+        out: list[Any] = []
+        append = out.append
+        try:
+            for record in batch:
+                key = key_fn(record)
+                n = state.get(key, 0) + 1
+                state[key] = n
+                append({"key": key, "count": n})
+        except UserCodeError:
+            for record in batch[len(out) :]:
+                try:
+                    key = self._key(record)
+                except RecordError as error:
+                    raise RecordFailure(error, len(out), out) from error.__cause__
+                n = state.get(key, 0) + 1
+                state[key] = n
+                append({"key": self.key_fn(record), "count": n})  # the key as the user made it
+        return out
+
+
+def _add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+#: The combine function of each field aggregation.
+COMBINERS: dict[str, Callable[[Any, Any], Any]] = {"sum": _add, "min": min, "max": max}
