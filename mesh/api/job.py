@@ -25,6 +25,7 @@ from mesh.graph.logical import (
     EdgeSpec,
     JobConfig,
     LogicalGraph,
+    OperatorKind,
     OperatorSpec,
     Partitioning,
 )
@@ -39,23 +40,11 @@ _CHECKPOINT_MODES = ("exactly_once", "at_least_once")
 _STATE_BACKENDS = ("memory", "sqlite")
 _ON_ERROR = ("fail", "dead_letter")
 #: Operator kinds that run user code (their failures can become dead letters).
-_USER_CODE = frozenset(
-    {
-        "map",
-        "filter",
-        "flat_map",
-        "process",
-        "keyed_process",
-        "reduce",
-        "sum",
-        "min",
-        "max",
-        "count",
-        "window",
-    }
-)
+_USER_CODE = frozenset(OperatorKind) - {OperatorKind.SOURCE, OperatorKind.SINK}
 #: Operator kinds that may emit side outputs (``ctx.output``, ``late_output``).
-SIDE_OUTPUT_KINDS = frozenset({"process", "keyed_process", "window"})
+SIDE_OUTPUT_KINDS = frozenset(
+    {OperatorKind.PROCESS, OperatorKind.KEYED_PROCESS, OperatorKind.WINDOW}
+)
 #: The uid of the dead-letter sink a job with on_error="dead_letter" gets.
 DEAD_LETTER_UID = "dead-letters"
 
@@ -77,7 +66,7 @@ class OperatorDef:
     """An operator as the user described it, with the user's functions."""
 
     id: int
-    kind: str
+    kind: OperatorKind
     inputs: list[InputRef]
     fn: Callable[..., Any] | None = None
     key_fn: KeyFn | None = None  # keyed operators: how to get the key of an input record
@@ -254,7 +243,7 @@ class Job:
         if watermarks is not None:
             description = {**description, "watermarks": watermarks.describe()}
         op = self._add(
-            "source",
+            OperatorKind.SOURCE,
             [],
             source=source,
             watermarks=watermarks,
@@ -270,7 +259,7 @@ class Job:
             return self.restart
         return RestartStrategy.exponential() if interval_ms else RestartStrategy.none()
 
-    def _add(self, kind: str, inputs: list[InputRef], **fields: Any) -> OperatorDef:
+    def _add(self, kind: OperatorKind, inputs: list[InputRef], **fields: Any) -> OperatorDef:
         for ref in inputs:
             if not 0 <= ref.op < len(self._operators):
                 raise GraphError("a stream from another Job cannot be used in this one")
@@ -378,7 +367,7 @@ class Job:
     def _event_time(self, op: OperatorDef, specs: list[OperatorSpec]) -> bool:
         """Whether ``op``'s output records carry event timestamps (and check that an
         event-time window gets them)."""
-        if op.kind == "source":
+        if op.kind is OperatorKind.SOURCE:
             return op.watermarks is not None
         upstream = [specs[ref.op] for ref in op.inputs]
         if op.window is not None:
@@ -396,7 +385,7 @@ class Job:
         sources = [
             spec.id
             for spec in specs
-            if spec.kind in _USER_CODE or (spec.kind == "source" and spec.event_time)
+            if spec.kind in _USER_CODE or (spec.kind is OperatorKind.SOURCE and spec.event_time)
         ]
         if not sources:
             return  # no user code, nothing can fail a record
@@ -409,7 +398,7 @@ class Job:
         sink_id = len(specs)
         definitions[sink_id] = OperatorDef(
             id=sink_id,
-            kind="sink",
+            kind=OperatorKind.SINK,
             inputs=[],
             sink=sink,
             default_name="Dead letters",
@@ -420,7 +409,7 @@ class Job:
                 id=sink_id,
                 uid=DEAD_LETTER_UID,
                 name="Dead letters",
-                kind="sink",
+                kind=OperatorKind.SINK,
                 parallelism=1,
                 max_parallelism=self.max_parallelism,
                 chaining=Chaining.NEVER,

@@ -17,7 +17,7 @@ from mesh.api.sinks import Sink
 from mesh.api.windowed import WindowedStream
 from mesh.api.windows import WindowAssigner
 from mesh.errors import GraphError
-from mesh.graph.logical import Chaining, Partitioning
+from mesh.graph.logical import Chaining, OperatorKind, Partitioning
 
 __all__ = ["KeyedStream", "Stream", "StreamSink", "WindowedStream"]
 
@@ -114,24 +114,24 @@ class Stream(_OperatorOptions):
 
     # -- transformations ----------------------------------------------------------------
 
-    def _then(self, kind: str, default_name: str, **fields: Any) -> Stream:
+    def _then(self, kind: OperatorKind, default_name: str, **fields: Any) -> Stream:
         op = self._job._add(kind, self._inputs, default_name=default_name, **fields)
         return Stream(self._job, [InputRef(op.id, None)], op.id)
 
     def map(self, fn: Callable[[Any], Any]) -> Stream:
         """Apply ``fn`` to every record."""
         _check_fn(fn, "map")
-        return self._then("map", "Map", fn=fn)
+        return self._then(OperatorKind.MAP, "Map", fn=fn)
 
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Stream:
         """Replace every record by the records of the iterable ``fn`` returns."""
         _check_fn(fn, "flat_map")
-        return self._then("flat_map", "FlatMap", fn=fn)
+        return self._then(OperatorKind.FLAT_MAP, "FlatMap", fn=fn)
 
     def filter(self, fn: Callable[[Any], Any]) -> Stream:
         """Keep the records for which ``fn`` is true."""
         _check_fn(fn, "filter")
-        return self._then("filter", "Filter", fn=fn)
+        return self._then(OperatorKind.FILTER, "Filter", fn=fn)
 
     def key_by(self, fn: Callable[[Any], Any]) -> KeyedStream:
         """Partition the stream by ``fn(record)``: equal keys go to the same subtask."""
@@ -143,7 +143,7 @@ class Stream(_OperatorOptions):
         """Apply a ``ProcessFunction`` (or ``fn(record, ctx)``): it returns or yields the
         records to emit."""
         _check_process(fn, "process")
-        return self._then("process", _process_name(fn), fn=fn)
+        return self._then(OperatorKind.PROCESS, _process_name(fn), fn=fn)
 
     def union(self, *streams: Stream) -> Stream:
         """Merge this stream with ``streams`` (records interleave in arrival order)."""
@@ -170,7 +170,7 @@ class Stream(_OperatorOptions):
         if not isinstance(sink, Sink):
             raise GraphError(f"sink() expects a mesh.sinks object, got {type(sink).__name__}")
         op = self._job._add(
-            "sink",
+            OperatorKind.SINK,
             self._inputs,
             sink=sink,
             default_name=f"Sink: {type(sink).__name__}",
@@ -214,7 +214,7 @@ class KeyedStream(Stream):
         super().__init__(job, inputs, op_id)
         self._key_fn = key_fn
 
-    def _keyed(self, kind: str, default_name: str, **fields: Any) -> Stream:
+    def _keyed(self, kind: OperatorKind, default_name: str, **fields: Any) -> Stream:
         op = self._job._add(
             kind, self._inputs, default_name=default_name, key_fn=self._key_fn, **fields
         )
@@ -223,29 +223,35 @@ class KeyedStream(Stream):
     def reduce(self, fn: Callable[[Any, Any], Any]) -> Stream:
         """Running reduce per key: emits ``fn(previous, record)`` after every record."""
         _check_fn(fn, "reduce")
-        return self._keyed("reduce", "Reduce", fn=fn)
+        return self._keyed(OperatorKind.REDUCE, "Reduce", fn=fn)
 
     def sum(self, field: str) -> Stream:
         """Running sum of ``record[field]`` per key; emits the record with the running sum."""
-        return self._keyed("sum", f"Sum({_check_name(field, 'field')})", field_name=field)
+        return self._keyed(
+            OperatorKind.SUM, f"Sum({_check_name(field, 'field')})", field_name=field
+        )
 
     def min(self, field: str) -> Stream:
         """Running minimum of ``record[field]`` per key; emits the record with it."""
-        return self._keyed("min", f"Min({_check_name(field, 'field')})", field_name=field)
+        return self._keyed(
+            OperatorKind.MIN, f"Min({_check_name(field, 'field')})", field_name=field
+        )
 
     def max(self, field: str) -> Stream:
         """Running maximum of ``record[field]`` per key; emits the record with it."""
-        return self._keyed("max", f"Max({_check_name(field, 'field')})", field_name=field)
+        return self._keyed(
+            OperatorKind.MAX, f"Max({_check_name(field, 'field')})", field_name=field
+        )
 
     def count(self) -> Stream:
         """Running count per key: emits ``{"key": k, "count": n}`` after every record."""
-        return self._keyed("count", "Count")
+        return self._keyed(OperatorKind.COUNT, "Count")
 
     def process(self, fn: Any) -> Stream:
         """Apply a ``KeyedProcessFunction`` (or ``fn(record, ctx)``) with keyed state in
         ``ctx.state``, timers in ``ctx.timers`` and the key in ``ctx.key``."""
         _check_process(fn, "process")
-        return self._keyed("keyed_process", _process_name(fn), fn=fn)
+        return self._keyed(OperatorKind.KEYED_PROCESS, _process_name(fn), fn=fn)
 
     def window(self, assigner: WindowAssigner) -> WindowedStream:
         """Cut each key's records into windows (``mesh.windows``); then apply

@@ -19,6 +19,7 @@ from mesh.api import triggers
 from mesh.api.functions import Aggregate
 from mesh.api.windows import Global, WindowAssigner
 from mesh.errors import GraphError
+from mesh.graph.logical import OperatorKind
 from mesh.time.durations import parse_duration
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class WindowedStream:
         setup = replace(self._setup, function=function, fn=fn)
         name = f"Window({setup.assigner!r}).{label}"
         op = self._job._add(
-            "window",
+            OperatorKind.WINDOW,
             self._inputs,
             default_name=name,
             key_fn=self._key_fn,

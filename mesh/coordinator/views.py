@@ -8,6 +8,7 @@ from typing import Any
 from mesh.coordinator.jobs import JobRecord, SubtaskRate
 from mesh.coordinator.scheduler import natural_key, slots_needed
 from mesh.graph.execution import SubtaskRef
+from mesh.graph.logical import OperatorKind
 
 __all__ = ["job_status"]
 
@@ -17,8 +18,10 @@ def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
     eg = job.graph
     logical = eg.logical
     placement = {a.subtask: a for a in job.assignments}
-    source_tasks = {t.id for t in eg.job.tasks if logical.operator(t.head).kind == "source"}
-    sink_tasks = {t.id for t in eg.job.tasks if logical.operator(t.tail).kind == "sink"}
+    source_tasks = {
+        t.id for t in eg.job.tasks if logical.operator(t.head).kind is OperatorKind.SOURCE
+    }
+    sink_tasks = {t.id for t in eg.job.tasks if logical.operator(t.tail).kind is OperatorKind.SINK}
     totals: dict[str, float] = {
         "records_in": 0,
         "records_out": 0,
@@ -111,7 +114,9 @@ def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
         "edges": edges,
         "totals": {k: round(v, 1) if isinstance(v, float) else v for k, v in totals.items()},
         "sinks": [
-            {"uid": op.uid, **op.description} for op in logical.operators if op.kind == "sink"
+            {"uid": op.uid, **op.description}
+            for op in logical.operators
+            if op.kind is OperatorKind.SINK
         ],
         "checkpoints": job.checkpoints.summary() if job.checkpoints else None,
         "restored_from": job.restore.path if job.restore else None,

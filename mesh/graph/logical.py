@@ -23,6 +23,7 @@ __all__ = [
     "EdgeSpec",
     "JobConfig",
     "LogicalGraph",
+    "OperatorKind",
     "OperatorSpec",
     "Partitioning",
 ]
@@ -47,6 +48,24 @@ class Chaining(StrEnum):
     NEVER = "never"  # never chained (disable_chaining)
 
 
+class OperatorKind(StrEnum):
+    """What an operator does; nodes build its runtime operator from this."""
+
+    SOURCE = "source"
+    MAP = "map"
+    FILTER = "filter"
+    FLAT_MAP = "flat_map"
+    PROCESS = "process"
+    KEYED_PROCESS = "keyed_process"
+    REDUCE = "reduce"
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+    COUNT = "count"
+    WINDOW = "window"
+    SINK = "sink"
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorSpec:
     """One operator of the logical graph."""
@@ -54,7 +73,7 @@ class OperatorSpec:
     id: int  # position in creation order; edges refer to it
     uid: str  # stable identity of the operator's state
     name: str  # shown to people
-    kind: str  # "source", "map", "filter", "flat_map", "reduce", "sum", ..., "sink"
+    kind: OperatorKind
     parallelism: int
     max_parallelism: int
     chaining: Chaining = Chaining.ALWAYS
@@ -144,7 +163,11 @@ class LogicalGraph:
             config = JobConfig(**data["config"])
             operators = tuple(
                 OperatorSpec(
-                    **{**op, "chaining": Chaining(op["chaining"])},
+                    **{
+                        **op,
+                        "kind": OperatorKind(op["kind"]),
+                        "chaining": Chaining(op["chaining"]),
+                    },
                 )
                 for op in data["operators"]
             )
@@ -215,7 +238,7 @@ class LogicalGraph:
                 )
         if not self.sources():
             raise GraphError(f"job {self.config.name!r} has no source")
-        if not any(op.kind == "sink" for op in ops):
+        if not any(op.kind is OperatorKind.SINK for op in ops):
             raise GraphError(
                 f"job {self.config.name!r} has no sink; add one with .sink(...) so its output "
                 "goes somewhere"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mesh.api.job import OperatorDef
 from mesh.errors import GraphError
-from mesh.graph.logical import OperatorSpec
+from mesh.graph.logical import OperatorKind, OperatorSpec
 from mesh.node.operators.base import RuntimeOperator
 from mesh.node.operators.keyed import (
     COMBINERS,
@@ -39,20 +39,20 @@ def build_operator(
     if kind in StatelessOperator.KINDS:
         assert fn is not None
         return StatelessOperator(spec, fn)
-    if kind == "process":
+    if kind is OperatorKind.PROCESS:
         return ProcessOperator.build(spec, fn, subtask_index, parallelism)
     key_fn = definition.key_fn
     if key_fn is None:
         raise GraphError(f"operator {spec.uid!r} ({kind}) needs a keyed stream")
     state = backend()
-    if kind == "keyed_process":
+    if kind is OperatorKind.KEYED_PROCESS:
         return KeyedProcessOperator.build(spec, key_fn, state, fn, subtask_index, parallelism)
-    if kind == "window":
+    if kind is OperatorKind.WINDOW:
         return WindowOperator(spec, key_fn, state, definition.window)
-    if kind == "reduce":
+    if kind is OperatorKind.REDUCE:
         assert fn is not None
         return ReduceOperator(spec, key_fn, state, fn)
-    if kind == "count":
+    if kind is OperatorKind.COUNT:
         return CountOperator(spec, key_fn, state)
     if kind in COMBINERS:
         assert definition.field_name is not None

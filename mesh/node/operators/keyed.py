@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from mesh.errors import RecordError
-from mesh.graph.logical import OperatorSpec
+from mesh.graph.logical import OperatorKind, OperatorSpec
 from mesh.node.operators.base import KeyedOperator
 from mesh.node.operators.records import RecordFailure, UserCodeError
 from mesh.state.backends import KeyedStateBackend
@@ -158,4 +158,8 @@ def _add(a: Any, b: Any) -> Any:
 
 
 #: The combine function of each field aggregation.
-COMBINERS: dict[str, Callable[[Any, Any], Any]] = {"sum": _add, "min": min, "max": max}
+COMBINERS: dict[OperatorKind, Callable[[Any, Any], Any]] = {
+    OperatorKind.SUM: _add,
+    OperatorKind.MIN: min,
+    OperatorKind.MAX: max,
+}

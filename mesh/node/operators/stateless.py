@@ -6,7 +6,7 @@ from collections.abc import Callable
 from itertools import compress
 from typing import Any
 
-from mesh.graph.logical import OperatorSpec
+from mesh.graph.logical import OperatorKind, OperatorSpec
 from mesh.node.operators.base import Output, RuntimeOperator
 from mesh.node.operators.records import RecordFailure, UserCodeError
 
@@ -20,10 +20,10 @@ def _flat_map(fn: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
 class StatelessOperator(RuntimeOperator):
     """map, filter and flat_map: one user function applied to a whole batch at once."""
 
-    _APPLY: dict[str, Callable[[Callable[[Any], Any], list[Any]], list[Any]]] = {
-        "map": lambda fn, batch: list(map(fn, batch)),
-        "filter": lambda fn, batch: list(filter(fn, batch)),
-        "flat_map": _flat_map,
+    _APPLY: dict[OperatorKind, Callable[[Callable[[Any], Any], list[Any]], list[Any]]] = {
+        OperatorKind.MAP: lambda fn, batch: list(map(fn, batch)),
+        OperatorKind.FILTER: lambda fn, batch: list(filter(fn, batch)),
+        OperatorKind.FLAT_MAP: _flat_map,
     }
 
     #: The operator kinds it runs.
@@ -32,11 +32,11 @@ class StatelessOperator(RuntimeOperator):
     def __init__(self, spec: OperatorSpec, fn: Callable[[Any], Any]) -> None:
         super().__init__(spec)
         self.fn = fn
-        self._kind = spec.kind
+        self._kind = OperatorKind(spec.kind)
         self._apply = self._APPLY[spec.kind]
         # What to replay per record to find the one that fails (flat_map: exhaust it).
         self._probe: Callable[[Any], Any] = (
-            (lambda record: list(fn(record))) if spec.kind == "flat_map" else fn
+            (lambda record: list(fn(record))) if spec.kind is OperatorKind.FLAT_MAP else fn
         )
 
     def process(self, batch: list[Any]) -> list[Any]:
@@ -56,7 +56,7 @@ class StatelessOperator(RuntimeOperator):
             raise self._error("raised (not again when replayed)", None, exc) from exc
 
     def process_timed(self, batch: list[Any], stamps: list[int]) -> Output:
-        if self._kind == "map":
+        if self._kind is OperatorKind.MAP:
             return self.process(batch), stamps
         try:
             return self._apply_timed(batch, stamps)
@@ -72,7 +72,7 @@ class StatelessOperator(RuntimeOperator):
 
     def _apply_timed(self, batch: list[Any], stamps: list[int]) -> Output:
         fn = self.fn
-        if self._kind == "filter":
+        if self._kind is OperatorKind.FILTER:
             keep = list(map(fn, batch))
             return list(compress(batch, keep)), list(compress(stamps, keep))
         out: list[Any] = []

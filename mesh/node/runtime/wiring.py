@@ -23,7 +23,7 @@ from mesh.api.job import BuiltJob
 from mesh.api.watermarks import WatermarkStrategy
 from mesh.graph.chaining import TaskSpec
 from mesh.graph.execution import ExecutionGraph, SubtaskRef
-from mesh.graph.logical import OperatorSpec
+from mesh.graph.logical import OperatorKind, OperatorSpec
 from mesh.node.connectors.factory import build_reader, build_sink
 from mesh.node.connectors.readers import SourceReader
 from mesh.node.dataplane.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
@@ -188,11 +188,11 @@ class JobWiring:
         for op_id in task.operators:
             spec = self.logical.operator(op_id)
             definition = self.built.operator(op_id)
-            if definition.kind == "source":
+            if definition.kind is OperatorKind.SOURCE:
                 assert definition.source is not None
                 reader = build_reader(definition.source, ctx)
                 watermarks = definition.watermarks
-            elif definition.kind == "sink":
+            elif definition.kind is OperatorKind.SINK:
                 assert definition.sink is not None
                 operators.append(build_sink(spec, definition.sink, ctx))
             else:
