@@ -41,7 +41,6 @@ from typing import Any
 
 import anyio
 
-from mesh import faults
 from mesh._excgroups import unwrap
 from mesh.errors import ChannelError, FrameError
 from mesh.graph.keygroups import KeyGroupRange, key_group_range
@@ -61,10 +60,9 @@ from mesh.node.runtime.chain import Chain, SideOutputs
 from mesh.node.runtime.eventtime import EventTime, EventTimeSettings
 from mesh.node.runtime.metrics import TaskMetrics
 from mesh.node.runtime.output import EdgeWriter
+from mesh.node.runtime.snapshots import SnapshotCapture, capture_state, finish_snapshot
 from mesh.protocol.messages import SnapshotFile
 from mesh.protocol.states import CheckpointKind, TaskState
-from mesh.state.backends import SnapshotJob
-from mesh.state.snapshot import create_snapshot_file, file_info
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK
 from mesh.transport.barriers import BarrierPayload
@@ -127,14 +125,6 @@ class TaskOutput:
     buffer_timeout_ms: int  # partly filled buffers go out after this long
     side_outputs: SideOutputs = field(default_factory=dict)  # dead letters among them
     max_backlog: int = 2  # buffers waiting for credit on a channel before the loop waits
-
-
-@dataclass(frozen=True, slots=True)
-class _Capture:
-    spec: OperatorSpec
-    path: Path
-    job: SnapshotJob | None
-    keyed: bool
 
 
 class SubtaskRunner:
@@ -256,44 +246,20 @@ class SubtaskRunner:
         self._triggers.append((checkpoint_id, BarrierPayload(kind=kind, directory=directory)))
         self._triggered.set()
 
-    def _capture(self, checkpoint_id: int, directory: Path) -> list[_Capture]:
+    def _capture(self, checkpoint_id: int, directory: Path) -> list[SnapshotCapture]:
         """Take every operator's state now (on the loop); files are finished later."""
-        captures: list[_Capture] = []
-        try:
-            self._capture_into(captures, checkpoint_id, directory)
-        except BaseException:
-            for capture in captures:  # release what the captures so far hold
-                if capture.job is not None:
-                    capture.job.finish()
-            raise
-        return captures
-
-    def _capture_into(self, captures: list[_Capture], checkpoint_id: int, directory: Path) -> None:
         position = self.position
-        meta = {
-            "checkpoint_id": checkpoint_id,
-            "subtask": position.index,
-            "parallelism": position.parallelism,
-            "max_parallelism": position.max_parallelism,
-        }
-        if self.reader is not None and self.source_spec is not None:
-            spec = self.source_spec
-            path = directory / f"{spec.uid}-{position.index}.db"
-            create_snapshot_file(
-                path, {**meta, "uid": spec.uid}, {"splits": self.reader.snapshot()}
-            )
-            captures.append(_Capture(spec, path, None, keyed=False))
-        for op in self.operators:
-            state = op.snapshot_state(checkpoint_id)
-            if not op.stateful:
-                continue
-            path = directory / f"{op.spec.uid}-{position.index}.db"
-            groups = position.key_groups
-            create_snapshot_file(
-                path, {**meta, "uid": op.spec.uid, "key_groups": [groups.start, groups.end]}, state
-            )
-            job = op.backend.begin_snapshot(path) if op.backend is not None else None
-            captures.append(_Capture(op.spec, path, job, keyed=op.backend is not None))
+        return capture_state(
+            checkpoint_id=checkpoint_id,
+            directory=directory,
+            index=position.index,
+            parallelism=position.parallelism,
+            max_parallelism=position.max_parallelism,
+            key_groups=position.key_groups,
+            reader=self.reader,
+            source_spec=self.source_spec,
+            operators=self.operators,
+        )
 
     async def _checkpoint(self, checkpoint_id: int, barrier: BarrierPayload) -> None:
         """Snapshot at this barrier, forward it, and write the files in the background."""
@@ -315,34 +281,16 @@ class SubtaskRunner:
             self._tg.start_soon(self._write_snapshot, checkpoint_id, captures, started)
 
     async def _write_snapshot(
-        self, checkpoint_id: int, captures: list[_Capture], started: float
+        self, checkpoint_id: int, captures: list[SnapshotCapture], started: float
     ) -> None:
-        files = []
         try:
-            for capture in captures:
-                if capture.job is not None:
-                    await anyio.to_thread.run_sync(capture.job.run)
-                faults.reach("snapshot.writing")
-                info = await anyio.to_thread.run_sync(file_info, capture.path)
-                groups = self.position.key_groups
-                files.append(
-                    SnapshotFile(
-                        uid=capture.spec.uid,
-                        subtask=self.position.index,
-                        file=capture.path.name,
-                        size=info.size,
-                        sha256=info.sha256,
-                        key_groups=(groups.start, groups.end) if capture.keyed else None,
-                    )
-                )
+            files = await finish_snapshot(
+                captures, index=self.position.index, key_groups=self.position.key_groups
+            )
         except Exception as exc:
             log.warning("%s: checkpoint %d failed to write: %s", self.name, checkpoint_id, exc)
             self.checkpoints.decline(checkpoint_id, f"{self.name}: writing the snapshot: {exc}")
             return
-        finally:
-            for capture in captures:
-                if capture.job is not None:
-                    capture.job.finish()
         duration = self.clock.monotonic_ms() - started
         self.checkpoints.ack(checkpoint_id, files, duration)
 
