@@ -204,6 +204,31 @@ def test_api_imports_no_runtime_libraries() -> None:
     assert _violations(("api",), ("zmq", "anyio", "aiosqlite")) == []
 
 
+def test_protocol_is_the_bottom_vocabulary() -> None:
+    """mesh/protocol imports nothing of mesh but the errors (both daemons, the client,
+    the transport and the state's metadata build on it)."""
+    breaches = [
+        str(imp)
+        for imp in all_imports()
+        if _under(imp.path, "protocol")
+        and _is(imp.module, "mesh")
+        and not (_is(imp.module, "mesh.protocol") or _is(imp.module, "mesh.errors"))
+    ]
+    assert breaches == []
+
+
+def test_coordinator_collaborators_never_import_the_daemon() -> None:
+    """The daemon composes the coordinator's collaborators; none reaches back into it."""
+    breaches = [
+        str(imp)
+        for imp in all_imports()
+        if _under(imp.path, "coordinator")
+        and imp.path != "mesh/coordinator/daemon.py"
+        and _is(imp.module, "mesh.coordinator.daemon")
+    ]
+    assert breaches == []
+
+
 def test_node_sub_packages_import_one_way() -> None:
     breaches = []
     for imp in all_imports():
