@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from mesh.client.client import open_client, prepare_submission
-from tests.helpers import read_parts, wait_for_state
+from tests.helpers import poll_until, read_parts, status_summary, wait_for_state
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "seqcheck.py"
 
@@ -33,14 +33,20 @@ def check_output(records: list[dict[str, Any]], keys: int, n: int) -> None:
 
 
 async def wait_for_checkpoints(client: Any, job_id: str, count: int) -> dict[str, Any]:
-    with anyio.fail_after(60):
-        while True:
-            status = await client.status(job_id)
-            done = (status["checkpoints"] or {}).get("completed", 0)
-            if done >= count:
-                return dict(status)
-            assert status["state"] in ("SCHEDULING", "RUNNING"), status["error"]
-            await anyio.sleep(0.05)
+    def done(status: dict[str, Any]) -> bool:
+        if (status["checkpoints"] or {}).get("completed", 0) >= count:
+            return True
+        assert status["state"] in ("SCHEDULING", "RUNNING"), status["error"]
+        return False
+
+    status = await poll_until(
+        lambda: client.status(job_id),
+        until=done,
+        timeout_s=60,
+        what=f"{count} completed checkpoints of job {job_id}",
+        show=status_summary,
+    )
+    return dict(status)
 
 
 async def run_with_rescales(

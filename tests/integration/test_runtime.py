@@ -8,7 +8,7 @@ import anyio
 import orjson
 
 from mesh.client.client import open_client, prepare_submission
-from tests.helpers import read_parts, run_job, wait_for_state, write_job
+from tests.helpers import poll_until, read_parts, run_job, wait_for_state, write_job
 
 
 def test_a_job_inside_a_package_ships_its_package(local_cluster, tmp_path: Path) -> None:
@@ -60,11 +60,16 @@ def test_partly_filled_buffers_leave_after_the_buffer_timeout(
             await wait_for_state(client, job_id, ("RUNNING",))
             seen: list[int] = []
             offset = 0
-            with anyio.fail_after(10):
-                while len(seen) < 5:
-                    records, offset, _ = await client.fetch_collected(job_id, offset)
-                    seen += records
-                    await anyio.sleep(0.05)
+
+            async def fetch() -> int:
+                nonlocal offset
+                records, offset, _ = await client.fetch_collected(job_id, offset)
+                seen.extend(records)
+                return len(seen)
+
+            await poll_until(
+                fetch, until=lambda n: n >= 5, timeout_s=10, what="5 collected records"
+            )
             await client.cancel(job_id)
             return seen
 

@@ -10,7 +10,7 @@ import anyio
 
 from mesh.client.client import open_client, prepare_submission
 from mesh.graph.keygroups import key_group_for, key_group_range
-from tests.helpers import wait_for_state, write_job
+from tests.helpers import poll_until, wait_for_state, write_job
 
 JOB = """
     from mesh import Job, sinks, sources
@@ -39,11 +39,16 @@ def test_a_savepoint_holds_the_state_by_key_group_key_namespace_and_name(
                 await wait_for_state(client, job_id, ("RUNNING",))
                 seen = 0
                 offset = 0
-                with anyio.fail_after(30):
-                    while seen < 1000:
-                        records, offset, _ = await client.fetch_collected(job_id, offset)
-                        seen += len(records)
-                        await anyio.sleep(0.05)
+
+                async def fetch() -> int:
+                    nonlocal seen, offset
+                    records, offset, _ = await client.fetch_collected(job_id, offset)
+                    seen += len(records)
+                    return seen
+
+                await poll_until(
+                    fetch, until=lambda n: n >= 1000, timeout_s=30, what="1000 collected records"
+                )
                 return str(
                     await client.savepoint(job_id, directory=str(tmp_path / backend), cancel=True)
                 )
