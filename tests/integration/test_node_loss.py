@@ -35,7 +35,14 @@ def test_killed_node_fails_its_jobs_and_leaves_the_registry(local_cluster, tmp_p
             victim = next(n for n in cluster.nodes if n.name == "node-2")
             cluster.kill(victim, signal.SIGKILL)
             status = await wait_for_state(client, job_id, ("FAILED",), timeout_s=15)
-            return status, await client.nodes()
+            # A failed job's slots stay busy until the node reports them free: wait for it.
+            nodes = await poll_until(
+                client.nodes,
+                until=lambda nodes: [n["free"] for n in nodes] == [2],
+                timeout_s=15,
+                what="node-1 alone, with its 2 slots free",
+            )
+            return status, nodes
 
     status, nodes = anyio.run(scenario)
     assert "node node-2" in status["error"] and "lost: no heartbeat for 1000 ms" in status["error"]
