@@ -8,6 +8,7 @@ Rules:
 4. ``zmq`` is imported only under mesh/transport.
 5. ``aiosqlite`` is imported only under mesh/state.
 6. mesh/api imports no zmq, anyio or aiosqlite.
+7. Nothing in mesh outside mesh/testing imports mesh.testing (tools for tests only).
 
 Every import counts: at module level, inside functions, under ``TYPE_CHECKING``, relative
 ones, and ``importlib.import_module("...")`` with a literal name.
@@ -195,6 +196,15 @@ def test_aiosqlite_only_under_state() -> None:
 
 def test_api_imports_no_runtime_libraries() -> None:
     assert _violations(("api",), ("zmq", "anyio", "aiosqlite")) == []
+
+
+def test_only_tests_import_mesh_testing() -> None:
+    breaches = [
+        str(imp)
+        for imp in all_imports()
+        if _is(imp.module, "mesh.testing") and not _under(imp.path, "testing")
+    ]
+    assert breaches == []
 
 
 # -- what ``import mesh`` actually loads -------------------------------------------------------
