@@ -136,6 +136,7 @@ ticks.rebalance().map(lambda r: r).sink(sinks.JsonLines("out/ticker"))
 """
 
 
+@pytest.mark.slow
 def test_separate_daemons_submit_list_status_cancel(workdir: Path, daemons: Daemons) -> None:
     coordinator = daemons.start(
         "coordinator", "--bind", "tcp://127.0.0.1:0", "--state-dir", str(workdir / "c")
@@ -303,6 +304,7 @@ job = Job("counts", parallelism=2, checkpoint_interval="200ms")
 """
 
 
+@pytest.mark.slow
 def test_savepoint_cancel_resume_and_checkpoint_listing(workdir: Path, daemons: Daemons) -> None:
     coordinator = daemons.start(
         "coordinator", "--bind", "tcp://127.0.0.1:0", "--state-dir", str(workdir / "c")

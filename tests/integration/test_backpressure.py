@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import zmq
 
 from mesh.client.client import open_client, prepare_submission
@@ -76,6 +77,7 @@ async def node_rss(client: Any) -> dict[str, int]:
     return {n["node_id"]: n["rss_bytes"] for n in await client.nodes()}
 
 
+@pytest.mark.slow
 def test_slow_channel_stalls_its_producer_but_not_the_fast_channel(
     local_cluster, tmp_path: Path
 ) -> None:

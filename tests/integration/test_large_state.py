@@ -22,6 +22,7 @@ def working_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.glob("**/state/*.db"))
 
 
+@pytest.mark.slow
 def test_sqlite_backend_keeps_resident_memory_below_the_state(
     local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

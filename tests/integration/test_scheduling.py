@@ -238,6 +238,7 @@ async def all_free(address: str, nodes: dict[str, int], *, timeout_s: float = 20
 # -- tests -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sharing_and_co_location_groups_placed_on_three_nodes(
     local_cluster, tmp_path: Path
 ) -> None:
@@ -339,6 +340,7 @@ def test_placement_strategy(local_cluster, tmp_path: Path, placement: str) -> No
     anyio.run(scenario)
 
 
+@pytest.mark.slow
 def test_job_waits_for_slots_until_a_node_joins(local_cluster, tmp_path: Path) -> None:
     job_file = write_job(
         tmp_path,
@@ -496,6 +498,7 @@ nums.key_by(lambda x: x % 8).count().uid("count").filter(lambda r: False).sink(s
 """
 
 
+@pytest.mark.slow
 def test_a_failing_over_job_keeps_its_slots_and_a_waiting_job_starts_when_it_ends(
     local_cluster, tmp_path: Path
 ) -> None:
