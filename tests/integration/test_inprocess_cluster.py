@@ -75,14 +75,16 @@ async def test_it_starts_n_nodes_that_register_on_loopback(inprocess_cluster) ->
 @pytest.mark.asyncio
 async def test_a_job_runs_to_finished(inprocess_cluster, tmp_path: Path) -> None:
     job_file = write_job(tmp_path, JOB)
+    modules_before = set(sys.modules)
     async with inprocess_cluster(nodes=2, slots=2) as cluster:
         status, collected = await run_job(cluster.address, job_file, base_dir=tmp_path)
+        assert [m for m in sys.modules if m.startswith("mesh_job_") and m not in modules_before]
     assert status["state"] == "FINISHED", status["error"]
     assert sorted(collected) == [x * x for x in range(50)]
     placed = {s["node"] for t in status["tasks"] for s in t["subtasks"]}
     assert placed == {"node-1", "node-2"}
     # The nodes' job modules are gone from this process with the cluster.
-    assert [m for m in sys.modules if m.startswith("mesh_job_")] == []
+    assert [m for m in sys.modules if m.startswith("mesh_job_") and m not in modules_before] == []
 
 
 @pytest.mark.asyncio
