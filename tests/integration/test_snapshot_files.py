@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-import anyio
+import pytest
 
 from mesh.client.client import open_client, prepare_submission
 from mesh.graph.keygroups import key_group_for, key_group_range
@@ -26,12 +26,13 @@ JOB = """
 """
 
 
-def test_a_savepoint_holds_the_state_by_key_group_key_namespace_and_name(
-    local_cluster, tmp_path: Path
+@pytest.mark.asyncio
+async def test_a_savepoint_holds_the_state_by_key_group_key_namespace_and_name(
+    inprocess_cluster, tmp_path: Path
 ) -> None:
     for backend in ("memory", "sqlite"):
         job_file = write_job(tmp_path, JOB.format(backend=backend), f"inspect_{backend}.py")
-        cluster = local_cluster(nodes=2, slots=2)
+        cluster = inprocess_cluster(nodes=2, slots=2)
 
         async def scenario(job_file: Path = job_file, cluster=cluster, backend=backend) -> str:
             async with open_client(cluster.address) as client:
@@ -53,7 +54,8 @@ def test_a_savepoint_holds_the_state_by_key_group_key_namespace_and_name(
                     await client.savepoint(job_id, directory=str(tmp_path / backend), cancel=True)
                 )
 
-        savepoint = Path(anyio.run(scenario))
+        async with cluster:
+            savepoint = Path(await scenario())
         metadata = json.loads((savepoint / "_metadata.json").read_text())
         counter = metadata["operators"]["counter"]
         assert counter["parallelism"] == 2 and counter["max_parallelism"] == 64
