@@ -1,13 +1,21 @@
-"""The project's checks, as CI runs them: lint, format, types, tests.
+"""The project's checks: lint, format, types, tests.
 
-    .venv/bin/python scripts/check.py            # everything
+    .venv/bin/python scripts/check.py            # everything but tests marked slow
+    .venv/bin/python scripts/check.py --all      # everything, as CI runs it
+    CI=true .venv/bin/python scripts/check.py    # the same (.ci/run sets CI=true)
     .venv/bin/python scripts/check.py -- -k cli  # extra arguments go to pytest
+
+Locally, tests marked ``@pytest.mark.slow`` (chaos runs, kill -9 and failover scenarios,
+large state, the README walk-through) are deselected to keep the run short; CI
+(``CI=true``) and ``--all`` run every test. Extra pytest arguments come after the
+default selection, so ``-- -m slow`` runs only the slow tests.
 
 Exits non-zero if any check fails (pytest's "no tests collected", exit 5, included).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -23,9 +31,17 @@ CHECKS = [
 
 
 def main() -> int:
+    ours = sys.argv[1 : sys.argv.index("--")] if "--" in sys.argv else sys.argv[1:]
     extra = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
+    unknown = [a for a in ours if a != "--all"]
+    if unknown:
+        print(f"unknown arguments {unknown}; pytest's go after --", file=sys.stderr)
+        return 2
+    everything = "--all" in ours or os.environ.get("CI", "").lower() == "true"
+    selection = [] if everything else ["-m", "not slow"]
+    tests = "pytest (all tests)" if everything else "pytest (not slow; --all or CI=true for all)"
     failed = []
-    for name, args in [*CHECKS, ("pytest", ["-m", "pytest", *extra])]:
+    for name, args in [*CHECKS, (tests, ["-m", "pytest", *selection, *extra])]:
         started = time.monotonic()
         print(f"==> {name}", flush=True)
         code = subprocess.call([sys.executable, *args])

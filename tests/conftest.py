@@ -1,15 +1,16 @@
-"""Shared fixtures: real daemons as subprocesses, temporary state, helpers to run jobs."""
+"""Shared fixtures: real daemons as subprocesses or in-process, temporary state."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mesh.client.local_cluster import LocalCluster
+from mesh.testing import InProcessCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,27 @@ def local_cluster(tmp_path: Path) -> Iterator[object]:
     yield start
     for cluster in started:
         cluster.stop()
+
+
+@pytest.fixture
+def inprocess_cluster(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]:
+    """A factory for clusters whose coordinator and nodes are tasks of the test's event
+    loop (real sockets on 127.0.0.1); start one in an async test with
+    ``async with inprocess_cluster(nodes=2, slots=2) as cluster:``, which stops it."""
+    made: list[InProcessCluster] = []
+
+    def make(nodes: int = 2, slots: int = 2, **kwargs: object) -> InProcessCluster:
+        cluster = InProcessCluster(
+            nodes=nodes,
+            slots=slots,
+            state_dir=tmp_path / f"inprocess-{len(made)}",
+            **kwargs,  # type: ignore[arg-type]
+        )
+        made.append(cluster)
+        return cluster
+
+    yield make
+    assert [c for c in made if c.started and not c.stopped] == [], "a cluster was left running"
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ Rules:
    (its sub-packages' included) import each other at module level without a cycle.
 8. The node's sub-packages import one way: daemon -> runtime -> connectors -> operators
    -> dataplane; nothing imports a sub-package above it.
+9. Nothing in mesh outside mesh/testing imports mesh.testing (tools for tests only).
 
-For rules 1-6 and 8 every import counts: at module level, inside functions, under
+For rules 1-6, 8 and 9 every import counts: at module level, inside functions, under
 ``TYPE_CHECKING``, relative ones, and ``importlib.import_module("...")`` with a literal
 name. Rule 7 is about what runs at import time, so it counts module-level imports only:
 an import inside a function, or under ``if TYPE_CHECKING:`` (never run), makes no loop.
@@ -202,6 +203,15 @@ def test_aiosqlite_only_under_state() -> None:
 
 def test_api_imports_no_runtime_libraries() -> None:
     assert _violations(("api",), ("zmq", "anyio", "aiosqlite")) == []
+
+
+def test_only_tests_import_mesh_testing() -> None:
+    breaches = [
+        str(imp)
+        for imp in all_imports()
+        if _is(imp.module, "mesh.testing") and not _under(imp.path, "testing")
+    ]
+    assert breaches == []
 
 
 def test_protocol_is_the_bottom_vocabulary() -> None:

@@ -9,8 +9,8 @@ reference: every (key, seq) exactly once, no checker alerts.
 
 The coordinator may be down while a scenario runs, so every request opens a fresh
 client and is retried until its deadline. Waiting is polling the coordinator under a
-deadline (``anyio.fail_after``): a checkpoint completing or a job restarting is an event
-in another process, with nothing local to wait on.
+deadline (``tests.helpers.poll_until``): a checkpoint completing or a job restarting is an
+event in another process, with nothing local to wait on.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import orjson
 from mesh.client.client import open_client, prepare_submission
 from mesh.client.local_cluster import DaemonProcess, LocalCluster
 from mesh.errors import RemoteError
+from tests.helpers import poll_until, status_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = ROOT / "tests" / "jobs" / "seqcheck.py"
@@ -188,13 +189,22 @@ class ChaosRun:
 
     async def request(self, call: Any, *, timeout_s: float = 60.0) -> Any:
         """``call(client)`` against the coordinator, retried while it does not answer."""
-        with anyio.fail_after(timeout_s):
-            while True:
-                try:
-                    async with open_client(self.cluster.address, timeout_s=2.0) as client:
-                        return await call(client)
-                except (TimeoutError, OSError):
-                    await anyio.sleep(0.1)  # down or restarting: ask again
+
+        async def attempt() -> tuple[bool, Any]:
+            try:
+                async with open_client(self.cluster.address, timeout_s=2.0) as client:
+                    return True, await call(client)
+            except (TimeoutError, OSError) as error:
+                return False, error  # down or restarting: ask again
+
+        _, result = await poll_until(
+            attempt,
+            until=lambda answered: answered[0],
+            timeout_s=timeout_s,
+            interval_s=0.1,
+            what="the coordinator to answer",
+        )
+        return result
 
     async def submit(self) -> str:
         submission = prepare_submission(JOB, base_dir=self.workdir)
@@ -210,22 +220,20 @@ class ChaosRun:
 
     async def wait(self, predicate: Any, what: str, *, timeout_s: float = 60.0) -> Any:
         """Poll the job's status until ``predicate(status)`` holds; returns the status."""
-        last: dict[str, Any] = {}
-        try:
-            with anyio.fail_after(timeout_s):
-                while True:
-                    try:
-                        last = await self.status()
-                    except RemoteError:
-                        last = {}
-                    if last and predicate(last):
-                        return last
-                    await anyio.sleep(0.05)
-        except TimeoutError:
-            raise AssertionError(
-                f"timed out waiting for {what}; last status: state={last.get('state')} "
-                f"attempt={last.get('attempt')} error={last.get('error')}"
-            ) from None
+
+        async def status() -> dict[str, Any]:
+            try:
+                return await self.status()
+            except RemoteError:
+                return {}
+
+        return await poll_until(
+            status,
+            until=lambda s: bool(s) and predicate(s),
+            timeout_s=timeout_s,
+            what=what,
+            show=status_summary,
+        )
 
     async def wait_running(self, *, attempt_above: int = -1, timeout_s: float = 60.0) -> Any:
         """Until the job runs every subtask (of an attempt above ``attempt_above``)."""
@@ -244,33 +252,41 @@ class ChaosRun:
 
     async def wait_checkpoint(self, *, after: int = 0, timeout_s: float = 60.0) -> int:
         """Until a checkpoint with an id above ``after`` completed; returns its id."""
-        with anyio.fail_after(timeout_s):
-            while True:
-                history = await self.checkpoints()
-                done = [c["checkpoint_id"] for c in history if c["state"] in COMPLETED]
-                if done and max(done) > after:
-                    return max(done)
-                await anyio.sleep(0.02)
+
+        async def newest() -> int:
+            history = await self.checkpoints()
+            return max((c["checkpoint_id"] for c in history if c["state"] in COMPLETED), default=0)
+
+        return await poll_until(
+            newest,
+            until=lambda newest: newest > after,
+            timeout_s=timeout_s,
+            interval_s=0.02,
+            what=f"a checkpoint above {after} to complete",
+        )
 
     async def wait_nodes(self, count: int, *, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Until ``count`` nodes are registered."""
-        with anyio.fail_after(timeout_s):
-            while True:
-                nodes: list[dict[str, Any]] = await self.request(lambda c: c.nodes())
-                if len(nodes) == count:
-                    return nodes
-                await anyio.sleep(0.1)
+        nodes: list[dict[str, Any]] = await poll_until(
+            lambda: self.request(lambda c: c.nodes()),
+            until=lambda nodes: len(nodes) == count,
+            timeout_s=timeout_s,
+            interval_s=0.1,
+            what=f"{count} registered nodes",
+        )
+        return nodes
 
     async def wait_logged(
         self, text: str, daemons: list[DaemonProcess], *, timeout_s: float = 20.0
     ) -> None:
         """Until every one of ``daemons`` has logged ``text``."""
-        with anyio.fail_after(timeout_s):
-            while True:
-                missing = [d.name for d in daemons if text not in d.log_tail(200)]
-                if not missing:
-                    return
-                await anyio.sleep(0.1)
+        await poll_until(
+            lambda: [d.name for d in daemons if text not in d.log_tail(200)],
+            until=lambda missing: not missing,
+            timeout_s=timeout_s,
+            interval_s=0.1,
+            what=f"{text!r} in the logs (last value: the daemons yet to log it)",
+        )
 
     async def wait_exit(self, daemon: DaemonProcess, *, timeout_s: float = 30.0) -> int:
         """Until ``daemon`` exits (a fault point killed it); returns its exit code."""

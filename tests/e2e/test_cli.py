@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import orjson
 import pytest
 
 from mesh.systemd import NotifyListener
-from tests.helpers import read_parts
+from tests.helpers import poll_until_sync, read_parts, status_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,15 +42,20 @@ class Daemons:
         )
         log.close()
         self.processes.append(process)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def ready() -> dict[str, str] | None:
             assert process.poll() is None, f"mesh {args[0]} exited: {process.returncode}"
-            ready, _, _ = select.select([self.listener], [], [], 0.2)
-            if ready:
+            readable, _, _ = select.select([self.listener], [], [], 0.2)  # waits for a message
+            if readable:
                 fields = self.listener.receive(0)
                 if fields and fields.get("MAINPID") == str(process.pid):
                     return fields
-        raise AssertionError(f"mesh {args[0]} not ready in time")
+            return None
+
+        fields: dict[str, str] = poll_until_sync(
+            ready, timeout_s=30, interval_s=0, what=f"mesh {args[0]} to report ready"
+        )
+        return fields
 
     def stop(self) -> None:
         for process in self.processes:
@@ -91,16 +95,20 @@ def mesh(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: 
     )
 
 
+def cli_status(workdir: Path, address: str, job_id: str) -> dict:
+    result = mesh(workdir, "status", job_id, "--json", "--coordinator", address)
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
 def wait_state(workdir: Path, address: str, job_id: str, states: tuple[str, ...]) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        result = mesh(workdir, "status", job_id, "--json", "--coordinator", address)
-        assert result.returncode == 0, result.stderr
-        status = orjson.loads(result.stdout)
-        if status["state"] in states:
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached {states}")
+    return poll_until_sync(
+        lambda: cli_status(workdir, address, job_id),
+        until=lambda status: status["state"] in states,
+        timeout_s=60,
+        what=f"job {job_id} in one of {states}",
+        show=status_summary,
+    )
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -128,6 +136,7 @@ ticks.rebalance().map(lambda r: r).sink(sinks.JsonLines("out/ticker"))
 """
 
 
+@pytest.mark.slow
 def test_separate_daemons_submit_list_status_cancel(workdir: Path, daemons: Daemons) -> None:
     coordinator = daemons.start(
         "coordinator", "--bind", "tcp://127.0.0.1:0", "--state-dir", str(workdir / "c")
@@ -254,12 +263,22 @@ def test_run_ctrl_c_cancels_and_leaves_no_processes(workdir: Path) -> None:
         text=True,
     ) as process:
         try:
-            deadline = time.monotonic() + 60
             seen = ""
-            while "RUNNING" not in seen and time.monotonic() < deadline:
+
+            def read_line() -> bool:
+                nonlocal seen
                 line = process.stderr.readline()  # type: ignore[union-attr]
                 assert line, f"mesh run ended early: {seen}"
                 seen += line
+                return "RUNNING" in seen
+
+            poll_until_sync(
+                read_line,
+                timeout_s=60,
+                interval_s=0,
+                what="mesh run to show RUNNING",
+                show=lambda _: repr(seen[-500:]),
+            )
             children = processes_mentioning(str(workdir / "st"))
             assert len(children) == 3  # a coordinator and two nodes
             process.send_signal(signal.SIGINT)
@@ -285,6 +304,7 @@ job = Job("counts", parallelism=2, checkpoint_interval="200ms")
 """
 
 
+@pytest.mark.slow
 def test_savepoint_cancel_resume_and_checkpoint_listing(workdir: Path, daemons: Daemons) -> None:
     coordinator = daemons.start(
         "coordinator", "--bind", "tcp://127.0.0.1:0", "--state-dir", str(workdir / "c")
@@ -296,14 +316,15 @@ def test_savepoint_cancel_resume_and_checkpoint_listing(workdir: Path, daemons: 
         )
     (workdir / "counts.py").write_text(COUNTS)
     job_id = mesh(workdir, "submit", "counts.py", "--coordinator", address).stdout.split()[-1]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = orjson.loads(
+    poll_until_sync(
+        lambda: orjson.loads(
             mesh(workdir, "status", job_id, "--json", "--coordinator", address).stdout
-        )
-        if (status["checkpoints"] or {}).get("completed", 0) >= 2:
-            break
-        time.sleep(0.1)
+        ),
+        until=lambda status: (status["checkpoints"] or {}).get("completed", 0) >= 2,
+        timeout_s=30,
+        what=f"2 completed checkpoints of job {job_id}",
+        show=status_summary,
+    )
     listing = mesh(workdir, "checkpoints", job_id, "--coordinator", address)
     assert listing.returncode == 0, listing.stderr
     assert "COMPLETED" in listing.stdout and "chk-" in listing.stdout

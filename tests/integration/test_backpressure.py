@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import zmq
 
 from mesh.client.client import open_client, prepare_submission
-from tests.helpers import wait_for_state, write_job
+from tests.helpers import poll_until, wait_for_state, write_job
 
 JOB = """
     from mesh import Job, sinks, sources
@@ -61,19 +62,22 @@ async def rate_of(client: Any, job_id: str, name: str, records: int) -> tuple[fl
     """Records/s of subtask ``name`` while it processes ``records`` more records."""
     first = await client.status(job_id)
     start_count, start_time = subtask(first, name)["records_in"], time.monotonic()
-    with anyio.fail_after(60):
-        while True:
-            await anyio.sleep(0.05)
-            last = await client.status(job_id)
-            done = subtask(last, name)["records_in"] - start_count
-            if done >= records:
-                return done / (time.monotonic() - start_time), first, last
+    last = await poll_until(
+        lambda: client.status(job_id),
+        until=lambda last: subtask(last, name)["records_in"] - start_count >= records,
+        timeout_s=60,
+        what=f"{records} more records into {name}",
+        show=lambda last: str(subtask(last, name)["records_in"] - start_count),
+    )
+    done = subtask(last, name)["records_in"] - start_count
+    return done / (time.monotonic() - start_time), first, last
 
 
 async def node_rss(client: Any) -> dict[str, int]:
     return {n["node_id"]: n["rss_bytes"] for n in await client.nodes()}
 
 
+@pytest.mark.slow
 def test_slow_channel_stalls_its_producer_but_not_the_fast_channel(
     local_cluster, tmp_path: Path
 ) -> None:
@@ -103,15 +107,14 @@ def test_slow_channel_stalls_its_producer_but_not_the_fast_channel(
             placement = {t["name"]: t["subtasks"][0]["node"] for t in status["tasks"]}
             # Wait until the slow source is stalled: backpressured, and no progress
             # across several heartbeats.
-            with anyio.fail_after(60):
-                seen: list[int] = []
-                while True:
-                    await anyio.sleep(0.1)
-                    st = await client.status(job_id)
-                    src = subtask(st, "slow source")
-                    seen.append(src["records_in"])
-                    if src["backpressure_ms"] > 0 and len(seen) > 5 and len(set(seen[-5:])) == 1:
-                        break
+            seen: list[int] = []
+
+            async def stalled() -> bool:
+                src = subtask(await client.status(job_id), "slow source")
+                seen.append(src["records_in"])
+                return src["backpressure_ms"] > 0 and len(seen) > 5 and len(set(seen[-5:])) == 1
+
+            await poll_until(stalled, timeout_s=60, interval_s=0.1, what="the slow source to stall")
             rss_before = await node_rss(client)
             stalled_rate, first, last = await rate_of(client, job_id, "fast consumer", 2_000_000)
             rss_after = await node_rss(client)

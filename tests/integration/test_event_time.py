@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mesh.client.client import open_client, prepare_submission
 from mesh.client.local_cluster import LocalCluster
 from mesh.client.render import format_status
-from tests.helpers import run_job, wait_for_state, write_job
+from tests.helpers import poll_until, run_job, wait_for_state, write_job
 from tests.windowing import batch_windows, random_events
 
 WINDOWS = {
@@ -204,13 +204,18 @@ def test_status_shows_each_subtasks_watermark(cluster: LocalCluster, tmp_path: P
             job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
             await wait_for_state(client, job_id, ("RUNNING",))
             try:
-                with anyio.fail_after(20):
-                    while True:
-                        status = await client.status(job_id)
-                        marks = [s["watermark"] for t in status["tasks"] for s in t["subtasks"]]
-                        if all(m is not None and m > 1_001_000 for m in marks):
-                            return status
-                        await anyio.sleep(0.1)
+
+                def advanced(status: dict[str, Any]) -> bool:
+                    marks = [s["watermark"] for t in status["tasks"] for s in t["subtasks"]]
+                    return all(m is not None and m > 1_001_000 for m in marks)
+
+                return await poll_until(
+                    lambda: client.status(job_id),
+                    until=advanced,
+                    timeout_s=20,
+                    interval_s=0.1,
+                    what="every subtask's watermark past 1_001_000",
+                )
             finally:
                 await client.cancel(job_id)
 

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from mesh.client.client import open_client, prepare_submission
-from tests.helpers import read_parts, wait_for_state
+from tests.helpers import poll_until, read_parts, status_summary, wait_for_state
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "seqcheck.py"
 
@@ -33,14 +33,20 @@ def check_output(records: list[dict[str, Any]], keys: int, n: int) -> None:
 
 
 async def wait_for_checkpoints(client: Any, job_id: str, count: int) -> dict[str, Any]:
-    with anyio.fail_after(60):
-        while True:
-            status = await client.status(job_id)
-            done = (status["checkpoints"] or {}).get("completed", 0)
-            if done >= count:
-                return dict(status)
-            assert status["state"] in ("SCHEDULING", "RUNNING"), status["error"]
-            await anyio.sleep(0.05)
+    def done(status: dict[str, Any]) -> bool:
+        if (status["checkpoints"] or {}).get("completed", 0) >= count:
+            return True
+        assert status["state"] in ("SCHEDULING", "RUNNING"), status["error"]
+        return False
+
+    status = await poll_until(
+        lambda: client.status(job_id),
+        until=done,
+        timeout_s=60,
+        what=f"{count} completed checkpoints of job {job_id}",
+        show=status_summary,
+    )
+    return dict(status)
 
 
 async def run_with_rescales(
@@ -125,13 +131,14 @@ def test_at_least_once_loses_nothing(
     assert seen == {(k, s) for k in range(keys) for s in range(1, n + 1)}  # nothing lost
 
 
-def test_a_tampered_savepoint_is_refused_naming_the_file(
-    local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.asyncio
+async def test_a_tampered_savepoint_is_refused_naming_the_file(
+    inprocess_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SEQ_RATE", "5000")
     monkeypatch.setenv("SEQ_N", "100000")
     monkeypatch.setenv("SEQ_OUT", str(tmp_path / "out"))
-    cluster = local_cluster(nodes=2, slots=2)
+    cluster = inprocess_cluster(nodes=2, slots=2)
 
     async def scenario() -> str:
         async with open_client(cluster.address) as client:
@@ -139,11 +146,16 @@ def test_a_tampered_savepoint_is_refused_naming_the_file(
             await wait_for_checkpoints(client, job_id, 1)
             return str(await client.savepoint(job_id, directory=str(tmp_path / "sp"), cancel=True))
 
-    savepoint = Path(anyio.run(scenario))
-    victim = sorted(savepoint.glob("checker-*.db"))[0]
-    with sqlite3.connect(victim) as db:  # move one key back to seq 1
-        key = db.execute("SELECT key FROM keyed_state LIMIT 1").fetchone()[0]
-        db.execute("UPDATE keyed_state SET value = '{\"seq\":1}' WHERE key = ?", (key,))
+    def tamper(savepoint: Path) -> Path:
+        victim = sorted(savepoint.glob("checker-*.db"))[0]
+        with sqlite3.connect(victim) as db:  # move one key back to seq 1
+            key = db.execute("SELECT key FROM keyed_state LIMIT 1").fetchone()[0]
+            db.execute("UPDATE keyed_state SET value = '{\"seq\":1}' WHERE key = ?", (key,))
+        return victim
+
+    async with cluster:
+        savepoint = Path(await scenario())
+        victim = tamper(savepoint)
 
     async def resume() -> str:
         async with open_client(cluster.address) as client:
@@ -155,23 +167,25 @@ def test_a_tampered_savepoint_is_refused_naming_the_file(
                 return str(exc)
         return "accepted"
 
-    message = anyio.run(resume)
-    assert f"cannot restore: checkpoint {savepoint}: file {victim.name}" in message
-    assert "wrong checksum" in message or "bytes, the metadata says" in message
+        message = await resume()
+        assert f"cannot restore: checkpoint {savepoint}: file {victim.name}" in message
+        assert "wrong checksum" in message or "bytes, the metadata says" in message
 
-    # A file that is gone is named too.
-    victim.unlink()
-    message = anyio.run(resume)
-    assert f"file {victim.name} (operator 'checker', subtask" in message and "is missing" in message
+        # A file that is gone is named too.
+        victim.unlink()
+        message = await resume()
+        assert f"file {victim.name} (operator 'checker', subtask" in message
+        assert "is missing" in message
 
 
-def test_restoring_a_job_that_still_runs_is_refused(
-    local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.asyncio
+async def test_restoring_a_job_that_still_runs_is_refused(
+    inprocess_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SEQ_RATE", "5000")
     monkeypatch.setenv("SEQ_N", "100000")
     monkeypatch.setenv("SEQ_OUT", str(tmp_path / "out"))
-    cluster = local_cluster(nodes=1, slots=2)
+    cluster = inprocess_cluster(nodes=1, slots=2)
 
     async def scenario() -> tuple[str, str]:
         async with open_client(cluster.address) as client:
@@ -189,13 +203,15 @@ def test_restoring_a_job_that_still_runs_is_refused(
             await wait_for_state(client, job_id, ("CANCELED",))
             return job_id, message
 
-    job_id, message = anyio.run(scenario)
+    async with cluster:
+        job_id, message = await scenario()
     assert f"was taken from job {job_id} (seqcheck), which is still RUNNING" in message
     assert f"mesh cancel {job_id}" in message
 
 
-def test_a_finished_job_restored_from_its_final_checkpoint_adds_nothing(
-    local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.asyncio
+async def test_a_finished_job_restored_from_its_final_checkpoint_adds_nothing(
+    inprocess_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The last checkpoint of a bounded job holds its final transactions: restoring it
     (what failover does after a failure in the middle of the final commit) commits them
@@ -208,7 +224,7 @@ def test_a_finished_job_restored_from_its_final_checkpoint_adds_nothing(
         "SEQ_INTERVAL": "50ms",
     }.items():
         monkeypatch.setenv(key, value)
-    cluster = local_cluster(nodes=2, slots=1)
+    cluster = inprocess_cluster(nodes=2, slots=1)
 
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with open_client(cluster.address) as client:
@@ -221,7 +237,8 @@ def test_a_finished_job_restored_from_its_final_checkpoint_adds_nothing(
             )
             return await wait_for_state(client, again, ("FINISHED",)), history
 
-    status, history = anyio.run(scenario)
+    async with cluster:
+        status, history = await scenario()
     assert history[-1]["state"] == "COMPLETED"  # the final checkpoint comes last
     assert status["restored_from"]
     check_output(read_parts(tmp_path / "out"), keys, n)

@@ -1,4 +1,7 @@
-"""Bad input on real daemons: each gets a clear error that names the thing at fault."""
+"""Bad input on real daemons: each gets a clear error that names the thing at fault.
+
+Most run on an in-process cluster; a job file that differs per process and user code
+calling ``exit`` need daemons in processes of their own."""
 
 from __future__ import annotations
 
@@ -6,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from mesh.client.client import open_client, prepare_submission
 from tests.helpers import run_job, wait_for_state, write_job
 
 
-def test_user_function_raising_fails_the_job_with_operator_and_record(
-    local_cluster, tmp_path: Path
+@pytest.mark.asyncio
+async def test_user_function_raising_fails_the_job_with_operator_and_record(
+    inprocess_cluster, tmp_path: Path
 ) -> None:
     job_file = write_job(
         tmp_path,
@@ -29,22 +34,25 @@ def test_user_function_raising_fails_the_job_with_operator_and_record(
         nums.key_by(lambda x: x % 7).map(explode).uid("exploder").sink(sinks.Collect())
         """,
     )
-    cluster = local_cluster(nodes=2, slots=2)
-    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    async with inprocess_cluster(nodes=2, slots=2) as cluster:
+        status, _ = await run_job(cluster.address, job_file, base_dir=tmp_path)
 
-    assert status["state"] == "FAILED"
-    error = status["error"]
-    assert "'exploder'" in error and "1234" in error
-    assert "ValueError: cannot handle 1234" in error and "Traceback" in error
+        assert status["state"] == "FAILED"
+        error = status["error"]
+        assert "'exploder'" in error and "1234" in error
+        assert "ValueError: cannot handle 1234" in error and "Traceback" in error
 
-    async def free_slots() -> list[int]:
-        async with open_client(cluster.address) as client:
-            return [n["free"] for n in await client.nodes()]
+        async def free_slots() -> list[int]:
+            async with open_client(cluster.address) as client:
+                return [n["free"] for n in await client.nodes()]
 
-    assert anyio.run(free_slots) == [2, 2]
+        assert await free_slots() == [2, 2]
 
 
-def test_unencodable_record_names_operator_and_type(local_cluster, tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_unencodable_record_names_operator_and_type(
+    inprocess_cluster, tmp_path: Path
+) -> None:
     job_file = write_job(
         tmp_path,
         """
@@ -55,15 +63,16 @@ def test_unencodable_record_names_operator_and_type(local_cluster, tmp_path: Pat
         nums.map(lambda x: {x}).uid("to-set").rebalance().sink(sinks.Collect())
         """,
     )
-    cluster = local_cluster(nodes=2, slots=2)
-    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    async with inprocess_cluster(nodes=2, slots=2) as cluster:
+        status, _ = await run_job(cluster.address, job_file, base_dir=tmp_path)
     assert status["state"] == "FAILED"
     assert "'to-set'" in status["error"]
     assert "record of type set" in status["error"]
 
 
-def test_too_few_slots_waits_then_fails_with_what_is_needed_and_offered(
-    local_cluster, tmp_path: Path
+@pytest.mark.asyncio
+async def test_too_few_slots_waits_then_fails_with_what_is_needed_and_offered(
+    inprocess_cluster, tmp_path: Path
 ) -> None:
     job_file = write_job(
         tmp_path,
@@ -74,7 +83,7 @@ def test_too_few_slots_waits_then_fails_with_what_is_needed_and_offered(
         job.source(sources.Collection([1, 2, 3])).sink(sinks.Collect())
         """,
     )
-    cluster = local_cluster(nodes=2, slots=2, coordinator_args=["--slot-timeout", "1s"])
+    cluster = inprocess_cluster(nodes=2, slots=2, slot_timeout_ms=1000)
 
     async def submit() -> tuple[Any, dict[str, Any], dict[str, Any]]:
         async with open_client(cluster.address) as client:
@@ -83,7 +92,8 @@ def test_too_few_slots_waits_then_fails_with_what_is_needed_and_offered(
             final = await wait_for_state(client, reply.job_id, ("FAILED",), timeout_s=30)
             return reply, waiting, final
 
-    reply, waiting, final = anyio.run(submit)
+    async with cluster:
+        reply, waiting, final = await submit()
     # Accepted, waiting: the reply and the status say how many slots it needs and has.
     assert "needs 5 slot(s)" in reply.waiting and "the cluster has 4 free" in reply.waiting
     assert waiting["state"] == "SCHEDULING"
@@ -115,7 +125,8 @@ def test_nondeterministic_job_file_is_refused_at_deploy(local_cluster, tmp_path:
     assert "deterministic" in status["error"]
 
 
-def test_missing_input_file_names_the_pattern(local_cluster, tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_missing_input_file_names_the_pattern(inprocess_cluster, tmp_path: Path) -> None:
     job_file = write_job(
         tmp_path,
         """
@@ -125,13 +136,14 @@ def test_missing_input_file_names_the_pattern(local_cluster, tmp_path: Path) -> 
         job.source(sources.TextFile("missing/*.txt")).sink(sinks.Collect())
         """,
     )
-    cluster = local_cluster(nodes=1, slots=1)
-    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    async with inprocess_cluster(nodes=1, slots=1) as cluster:
+        status, _ = await run_job(cluster.address, job_file, base_dir=tmp_path)
     assert status["state"] == "FAILED"
     assert "no file matches 'missing/*.txt'" in status["error"]
 
 
-def test_bad_json_line_names_file_and_offset(local_cluster, tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_bad_json_line_names_file_and_offset(inprocess_cluster, tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"a": 1}\n{"a": 2}\n{oops\n{"a": 4}\n')
     job_file = write_job(
         tmp_path,
@@ -142,8 +154,8 @@ def test_bad_json_line_names_file_and_offset(local_cluster, tmp_path: Path) -> N
         job.source(sources.JsonLines("in.jsonl")).sink(sinks.Collect())
         """,
     )
-    cluster = local_cluster(nodes=1, slots=1)
-    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    async with inprocess_cluster(nodes=1, slots=1) as cluster:
+        status, _ = await run_job(cluster.address, job_file, base_dir=tmp_path)
     assert status["state"] == "FAILED"
     assert "in.jsonl: the line at byte offset 18 is not valid JSON" in status["error"]
 

@@ -18,7 +18,7 @@ from mesh.client.client import open_client, prepare_submission
 from mesh.graph.execution import build_execution_graph
 from mesh.graph.logical import LogicalGraph
 from mesh.transport.frames import FrameKind, encode_header
-from tests.helpers import read_parts, run_job, wait_for_state, write_job
+from tests.helpers import poll_until, read_parts, run_job, wait_for_state, write_job
 
 UNBOUNDED = """
     from mesh import Job, sinks, sources
@@ -91,12 +91,13 @@ def test_garbage_never_stops_a_daemon(local_cluster, tmp_path: Path) -> None:
             await wait_for_state(client, background, ("RUNNING",))
             spray()
             # The nodes counted (and dropped) the garbage ...
-            with anyio.fail_after(30):
-                while True:
-                    nodes = await client.nodes()
-                    if all(n["wire_errors"] > 0 for n in nodes):
-                        break
-                    await anyio.sleep(0.1)
+            nodes = await poll_until(
+                client.nodes,
+                until=lambda nodes: all(n["wire_errors"] > 0 for n in nodes),
+                timeout_s=30,
+                interval_s=0.1,
+                what="every node to count wire errors",
+            )
             # ... and still run the background job and a new one.
             status, _ = await run_job(cluster.address, bounded, base_dir=tmp_path)
             still = await client.status(background)

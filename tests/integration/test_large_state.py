@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from mesh.client.client import open_client, prepare_submission
-from tests.helpers import read_parts
+from tests.helpers import poll_until, read_parts, status_summary
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "seqcheck.py"
 
@@ -22,6 +22,7 @@ def working_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.glob("**/state/*.db"))
 
 
+@pytest.mark.slow
 def test_sqlite_backend_keeps_resident_memory_below_the_state(
     local_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -40,24 +41,34 @@ def test_sqlite_backend_keeps_resident_memory_below_the_state(
     async def scenario() -> tuple[dict, int, int, int]:
         peak_rss, peak_state = 0, 0
         async with open_client(cluster.address) as client:
-            with anyio.fail_after(30):  # the nodes' memory before the job: after a heartbeat
-                while True:
-                    nodes = await client.nodes()
-                    if all(n["rss_bytes"] for n in nodes):
-                        break
-                    await anyio.sleep(0.1)
+            nodes = await poll_until(  # the nodes' memory before the job: after a heartbeat
+                client.nodes,
+                until=lambda nodes: all(n["rss_bytes"] for n in nodes),
+                timeout_s=30,
+                interval_s=0.1,
+                what="every node to report its memory",
+            )
             idle = max(n["rss_bytes"] for n in nodes)
             job_id = await client.submit(prepare_submission(JOB, base_dir=tmp_path))
-            with anyio.fail_after(180):
-                while True:
-                    status = await client.status(job_id)
-                    nodes = await client.nodes()
-                    peak_rss = max([peak_rss, *(n["rss_bytes"] for n in nodes)])
-                    size = await anyio.to_thread.run_sync(working_bytes, cluster.state_dir)
-                    peak_state = max(peak_state, size)
-                    if status["state"] in ("FINISHED", "FAILED", "CANCELED"):
-                        return status, idle, peak_rss, peak_state
-                    await anyio.sleep(0.2)
+
+            async def sample() -> dict:
+                nonlocal peak_rss, peak_state
+                status = await client.status(job_id)
+                nodes = await client.nodes()
+                peak_rss = max([peak_rss, *(n["rss_bytes"] for n in nodes)])
+                size = await anyio.to_thread.run_sync(working_bytes, cluster.state_dir)
+                peak_state = max(peak_state, size)
+                return status
+
+            status = await poll_until(
+                sample,
+                until=lambda status: status["state"] in ("FINISHED", "FAILED", "CANCELED"),
+                timeout_s=180,
+                interval_s=0.2,
+                what=f"job {job_id} to end",
+                show=status_summary,
+            )
+            return status, idle, peak_rss, peak_state
 
     status, idle, peak_rss, peak_state = anyio.run(scenario)
     assert status["state"] == "FINISHED", status["error"]

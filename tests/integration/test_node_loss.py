@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 
 from mesh.client.client import open_client, prepare_submission
-from tests.helpers import wait_for_state, write_job
+from tests.helpers import poll_until, wait_for_state, write_job
 
 JOB = """
     from mesh import Job, sinks, sources
@@ -35,7 +35,14 @@ def test_killed_node_fails_its_jobs_and_leaves_the_registry(local_cluster, tmp_p
             victim = next(n for n in cluster.nodes if n.name == "node-2")
             cluster.kill(victim, signal.SIGKILL)
             status = await wait_for_state(client, job_id, ("FAILED",), timeout_s=15)
-            return status, await client.nodes()
+            # A failed job's slots stay busy until the node reports them free: wait for it.
+            nodes = await poll_until(
+                client.nodes,
+                until=lambda nodes: [n["free"] for n in nodes] == [2],
+                timeout_s=15,
+                what="node-1 alone, with its 2 slots free",
+            )
+            return status, nodes
 
     status, nodes = anyio.run(scenario)
     assert "node node-2" in status["error"] and "lost: no heartbeat for 1000 ms" in status["error"]
@@ -73,13 +80,13 @@ def test_a_node_declared_lost_registers_again_when_it_wakes(local_cluster, tmp_p
                 failed = await wait_for_state(client, job_id, ("FAILED",), timeout_s=15)
             finally:
                 cluster.kill(sleeper, signal.SIGCONT)
-            with anyio.fail_after(15):
-                while True:  # polling the coordinator: there is no event to wait on here
-                    nodes = await client.nodes()
-                    # Registered again, and its stopped subtasks no longer hold slots.
-                    if len(nodes) == 2 and all(n["free"] == 2 for n in nodes):
-                        break
-                    await anyio.sleep(0.05)
+            nodes = await poll_until(
+                client.nodes,
+                # Registered again, and its stopped subtasks no longer hold slots.
+                until=lambda nodes: len(nodes) == 2 and all(n["free"] == 2 for n in nodes),
+                timeout_s=15,
+                what="node-2 registered again with its 2 slots free",
+            )
             after = await client.submit(prepare_submission(small, base_dir=tmp_path))
             done = await wait_for_state(client, after, ("FINISHED",))
             return failed, nodes, [s["node"] for t in done["tasks"] for s in t["subtasks"]]

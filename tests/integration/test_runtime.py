@@ -1,4 +1,7 @@
-"""Runtime behaviour on real daemons: code shipping, buffer timeouts, sinks."""
+"""Runtime behaviour on real daemons: code shipping, buffer timeouts, sinks.
+
+Shipping a package, a Print sink's stdout and a slow outside reader (a thread) use
+daemon processes; the others run on an in-process cluster."""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ from pathlib import Path
 
 import anyio
 import orjson
+import pytest
 
 from mesh.client.client import open_client, prepare_submission
-from tests.helpers import read_parts, run_job, wait_for_state, write_job
+from tests.helpers import poll_until, read_parts, run_job, wait_for_state, write_job
 
 
 def test_a_job_inside_a_package_ships_its_package(local_cluster, tmp_path: Path) -> None:
@@ -37,8 +41,9 @@ def test_a_job_inside_a_package_ships_its_package(local_cluster, tmp_path: Path)
     assert sorted(collected) == ["A!", "B!", "C!", "D!"]
 
 
-def test_partly_filled_buffers_leave_after_the_buffer_timeout(
-    local_cluster, tmp_path: Path
+@pytest.mark.asyncio
+async def test_partly_filled_buffers_leave_after_the_buffer_timeout(
+    inprocess_cluster, tmp_path: Path
 ) -> None:
     # 20 records/s would take almost a minute to fill one 1024-record buffer.
     job_file = write_job(
@@ -52,7 +57,7 @@ def test_partly_filled_buffers_leave_after_the_buffer_timeout(
         ).set_parallelism(2).sink(sinks.Collect())
         """,
     )
-    cluster = local_cluster(nodes=2, slots=2)
+    cluster = inprocess_cluster(nodes=2, slots=2)
 
     async def scenario() -> list[int]:
         async with open_client(cluster.address) as client:
@@ -60,15 +65,21 @@ def test_partly_filled_buffers_leave_after_the_buffer_timeout(
             await wait_for_state(client, job_id, ("RUNNING",))
             seen: list[int] = []
             offset = 0
-            with anyio.fail_after(10):
-                while len(seen) < 5:
-                    records, offset, _ = await client.fetch_collected(job_id, offset)
-                    seen += records
-                    await anyio.sleep(0.05)
+
+            async def fetch() -> int:
+                nonlocal offset
+                records, offset, _ = await client.fetch_collected(job_id, offset)
+                seen.extend(records)
+                return len(seen)
+
+            await poll_until(
+                fetch, until=lambda n: n >= 5, timeout_s=10, what="5 collected records"
+            )
             await client.cancel(job_id)
             return seen
 
-    seen = anyio.run(scenario)
+    async with cluster:
+        seen = await scenario()
     assert set(seen) <= {i * 10 for i in range(1000)} and len(seen) >= 5
 
 
@@ -95,8 +106,9 @@ def test_print_sink_writes_to_the_node_stdout(local_cluster, tmp_path: Path) -> 
         assert orjson.loads(record)["n"] in range(6)
 
 
-def test_json_lines_sink_files_are_complete_and_hidden_until_done(
-    local_cluster, tmp_path: Path
+@pytest.mark.asyncio
+async def test_json_lines_sink_files_are_complete_and_hidden_until_done(
+    inprocess_cluster, tmp_path: Path
 ) -> None:
     (tmp_path / "in").mkdir()
     events = [{"id": i, "text": f"line {i}"} for i in range(5000)]
@@ -113,8 +125,8 @@ def test_json_lines_sink_files_are_complete_and_hidden_until_done(
         job.source(sources.JsonLines("in/*.jsonl")).sink(sinks.JsonLines("out"))
         """,
     )
-    cluster = local_cluster(nodes=2, slots=2)
-    status, _ = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    async with inprocess_cluster(nodes=2, slots=2) as cluster:
+        status, _ = await run_job(cluster.address, job_file, base_dir=tmp_path)
     assert status["state"] == "FINISHED", status["error"]
     assert sorted(read_parts(tmp_path / "out"), key=lambda e: e["id"]) == events
     assert len(list((tmp_path / "out").glob("part-*.jsonl"))) == 3

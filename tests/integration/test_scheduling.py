@@ -20,7 +20,7 @@ import pytest
 
 from mesh.client.client import open_client, prepare_submission
 from mesh.errors import RemoteError
-from tests.helpers import FINAL_STATES, run_job, write_job
+from tests.helpers import FINAL_STATES, poll_until, run_job, status_summary, write_job
 
 # A job with two slot-sharing groups: the source (parallelism 2) in "default"; a keyed
 # count and a map (parallelism 3, not chained, co-located in "g") and the sink
@@ -82,15 +82,22 @@ async def cli_nodes(address: str) -> dict[str, dict[str, Any]]:
 
 async def cli_wait_running(address: str, job_id: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
     """Poll ``mesh status`` until the job and every one of its subtasks are RUNNING."""
-    with anyio.fail_after(timeout_s):
-        while True:
-            status = await cli_status(address, job_id)
-            if status["state"] == "RUNNING" and all(
-                s["state"] == "RUNNING" for t in status["tasks"] for s in t["subtasks"]
-            ):
-                return status
-            assert status["state"] not in FINAL_STATES, (status["state"], status["error"])
-            await anyio.sleep(0.1)
+
+    def running(status: dict[str, Any]) -> bool:
+        assert status["state"] not in FINAL_STATES, (status["state"], status["error"])
+        return status["state"] == "RUNNING" and all(
+            s["state"] == "RUNNING" for t in status["tasks"] for s in t["subtasks"]
+        )
+
+    status: dict[str, Any] = await poll_until(
+        lambda: cli_status(address, job_id),
+        until=running,
+        timeout_s=timeout_s,
+        interval_s=0.1,
+        what=f"job {job_id} and all its subtasks RUNNING",
+        show=status_summary,
+    )
+    return status
 
 
 def slots_of(status: dict[str, Any]) -> list[tuple[str, int]]:
@@ -212,20 +219,26 @@ def expected_groups_output() -> list[list[int]]:
 
 async def all_free(address: str, nodes: dict[str, int], *, timeout_s: float = 20.0) -> None:
     """Poll ``mesh nodes --json`` until every node has all its slots free."""
-    with anyio.fail_after(timeout_s):
-        while True:
-            found = await cli_nodes(address)
-            if set(found) == set(nodes) and all(
-                n["free"] == nodes[node_id] and n["used"] == 0 and n["jobs"] == []
-                for node_id, n in found.items()
-            ):
-                return
-            await anyio.sleep(0.1)
+
+    def free(found: dict[str, dict[str, Any]]) -> bool:
+        return set(found) == set(nodes) and all(
+            n["free"] == nodes[node_id] and n["used"] == 0 and n["jobs"] == []
+            for node_id, n in found.items()
+        )
+
+    await poll_until(
+        lambda: cli_nodes(address),
+        until=free,
+        timeout_s=timeout_s,
+        interval_s=0.1,
+        what=f"all slots free on {sorted(nodes)}",
+    )
 
 
 # -- tests -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sharing_and_co_location_groups_placed_on_three_nodes(
     local_cluster, tmp_path: Path
 ) -> None:
@@ -327,6 +340,7 @@ def test_placement_strategy(local_cluster, tmp_path: Path, placement: str) -> No
     anyio.run(scenario)
 
 
+@pytest.mark.slow
 def test_job_waits_for_slots_until_a_node_joins(local_cluster, tmp_path: Path) -> None:
     job_file = write_job(
         tmp_path,
@@ -383,13 +397,18 @@ def test_job_waits_for_slots_until_a_node_joins(local_cluster, tmp_path: Path) -
 
     async def finish() -> tuple[dict[str, Any], list[Any]]:
         async with open_client(address) as client:
-            with anyio.fail_after(30):
-                while True:
-                    status = await client.status(job_id)
-                    assert status["state"] in ("SCHEDULING", "RUNNING", "FINISHED"), status
-                    if status["state"] == "FINISHED":
-                        break
-                    await anyio.sleep(0.05)
+
+            def finished(status: dict[str, Any]) -> bool:
+                assert status["state"] in ("SCHEDULING", "RUNNING", "FINISHED"), status
+                return status["state"] == "FINISHED"
+
+            await poll_until(
+                lambda: client.status(job_id),
+                until=finished,
+                timeout_s=30,
+                what=f"job {job_id} FINISHED",
+                show=status_summary,
+            )
             collected: list[Any] = []
             offset = 0
             with anyio.fail_after(10):
@@ -479,6 +498,7 @@ nums.key_by(lambda x: x % 8).count().uid("count").filter(lambda r: False).sink(s
 """
 
 
+@pytest.mark.slow
 def test_a_failing_over_job_keeps_its_slots_and_a_waiting_job_starts_when_it_ends(
     local_cluster, tmp_path: Path
 ) -> None:
@@ -497,11 +517,13 @@ def test_a_failing_over_job_keeps_its_slots_and_a_waiting_job_starts_when_it_end
             assert "node-3" in {node for node, _ in slots_of(running)}
             b = await client.submit_job(prepare_submission(second, base_dir=tmp_path))
             assert b.waiting is not None and "the cluster has 2 free" in b.waiting
-            with anyio.fail_after(30):  # a checkpoint to restart from
-                while True:
-                    if ((await client.status(a))["checkpoints"] or {}).get("completed"):
-                        break
-                    await anyio.sleep(0.05)
+            await poll_until(  # a checkpoint to restart from
+                lambda: client.status(a),
+                until=lambda status: (status["checkpoints"] or {}).get("completed"),
+                timeout_s=30,
+                what=f"a completed checkpoint of job {a}",
+                show=status_summary,
+            )
             node3 = next(n for n in cluster.nodes if n.name == "node-3")
             cluster.kill(node3, signal.SIGTERM)
             assert await anyio.to_thread.run_sync(node3.process.wait, 30) == 0

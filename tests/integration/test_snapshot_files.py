@@ -6,11 +6,11 @@ import json
 import sqlite3
 from pathlib import Path
 
-import anyio
+import pytest
 
 from mesh.client.client import open_client, prepare_submission
 from mesh.graph.keygroups import key_group_for, key_group_range
-from tests.helpers import wait_for_state, write_job
+from tests.helpers import poll_until, wait_for_state, write_job
 
 JOB = """
     from mesh import Job, sinks, sources
@@ -26,12 +26,13 @@ JOB = """
 """
 
 
-def test_a_savepoint_holds_the_state_by_key_group_key_namespace_and_name(
-    local_cluster, tmp_path: Path
+@pytest.mark.asyncio
+async def test_a_savepoint_holds_the_state_by_key_group_key_namespace_and_name(
+    inprocess_cluster, tmp_path: Path
 ) -> None:
     for backend in ("memory", "sqlite"):
         job_file = write_job(tmp_path, JOB.format(backend=backend), f"inspect_{backend}.py")
-        cluster = local_cluster(nodes=2, slots=2)
+        cluster = inprocess_cluster(nodes=2, slots=2)
 
         async def scenario(job_file: Path = job_file, cluster=cluster, backend=backend) -> str:
             async with open_client(cluster.address) as client:
@@ -39,16 +40,22 @@ def test_a_savepoint_holds_the_state_by_key_group_key_namespace_and_name(
                 await wait_for_state(client, job_id, ("RUNNING",))
                 seen = 0
                 offset = 0
-                with anyio.fail_after(30):
-                    while seen < 1000:
-                        records, offset, _ = await client.fetch_collected(job_id, offset)
-                        seen += len(records)
-                        await anyio.sleep(0.05)
+
+                async def fetch() -> int:
+                    nonlocal seen, offset
+                    records, offset, _ = await client.fetch_collected(job_id, offset)
+                    seen += len(records)
+                    return seen
+
+                await poll_until(
+                    fetch, until=lambda n: n >= 1000, timeout_s=30, what="1000 collected records"
+                )
                 return str(
                     await client.savepoint(job_id, directory=str(tmp_path / backend), cancel=True)
                 )
 
-        savepoint = Path(anyio.run(scenario))
+        async with cluster:
+            savepoint = Path(await scenario())
         metadata = json.loads((savepoint / "_metadata.json").read_text())
         counter = metadata["operators"]["counter"]
         assert counter["parallelism"] == 2 and counter["max_parallelism"] == 64

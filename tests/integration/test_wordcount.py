@@ -1,4 +1,4 @@
-"""Wordcount on a real coordinator and two real nodes (subprocesses, ephemeral ports).
+"""Wordcount on a real coordinator and two real nodes (in-process, ephemeral ports).
 
 The output must equal a plain-Python computation of the same answer, exactly, for
 several parallelisms and for every partitioner.
@@ -11,7 +11,6 @@ import random
 import re
 from pathlib import Path
 
-import anyio
 import pytest
 
 from tests.helpers import read_parts, run_job, write_job
@@ -70,15 +69,17 @@ MIXED_JOB = """
 """
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("parallelism", [1, 2, 3])
-def test_wordcount_matches_plain_python(local_cluster, tmp_path: Path, parallelism: int) -> None:
+async def test_wordcount_matches_plain_python(
+    inprocess_cluster, tmp_path: Path, parallelism: int
+) -> None:
     lines = make_text(tmp_path / "data")
     job_file = write_job(tmp_path, HASH_JOB)
-    cluster = local_cluster(nodes=2, slots=2)
-
-    status, _ = anyio.run(
-        lambda: run_job(cluster.address, job_file, parallelism=parallelism, base_dir=tmp_path)
-    )
+    async with inprocess_cluster(nodes=2, slots=2) as cluster:
+        status, _ = await run_job(
+            cluster.address, job_file, parallelism=parallelism, base_dir=tmp_path
+        )
 
     assert status["state"] == "FINISHED", status["error"]
     got = collections.Counter((r["key"], r["count"]) for r in read_parts(tmp_path / "out"))
@@ -92,12 +93,12 @@ def test_wordcount_matches_plain_python(local_cluster, tmp_path: Path, paralleli
     assert status["totals"]["records_out"] == sum(got.values())
 
 
-def test_every_partitioner_gives_the_exact_answer(local_cluster, tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_every_partitioner_gives_the_exact_answer(inprocess_cluster, tmp_path: Path) -> None:
     lines = make_text(tmp_path / "data", files=2, lines=500)
     job_file = write_job(tmp_path, MIXED_JOB)
-    cluster = local_cluster(nodes=2, slots=3)
-
-    status, collected = anyio.run(lambda: run_job(cluster.address, job_file, base_dir=tmp_path))
+    async with inprocess_cluster(nodes=2, slots=3) as cluster:
+        status, collected = await run_job(cluster.address, job_file, base_dir=tmp_path)
 
     assert status["state"] == "FINISHED", status["error"]
     partitionings = sorted(e["partitioning"] for e in status["edges"])
