@@ -297,7 +297,7 @@ from mesh import Job, sinks, sources
 
 job = Job("counts", parallelism=2, checkpoint_interval="200ms")
 (
-    job.source(sources.Generator(lambda i: {"k": i % 7}, count=40000, rate=8000)).uid("gen")
+    job.source(sources.Generator(lambda i: {"k": i % 7}, count=40000, rate=4000)).uid("gen")
     .key_by(lambda r: r["k"]).count().uid("count")
     .sink(sinks.JsonLines("out/counts")).uid("sink")
 )
