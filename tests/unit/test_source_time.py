@@ -13,8 +13,8 @@ import orjson
 from mesh.graph.logical import OperatorSpec, Partitioning
 from mesh.node.connectors.readers import SourceReader
 from mesh.node.runtime.output import EdgeWriter
-from mesh.node.runtime.standalone import standalone_runner as SubtaskRunner
 from mesh.node.runtime.task import CheckpointTarget
+from mesh.testing.runner import standalone_runner as SubtaskRunner
 from mesh.time.clock import ManualClock
 from mesh.transport.frames import FrameKind
 from tests.unit.test_channels import wire

@@ -28,7 +28,7 @@ from typing import Any
 from mesh.errors import RecordError
 from mesh.graph.keygroups import KeyGroupRange, canonical_key
 from mesh.graph.logical import OperatorSpec
-from mesh.node.operators.records import UserCodeError, describe_record
+from mesh.node.operators.records import RecordFailure, UserCodeError, describe_record
 from mesh.state.backends import KeyedStateBackend
 from mesh.time.watermarks import NO_WATERMARK
 
@@ -157,6 +157,27 @@ class KeyedOperator(RuntimeOperator):
             except RecordError:
                 pass
         return keys
+
+    def _resume_per_record(
+        self,
+        batch: list[Any],
+        out: list[Any],
+        apply: Callable[[Any], tuple[Any, Any, Any]],
+    ) -> list[Any]:
+        """After a built-in aggregation's fast loop raised: everything before the failing
+        record was applied (its state is written only once nothing can raise), so go on
+        record by record from ``batch[len(out)]``. ``apply(record)`` gives (key, new
+        value, output) or raises a RecordError naming the record, which becomes a
+        RecordFailure with the output so far."""
+        state = self.state
+        for record in batch[len(out) :]:
+            try:
+                key, value, emitted = apply(record)
+            except RecordError as error:
+                raise RecordFailure(error, len(out), out) from error.__cause__
+            state[key] = value
+            out.append(emitted)
+        return out
 
     def _key(self, record: Any) -> Any:
         """The state key of ``record`` (lists become tuples); errors name the record."""

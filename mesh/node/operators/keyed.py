@@ -99,32 +99,23 @@ class AggregateOperator(KeyedOperator):
                 state[key] = value
                 append({**record, field: value})
         except UserCodeError:
-            # Everything before the failing record was applied (state is only written
-            # once nothing can raise); go on record by record from there.
-            return self._process_slow(batch, out)
+            return self._resume_per_record(batch, out, self._combine_one)
         return out
 
-    def _process_slow(self, batch: list[Any], out: list[Any]) -> list[Any]:
-        state = self.state
+    def _combine_one(self, record: Any) -> tuple[Any, Any, Any]:
         field = self.field
-        for record in batch[len(out) :]:
-            try:
-                key = self._key(record)
-                try:
-                    value = record[field]
-                    current = state.get(key)
-                    value = value if current is None else self.combine(current, value)
-                except UserCodeError as exc:
-                    if not isinstance(record, dict) or field not in record:
-                        raise self._error(
-                            f"needs dict records with a {field!r} field, got", record, exc
-                        ) from exc
-                    raise self._error(f"cannot combine field {field!r}:", record, exc) from exc
-            except RecordError as error:
-                raise RecordFailure(error, len(out), out) from error.__cause__
-            state[key] = value
-            out.append({**record, field: value})
-        return out
+        key = self._key(record)
+        try:
+            value = record[field]
+            current = self.state.get(key)
+            value = value if current is None else self.combine(current, value)
+        except UserCodeError as exc:
+            if not isinstance(record, dict) or field not in record:
+                raise self._error(
+                    f"needs dict records with a {field!r} field, got", record, exc
+                ) from exc
+            raise self._error(f"cannot combine field {field!r}:", record, exc) from exc
+        return key, value, {**record, field: value}
 
 
 class CountOperator(KeyedOperator):
@@ -142,15 +133,13 @@ class CountOperator(KeyedOperator):
                 state[key] = n
                 append({"key": key, "count": n})
         except UserCodeError:
-            for record in batch[len(out) :]:
-                try:
-                    key = self._key(record)
-                except RecordError as error:
-                    raise RecordFailure(error, len(out), out) from error.__cause__
-                n = state.get(key, 0) + 1
-                state[key] = n
-                append({"key": self.key_fn(record), "count": n})  # the key as the user made it
+            return self._resume_per_record(batch, out, self._count_one)
         return out
+
+    def _count_one(self, record: Any) -> tuple[Any, Any, Any]:
+        key = self._key(record)
+        n = self.state.get(key, 0) + 1
+        return key, n, {"key": self.key_fn(record), "count": n}  # the key as the user made it
 
 
 def _add(a: Any, b: Any) -> Any:
