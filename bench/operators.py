@@ -1,7 +1,7 @@
 """Operator hot paths in one process, without the runtime around them; prints JSON.
 
     python bench/operators.py                    # every operator, best of 5
-    python bench/operators.py --records 200000 --rounds 7
+    python bench/operators.py --records 200000 --rounds 7 --only process
 
 Each operator is built through the public API (a job with one operator after a
 source) and the node's operator factory, over the memory backend, then given
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=sorted(OPERATORS), action="append")
     args = parser.parse_args()
     batches = _batches(args.records, args.batch)
     stamps = [list(range(len(b))) for b in batches]
@@ -99,6 +100,8 @@ def main() -> None:
 
     results: dict[str, Any] = {"plain_map": args.records / _best(plain, args.rounds)}
     for name, make in OPERATORS.items():
+        if args.only and name not in args.only:
+            continue
         op = _operator(make)
 
         def untimed(op: RuntimeOperator = op) -> None:

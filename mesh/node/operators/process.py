@@ -137,40 +137,28 @@ class ProcessOperator(RuntimeOperator):
             raise self._error("raised", record, exc) from exc
 
     def process(self, batch: list[Any]) -> list[Any]:
+        out: list[Any] = []
         self.ctx._at(NO_TIMESTAMP)
-        return self.run(batch, None, None)[0]
+        for index, record in enumerate(batch):
+            try:
+                self.one(record, out)
+            except RecordError as error:
+                raise RecordFailure(error, index, out) from error.__cause__
+        return out
 
     def process_timed(self, batch: list[Any], stamps: list[int]) -> Output:
-        return self.run(batch, stamps, None)
-
-    def run(
-        self,
-        batch: list[Any],
-        stamps: list[int] | None,
-        enter: Callable[[Any], None] | None,
-    ) -> Output:
-        """Run the function on each record: first ``enter(record)`` if given (a keyed
-        operator sets the key), at the record's timestamp if ``stamps`` are given (then
-        each output gets the timestamp of the record that made it). Raises RecordFailure
-        at the first record that fails, with what the records before it made."""
         out: list[Any] = []
         times: list[int] = []
         ctx = self.ctx
-        one = self.one
         for index, record in enumerate(batch):
+            stamp = stamps[index]
+            ctx._at(stamp)
             mark = len(out)
             try:
-                if enter is not None:
-                    enter(record)
-                if stamps is not None:
-                    ctx._at(stamps[index])
-                one(record, out)
+                self.one(record, out)
             except RecordError as error:
-                raise RecordFailure(
-                    error, index, out, None if stamps is None else times
-                ) from error.__cause__
-            if stamps is not None:
-                times.extend([stamps[index]] * (len(out) - mark))
+                raise RecordFailure(error, index, out, times) from error.__cause__
+            times.extend([stamp] * (len(out) - mark))
         return out, times
 
     async def on_watermark(self, watermark: int) -> Output:
@@ -232,17 +220,40 @@ class KeyedProcessOperator(KeyedOperator):
             await self.timers.restore()
 
     def process(self, batch: list[Any]) -> list[Any]:
-        self.ctx._at(NO_TIMESTAMP)
-        self.ctx.time_domain = None
-        return self._inner.run(batch, None, self._enter)[0]
+        out: list[Any] = []
+        ctx = self.ctx
+        ctx._at(NO_TIMESTAMP)
+        ctx.time_domain = None
+        accessor = self._accessor
+        one = self._inner.one
+        for index, record in enumerate(batch):
+            try:
+                key = self._key(record)
+                ctx.key = accessor.key = key
+                one(record, out)
+            except RecordError as error:
+                raise RecordFailure(error, index, out) from error.__cause__
+        return out
 
     def process_timed(self, batch: list[Any], stamps: list[int]) -> Output:
-        self.ctx.time_domain = None
-        return self._inner.run(batch, stamps, self._enter)
-
-    def _enter(self, record: Any) -> None:
-        """Make ``record``'s key the current one (for ``ctx.key``, state and timers)."""
-        self.ctx.key = self._accessor.key = self._key(record)
+        out: list[Any] = []
+        times: list[int] = []
+        ctx = self.ctx
+        ctx.time_domain = None
+        accessor = self._accessor
+        one = self._inner.one
+        for index, record in enumerate(batch):
+            stamp = stamps[index]
+            mark = len(out)
+            try:
+                key = self._key(record)
+                ctx.key = accessor.key = key
+                ctx._at(stamp)
+                one(record, out)
+            except RecordError as error:
+                raise RecordFailure(error, index, out, times) from error.__cause__
+            times.extend([stamp] * (len(out) - mark))
+        return out, times
 
     def _fire(
         self, key: Hashable, timestamp: int, domain: str, out: list[Any], stamps: list[int]
