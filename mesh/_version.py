@@ -1,3 +1,3 @@
 """The mesh version; nodes with another version are refused at registration."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -20,6 +20,7 @@ completed checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,9 +177,11 @@ class Coordinator:
         self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until cancelled; ``task_status.started(endpoint)`` once bound."""
-        store = CheckpointStore(self.config.state_dir / "coordinator.db")
-        job_store = JobStore(self.config.state_dir / "coordinator.db")
-        try:
+        with contextlib.ExitStack() as databases:
+            store = CheckpointStore(self.config.state_dir / "coordinator.db")
+            databases.callback(store.close)
+            job_store = JobStore(self.config.state_dir / "coordinator.db")
+            databases.callback(job_store.close)
             parts = self._build(store, job_store)
             with SocketFactory() as factory:
                 router = factory.bind(SocketKind.ROUTER, self.config.bind)
@@ -202,9 +205,6 @@ class Coordinator:
                         except Exception:  # a bug must not take the cluster down
                             log.exception("error while handling a message")
                         await anyio.lowlevel.checkpoint()
-        finally:
-            store.close()
-            job_store.close()
 
     def _on_frames(self, handlers: HandlerTable, frames: list[bytes]) -> None:
         identity, body = frames[0], frames[1:]

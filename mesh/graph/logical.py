@@ -205,7 +205,9 @@ class LogicalGraph:
         for a, b in zip(mine["operators"], theirs["operators"], strict=False):
             for key in a:
                 if a[key] != b.get(key):
-                    found.append(f"operator {a['id']} {key}: {a[key]!r} vs {b.get(key)!r}")
+                    found.append(
+                        f"operator {a['id']} {key}: {_shown(a[key])} vs {_shown(b.get(key))}"
+                    )
         if mine["edges"] != theirs["edges"]:
             found.append("the edges between operators")
         return found[:limit]
@@ -238,8 +240,13 @@ class LogicalGraph:
                 )
         if not self.sources():
             raise GraphError(f"job {self.config.name!r} has no source")
-        if not any(op.kind is OperatorKind.SINK for op in ops):
+        if not any(op.kind == OperatorKind.SINK for op in ops):
             raise GraphError(
                 f"job {self.config.name!r} has no sink; add one with .sink(...) so its output "
                 "goes somewhere"
             )
+
+
+def _shown(value: Any) -> str:
+    """A value as a person reads it in a message (an enum member as its plain value)."""
+    return repr(value.value if isinstance(value, StrEnum) else value)

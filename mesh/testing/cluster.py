@@ -155,12 +155,15 @@ class InProcessCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        if exc is None:
-            # Nodes leave one by one, as LocalCluster.stop's SIGTERMs make them.
-            with anyio.CancelScope(shield=True):
-                for node in self.nodes:
-                    await self.stop_node(node)
-        return await self._close(exc_type, exc, tb)
+        try:
+            if exc is None:
+                # Nodes leave one by one, as LocalCluster.stop's SIGTERMs make them.
+                with anyio.CancelScope(shield=True):
+                    for node in self.nodes:
+                        await self.stop_node(node)
+        finally:
+            closed = await self._close(exc_type, exc, tb)
+        return closed
 
     async def _close(
         self,
@@ -259,7 +262,12 @@ class InProcessCluster:
             with anyio.move_on_after(self.stop_timeout_s):
                 await node.daemon.leave(reason)
             node.scope.cancel()
-        await node.done.wait()
+        with anyio.move_on_after(self.stop_timeout_s) as waited:
+            await node.done.wait()
+        if waited.cancel_called:
+            log.warning(
+                "node %s did not end within %.1f s of stopping", node.name, self.stop_timeout_s
+            )
 
     async def crash_node(self, node: InProcessNode | str) -> None:
         """End a node's task at once, without a word to the coordinator (its sockets

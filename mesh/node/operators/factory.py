@@ -34,7 +34,7 @@ def build_operator(
 
     ``backend`` makes the keyed state backend of a keyed operator.
     """
-    kind = definition.kind
+    kind = OperatorKind(definition.kind)
     fn = definition.fn
     if kind in StatelessOperator.KINDS:
         assert fn is not None

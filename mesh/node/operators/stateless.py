@@ -36,7 +36,7 @@ class StatelessOperator(RuntimeOperator):
         self._apply = self._APPLY[spec.kind]
         # What to replay per record to find the one that fails (flat_map: exhaust it).
         self._probe: Callable[[Any], Any] = (
-            (lambda record: list(fn(record))) if spec.kind is OperatorKind.FLAT_MAP else fn
+            (lambda record: list(fn(record))) if self._kind is OperatorKind.FLAT_MAP else fn
         )
 
     def process(self, batch: list[Any]) -> list[Any]:
