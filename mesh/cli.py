@@ -33,6 +33,7 @@ from mesh.protocol.states import FINAL_JOB_STATES
 
 if TYPE_CHECKING:
     from mesh.config import Setting
+    from mesh.telemetry.setup import Telemetry
 
 __all__ = ["app", "main"]
 
@@ -60,6 +61,15 @@ ConfigOption = Annotated[
 ]
 LogLevelOption = Annotated[
     str | None, typer.Option("--log-level", help="debug, info, warning or error")
+]
+OtlpEndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--otlp-endpoint",
+        help="export traces to this OTLP/HTTP collector, like http://127.0.0.1:4318 "
+        "[env MESH_OTLP_ENDPOINT, or the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT; "
+        "default: no traces]",
+    ),
 ]
 PlacementOption = Annotated[
     str | None,
@@ -185,6 +195,19 @@ def _daemon_settings(
     return settings
 
 
+def _install_tracing(
+    service: str, instance_id: str | None, endpoint: str | None
+) -> Telemetry | None:
+    """The daemon's tracer provider (the SDK is imported only when traces are exported)."""
+    from mesh.telemetry.endpoint import traces_endpoint
+
+    if traces_endpoint(endpoint) is None:
+        return None
+    from mesh.telemetry.setup import install_tracing
+
+    return install_tracing(service, instance_id, endpoint)
+
+
 @app.command()
 def coordinator(
     config: ConfigOption = None,
@@ -197,6 +220,7 @@ def coordinator(
     slot_timeout: Annotated[
         str | None, typer.Option(help="a job waits this long for slots, like 5m")
     ] = None,
+    otlp_endpoint: OtlpEndpointOption = None,
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a coordinator daemon."""
@@ -213,6 +237,7 @@ def coordinator(
         checkpoint_dir=checkpoint_dir,
         placement=placement,
         slot_timeout=slot_timeout,
+        otlp_endpoint=otlp_endpoint,
         log_level=log_level,
     )
     daemon = Coordinator(
@@ -236,10 +261,14 @@ def coordinator(
             READY=1, MAINPID=os.getpid(), MESH_ENDPOINT=endpoint, STATUS=f"listening on {endpoint}"
         )
 
+    telemetry = _install_tracing("mesh-coordinator", None, s["otlp_endpoint"])
     try:
         _serve(daemon.run, ready)
     except OSError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()
 
 
 @app.command()
@@ -251,6 +280,7 @@ def node(
     bind_host: Annotated[str | None, typer.Option(help="interface for data ports")] = None,
     advertise_host: Annotated[str | None, typer.Option(help="host peers dial")] = None,
     node_id: Annotated[str | None, typer.Option(help="stable node id")] = None,
+    otlp_endpoint: OtlpEndpointOption = None,
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a node daemon."""
@@ -269,6 +299,7 @@ def node(
         bind_host=bind_host,
         advertise_host=advertise_host,
         node_id=node_id,
+        otlp_endpoint=otlp_endpoint,
         log_level=log_level,
     )
     daemon = Node(
@@ -292,10 +323,14 @@ def node(
             STATUS=f"node {address.node_id} registered",
         )
 
+    telemetry = _install_tracing("mesh-node", daemon.node_id, s["otlp_endpoint"])
     try:
         _serve(daemon.run, ready, daemon.leave)
     except (OSError, MeshError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()
 
 
 # -- jobs -------------------------------------------------------------------------------------

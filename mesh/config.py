@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from mesh.errors import ConfigError
 from mesh.time.durations import parse_duration
@@ -106,6 +107,18 @@ def _host(wildcard: bool) -> Callable[[Any], str]:
     return parse
 
 
+def _http_url(value: Any) -> str:
+    text = _text(value)
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host, like http://HOST:4318")
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("expected a port between 0 and 65535") from None
+    return text.rstrip("/")
+
+
 def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -128,6 +141,14 @@ class Setting:
 _LOG_LEVEL = Setting(
     "log_level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"
 )
+_OTLP_ENDPOINT = Setting(
+    "otlp_endpoint",
+    _http_url,
+    None,
+    "OTLP/HTTP collector to export traces to, like http://127.0.0.1:4318 (default: the "
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT variable; none: "
+    "no traces)",
+)
 
 COORDINATOR_SETTINGS = (
     Setting("bind", _endpoint(bind=True), "tcp://127.0.0.1:5550", "address to listen on"),
@@ -146,6 +167,7 @@ COORDINATOR_SETTINGS = (
         "consecutive failed checkpoints a job survives",
     ),
     Setting("retained_checkpoints", _positive_int, 3, "completed checkpoints kept per job"),
+    _OTLP_ENDPOINT,
     _LOG_LEVEL,
 )
 
@@ -156,6 +178,7 @@ NODE_SETTINGS = (
     Setting("bind_host", _host(True), "127.0.0.1", "interface for the data and credit ports"),
     Setting("advertise_host", _host(False), None, "host name peers use to reach this node"),
     Setting("node_id", _text, None, "stable id of this node (default: host-pid)"),
+    _OTLP_ENDPOINT,
     _LOG_LEVEL,
 )
 

@@ -214,6 +214,23 @@ def test_only_tests_import_mesh_testing() -> None:
     assert breaches == []
 
 
+def test_opentelemetry_only_under_telemetry_and_its_sdk_only_in_setup() -> None:
+    """Instrumented code uses mesh.telemetry (the API); only telemetry/setup.py installs
+    the SDK and the exporter, in a daemon that exports."""
+    anywhere = [
+        str(imp)
+        for imp in all_imports()
+        if _is(imp.module, "opentelemetry") and not _under(imp.path, "telemetry")
+    ]
+    sdk = [
+        str(imp)
+        for imp in all_imports()
+        if (_is(imp.module, "opentelemetry.sdk") or _is(imp.module, "opentelemetry.exporter"))
+        and imp.path != "mesh/telemetry/setup.py"
+    ]
+    assert anywhere == [] and sdk == []
+
+
 def test_protocol_is_the_bottom_vocabulary() -> None:
     """mesh/protocol imports nothing of mesh but the errors (both daemons, the client,
     the transport and the state's metadata build on it)."""
@@ -401,6 +418,7 @@ def _loaded_by_import_mesh(module: str) -> bool:
         "zmq",
         "aiosqlite",
         "anyio",
+        "opentelemetry",
     ],
 )
 def test_import_mesh_loads_no_runtime_library(module: str) -> None:

@@ -54,6 +54,7 @@ from mesh.protocol.messages import (
     TriggerCheckpoint,
 )
 from mesh.time.clock import Clock, SystemClock
+from mesh.transport.barriers import BarrierPayload
 from mesh.transport.control import ControlConnection
 from mesh.transport.sockets import SocketFactory, SocketKind
 
@@ -289,7 +290,8 @@ class Node:
         elif isinstance(msg, TriggerCheckpoint):
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None:
-                runtime.trigger_checkpoint(msg.checkpoint_id, msg.kind, msg.directory, msg.subtasks)
+                barrier = BarrierPayload(kind=msg.kind, directory=msg.directory, trace=msg.trace)
+                runtime.trigger_checkpoint(msg.checkpoint_id, barrier, msg.subtasks)
         elif isinstance(msg, CheckpointDone):
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None and msg.completed:

@@ -313,6 +313,8 @@ class TriggerCheckpoint:
     kind: CheckpointKind
     directory: str
     subtasks: list[str] | None = None
+    # The checkpoint's trace context (W3C traceparent), when the coordinator traces.
+    trace: dict[str, str] | None = None
 
 
 @message("checkpoint_done")

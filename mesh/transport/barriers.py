@@ -1,7 +1,8 @@
 """The payload of a BARRIER frame: what the checkpoint is and where its files go.
 
 The frame header carries the checkpoint id (``arg``); the payload is the orjson
-encoding of ``{"kind": kind, "dir": directory}``. A subtask that receives a barrier
+encoding of ``{"kind": kind, "dir": directory}``, plus ``"trace"`` (the checkpoint's
+W3C trace context, string fields) when the coordinator traces it. A subtask that receives a barrier
 forwards the same payload on every output channel, so every subtask of the job writes
 its snapshot files into the same checkpoint directory.
 """
@@ -24,9 +25,12 @@ class BarrierPayload:
 
     kind: CheckpointKind
     directory: str  # the checkpoint directory every subtask writes its files into
+    trace: dict[str, str] | None = None  # the checkpoint's trace context, if traced
 
     def encode(self) -> bytes:
         """The frame payload."""
+        if self.trace:
+            return orjson.dumps({"kind": self.kind, "dir": self.directory, "trace": self.trace})
         return orjson.dumps({"kind": self.kind, "dir": self.directory})
 
     @classmethod
@@ -46,4 +50,10 @@ class BarrierPayload:
             kind = CheckpointKind(meta["kind"])
         except ValueError:
             raise FrameError(f"unknown checkpoint kind {meta['kind']!r} in a barrier") from None
-        return cls(kind=kind, directory=meta["dir"])
+        trace = meta.get("trace")
+        if trace is not None and not (
+            isinstance(trace, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in trace.items())
+        ):
+            raise FrameError("a barrier's 'trace' must be an object of strings")
+        return cls(kind=kind, directory=meta["dir"], trace=trace)

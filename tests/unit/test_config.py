@@ -53,6 +53,7 @@ def test_defaults_when_nothing_is_set() -> None:
         "bind_host": "127.0.0.1",
         "advertise_host": None,
         "node_id": None,
+        "otlp_endpoint": None,
         "log_level": "info",
     }
     assert _coordinator() == {
@@ -67,6 +68,7 @@ def test_defaults_when_nothing_is_set() -> None:
         "checkpoint_min_pause": 0,
         "tolerable_checkpoint_failures": 3,
         "retained_checkpoints": 3,
+        "otlp_endpoint": None,
         "log_level": "info",
     }
 
@@ -101,6 +103,7 @@ def test_env_variable_names() -> None:
         "MESH_BIND_HOST",
         "MESH_ADVERTISE_HOST",
         "MESH_NODE_ID",
+        "MESH_OTLP_ENDPOINT",
         "MESH_LOG_LEVEL",
     ]
 

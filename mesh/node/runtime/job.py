@@ -50,11 +50,12 @@ from mesh.protocol.messages import (
     SubtaskMetrics,
     TaskUpdate,
 )
-from mesh.protocol.states import CheckpointKind, TaskState
+from mesh.protocol.states import TaskState
 from mesh.state.backends import KeyedStateBackend, open_backend
 from mesh.state.keys import KeyCodec
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK, NO_WATERMARK
+from mesh.transport.barriers import BarrierPayload
 from mesh.transport.sockets import SocketFactory
 
 __all__ = ["JobRuntime"]
@@ -327,8 +328,7 @@ class JobRuntime:
     def trigger_checkpoint(
         self,
         checkpoint_id: int,
-        kind: CheckpointKind,
-        directory: str,
+        barrier: BarrierPayload,
         subtasks: list[str] | None = None,
     ) -> None:
         """Start a checkpoint at the subtasks that get no barrier: sources and subtasks whose
@@ -339,7 +339,7 @@ class JobRuntime:
             else:
                 chosen = runner.reader is not None or runner.state is TaskState.ENDING
             if chosen and runner.state in (TaskState.RUNNING, TaskState.ENDING):
-                runner.trigger(checkpoint_id, kind, directory)
+                runner.trigger(checkpoint_id, barrier)
 
     def checkpoint_completed(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` completed: operators commit.

@@ -62,7 +62,8 @@ from mesh.node.runtime.metrics import TaskMetrics
 from mesh.node.runtime.output import EdgeWriter
 from mesh.node.runtime.snapshots import SnapshotCapture, capture_state, finish_snapshot
 from mesh.protocol.messages import SnapshotFile
-from mesh.protocol.states import CheckpointKind, TaskState
+from mesh.protocol.states import TaskState
+from mesh.telemetry.tracing import Span, child_span, end_span, tracer
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK
 from mesh.transport.barriers import BarrierPayload
@@ -78,6 +79,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("mesh.node.task")
+_TRACER = tracer("mesh.node.task")
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,9 +243,9 @@ class SubtaskRunner:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def trigger(self, checkpoint_id: int, kind: CheckpointKind, directory: str) -> None:
+    def trigger(self, checkpoint_id: int, barrier: BarrierPayload) -> None:
         """A source subtask: take checkpoint ``checkpoint_id`` at the next batch boundary."""
-        self._triggers.append((checkpoint_id, BarrierPayload(kind=kind, directory=directory)))
+        self._triggers.append((checkpoint_id, barrier))
         self._triggered.set()
 
     def _capture(self, checkpoint_id: int, directory: Path) -> list[SnapshotCapture]:
@@ -267,21 +269,35 @@ class SubtaskRunner:
             return  # already taken (triggered twice)
         self._last_snapshot = checkpoint_id
         started = self.clock.monotonic_ms()
+        span = child_span(
+            _TRACER,
+            "snapshot",
+            barrier.trace,
+            {
+                "mesh.task": self.name,
+                "mesh.subtask.index": self.position.index,
+                "mesh.checkpoint.id": checkpoint_id,
+                "mesh.checkpoint.kind": barrier.kind.value,
+            },
+        )
         try:
             captures = self._capture(checkpoint_id, Path(barrier.directory))
         except Exception as exc:
             log.warning("%s: checkpoint %d declined: %s", self.name, checkpoint_id, exc)
             self.checkpoints.decline(checkpoint_id, f"{self.name}: {exc}")
+            end_span(span, error=exc)
             captures = None
         if self.state is TaskState.RUNNING:  # outputs of an ENDING subtask are closed
             payload = barrier.encode()
             for writer in self.writers:
                 writer.emit_event(FrameKind.BARRIER, checkpoint_id, payload)
         if captures is not None and self._tg is not None:
-            self._tg.start_soon(self._write_snapshot, checkpoint_id, captures, started)
+            self._tg.start_soon(self._write_snapshot, checkpoint_id, captures, started, span)
+        elif captures is not None:
+            end_span(span, error="the subtask stopped before writing its snapshot")
 
     async def _write_snapshot(
-        self, checkpoint_id: int, captures: list[SnapshotCapture], started: float
+        self, checkpoint_id: int, captures: list[SnapshotCapture], started: float, span: Span
     ) -> None:
         try:
             files = await finish_snapshot(
@@ -290,9 +306,17 @@ class SubtaskRunner:
         except Exception as exc:
             log.warning("%s: checkpoint %d failed to write: %s", self.name, checkpoint_id, exc)
             self.checkpoints.decline(checkpoint_id, f"{self.name}: writing the snapshot: {exc}")
+            end_span(span, error=exc)
             return
         duration = self.clock.monotonic_ms() - started
         self.checkpoints.ack(checkpoint_id, files, duration)
+        end_span(
+            span,
+            attributes={
+                "mesh.snapshot.files": len(files),
+                "mesh.snapshot.size_bytes": sum(f.size for f in files),
+            },
+        )
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` completed: let operators commit (sync)."""

@@ -1,0 +1,63 @@
+"""Installing OpenTelemetry in a daemon process: the SDK's tracer provider with an OTLP
+exporter over HTTP, when an endpoint is configured.
+
+Where spans go is ``endpoint.traces_endpoint``; without an endpoint the daemon stays
+uninstrumented (the API's no-op provider is left in place).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from mesh._version import __version__
+from mesh.telemetry.endpoint import traces_endpoint
+
+__all__ = ["Telemetry", "install_tracing"]
+
+log = logging.getLogger("mesh.telemetry")
+
+# Spans are exported in batches at least this often (the SDK's default is 5 s).
+_EXPORT_DELAY_MS = 500
+
+
+@dataclass
+class Telemetry:
+    """What ``install_tracing`` set up; ``shutdown`` flushes and stops the exporter."""
+
+    provider: TracerProvider | None = None
+    endpoint: str | None = None
+
+    def shutdown(self) -> None:
+        """Export what is buffered (bounded), then stop."""
+        if self.provider is not None:
+            self.provider.shutdown()
+            self.provider = None
+
+
+def install_tracing(
+    service: str, instance_id: str | None, configured_endpoint: str | None
+) -> Telemetry:
+    """Install the global tracer provider of this process, exporting to the configured
+    endpoint; a no-op (and an empty ``Telemetry``) when there is none."""
+    endpoint = traces_endpoint(configured_endpoint)
+    if endpoint is None:
+        return Telemetry()
+    attributes = {"service.name": service, "service.version": __version__}
+    if instance_id:
+        attributes["service.instance.id"] = instance_id
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=_EXPORT_DELAY_MS
+        )
+    )
+    trace.set_tracer_provider(provider)
+    log.info("exporting traces to %s as %s", endpoint, service)
+    return Telemetry(provider=provider, endpoint=endpoint)

@@ -1,0 +1,85 @@
+"""Tracers and trace context for instrumented code (the OpenTelemetry API only).
+
+A trace context travels as a small ``dict[str, str]`` (the W3C ``traceparent`` and
+``tracestate`` fields): in a ``TriggerCheckpoint`` from the coordinator, then in the
+barrier every subtask forwards, so every span of one checkpoint joins one trace. When
+no SDK is configured, spans do not record and ``carrier_of`` gives None, so nothing
+extra goes on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = [
+    "Span",
+    "carrier_of",
+    "child_span",
+    "end_span",
+    "parent_from",
+    "root_context",
+    "tracer",
+]
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def tracer(name: str) -> Tracer:
+    """The tracer of an instrumented module (from the provider the daemon installed)."""
+    return trace.get_tracer(name)
+
+
+def root_context() -> otel_context.Context:
+    """A context with no parent: a span started in it begins a trace of its own."""
+    return otel_context.Context()
+
+
+def carrier_of(span: Span) -> dict[str, str] | None:
+    """``span``'s context as message fields, or None when it does not record."""
+    if not span.get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier or None
+
+
+def parent_from(carrier: dict[str, str] | None) -> otel_context.Context | None:
+    """The context a carrier holds, to start child spans in (None without one)."""
+    if not carrier:
+        return None
+    return _PROPAGATOR.extract(carrier)
+
+
+def child_span(
+    tracer: Tracer, name: str, carrier: dict[str, str] | None, attributes: Mapping[str, Any]
+) -> Span:
+    """A span in the trace ``carrier`` names; a non-recording one without a carrier (so
+    work that nobody traces starts no trace of its own)."""
+    parent = parent_from(carrier)
+    if parent is None:
+        return trace.INVALID_SPAN
+    return tracer.start_span(name, context=parent, attributes=dict(attributes))
+
+
+def end_span(
+    span: Span,
+    *,
+    error: str | BaseException | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> None:
+    """Set ``attributes``, mark the span failed if ``error`` is given, and end it."""
+    for key, value in (attributes or {}).items():
+        if value is not None:
+            span.set_attribute(key, value)
+    if isinstance(error, BaseException):
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, str(error)))
+    elif error is not None:
+        span.set_status(Status(StatusCode.ERROR, error))
+    span.end()

@@ -1,0 +1,90 @@
+"""Checkpoint traces from real daemons, received over real OTLP/HTTP (tests/otlp.py).
+
+Each checkpoint is one trace: the coordinator's root span, and one ``snapshot`` span
+per subtask on the nodes, joined because the context rides in the trigger message and
+in the barriers the subtasks forward.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from mesh.client.client import open_client, prepare_submission
+from tests.helpers import poll_until, wait_for_state, write_job
+from tests.otlp import Span, otlp_receiver
+
+JOB = """
+    from mesh import Job, sinks, sources
+
+    job = Job("traced", parallelism=2, checkpoint_interval="200ms")
+    (
+        job.source(sources.Generator(lambda i: {"k": i % 7}, rate=2000)).uid("gen")
+        .key_by(lambda r: r["k"]).count().uid("count")
+        .sink(sinks.JsonLines("out/counts")).uid("sink")
+    )
+"""
+
+# Two source subtasks, and two subtasks of the chained count -> sink task.
+SUBTASKS = 4
+
+
+def _complete_traces(spans: list[Span]) -> list[tuple[Span, list[Span]]]:
+    """(root, snapshots) of every completed checkpoint whose snapshots all arrived."""
+    by_trace: dict[str, list[Span]] = defaultdict(list)
+    for span in spans:
+        by_trace[span.trace_id].append(span)
+    found = []
+    for trace in by_trace.values():
+        roots = [s for s in trace if s.parent_id is None]
+        snapshots = [s for s in trace if s.name == "snapshot"]
+        if (
+            len(roots) == 1
+            and roots[0].attributes.get("mesh.checkpoint.outcome") == "COMPLETED"
+            and len(snapshots) >= SUBTASKS
+        ):
+            found.append((roots[0], snapshots))
+    return found
+
+
+@pytest.mark.asyncio
+async def test_a_checkpoint_is_one_trace_with_a_snapshot_span_per_subtask(
+    local_cluster, tmp_path: Path
+) -> None:
+    with otlp_receiver() as receiver:
+        args = ["--otlp-endpoint", receiver.endpoint]
+        cluster = local_cluster(nodes=2, slots=2, coordinator_args=args, node_args=args)
+        job_file = write_job(tmp_path, JOB)
+        async with open_client(cluster.address) as client:
+            job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            await wait_for_state(client, job_id, ("RUNNING",))
+            traces = await poll_until(
+                lambda: _complete_traces(receiver.snapshot()),
+                timeout_s=60,
+                what="a completed checkpoint's trace with every subtask's snapshot span",
+                show=lambda found: f"{len(receiver.snapshot())} spans, {len(found)} complete",
+            )
+            await client.cancel(job_id)
+
+    root, snapshots = traces[0]
+    assert root.service == "mesh-coordinator"
+    assert root.name == "checkpoint"
+    assert root.attributes["mesh.job.id"] == job_id
+    assert root.attributes["mesh.job.name"] == "traced"
+    assert root.attributes["mesh.checkpoint.subtasks"] == SUBTASKS
+    checkpoint_id = root.attributes["mesh.checkpoint.id"]
+    # Exactly one snapshot per subtask, each a child of the root, from the nodes.
+    assert len(snapshots) == SUBTASKS
+    assert {s.parent_id for s in snapshots} == {root.span_id}
+    assert {s.service for s in snapshots} == {"mesh-node"}
+    assert {s.attributes["mesh.checkpoint.id"] for s in snapshots} == {checkpoint_id}
+    subtasks = {(s.attributes["mesh.task"], s.attributes["mesh.subtask.index"]) for s in snapshots}
+    assert len(subtasks) == SUBTASKS
+    assert {index for _, index in subtasks} == {0, 1}
+    assert all(s.error is None for s in snapshots)
+    # Each node reports under its own instance id.
+    nodes = {s.instance for s in snapshots}
+    assert nodes <= {n.ready["MESH_NODE_ID"] for n in cluster.nodes} and len(nodes) == 2
+    assert receiver.bad_requests == []
