@@ -32,6 +32,7 @@ class Span:
     parent_id: str | None
     attributes: dict[str, Any]
     error: str | None  # the status message of a span that ended in error
+    start_ns: int = 0
 
 
 def _value(v: Any) -> Any:
@@ -55,6 +56,7 @@ def _spans(request: ExportTraceServiceRequest) -> list[Span]:
                         parent_id=s.parent_span_id.hex() or None,
                         attributes={a.key: _value(a.value) for a in s.attributes},
                         error=s.status.message if s.status.code == 2 else None,
+                        start_ns=s.start_time_unix_nano,
                     )
                 )
     return found

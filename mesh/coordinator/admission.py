@@ -124,5 +124,9 @@ class JobAdmission:
         except StateError as exc:
             del self._jobs[job.job_id]
             return ErrorReply(f"job not accepted: {exc}", "coordinator_storage")
+        self._lifecycle.flows.begin(
+            job, "submit", {"mesh.job.restored_from": job.restore_path or ""}
+        )
+        self._lifecycle.flows.step(job, "schedule")
         self._lifecycle.place(job)
         return SubmitReply(job_id=job.job_id, waiting=job.waiting)

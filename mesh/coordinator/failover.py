@@ -18,6 +18,7 @@ import anyio
 from mesh.coordinator.background import BackgroundTasks
 from mesh.coordinator.config import CoordinatorConfig
 from mesh.coordinator.deploy import Deployer, GaveUpWaiting
+from mesh.coordinator.flows import JobFlows
 from mesh.coordinator.jobs import JobRecord, JobTable
 from mesh.coordinator.journal import JobJournal
 from mesh.coordinator.registry import NodeRegistry
@@ -51,6 +52,7 @@ class JobFailover:
         journal: JobJournal,
         store: CheckpointStore,
         background: BackgroundTasks,
+        flows: JobFlows,
         fail_for_good: Callable[[JobRecord, str], None],
         end: Callable[[JobRecord, JobState], None],
     ) -> None:
@@ -62,6 +64,7 @@ class JobFailover:
         self._journal = journal
         self._store = store
         self._background = background
+        self._flows = flows
         self._fail_for_good = fail_for_good
         self._end = end
 
@@ -104,6 +107,9 @@ class JobFailover:
         if assignments is None:
             return
         job.redeploying = True
+        self._flows.step(
+            job, "restore", {"mesh.failover.nodes": len({a.node_id for a in assignments})}
+        )
         # The slots are the next attempt's from now on: no job placed meanwhile takes them.
         self._nodes.allocate(job.job_id, job.attempt + 1, assignments)
         self._background.start_soon(self._redeploy, job, assignments)
@@ -138,6 +144,8 @@ class JobFailover:
         job.restore = restore
         job.assignments = assignments
         job.transition(JobState.SCHEDULING)
+        self._flows.note(job, {"mesh.restore.path": restore.path if restore else ""})
+        self._flows.step(job, "deploy", {"mesh.job.attempt": job.attempt})
         self._journal.update(job, state=job.state.value, attempt=job.attempt)
         log.info(
             "job %s (%s) attempt %d deploying %s",
@@ -170,6 +178,7 @@ class JobFailover:
                 continue
             job.state = JobState.RESTARTING  # not a failure: the strategy is not asked
             job.restart_at_ms = job.cancel_deadline_ms = now
+            self._flows.begin(job, "failover", {"mesh.failover.cause": "the coordinator restarted"})
             self._journal.update(job, state=job.state.value)
             log.info(
                 "job %s (%s) resumes after the coordinator restarted (attempt %d was running)",

@@ -20,6 +20,7 @@ from mesh.coordinator.checkpointing import checkpoint_manager
 from mesh.coordinator.config import CoordinatorConfig
 from mesh.coordinator.deploy import Deployer, GaveUpWaiting
 from mesh.coordinator.failover import JobFailover
+from mesh.coordinator.flows import JobFlows
 from mesh.coordinator.jobs import IllegalTransition, JobRecord, JobTable
 from mesh.coordinator.journal import JobJournal
 from mesh.coordinator.outbound import ControlOut
@@ -77,6 +78,7 @@ class JobLifecycle:
         self._store = store
         self._drops = drops
         self.deployer = Deployer(config, clock, nodes, out)
+        self.flows = JobFlows()
         self.failover = JobFailover(
             config=config,
             clock=clock,
@@ -86,6 +88,7 @@ class JobLifecycle:
             journal=journal,
             store=store,
             background=background,
+            flows=self.flows,
             fail_for_good=self.fail_for_good,
             end=self.end,
         )
@@ -104,6 +107,7 @@ class JobLifecycle:
             return
         job.assignments = assignments
         self._nodes.allocate(job.job_id, job.attempt, assignments)
+        self.flows.step(job, "deploy", {"mesh.job.nodes": len(job.nodes)})
         self.deployer.deploy(job)
 
     def job_for(self, job_id: str, attempt: int, what: str) -> JobRecord | None:
@@ -147,6 +151,7 @@ class JobLifecycle:
                 fail=self.fail,
             )
             self.deployer.start(job)
+            self.flows.end(job)
             log.info("job %s (%s) running on %d node(s)", job.job_id, job.name, len(job.nodes))
 
     # -- what subtasks report ---------------------------------------------------------------
@@ -287,6 +292,12 @@ class JobLifecycle:
             else:
                 self.fail_for_good(job, f"{cause}; the last failure:\n{error}")
             return
+        self.flows.begin(
+            job,
+            "failover",
+            {"mesh.failover.cause": error, "mesh.failover.delay_ms": delay},
+        )
+        self.flows.step(job, "cancel")
         self.failover.restart(job, error, delay)
 
     def fail_for_good(self, job: JobRecord, error: str) -> None:
@@ -323,6 +334,11 @@ class JobLifecycle:
             return
         job.ended_ms = self._clock.now_ms()
         job.waiting = None
+        self.flows.end(
+            job,
+            error=(job.error or "failed") if state is JobState.FAILED else None,
+            attributes={"mesh.job.state": state.value},
+        )
         if job.checkpoints is not None:
             # Stopped, it triggers nothing more; it stays for the status summary.
             job.checkpoints.shutdown(_ENDED_AS[state])

@@ -21,6 +21,7 @@ __all__ = [
     "Span",
     "carrier_of",
     "child_span",
+    "context_of",
     "end_span",
     "parent_from",
     "root_context",
@@ -38,6 +39,11 @@ def tracer(name: str) -> Tracer:
 def root_context() -> otel_context.Context:
     """A context with no parent: a span started in it begins a trace of its own."""
     return otel_context.Context()
+
+
+def context_of(span: Span) -> otel_context.Context:
+    """A context whose current span is ``span``, to start its children in."""
+    return trace.set_span_in_context(span)
 
 
 def carrier_of(span: Span) -> dict[str, str] | None:

@@ -88,3 +88,79 @@ async def test_a_checkpoint_is_one_trace_with_a_snapshot_span_per_subtask(
     nodes = {s.instance for s in snapshots}
     assert nodes <= {n.ready["MESH_NODE_ID"] for n in cluster.nodes} and len(nodes) == 2
     assert receiver.bad_requests == []
+
+
+RESTARTING_JOB = """
+    from mesh import Job, RestartStrategy, sinks, sources
+
+    job = Job(
+        "phoenix",
+        parallelism=2,
+        checkpoint_interval="200ms",
+        restart=RestartStrategy.fixed_delay(attempts=3, delay="100ms"),
+    )
+    (
+        job.source(sources.Generator(lambda i: {"k": i % 7}, rate=2000)).uid("gen")
+        .key_by(lambda r: r["k"]).count().uid("count")
+        .sink(sinks.JsonLines("out/counts")).uid("sink")
+    )
+"""
+
+
+def _flow(spans: list[Span], name: str) -> list[Span] | None:
+    """The spans of the first trace whose root is called ``name`` and has ended."""
+    roots = [s for s in spans if s.parent_id is None and s.name == name]
+    if not roots:
+        return None
+    return [s for s in spans if s.trace_id == roots[0].trace_id]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_submission_and_a_failover_are_traces_with_their_steps_and_cause(
+    local_cluster, tmp_path: Path
+) -> None:
+    with otlp_receiver() as receiver:
+        args = ["--otlp-endpoint", receiver.endpoint]
+        heartbeats = {"MESH_HEARTBEAT_INTERVAL": "200ms", "MESH_HEARTBEAT_TIMEOUT": "1s"}
+        cluster = local_cluster(
+            nodes=3, slots=2, coordinator_args=args, node_args=args, env=heartbeats
+        )
+        job_file = write_job(tmp_path, RESTARTING_JOB)
+        async with open_client(cluster.address) as client:
+            job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            status = await wait_for_state(client, job_id, ("RUNNING",))
+            victim_id = status["placement"][0]["node"]
+            victim = next(n for n in cluster.nodes if n.ready["MESH_NODE_ID"] == victim_id)
+            cluster.kill(victim)
+            await poll_until(
+                lambda: client.status(job_id),
+                until=lambda st: st["state"] == "RUNNING" and st["attempt"] == 1,
+                timeout_s=60,
+                what="the job running again as attempt 1",
+            )
+            failover = await poll_until(
+                lambda: _flow(receiver.snapshot(), "failover"),
+                timeout_s=30,
+                what="the failover's trace",
+            )
+            submit = _flow(receiver.snapshot(), "submit")
+            await client.cancel(job_id)
+
+    def steps(spans: list[Span]) -> tuple[Span, list[str]]:
+        (root,) = [s for s in spans if s.parent_id is None]
+        children = sorted(
+            (s for s in spans if s.parent_id == root.span_id), key=lambda s: s.start_ns
+        )
+        return root, [s.name for s in children]
+
+    assert submit is not None
+    root, names = steps(submit)
+    assert root.service == "mesh-coordinator" and root.attributes["mesh.job.id"] == job_id
+    assert names == ["schedule", "deploy"] and root.error is None
+
+    root, names = steps(failover)
+    assert names == ["cancel", "restore", "deploy"]
+    cause = root.attributes["mesh.failover.cause"]
+    assert f"node {victim_id}" in cause and "lost" in cause
+    assert root.attributes["mesh.job.attempt"] == 1 and root.error is None
