@@ -549,6 +549,7 @@ def run(
         typer.Option(help="keep the cluster's state, checkpoints and logs here"),
     ] = None,
     placement: PlacementOption = None,
+    otlp_endpoint: OtlpEndpointOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Run a job on an embedded local cluster and wait for it to end.
@@ -578,6 +579,7 @@ def run(
     except SchedulingError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     per_node = size.slots_per_node
+    tracing = ["--otlp-endpoint", otlp_endpoint] if otlp_endpoint else []
     # The state directory outlives the run when given (savepoints, checkpoints, logs);
     # otherwise a temporary one is removed after a successful run.
     temp_dir = None if state_dir else tempfile.mkdtemp(prefix="mesh-run-")
@@ -587,7 +589,8 @@ def run(
         slots=per_node,
         state_dir=directory,
         log_level="info",
-        coordinator_args=["--placement", placement] if placement else None,
+        coordinator_args=[*(["--placement", placement] if placement else []), *tracing],
+        node_args=tracing or None,
     )
     code = EXIT_FAILED
     try:

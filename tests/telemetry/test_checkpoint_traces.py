@@ -7,6 +7,8 @@ in the barriers the subtasks forward.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -164,3 +166,39 @@ async def test_a_submission_and_a_failover_are_traces_with_their_steps_and_cause
     cause = root.attributes["mesh.failover.cause"]
     assert f"node {victim_id}" in cause and "lost" in cause
     assert root.attributes["mesh.job.attempt"] == 1 and root.error is None
+
+
+BOUNDED_JOB = """
+    from mesh import Job, sinks, sources
+
+    job = Job("bounded", parallelism=2, checkpoint_interval="100ms")
+    job.source(sources.Collection(list(range(100)))).map(lambda i: {"i": i}).sink(
+        sinks.JsonLines("out/bounded")
+    )
+"""
+
+
+def test_mesh_run_exports_the_traces_of_its_daemons(tmp_path: Path) -> None:
+    """``mesh run --otlp-endpoint``: the final checkpoint of a bounded job is one trace
+    from the embedded coordinator and nodes, flushed before ``mesh run`` returns."""
+    job_file = write_job(tmp_path, BOUNDED_JOB)
+    with otlp_receiver() as receiver:
+        run = subprocess.run(
+            [
+                *(sys.executable, "-m", "mesh", "run", str(job_file), "-q", "--nodes", "2"),
+                *("--otlp-endpoint", receiver.endpoint),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        spans = receiver.snapshot()
+    assert run.returncode == 0, run.stderr
+    checkpoints = [s for s in spans if s.name == "checkpoint" and s.parent_id is None]
+    assert checkpoints, f"no checkpoint trace among {[s.name for s in spans]}"
+    traced = {s.trace_id for s in checkpoints}
+    snapshots = [s for s in spans if s.name == "snapshot" and s.trace_id in traced]
+    assert {s.service for s in snapshots} == {"mesh-node"}
+    assert {s.service for s in checkpoints} == {"mesh-coordinator"}
+    assert any(s.name == "submit" and s.parent_id is None for s in spans)
