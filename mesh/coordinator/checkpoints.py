@@ -339,6 +339,7 @@ class CheckpointManager:
             return
         pending.complete()
         span = self._spans.pop(pending.checkpoint_id, None)
+        trace_context = carrier_of(span) if span is not None else None
         if span is not None:
             end_span(
                 span,
@@ -353,7 +354,7 @@ class CheckpointManager:
         self.last_failure = None
         self._retain()
         faults.reach("checkpoint.recorded")
-        self._tell_nodes(pending.checkpoint_id, completed=True)
+        self._tell_nodes(pending.checkpoint_id, completed=True, trace=trace_context)
         log.info(
             "job %s: %s %d completed in %d ms (%d bytes)",
             self.job.job_id,
@@ -375,12 +376,15 @@ class CheckpointManager:
         elif self._savepoints:
             self._trigger_savepoint()
 
-    def _tell_nodes(self, checkpoint_id: int, *, completed: bool) -> None:
+    def _tell_nodes(
+        self, checkpoint_id: int, *, completed: bool, trace: dict[str, str] | None = None
+    ) -> None:
         done = CheckpointDone(
             job_id=self.job.job_id,
             attempt=self.attempt,
             checkpoint_id=checkpoint_id,
             completed=completed,
+            trace=trace,
         )
         for node in self.job.nodes:
             self._send(node, done)

@@ -295,7 +295,7 @@ class Node:
         elif isinstance(msg, CheckpointDone):
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None and msg.completed:
-                runtime.checkpoint_completed(msg.checkpoint_id)
+                runtime.checkpoint_completed(msg.checkpoint_id, msg.trace)
         elif isinstance(msg, CommitFinal):
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None:

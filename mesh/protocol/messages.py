@@ -326,6 +326,8 @@ class CheckpointDone:
     attempt: int
     checkpoint_id: int
     completed: bool
+    # The checkpoint's trace context, so the sinks' commits join its trace.
+    trace: dict[str, str] | None = None
 
 
 @message("commit_final")

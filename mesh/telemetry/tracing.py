@@ -9,7 +9,8 @@ extra goes on the wire.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -22,10 +23,13 @@ __all__ = [
     "carrier_of",
     "child_span",
     "context_of",
+    "current_span",
     "end_span",
     "parent_from",
     "root_context",
+    "traced_step",
     "tracer",
+    "within_trace",
 ]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -71,6 +75,39 @@ def child_span(
     if parent is None:
         return trace.INVALID_SPAN
     return tracer.start_span(name, context=parent, attributes=dict(attributes))
+
+
+@contextmanager
+def within_trace(carrier: dict[str, str] | None) -> Iterator[None]:
+    """Run the block with the trace ``carrier`` names as the current context (no-op
+    without one), so spans the block starts join that trace."""
+    parent = parent_from(carrier)
+    if parent is None:
+        yield
+        return
+    token = otel_context.attach(parent)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
+def current_span(span: Span) -> Iterator[None]:
+    """Make ``span`` the current span for the block (it is not ended)."""
+    with trace.use_span(span, end_on_exit=False, record_exception=False):
+        yield
+
+
+@contextmanager
+def traced_step(tracer: Tracer, name: str, attributes: Mapping[str, Any]) -> Iterator[Span]:
+    """A child span of the current span for the block, recording an exception that
+    escapes it; nothing when no traced span is current (untraced work starts no trace)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        yield trace.INVALID_SPAN
+        return
+    with tracer.start_as_current_span(name, attributes=dict(attributes)) as span:
+        yield span
 
 
 def end_span(

@@ -42,10 +42,12 @@ def _complete_traces(spans: list[Span]) -> list[tuple[Span, list[Span]]]:
     for trace in by_trace.values():
         roots = [s for s in trace if s.parent_id is None]
         snapshots = [s for s in trace if s.name == "snapshot"]
+        commits = [s for s in trace if s.name == "commit"]
         if (
             len(roots) == 1
             and roots[0].attributes.get("mesh.checkpoint.outcome") == "COMPLETED"
             and len(snapshots) >= SUBTASKS
+            and commits
         ):
             found.append((roots[0], snapshots))
     return found
@@ -90,6 +92,18 @@ async def test_a_checkpoint_is_one_trace_with_a_snapshot_span_per_subtask(
     nodes = {s.instance for s in snapshots}
     assert nodes <= {n.ready["MESH_NODE_ID"] for n in cluster.nodes} and len(nodes) == 2
     assert receiver.bad_requests == []
+    # The subtasks that read channels aligned their barriers first; the sinks
+    # pre-committed inside their snapshot and committed once the checkpoint completed.
+    trace = [s for s in receiver.snapshot() if s.trace_id == root.trace_id]
+    alignments = [s for s in trace if s.name == "alignment"]
+    assert len(alignments) == SUBTASKS // 2
+    assert {s.parent_id for s in alignments} == {root.span_id}
+    snapshot_ids = {s.span_id for s in snapshots}
+    precommits = [s for s in trace if s.name == "pre-commit"]
+    assert precommits and {s.parent_id for s in precommits} <= snapshot_ids
+    assert {s.attributes["mesh.operator.uid"] for s in precommits} == {"sink"}
+    commits = [s for s in trace if s.name == "commit"]
+    assert commits and {s.parent_id for s in commits} == {root.span_id}
 
 
 RESTARTING_JOB = """

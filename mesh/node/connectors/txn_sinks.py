@@ -39,10 +39,12 @@ from mesh.node.operators.base import RestoredState
 from mesh.node.operators.context import TaskContext
 from mesh.node.operators.records import encode_lines
 from mesh.state.files import fsync_dir
+from mesh.telemetry.tracing import traced_step, tracer
 
 __all__ = ["JsonLinesSink", "TransactionalSink", "transaction_pattern"]
 
 _FINAL = "end"
+_TRACER = tracer("mesh.node.sinks")
 
 
 class TransactionalSink(SinkOperator):
@@ -115,7 +117,8 @@ class TransactionalSink(SinkOperator):
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, list[Any]]:
         if self._has_current():
-            entry = self._precommit(self._txn_name(checkpoint_id), checkpoint_id)
+            with traced_step(_TRACER, "pre-commit", self._span_attributes(checkpoint_id)):
+                entry = self._precommit(self._txn_name(checkpoint_id), checkpoint_id)
             entry["checkpoint"] = checkpoint_id
             entry["job"] = self.ctx.job_id
             self.pending.append(entry)
@@ -127,7 +130,8 @@ class TransactionalSink(SinkOperator):
         for entry in self.pending:
             if entry["checkpoint"] != _FINAL and entry["checkpoint"] <= checkpoint_id:
                 try:
-                    self._commit(entry)
+                    with traced_step(_TRACER, "commit", self._span_attributes(entry["checkpoint"])):
+                        self._commit(entry)
                 except Exception as exc:  # commit the rest, then fail (it is retried)
                     errors.append(exc)
                     still.append(entry)
@@ -136,6 +140,13 @@ class TransactionalSink(SinkOperator):
         self.pending = still
         if errors:
             raise StateError(f"sink {self.spec.uid!r}: commit failed: {errors[0]}") from errors[0]
+
+    def _span_attributes(self, checkpoint_id: int) -> dict[str, Any]:
+        return {
+            "mesh.operator.uid": self.spec.uid,
+            "mesh.subtask.index": self.ctx.subtask_index,
+            "mesh.checkpoint.id": checkpoint_id,
+        }
 
     def end_of_input(self) -> bool:
         if self._has_current():

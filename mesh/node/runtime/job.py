@@ -53,6 +53,7 @@ from mesh.protocol.messages import (
 from mesh.protocol.states import TaskState
 from mesh.state.backends import KeyedStateBackend, open_backend
 from mesh.state.keys import KeyCodec
+from mesh.telemetry.tracing import within_trace
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK, NO_WATERMARK
 from mesh.transport.barriers import BarrierPayload
@@ -341,17 +342,19 @@ class JobRuntime:
             if chosen and runner.state in (TaskState.RUNNING, TaskState.ENDING):
                 runner.trigger(checkpoint_id, barrier)
 
-    def checkpoint_completed(self, checkpoint_id: int) -> None:
-        """Checkpoint ``checkpoint_id`` completed: operators commit.
+    def checkpoint_completed(self, checkpoint_id: int, trace: dict[str, str] | None = None) -> None:
+        """Checkpoint ``checkpoint_id`` completed: operators commit (in the checkpoint's
+        trace, when it is traced).
 
         A commit that fails fails its subtask (the job restarts and commits again).
         """
-        for subtask, runner in self.runners.items():
-            if runner.state in (TaskState.RUNNING, TaskState.ENDING):
-                try:
-                    runner.notify_checkpoint_complete(checkpoint_id)
-                except Exception as exc:
-                    self._fail_subtask(subtask, exc)
+        with within_trace(trace):
+            for subtask, runner in self.runners.items():
+                if runner.state in (TaskState.RUNNING, TaskState.ENDING):
+                    try:
+                        runner.notify_checkpoint_complete(checkpoint_id)
+                    except Exception as exc:
+                        self._fail_subtask(subtask, exc)
 
     def commit_final(self) -> None:
         """Every subtask of the job ended: the ENDING ones commit and finish."""

@@ -63,7 +63,7 @@ from mesh.node.runtime.output import EdgeWriter
 from mesh.node.runtime.snapshots import SnapshotCapture, capture_state, finish_snapshot
 from mesh.protocol.messages import SnapshotFile
 from mesh.protocol.states import TaskState
-from mesh.telemetry.tracing import Span, child_span, end_span, tracer
+from mesh.telemetry.tracing import Span, child_span, current_span, end_span, tracer
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK
 from mesh.transport.barriers import BarrierPayload
@@ -192,6 +192,8 @@ class SubtaskRunner:
         self._triggered = anyio.Event()
         # What came with the barriers of an alignment under way, by checkpoint id.
         self._barriers: dict[int, BarrierPayload] = {}
+        # The alignment span of each checkpoint whose barriers are arriving.
+        self._alignments: dict[int, Span] = {}
         self._final_commit = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self.on_state: Callable[[SubtaskRunner], None] = lambda runner: None
@@ -281,7 +283,8 @@ class SubtaskRunner:
             },
         )
         try:
-            captures = self._capture(checkpoint_id, Path(barrier.directory))
+            with current_span(span):  # sinks pre-commit in the snapshot's trace
+                captures = self._capture(checkpoint_id, Path(barrier.directory))
         except Exception as exc:
             log.warning("%s: checkpoint %d declined: %s", self.name, checkpoint_id, exc)
             self.checkpoints.decline(checkpoint_id, f"{self.name}: {exc}")
@@ -336,9 +339,15 @@ class SubtaskRunner:
             elif isinstance(action, UnblockAll):
                 gate.unblock_all()
             elif isinstance(action, TakeSnapshot):
+                alignment = self._alignments.pop(action.checkpoint, None)
+                if alignment is not None:
+                    end_span(alignment)
                 await self._checkpoint(action.checkpoint, self._barriers.pop(action.checkpoint))
             elif isinstance(action, AbortCheckpoint):
                 self._barriers.pop(action.checkpoint, None)
+                alignment = self._alignments.pop(action.checkpoint, None)
+                if alignment is not None:
+                    end_span(alignment, error="given up: a newer barrier overtook it")
                 log.info("%s: alignment of checkpoint %d given up", self.name, action.checkpoint)
 
     # -- loops ----------------------------------------------------------------------------
@@ -402,9 +411,20 @@ class SubtaskRunner:
             elif kind is FrameKind.BARRIER:
                 if arg not in barriers:
                     try:
-                        barriers[arg] = BarrierPayload.decode(payload)
+                        barrier = barriers[arg] = BarrierPayload.decode(payload)
                     except FrameError as exc:
                         raise _broken(channel, exc) from None
+                    self._alignments[arg] = child_span(
+                        _TRACER,
+                        "alignment",
+                        barrier.trace,
+                        {
+                            "mesh.task": self.name,
+                            "mesh.subtask.index": self.position.index,
+                            "mesh.checkpoint.id": arg,
+                            "mesh.alignment.channels": len(gate.channels),
+                        },
+                    )
                 await self._act(aligner.on_barrier(channel.id, arg))
             elif kind is FrameKind.END_OF_PARTITION:
                 await self._act(aligner.on_end_of_partition(channel.id))
