@@ -71,6 +71,14 @@ OtlpEndpointOption = Annotated[
         "default: no traces]",
     ),
 ]
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        help="text (plain lines, journald-friendly) or json (one object per line) "
+        "[env MESH_LOG_FORMAT; default text]",
+    ),
+]
 PlacementOption = Annotated[
     str | None,
     typer.Option(help="spread (subtasks evenly over nodes) or pack (fill a node first)"),
@@ -186,12 +194,20 @@ def _daemon_settings(
     up; a bad setting exits with a usage error naming it."""
     from mesh.config import resolve_settings
     from mesh.logs import setup_logging
+    from mesh.telemetry.endpoint import traces_endpoint
 
     try:
         settings = resolve_settings(specs, role, flags=flags, config_file=config_file)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    setup_logging(settings["log_level"], role=role)
+    trace_ids = None
+    if traces_endpoint(settings["otlp_endpoint"]) is not None:
+        from mesh.telemetry.logs import TraceIdFilter
+
+        trace_ids = TraceIdFilter()
+    setup_logging(
+        settings["log_level"], role=role, log_format=settings["log_format"], trace_ids=trace_ids
+    )
     return settings
 
 
@@ -222,6 +238,7 @@ def coordinator(
     ] = None,
     otlp_endpoint: OtlpEndpointOption = None,
     log_level: LogLevelOption = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run a coordinator daemon."""
     from mesh.config import COORDINATOR_SETTINGS, default_state_dir
@@ -239,6 +256,7 @@ def coordinator(
         slot_timeout=slot_timeout,
         otlp_endpoint=otlp_endpoint,
         log_level=log_level,
+        log_format=log_format,
     )
     daemon = Coordinator(
         CoordinatorConfig(
@@ -282,6 +300,7 @@ def node(
     node_id: Annotated[str | None, typer.Option(help="stable node id")] = None,
     otlp_endpoint: OtlpEndpointOption = None,
     log_level: LogLevelOption = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run a node daemon."""
     from mesh.config import NODE_SETTINGS, default_state_dir
@@ -301,6 +320,7 @@ def node(
         node_id=node_id,
         otlp_endpoint=otlp_endpoint,
         log_level=log_level,
+        log_format=log_format,
     )
     daemon = Node(
         NodeConfig(

@@ -141,6 +141,12 @@ class Setting:
 _LOG_LEVEL = Setting(
     "log_level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"
 )
+_LOG_FORMAT = Setting(
+    "log_format",
+    _choice("text", "json"),
+    "text",
+    "log lines as plain text (journald-friendly) or one JSON object each",
+)
 _OTLP_ENDPOINT = Setting(
     "otlp_endpoint",
     _http_url,
@@ -169,6 +175,7 @@ COORDINATOR_SETTINGS = (
     Setting("retained_checkpoints", _positive_int, 3, "completed checkpoints kept per job"),
     _OTLP_ENDPOINT,
     _LOG_LEVEL,
+    _LOG_FORMAT,
 )
 
 NODE_SETTINGS = (
@@ -180,6 +187,7 @@ NODE_SETTINGS = (
     Setting("node_id", _text, None, "stable id of this node (default: host-pid)"),
     _OTLP_ENDPOINT,
     _LOG_LEVEL,
+    _LOG_FORMAT,
 )
 
 # Every key any daemon knows: a shared file may hold keys for both at its top level.

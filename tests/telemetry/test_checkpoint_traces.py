@@ -7,6 +7,7 @@ in the barriers the subtasks forward.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import defaultdict
@@ -216,3 +217,26 @@ def test_mesh_run_exports_the_traces_of_its_daemons(tmp_path: Path) -> None:
     assert {s.service for s in snapshots} == {"mesh-node"}
     assert {s.service for s in checkpoints} == {"mesh-coordinator"}
     assert any(s.name == "submit" and s.parent_id is None for s in spans)
+
+
+@pytest.mark.asyncio
+async def test_daemons_log_one_json_object_per_line_when_asked(
+    local_cluster, tmp_path: Path
+) -> None:
+    args = ["--log-format", "json"]
+    cluster = local_cluster(nodes=1, slots=2, coordinator_args=args, node_args=args)
+    job_file = write_job(tmp_path, BOUNDED_JOB)
+    async with open_client(cluster.address) as client:
+        job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+        await wait_for_state(client, job_id, ("FINISHED",))
+    cluster.stop()
+    logs = sorted(cluster.log_dir.glob("*.log"))
+    assert {p.stem.split("-")[0] for p in logs} >= {"coordinator", "node"}
+    entries = []
+    for path in logs:
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)  # every line is one JSON object
+            assert {"time", "level", "role", "logger", "message"} <= set(entry), line
+            entries.append(entry)
+    assert {e["role"] for e in entries} == {"coordinator", "node"}
+    assert any(job_id in e["message"] and "FINISHED" in e["message"] for e in entries)

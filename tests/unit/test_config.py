@@ -55,6 +55,7 @@ def test_defaults_when_nothing_is_set() -> None:
         "node_id": None,
         "otlp_endpoint": None,
         "log_level": "info",
+        "log_format": "text",
     }
     assert _coordinator() == {
         "bind": "tcp://127.0.0.1:5550",
@@ -70,6 +71,7 @@ def test_defaults_when_nothing_is_set() -> None:
         "retained_checkpoints": 3,
         "otlp_endpoint": None,
         "log_level": "info",
+        "log_format": "text",
     }
 
 
@@ -105,6 +107,7 @@ def test_env_variable_names() -> None:
         "MESH_NODE_ID",
         "MESH_OTLP_ENDPOINT",
         "MESH_LOG_LEVEL",
+        "MESH_LOG_FORMAT",
     ]
 
 

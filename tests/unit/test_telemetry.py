@@ -78,3 +78,41 @@ def test_a_child_started_from_a_carrier_joins_the_parent_trace() -> None:
     assert finished["snapshot"].parent.span_id == finished["checkpoint"].context.span_id
     assert finished["snapshot"].status.description == "disk full"
     assert finished["checkpoint"].attributes == {"mesh.checkpoint.size_bytes": 10}
+
+
+def test_log_records_inside_a_traced_span_carry_its_ids_in_text_and_json() -> None:
+    import io
+    import json
+    import logging
+
+    from opentelemetry import trace
+
+    from mesh.logs import JsonFormatter, _TextFormatter
+    from mesh.telemetry.logs import TraceIdFilter
+
+    provider = TracerProvider()
+    span = provider.get_tracer("t").start_span("snapshot")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(TraceIdFilter())
+    logger = logging.getLogger("tests.trace_ids")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        handler.setFormatter(JsonFormatter("node"))
+        logger.warning("outside")
+        with trace.use_span(span, end_on_exit=True):
+            logger.warning("inside %d", 7)
+        handler.setFormatter(_TextFormatter("%(message)s"))
+        with trace.use_span(provider.get_tracer("t").start_span("x"), end_on_exit=True):
+            logger.warning("plain")
+    finally:
+        logger.removeHandler(handler)
+    outside, inside, plain = stream.getvalue().splitlines()
+    assert "trace_id" not in json.loads(outside)
+    entry = json.loads(inside)
+    assert entry["message"] == "inside 7" and entry["role"] == "node"
+    assert entry["level"] == "warning" and entry["logger"] == "tests.trace_ids"
+    assert entry["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert entry["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert plain.startswith("plain trace=") and " span=" in plain
