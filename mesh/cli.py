@@ -33,7 +33,7 @@ from mesh.protocol.states import FINAL_JOB_STATES
 
 if TYPE_CHECKING:
     from mesh.config import Setting
-    from mesh.telemetry.setup import Telemetry
+    from mesh.telemetry.setup import MetricsServer, Telemetry
 
 __all__ = ["app", "main"]
 
@@ -77,6 +77,21 @@ LogFormatOption = Annotated[
         "--log-format",
         help="text (plain lines, journald-friendly) or json (one object per line) "
         "[env MESH_LOG_FORMAT; default text]",
+    ),
+]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="serve Prometheus metrics on this port at /metrics [env MESH_METRICS_PORT; "
+        "default 0: off]",
+    ),
+]
+MetricsHostOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-host",
+        help="interface for --metrics-port [env MESH_METRICS_HOST; default 127.0.0.1]",
     ),
 ]
 PlacementOption = Annotated[
@@ -211,6 +226,26 @@ def _daemon_settings(
     return settings
 
 
+def _install_metrics(
+    service: str, instance_id: str | None, settings: dict[str, Any]
+) -> MetricsServer | None:
+    """The daemon's Prometheus endpoint, if ``metrics_port`` is set (the SDK is imported
+    only then)."""
+    if not settings["metrics_port"]:
+        return None
+    from mesh.telemetry.setup import install_metrics
+
+    try:
+        return install_metrics(
+            service, instance_id, settings["metrics_host"], settings["metrics_port"]
+        )
+    except OSError as exc:
+        raise _fail(
+            f"cannot serve metrics on {settings['metrics_host']}:{settings['metrics_port']}: {exc}",
+            EXIT_FAILED,
+        ) from None
+
+
 def _install_tracing(
     service: str, instance_id: str | None, endpoint: str | None
 ) -> Telemetry | None:
@@ -237,6 +272,8 @@ def coordinator(
         str | None, typer.Option(help="a job waits this long for slots, like 5m")
     ] = None,
     otlp_endpoint: OtlpEndpointOption = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
@@ -255,6 +292,8 @@ def coordinator(
         placement=placement,
         slot_timeout=slot_timeout,
         otlp_endpoint=otlp_endpoint,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
         log_level=log_level,
         log_format=log_format,
     )
@@ -280,6 +319,7 @@ def coordinator(
         )
 
     telemetry = _install_tracing("mesh-coordinator", None, s["otlp_endpoint"])
+    metrics = _install_metrics("mesh-coordinator", None, s)
     try:
         _serve(daemon.run, ready)
     except OSError as exc:
@@ -287,6 +327,8 @@ def coordinator(
     finally:
         if telemetry is not None:
             telemetry.shutdown()
+        if metrics is not None:
+            metrics.shutdown()
 
 
 @app.command()
@@ -299,6 +341,8 @@ def node(
     advertise_host: Annotated[str | None, typer.Option(help="host peers dial")] = None,
     node_id: Annotated[str | None, typer.Option(help="stable node id")] = None,
     otlp_endpoint: OtlpEndpointOption = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
@@ -319,6 +363,8 @@ def node(
         advertise_host=advertise_host,
         node_id=node_id,
         otlp_endpoint=otlp_endpoint,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
         log_level=log_level,
         log_format=log_format,
     )
@@ -344,6 +390,7 @@ def node(
         )
 
     telemetry = _install_tracing("mesh-node", daemon.node_id, s["otlp_endpoint"])
+    metrics = _install_metrics("mesh-node", daemon.node_id, s)
     try:
         _serve(daemon.run, ready, daemon.leave)
     except (OSError, MeshError) as exc:
@@ -351,6 +398,8 @@ def node(
     finally:
         if telemetry is not None:
             telemetry.shutdown()
+        if metrics is not None:
+            metrics.shutdown()
 
 
 # -- jobs -------------------------------------------------------------------------------------

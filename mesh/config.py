@@ -141,6 +141,15 @@ class Setting:
 _LOG_LEVEL = Setting(
     "log_level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"
 )
+_METRICS_PORT = Setting(
+    "metrics_port",
+    _int_at_least(0),
+    0,
+    "serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (0: off)",
+)
+_METRICS_HOST = Setting(
+    "metrics_host", _host(True), "127.0.0.1", "interface the metrics endpoint listens on"
+)
 _LOG_FORMAT = Setting(
     "log_format",
     _choice("text", "json"),
@@ -174,6 +183,8 @@ COORDINATOR_SETTINGS = (
     ),
     Setting("retained_checkpoints", _positive_int, 3, "completed checkpoints kept per job"),
     _OTLP_ENDPOINT,
+    _METRICS_PORT,
+    _METRICS_HOST,
     _LOG_LEVEL,
     _LOG_FORMAT,
 )
@@ -186,6 +197,8 @@ NODE_SETTINGS = (
     Setting("advertise_host", _host(False), None, "host name peers use to reach this node"),
     Setting("node_id", _text, None, "stable id of this node (default: host-pid)"),
     _OTLP_ENDPOINT,
+    _METRICS_PORT,
+    _METRICS_HOST,
     _LOG_LEVEL,
     _LOG_FORMAT,
 )

@@ -273,9 +273,10 @@ NODE_LAYERS = ("daemon", "runtime", "connectors", "operators", "dataplane")
 
 
 def _node_layer(module: str) -> str:
-    """The layer of a module under mesh.node (the package itself and daemon are the top)."""
+    """The layer of a module under mesh.node (the package itself, the daemon and its
+    metrics instruments are the top)."""
     parts = module.split(".")
-    if len(parts) == 2 or parts[2] == "daemon":
+    if len(parts) == 2 or parts[2] in ("daemon", "instruments"):
         return "daemon"
     assert parts[2] in NODE_LAYERS, f"{module} is in no node layer; add it to NODE_LAYERS"
     return parts[2]

@@ -32,6 +32,7 @@ import anyio.abc
 from mesh.coordinator.admission import JobAdmission
 from mesh.coordinator.background import BackgroundTasks
 from mesh.coordinator.config import CoordinatorConfig
+from mesh.coordinator.instruments import coordinator_instruments
 from mesh.coordinator.jobs import JobTable
 from mesh.coordinator.jobstore import JobStore
 from mesh.coordinator.journal import JobJournal
@@ -62,6 +63,7 @@ from mesh.protocol.messages import (
     TakeSavepoint,
     TaskUpdate,
 )
+from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.drops import DropCounter
 from mesh.transport.sockets import Outbox, SocketFactory, SocketKind
@@ -121,6 +123,7 @@ class Coordinator:
         self.drops = DropCounter(log)
         self._out = ControlOut(self.nodes)
         self._background = BackgroundTasks()
+        register("mesh.coordinator", coordinator_instruments(self.jobs, self.clock))
 
     def _build(self, store: CheckpointStore, job_store: JobStore) -> _Parts:
         config, clock, nodes, jobs, out = self.config, self.clock, self.nodes, self.jobs, self._out

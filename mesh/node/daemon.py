@@ -33,6 +33,7 @@ import anyio.abc
 from mesh._version import __version__
 from mesh.errors import MeshError
 from mesh.node.dataplane.network import NodeNetwork
+from mesh.node.instruments import node_instruments
 from mesh.node.runtime.job import JobRuntime
 from mesh.protocol import codec
 from mesh.protocol.messages import (
@@ -53,6 +54,7 @@ from mesh.protocol.messages import (
     SubtaskMetrics,
     TriggerCheckpoint,
 )
+from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.barriers import BarrierPayload
 from mesh.transport.control import ControlConnection
@@ -92,6 +94,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.jobs: dict[str, JobRuntime] = {}
+        register("mesh.node", node_instruments(self.node_id, self.jobs))
         # Started runtimes until their subtasks have all ended (also once stopped and
         # dropped from ``jobs``): their slots are still occupied.
         self._running: set[JobRuntime] = set()

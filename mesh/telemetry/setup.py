@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from mesh._version import __version__
 from mesh.telemetry.endpoint import traces_endpoint
 
-__all__ = ["Telemetry", "install_tracing"]
+__all__ = ["MetricsServer", "Telemetry", "install_metrics", "install_tracing"]
 
 log = logging.getLogger("mesh.telemetry")
 
@@ -61,3 +62,43 @@ def install_tracing(
     trace.set_tracer_provider(provider)
     log.info("exporting traces to %s as %s", endpoint, service)
     return Telemetry(provider=provider, endpoint=endpoint)
+
+
+@dataclass
+class MetricsServer:
+    """The Prometheus endpoint ``install_metrics`` started; ``shutdown`` stops it."""
+
+    provider: Any
+    server: Any
+    endpoint: str
+
+    def shutdown(self) -> None:
+        """Stop serving and stop the meter provider."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.provider.shutdown()
+
+
+def install_metrics(
+    service: str, instance_id: str | None, host: str, port: int
+) -> MetricsServer | None:
+    """Install the global meter provider of this process and serve its instruments as
+    Prometheus text at ``http://host:port/metrics``; None when ``port`` is 0 (off)."""
+    if port == 0:
+        return None
+    from opentelemetry import metrics
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import start_http_server
+
+    attributes = {"service.name": service, "service.version": __version__}
+    if instance_id:
+        attributes["service.instance.id"] = instance_id
+    provider = MeterProvider(
+        resource=Resource.create(attributes), metric_readers=[PrometheusMetricReader()]
+    )
+    metrics.set_meter_provider(provider)
+    server, _ = start_http_server(port, addr=host)
+    endpoint = f"http://{host}:{server.server_port}/metrics"
+    log.info("serving metrics at %s", endpoint)
+    return MetricsServer(provider=provider, server=server, endpoint=endpoint)

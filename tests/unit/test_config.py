@@ -54,6 +54,8 @@ def test_defaults_when_nothing_is_set() -> None:
         "advertise_host": None,
         "node_id": None,
         "otlp_endpoint": None,
+        "metrics_port": 0,
+        "metrics_host": "127.0.0.1",
         "log_level": "info",
         "log_format": "text",
     }
@@ -70,6 +72,8 @@ def test_defaults_when_nothing_is_set() -> None:
         "tolerable_checkpoint_failures": 3,
         "retained_checkpoints": 3,
         "otlp_endpoint": None,
+        "metrics_port": 0,
+        "metrics_host": "127.0.0.1",
         "log_level": "info",
         "log_format": "text",
     }
@@ -106,6 +110,8 @@ def test_env_variable_names() -> None:
         "MESH_ADVERTISE_HOST",
         "MESH_NODE_ID",
         "MESH_OTLP_ENDPOINT",
+        "MESH_METRICS_PORT",
+        "MESH_METRICS_HOST",
         "MESH_LOG_LEVEL",
         "MESH_LOG_FORMAT",
     ]

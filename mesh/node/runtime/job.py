@@ -89,6 +89,7 @@ class JobRuntime:
         self._send = send
         self._sockets = sockets
         self.runners: dict[str, SubtaskRunner] = {}
+        self.task_names: dict[str, str] = {}  # subtask -> its (chained) task's name
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._failures: dict[str, BaseException] = {}
         self._scope: anyio.CancelScope | None = None
@@ -164,6 +165,7 @@ class JobRuntime:
         task = wiring.task(ref)
         config = wiring.config
         subtask = str(ref)
+        self.task_names[subtask] = task.name
         ctx = TaskContext(
             job_id=self.job_id,
             attempt=self.attempt,
