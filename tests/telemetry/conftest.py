@@ -26,3 +26,21 @@ def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
         pytest.skip(reason)
     with running_jaeger(tmp_path / "jaeger", binary) as running:
         yield running
+
+
+@pytest.fixture
+def prometheus_binary_path() -> Path:
+    """The Prometheus binary; without it the test is skipped, except under ``CI=true``,
+    where it fails."""
+    from tests.prometheus import prometheus_binary
+
+    binary = prometheus_binary()
+    if binary is None:
+        reason = (
+            "no Prometheus binary (run .ci/build-prometheus, which caches it under "
+            "~/.cache/mesh-tools, or set MESH_PROMETHEUS)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    return binary

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.client.client import open_client, prepare_submission
 from tests.helpers import poll_until, wait_for_state, write_job
+from tests.prometheus import running_prometheus
 
 JOB = """
     from mesh import Job, sinks, sources
@@ -107,3 +108,50 @@ async def test_nodes_and_the_coordinator_serve_per_subtask_and_per_job_metrics(
         lab.get("job_id") == job_id and value > 0
         for lab, value in coordinator.get("mesh_job_checkpoint_size_bytes", [])
     )
+
+
+@pytest.mark.asyncio
+async def test_a_real_prometheus_scrapes_every_subtask_of_a_two_node_cluster(
+    prometheus_binary_path: Path, local_cluster, tmp_path: Path
+) -> None:
+    coordinator_port, node_ports = _free_port(), [_free_port(), _free_port()]
+    cluster = local_cluster(
+        nodes=1,
+        slots=2,
+        coordinator_args=["--metrics-port", str(coordinator_port)],
+        env={"MESH_METRICS_PORT": str(node_ports[0])},
+    )
+    cluster.add_node(env={"MESH_METRICS_PORT": str(node_ports[1])})
+    targets = [f"127.0.0.1:{p}" for p in (coordinator_port, *node_ports)]
+    job_file = write_job(tmp_path, JOB)
+    with running_prometheus(tmp_path / "prometheus", targets, prometheus_binary_path) as prom:
+        async with open_client(cluster.address) as client:
+            job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            await wait_for_state(client, job_id, ("RUNNING",))
+            selector = f'{{job_id="{job_id}"}}'
+            series = await poll_until(
+                lambda: prom.query(f"mesh_subtask_records_in_total{selector}"),
+                until=lambda rows: len(rows) == 4 and all(float(r["value"][1]) > 0 for r in rows),
+                timeout_s=30,
+                what="4 records_in series in Prometheus, each above 0",
+            )
+            # The job runs unhindered: no subtask spends a tenth of its time waiting.
+            ratios = await poll_until(
+                lambda: prom.query(
+                    f"rate(mesh_subtask_backpressure_time_seconds_total{selector}[5s])"
+                ),
+                until=lambda rows: len(rows) == 4,
+                timeout_s=30,
+                what="backpressure ratios of the 4 subtasks",
+            )
+            restarts = prom.query(f"mesh_job_restarts_total{selector}")
+            await client.cancel(job_id)
+
+    nodes = {n.ready["MESH_NODE_ID"] for n in cluster.nodes}
+    labels = [r["metric"] for r in series]
+    assert {lab["node"] for lab in labels} == nodes
+    assert {lab["job_name"] for lab in labels} == {"metered"}
+    assert sorted(lab["subtask"] for lab in labels) == ["0", "0", "1", "1"]
+    assert {lab["job"] for lab in labels} == {"mesh"}  # Prometheus's own scrape label
+    assert all(float(r["value"][1]) < 0.1 for r in ratios), ratios
+    assert [float(r["value"][1]) for r in restarts] == [0.0]
