@@ -26,6 +26,9 @@ log = logging.getLogger("mesh.telemetry")
 
 # Spans are exported in batches at least this often (the SDK's default is 5 s).
 _EXPORT_DELAY_MS = 500
+# One export, retries included, gives up after this: a collector that is down must not
+# hold up a daemon that stops (its spans are lost, the job is not).
+_EXPORT_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -56,7 +59,8 @@ def install_tracing(
     provider = TracerProvider(resource=Resource.create(attributes))
     provider.add_span_processor(
         BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=_EXPORT_DELAY_MS
+            OTLPSpanExporter(endpoint=endpoint, timeout=_EXPORT_TIMEOUT_S),
+            schedule_delay_millis=_EXPORT_DELAY_MS,
         )
     )
     trace.set_tracer_provider(provider)
