@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.tools import cached_binary
+
 JAEGER_VERSION = "v1.75.0"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -38,13 +40,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def jaeger_binary() -> Path | None:
     """The Jaeger binary: ``$MESH_JAEGER`` if set, else the one ``.ci/build-jaeger``
     caches; ``None`` if that file is absent."""
-    override = os.environ.get("MESH_JAEGER")
-    if override:
-        path = Path(override)
-    else:
-        cache = Path(os.environ.get("MESH_TOOLS_CACHE", Path.home() / ".cache" / "mesh-tools"))
-        path = cache / f"jaeger-{JAEGER_VERSION}" / "jaeger"
-    return path if path.is_file() else None
+    return cached_binary("MESH_JAEGER", "jaeger", JAEGER_VERSION)
 
 
 def free_port() -> int:

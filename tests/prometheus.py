@@ -9,7 +9,6 @@ port picked free (its only listener); :meth:`Prometheus.query` reads its HTTP AP
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 from tests.jaeger import HOST, free_port
 from tests.jaeger import _http as http
+from tests.tools import cached_binary
 
 PROMETHEUS_VERSION = "v0.316.0"
 START_TIMEOUT_S = 60.0
@@ -42,13 +42,7 @@ scrape_configs:
 def prometheus_binary() -> Path | None:
     """``$MESH_PROMETHEUS`` if set, else the binary ``.ci/build-prometheus`` caches;
     ``None`` if that file is absent."""
-    override = os.environ.get("MESH_PROMETHEUS")
-    if override:
-        path = Path(override)
-    else:
-        cache = Path(os.environ.get("MESH_TOOLS_CACHE", Path.home() / ".cache" / "mesh-tools"))
-        path = cache / f"prometheus-{PROMETHEUS_VERSION}" / "prometheus"
-    return path if path.is_file() else None
+    return cached_binary("MESH_PROMETHEUS", "prometheus", PROMETHEUS_VERSION)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh import faults
+from mesh.coordinator.checkpoint_traces import CheckpointTraces
 from mesh.coordinator.pending import AckResult, PendingCheckpoint
 from mesh.coordinator.store import CheckpointRecord, CheckpointStore
 from mesh.coordinator.trigger import CheckpointPolicy, CheckpointTimer
@@ -51,7 +52,6 @@ from mesh.state.metadata import (
     OperatorFiles,
     write_metadata,
 )
-from mesh.telemetry.tracing import Span, carrier_of, end_span, root_context, tracer
 from mesh.time.clock import Clock
 
 __all__ = ["CheckpointManager", "JobView", "SavepointRequest"]
@@ -127,9 +127,7 @@ class CheckpointManager:
         # Called with the next unused id after each trigger (persisted: ids are never
         # reused, even by a coordinator that restarts).
         self.on_next_id: Callable[[int], None] = lambda next_id: None
-        # The root span of each checkpoint in flight (its trace spans every subtask).
-        self._spans: dict[int, Span] = {}
-        self._tracer = tracer("mesh.coordinator.checkpoints")
+        self._traces = CheckpointTraces(job.job_id, job.job_name, attempt)
 
     @property
     def next_id(self) -> int:
@@ -186,21 +184,9 @@ class CheckpointManager:
             triggered_wall_ms=self.clock.now_ms(),
         )
         self.timer.triggered(now)
-        span = self._tracer.start_span(
-            kind.value,
-            context=root_context(),
-            attributes={
-                "mesh.job.id": self.job.job_id,
-                "mesh.job.name": self.job.job_name,
-                "mesh.job.attempt": self.attempt,
-                "mesh.checkpoint.id": checkpoint_id,
-                "mesh.checkpoint.kind": kind.value,
-                "mesh.checkpoint.directory": str(directory),
-                "mesh.checkpoint.subtasks": len(self.job.subtasks),
-            },
+        trace_context = self._traces.begin(
+            checkpoint_id, kind, str(directory), len(self.job.subtasks)
         )
-        self._spans[checkpoint_id] = span
-        trace_context = carrier_of(span)
         for node in self.job.nodes:
             self._send(
                 node,
@@ -284,7 +270,7 @@ class CheckpointManager:
                     kind=pending.kind,
                     directory=pending.directory,
                     subtasks=[subtask],
-                    trace=self._trace_of(pending.checkpoint_id),
+                    trace=self._traces.context(pending.checkpoint_id),
                 ),
             )
         elif state != TaskState.RUNNING:
@@ -338,16 +324,7 @@ class CheckpointManager:
             self._abort(pending, str(exc))
             return
         pending.complete()
-        span = self._spans.pop(pending.checkpoint_id, None)
-        trace_context = carrier_of(span) if span is not None else None
-        if span is not None:
-            end_span(
-                span,
-                attributes={
-                    "mesh.checkpoint.outcome": CheckpointOutcome.COMPLETED.value,
-                    "mesh.checkpoint.size_bytes": record.size_bytes,
-                },
-            )
+        trace_context = self._traces.completed(pending.checkpoint_id, record.size_bytes)
         self.completed.append(record)
         self.pending = None
         self.timer.completed(now)
@@ -407,10 +384,6 @@ class CheckpointManager:
             if number.isdigit() and int(number) < newest and path.name not in kept:
                 shutil.rmtree(path, ignore_errors=True)
 
-    def _trace_of(self, checkpoint_id: int) -> dict[str, str] | None:
-        span = self._spans.get(checkpoint_id)
-        return carrier_of(span) if span is not None else None
-
     def shutdown(self, reason: str) -> None:
         """The job is ending (its input ended, or it is cancelled or failed): trigger
         nothing more, and give up what is in flight without counting it as a failure.
@@ -429,17 +402,7 @@ class CheckpointManager:
     def _abort(self, pending: PendingCheckpoint, reason: str, *, failure: bool = True) -> None:
         if not pending.discard(reason):
             return
-        span = self._spans.pop(pending.checkpoint_id, None)
-        if span is not None:
-            outcome = CheckpointOutcome.FAILED if failure else CheckpointOutcome.ABORTED
-            end_span(
-                span,
-                error=reason if failure else None,
-                attributes={
-                    "mesh.checkpoint.outcome": outcome.value,
-                    "mesh.checkpoint.reason": reason,
-                },
-            )
+        self._traces.aborted(pending.checkpoint_id, reason, failure=failure)
         self.pending = None
         now = self.clock.monotonic_ms()
         if failure:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,10 +44,9 @@ def _scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
     return samples
 
 
-@pytest.mark.asyncio
-async def test_nodes_and_the_coordinator_serve_per_subtask_and_per_job_metrics(
-    local_cluster, tmp_path: Path
-) -> None:
+def _metered_cluster(local_cluster: Any) -> tuple[Any, int, list[int]]:
+    """A coordinator and two nodes, each serving metrics on a port of its own:
+    (cluster, coordinator's port, the nodes' ports)."""
     coordinator_port, node_ports = _free_port(), [_free_port(), _free_port()]
     cluster = local_cluster(
         nodes=1,
@@ -55,6 +55,14 @@ async def test_nodes_and_the_coordinator_serve_per_subtask_and_per_job_metrics(
         env={"MESH_METRICS_PORT": str(node_ports[0])},
     )
     cluster.add_node(env={"MESH_METRICS_PORT": str(node_ports[1])})
+    return cluster, coordinator_port, node_ports
+
+
+@pytest.mark.asyncio
+async def test_nodes_and_the_coordinator_serve_per_subtask_and_per_job_metrics(
+    local_cluster, tmp_path: Path
+) -> None:
+    cluster, coordinator_port, node_ports = _metered_cluster(local_cluster)
     job_file = write_job(tmp_path, JOB)
     async with open_client(cluster.address) as client:
         job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
@@ -114,14 +122,7 @@ async def test_nodes_and_the_coordinator_serve_per_subtask_and_per_job_metrics(
 async def test_a_real_prometheus_scrapes_every_subtask_of_a_two_node_cluster(
     prometheus_binary_path: Path, local_cluster, tmp_path: Path
 ) -> None:
-    coordinator_port, node_ports = _free_port(), [_free_port(), _free_port()]
-    cluster = local_cluster(
-        nodes=1,
-        slots=2,
-        coordinator_args=["--metrics-port", str(coordinator_port)],
-        env={"MESH_METRICS_PORT": str(node_ports[0])},
-    )
-    cluster.add_node(env={"MESH_METRICS_PORT": str(node_ports[1])})
+    cluster, coordinator_port, node_ports = _metered_cluster(local_cluster)
     targets = [f"127.0.0.1:{p}" for p in (coordinator_port, *node_ports)]
     job_file = write_job(tmp_path, JOB)
     with running_prometheus(tmp_path / "prometheus", targets, prometheus_binary_path) as prom:
