@@ -98,6 +98,13 @@ PlacementOption = Annotated[
     str | None,
     typer.Option(help="spread (subtasks evenly over nodes) or pack (fill a node first)"),
 ]
+TraceSampleOption = Annotated[
+    float | None,
+    typer.Option(
+        help="trace this fraction of source records end to end, 0 to 1 (overrides the "
+        "job's trace_sample; traces go where the daemons' --otlp-endpoint says)"
+    ),
+]
 
 
 def _err(message: str) -> None:
@@ -412,6 +419,7 @@ def _prepare(
     *,
     checkpoint_interval: str | None = None,
     restore_from: Path | None = None,
+    trace_sample: float | None = None,
 ) -> Any:
     from mesh.client.client import prepare_submission
     from mesh.time.durations import parse_duration
@@ -426,6 +434,8 @@ def _prepare(
             raise _fail(str(exc), EXIT_USAGE) from None
         if interval <= 0:
             raise _fail("--checkpoint-interval must be above zero", EXIT_USAGE)
+    if trace_sample is not None and not 0 <= trace_sample <= 1:
+        raise _fail(f"--trace-sample must be from 0 to 1, got {trace_sample}", EXIT_USAGE)
     if restore_from is not None and not restore_from.exists():
         raise _fail(f"--from-savepoint: {restore_from} does not exist", EXIT_USAGE)
     try:
@@ -434,6 +444,7 @@ def _prepare(
             job_name=job,
             parallelism=parallelism,
             checkpoint_interval_ms=interval,
+            trace_sample=trace_sample,
             restore_from=restore_from,
         )
     except (JobCodeError, GraphError) as exc:
@@ -452,6 +463,7 @@ def submit(
     checkpoint_interval: Annotated[
         str | None, typer.Option(help="checkpoint every D (overrides the job's setting)")
     ] = None,
+    trace_sample: TraceSampleOption = None,
     coordinator: CoordinatorOption = None,
 ) -> None:
     """Submit a job to a running cluster; prints the job id on the last line."""
@@ -462,6 +474,7 @@ def submit(
         parallelism,
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
+        trace_sample=trace_sample,
     )
     reply = _run_client(address, lambda c: c.submit_job(submission))
     if reply.waiting:
@@ -619,6 +632,7 @@ def run(
     ] = None,
     placement: PlacementOption = None,
     otlp_endpoint: OtlpEndpointOption = None,
+    trace_sample: TraceSampleOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Run a job on an embedded local cluster and wait for it to end.
@@ -642,6 +656,7 @@ def run(
         parallelism,
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
+        trace_sample=trace_sample,
     )
     try:
         size = size_cluster(submission.graph, nodes, slots)

@@ -33,6 +33,8 @@ class Span:
     attributes: dict[str, Any]
     error: str | None  # the status message of a span that ended in error
     start_ns: int = 0
+    # (trace id, span id, attributes) of each span this one links to
+    links: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
 
 def _value(v: Any) -> Any:
@@ -57,6 +59,14 @@ def _spans(request: ExportTraceServiceRequest) -> list[Span]:
                         attributes={a.key: _value(a.value) for a in s.attributes},
                         error=s.status.message if s.status.code == 2 else None,
                         start_ns=s.start_time_unix_nano,
+                        links=tuple(
+                            (
+                                link.trace_id.hex(),
+                                link.span_id.hex(),
+                                {a.key: _value(a.value) for a in link.attributes},
+                            )
+                            for link in s.links
+                        ),
                     )
                 )
     return found

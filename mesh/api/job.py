@@ -105,6 +105,14 @@ def positive_int(value: Any, what: str) -> int:
     return value
 
 
+def trace_fraction(value: Any, what: str) -> float:
+    """``value`` as a fraction of records to trace (0 to 1); else GraphError naming
+    ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise GraphError(f"{what} must be a fraction from 0 to 1, got {value!r}")
+    return float(value)
+
+
 def _duration(value: Any, what: str) -> int:
     try:
         return parse_duration(value, what=what)
@@ -135,6 +143,8 @@ class Job:
             watermarks (and processing-time timers are checked at least).
         checkpoint_dir: where this job's checkpoints go (default: the cluster's); relative
             paths resolve against the directory the job is submitted from.
+        trace_sample: the fraction of source records traced end to end (0 to 1; default
+            0, none), when the daemons export traces (``--otlp-endpoint``).
     """
 
     def __init__(
@@ -152,6 +162,7 @@ class Job:
         on_error: str = "fail",
         dead_letter: Sink | None = None,
         watermark_interval: int | str = "200ms",
+        trace_sample: float = 0.0,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise GraphError(f"Job name must be a non-empty string, got {name!r}")
@@ -208,6 +219,7 @@ class Job:
         ):
             raise GraphError(f"Job checkpoint_dir must be a directory path, got {checkpoint_dir!r}")
         self.checkpoint_dir = checkpoint_dir
+        self.trace_sample = trace_fraction(trace_sample, "Job trace_sample")
         self._operators: list[OperatorDef] = []
 
     def __repr__(self) -> str:
@@ -275,11 +287,13 @@ class Job:
         *,
         parallelism: int | None = None,
         checkpoint_interval_ms: int | None = None,
+        trace_sample: float | None = None,
     ) -> BuiltJob:
         """Resolve defaults and produce the logical graph.
 
         ``parallelism`` overrides the job's default parallelism (operators with an
-        explicit ``set_parallelism`` keep theirs), as ``--parallelism`` does.
+        explicit ``set_parallelism`` keep theirs), as ``--parallelism`` does; so do
+        ``checkpoint_interval_ms`` and ``trace_sample`` for theirs.
         """
         default_p = self.parallelism if parallelism is None else parallelism
         positive_int(default_p, "parallelism")
@@ -303,6 +317,11 @@ class Job:
             restart=self._restart_for(interval).to_dict(),
             on_error=self.on_error,
             watermark_interval_ms=self.watermark_interval_ms,
+            trace_sample=(
+                self.trace_sample
+                if trace_sample is None
+                else trace_fraction(trace_sample, "trace sample")
+            ),
         )
         specs: list[OperatorSpec] = []
         edges: list[EdgeSpec] = []

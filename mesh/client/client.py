@@ -45,6 +45,7 @@ def prepare_submission(
     job_name: str | None = None,
     parallelism: int | None = None,
     checkpoint_interval_ms: int | None = None,
+    trace_sample: float | None = None,
     base_dir: str | Path | None = None,
     restore_from: str | Path | None = None,
 ) -> SubmitJob:
@@ -55,6 +56,8 @@ def prepare_submission(
         build_args["parallelism"] = parallelism
     if checkpoint_interval_ms is not None:
         build_args["checkpoint_interval_ms"] = checkpoint_interval_ms
+    if trace_sample is not None:
+        build_args["trace_sample"] = trace_sample
     built = job.build(**build_args)
     bundle, entry = make_bundle(job_file)
     return SubmitJob(

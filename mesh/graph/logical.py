@@ -117,6 +117,7 @@ class JobConfig:
     restart: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
     on_error: str = "fail"  # or "dead_letter"
     watermark_interval_ms: int = 200  # how often sources send watermarks
+    trace_sample: float = 0.0  # fraction of source records traced end to end
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,13 @@ extra goes on the wire.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -25,10 +25,12 @@ __all__ = [
     "context_of",
     "current_span",
     "end_span",
+    "linked_span",
     "parent_from",
     "root_context",
     "traced_step",
     "tracer",
+    "tracing_enabled",
     "within_trace",
 ]
 
@@ -38,6 +40,12 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 def tracer(name: str) -> Tracer:
     """The tracer of an instrumented module (from the provider the daemon installed)."""
     return trace.get_tracer(name)
+
+
+def tracing_enabled() -> bool:
+    """Whether the daemon installed a tracer provider (spans record and are exported)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def root_context() -> otel_context.Context:
@@ -75,6 +83,28 @@ def child_span(
     if parent is None:
         return trace.INVALID_SPAN
     return tracer.start_span(name, context=parent, attributes=dict(attributes))
+
+
+def linked_span(
+    tracer: Tracer,
+    name: str,
+    carriers: Sequence[dict[str, str]],
+    attributes: Mapping[str, Any],
+    link_attributes: Mapping[str, Any] | None = None,
+) -> Span:
+    """A span that continues the trace of the first of ``carriers`` and links to each of
+    them (work that received what those spans sent), or the root of a new trace when
+    there are none."""
+    if not carriers:
+        return tracer.start_span(name, context=root_context(), attributes=dict(attributes))
+    contexts = [trace.get_current_span(_PROPAGATOR.extract(c)).get_span_context() for c in carriers]
+    links = [Link(c, dict(link_attributes or {})) for c in contexts if c.is_valid]
+    return tracer.start_span(
+        name,
+        context=_PROPAGATOR.extract(carriers[0]),
+        links=links,
+        attributes=dict(attributes),
+    )
 
 
 @contextmanager

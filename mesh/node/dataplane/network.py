@@ -13,6 +13,8 @@ Both receive pumps drain their socket without blocking and route each frame by
 version, an unknown job, a frame from an older attempt — is counted and logged with the
 peer and channel, and dropped; a broken channel (sequence gap, overdraft, undecodable
 payload) fails only the subtask that reads it. Nothing a peer sends can stop a pump.
+Sampled records' trace marks ride in the DATA frame's header extension
+(``mesh.transport.traced``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mesh.protocol.messages import PeerAddress
 from mesh.transport.drops import DropCounter
 from mesh.transport.frames import FrameHeader, FrameKind, decode_header, encode_header
 from mesh.transport.sockets import Frame, Outbox, Socket, SocketFactory, SocketKind, frame_peer
+from mesh.transport.traced import TracedPayload, marks_from_ext, trace_ext
 
 __all__ = ["JobChannels", "NodeNetwork", "RemoteCreditReturn", "RemoteLink"]
 
@@ -87,7 +90,8 @@ class RemoteLink:
         self._attempt = attempt
 
     def transmit(self, channel: int, kind: FrameKind, seq: int, arg: int, payload: bytes) -> None:
-        header = encode_header(kind, self._job, self._attempt, channel, seq, arg)
+        ext = trace_ext(payload) if type(payload) is TracedPayload else None
+        header = encode_header(kind, self._job, self._attempt, channel, seq, arg, ext)
         self._peer.data.send([header, payload])
 
 
@@ -251,7 +255,29 @@ class NodeNetwork:
                 f"is not an input here (from {frame_peer(frames[0])})",
             )
             return
-        channel.deliver(header.kind, header.seq, header.arg, frames[1].buffer)
+        payload: bytes | memoryview = frames[1].buffer
+        if header.ext is not None:
+            payload = self._traced(header, payload, frame_peer(frames[0]))
+        channel.deliver(header.kind, header.seq, header.arg, payload)
+
+    def _traced(
+        self, header: FrameHeader, payload: bytes | memoryview, peer: str
+    ) -> bytes | memoryview:
+        """``payload`` with the trace marks its header carries; malformed marks are
+        logged and ignored (the records still count, only their traces are lost)."""
+        assert header.ext is not None
+        try:
+            marks = marks_from_ext(header.ext)
+        except ValueError as exc:
+            log.warning(
+                "job %s channel %d: ignoring the trace marks of a frame from %s: %s",
+                header.job,
+                header.channel,
+                peer,
+                exc,
+            )
+            return payload
+        return TracedPayload.of(payload, marks) if marks else payload
 
     def _on_control(self, frames: list[Frame]) -> None:
         peer = repr(frames[0].bytes.decode("utf-8", "replace"))

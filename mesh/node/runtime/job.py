@@ -12,6 +12,7 @@ decides what happens to the job.
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import sys
 import traceback
@@ -32,6 +33,7 @@ from mesh.node.dataplane.network import NodeNetwork
 from mesh.node.operators.context import TaskContext
 from mesh.node.runtime.bundle import extract_bundle
 from mesh.node.runtime.eventtime import EventTimeSettings
+from mesh.node.runtime.record_traces import RecordSampler, RecordTraces
 from mesh.node.runtime.restore import RestorePoint
 from mesh.node.runtime.task import (
     CheckpointTarget,
@@ -53,7 +55,7 @@ from mesh.protocol.messages import (
 from mesh.protocol.states import TaskState
 from mesh.state.backends import KeyedStateBackend, open_backend
 from mesh.state.keys import KeyCodec
-from mesh.telemetry.tracing import within_trace
+from mesh.telemetry.tracing import tracing_enabled, within_trace
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK, NO_WATERMARK
 from mesh.transport.barriers import BarrierPayload
@@ -207,9 +209,27 @@ class JobRuntime:
                 idle_timeout_ms=watermarks.idle_timeout_ms if watermarks is not None else None,
                 watermark_interval_ms=config.watermark_interval_ms,
             ),
+            record_traces=self._record_traces(task.name, ref.index, chain.reader is not None),
         )
         runner.on_state = self._reporter(subtask)
         return runner
+
+    def _record_traces(self, task_name: str, index: int, is_source: bool) -> RecordTraces:
+        """Record tracing of one subtask; a source subtask samples records itself."""
+        fraction = self.config.trace_sample
+        sampler = (
+            RecordSampler(fraction, random.Random(f"{self.job_id}/{task_name}/{index}"))
+            if is_source and fraction > 0 and tracing_enabled()
+            else None
+        )
+        attributes = {
+            "mesh.job.id": self.job_id,
+            "mesh.job.name": self.config.name,
+            "mesh.job.attempt": self.attempt,
+            "mesh.task": task_name,
+            "mesh.subtask.index": index,
+        }
+        return RecordTraces(task_name, attributes, sampler)
 
     def _backend_maker(self, spec: OperatorSpec, index: int) -> Callable[[], KeyedStateBackend]:
         def make() -> KeyedStateBackend:

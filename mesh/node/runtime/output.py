@@ -10,11 +10,16 @@ group owner with a memo per key.
 On an edge whose records carry event time (``timed``) each buffer has a parallel list of
 timestamps, partitioned along with the records and sent with them as
 ``{"t": [timestamps], "r": [records]}``.
+
+While ``tracing`` holds a sampled record's trace context, what is written is marked in
+the buffers it lands in (record indexes ``[start, end)``), and those buffers go out as
+``TracedPayload``s that carry the marks to the consumer.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +35,7 @@ from mesh.node.operators.records import (
 )
 from mesh.time.watermarks import NO_TIMESTAMP
 from mesh.transport.frames import FrameKind
+from mesh.transport.traced import MAX_TRACE_MARKS, TracedPayload, TraceMark
 
 __all__ = ["EdgeWriter"]
 
@@ -70,10 +76,17 @@ class EdgeWriter:
         # Timestamps per channel, parallel to ``_buffers`` (timed edges only).
         self.timed = timed
         self._stamps: list[list[int]] = [[] for _ in channels] if timed else []
+        # The trace context of the sampled records being written now (None: untraced).
+        self.tracing: dict[str, str] | None = None
+        # Trace marks per channel buffer (allocated with the first sampled record).
+        self._marks: list[list[TraceMark]] | None = None
 
     def write(self, batch: list[Any], stamps: list[int] | None = None) -> None:
         """Partition ``batch`` (with its ``stamps``, on a timed edge) into the channel
         buffers; send the buffers that are full."""
+        if self.tracing is not None:
+            self._write_traced(self.tracing, batch, stamps)
+            return
         if self.timed:
             self._write_timed(batch, stamps if stamps is not None else [NO_TIMESTAMP] * len(batch))
             return
@@ -97,6 +110,29 @@ class EdgeWriter:
                 buffers[(start + k) % n].extend(batch[k::n])
             self._next = (start + len(batch)) % n
         limit = self.buffer_records
+        for index, buf in enumerate(buffers):
+            if len(buf) >= limit:
+                self._send(index)
+
+    def _write_traced(
+        self, context: dict[str, str], batch: list[Any], stamps: list[int] | None
+    ) -> None:
+        """``write``, marking the records in each buffer they land in with ``context``
+        before any full buffer goes out."""
+        buffers = self._buffers
+        before = [len(buf) for buf in buffers]
+        limit = self.buffer_records
+        self.tracing, self.buffer_records = None, sys.maxsize  # partition only
+        try:
+            self.write(batch, stamps)
+        finally:
+            self.tracing, self.buffer_records = context, limit
+        if self._marks is None:
+            self._marks = [[] for _ in buffers]
+        for index, buf in enumerate(buffers):
+            marks = self._marks[index]
+            if len(buf) > before[index] and len(marks) < MAX_TRACE_MARKS:
+                marks.append((context, before[index], len(buf)))
         for index, buf in enumerate(buffers):
             if len(buf) >= limit:
                 self._send(index)
@@ -190,9 +226,14 @@ class EdgeWriter:
         if self.timed:
             stamps = self._stamps[index]
             self._stamps[index] = []
-            self.channels[index].send_data(encode_batch(self.producer, buf, stamps))
-            return
-        self.channels[index].send_data(encode_batch(self.producer, buf))
+            payload = encode_batch(self.producer, buf, stamps)
+        else:
+            payload = encode_batch(self.producer, buf)
+        marks = self._marks
+        if marks is not None and marks[index]:
+            payload = TracedPayload.of(payload, marks[index])
+            marks[index] = []
+        self.channels[index].send_data(payload)
 
     def flush(self) -> None:
         """Send every non-empty buffer (buffer timeout, or before an event)."""

@@ -60,15 +60,17 @@ from mesh.node.runtime.chain import Chain, SideOutputs
 from mesh.node.runtime.eventtime import EventTime, EventTimeSettings
 from mesh.node.runtime.metrics import TaskMetrics
 from mesh.node.runtime.output import EdgeWriter
+from mesh.node.runtime.record_traces import RecordTraces, TracedRun, traced_runs
 from mesh.node.runtime.snapshots import SnapshotCapture, capture_state, finish_snapshot
 from mesh.protocol.messages import SnapshotFile
 from mesh.protocol.states import TaskState
-from mesh.telemetry.tracing import Span, child_span, current_span, end_span, tracer
+from mesh.telemetry.tracing import Span, carrier_of, child_span, current_span, end_span, tracer
 from mesh.time.clock import Clock
 from mesh.time.watermarks import MAX_WATERMARK
 from mesh.transport.barriers import BarrierPayload
 from mesh.transport.batches import BatchError, decode_batch
 from mesh.transport.frames import FrameKind
+from mesh.transport.traced import TracedPayload
 
 __all__ = [
     "CheckpointTarget",
@@ -144,6 +146,7 @@ class SubtaskRunner:
         checkpoints: CheckpointTarget,
         restored: dict[str, RestoredState] | None = None,
         event_time: EventTimeSettings | None = None,
+        record_traces: RecordTraces | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -195,6 +198,7 @@ class SubtaskRunner:
         # The alignment span of each checkpoint whose barriers are arriving.
         self._alignments: dict[int, Span] = {}
         self._final_commit = anyio.Event()
+        self._record_traces = record_traces or RecordTraces(name, {})
         self._tg: anyio.abc.TaskGroup | None = None
         self.on_state: Callable[[SubtaskRunner], None] = lambda runner: None
 
@@ -214,6 +218,46 @@ class SubtaskRunner:
         await head.backend.before_batch(head.keys_of(batch))
         self._chain.push(batch, stamps)
         await head.backend.after_batch()
+
+    async def _push_traced(
+        self,
+        batch: list[Any],
+        stamps: list[int] | None,
+        runs: list[TracedRun],
+        channel: str | None = None,
+    ) -> None:
+        """Push ``batch``, each traced run of it as a batch of its own in a span of the
+        trace it belongs to; what the chain writes meanwhile carries that span's context."""
+        done = 0
+        for start, end, context in runs:
+            if start > done:
+                await self._push_batch(batch[done:start], stamps[done:start] if stamps else None)
+            part, part_stamps = batch[start:end], stamps[start:end] if stamps else None
+            span = self._record_traces.start(context, end - start, channel)
+            carrier = carrier_of(span)
+            if carrier is None:  # nothing records traces here
+                await self._push_batch(part, part_stamps)
+            else:
+                await self._push_in_span(span, carrier, part, part_stamps)
+            done = end
+        if done < len(batch):
+            await self._push_batch(batch[done:], stamps[done:] if stamps else None)
+
+    async def _push_in_span(
+        self, span: Span, carrier: dict[str, str], batch: list[Any], stamps: list[int] | None
+    ) -> None:
+        for writer in self.writers:
+            writer.tracing = carrier
+        try:
+            with current_span(span):
+                await self._push_batch(batch, stamps)
+        except BaseException as exc:
+            end_span(span, error=exc if isinstance(exc, Exception) else "cancelled")
+            raise
+        finally:
+            for writer in self.writers:
+                writer.tracing = None
+        end_span(span)
 
     async def _respect_backpressure(self) -> None:
         sink = self._chain.sink
@@ -365,6 +409,7 @@ class SubtaskRunner:
         metrics = self.metrics
         time = self._time
         timed = time.stamps_records
+        sampler = self._record_traces.sampler
         while True:
             if self._triggers:
                 await self._handle_triggers()
@@ -375,11 +420,17 @@ class SubtaskRunner:
                 return
             if batch:
                 metrics.records_in += len(batch)
+                picks = sampler.sampled(len(batch)) if sampler is not None else None
                 if timed:
                     batch, stamps = time.stamp(batch)
                     time.source_read(stamps)
-                    await self._push_batch(batch, stamps)
+                    if picks:
+                        await self._push_traced(batch, stamps, [(i, i + 1, {}) for i in picks])
+                    else:
+                        await self._push_batch(batch, stamps)
                     await time.source_pushed()
+                elif picks:
+                    await self._push_traced(batch, None, [(i, i + 1, {}) for i in picks])
                 else:
                     await self._push_batch(batch)
                 await self._respect_backpressure()
@@ -399,13 +450,18 @@ class SubtaskRunner:
                 continue
             channel, kind, arg, payload = item
             if kind is FrameKind.DATA:
+                marks = payload.marks if type(payload) is TracedPayload else None
                 try:
-                    batch, stamps = decode_batch(payload)
+                    batch, stamps = decode_batch(payload if marks is None else memoryview(payload))
                 except BatchError as exc:
                     raise _broken(channel, exc) from None
                 gate.consumed(channel)
                 metrics.records_in += len(batch)
-                await self._push_batch(batch, stamps)
+                if marks is not None:
+                    runs = traced_runs(len(batch), marks)
+                    await self._push_traced(batch, stamps, runs, channel.label)
+                else:
+                    await self._push_batch(batch, stamps)
                 await self._respect_backpressure()
                 await anyio.lowlevel.checkpoint()
             elif kind is FrameKind.BARRIER:
