@@ -145,6 +145,9 @@ class Job:
             paths resolve against the directory the job is submitted from.
         trace_sample: the fraction of source records traced end to end (0 to 1; default
             0, none), when the daemons export traces (``--otlp-endpoint``).
+        trace_sample_limit: at most this many records a second start a trace, per source
+            subtask (default 100; None: no limit), so tracing costs the same however
+            fast the job runs.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class Job:
         dead_letter: Sink | None = None,
         watermark_interval: int | str = "200ms",
         trace_sample: float = 0.0,
+        trace_sample_limit: int | None = 100,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise GraphError(f"Job name must be a non-empty string, got {name!r}")
@@ -220,6 +224,11 @@ class Job:
             raise GraphError(f"Job checkpoint_dir must be a directory path, got {checkpoint_dir!r}")
         self.checkpoint_dir = checkpoint_dir
         self.trace_sample = trace_fraction(trace_sample, "Job trace_sample")
+        self.trace_sample_limit = (
+            None
+            if trace_sample_limit is None
+            else positive_int(trace_sample_limit, "Job trace_sample_limit")
+        )
         self._operators: list[OperatorDef] = []
 
     def __repr__(self) -> str:
@@ -322,6 +331,7 @@ class Job:
                 if trace_sample is None
                 else trace_fraction(trace_sample, "trace sample")
             ),
+            trace_sample_limit=self.trace_sample_limit,
         )
         specs: list[OperatorSpec] = []
         edges: list[EdgeSpec] = []

@@ -118,6 +118,7 @@ class JobConfig:
     on_error: str = "fail"  # or "dead_letter"
     watermark_interval_ms: int = 200  # how often sources send watermarks
     trace_sample: float = 0.0  # fraction of source records traced end to end
+    trace_sample_limit: int | None = 100  # at most this many a second per source subtask
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ RECORDS = 200
 JOB = f"""
     from mesh import Job, sinks, sources
 
-    job = Job("sampled", parallelism=2, trace_sample=1.0)
+    job = Job("sampled", parallelism=2, trace_sample=1.0, trace_sample_limit=None)
     (
         job.source(sources.Collection(range({RECORDS}))).name("numbers").uid("numbers")
         .map(lambda n: {{"n": n, "twice": 2 * n}}).name("double").uid("double")
@@ -33,11 +33,15 @@ JOB = f"""
 """
 
 
+def _is_record_span(span: Span) -> bool:
+    return span.attributes.get("mesh.job.name") == "sampled" and "mesh.records" in span.attributes
+
+
 def _hops(spans: list[Span]) -> list[tuple[Span, Span]]:
     """(producer, consumer) span pairs of record traces that crossed between nodes."""
     by_trace: dict[str, list[Span]] = defaultdict(list)
     for span in spans:
-        if span.attributes.get("mesh.job.name") == "sampled":
+        if _is_record_span(span):
             by_trace[span.trace_id].append(span)
     found = []
     for trace in by_trace.values():
@@ -66,7 +70,7 @@ async def test_a_sampled_record_is_one_trace_with_a_span_per_task_linked_across_
             what="a record trace whose two spans come from different nodes",
             show=lambda found: f"{len(receiver.snapshot())} spans, {len(found)} such traces",
         )
-        spans = [s for s in receiver.snapshot() if s.attributes.get("mesh.job.name") == "sampled"]
+        spans = [s for s in receiver.snapshot() if _is_record_span(s)]
 
     producer, consumer = hops[0]
     assert producer.service == consumer.service == "mesh-node"

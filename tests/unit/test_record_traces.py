@@ -50,6 +50,17 @@ def test_a_sampler_rejects_a_fraction_outside_zero_to_one() -> None:
     for bad in (0, -0.1, 1.5):
         with pytest.raises(ValueError, match="fraction must be in"):
             RecordSampler(bad, random.Random(1))
+    with pytest.raises(ValueError, match="limit must be above zero"):
+        RecordSampler(0.5, random.Random(1), 0)
+
+
+def test_a_limited_sampler_takes_a_seconds_worth_at_once_then_its_rate() -> None:
+    sampler = RecordSampler(1.0, random.Random(1), per_second=10)
+    assert sampler.sampled(25, now_ms=0) == list(range(10))  # the burst: one second's worth
+    assert sampler.sampled(25, now_ms=50) == []  # half a sample earned
+    assert sampler.sampled(25, now_ms=300) == [0, 1, 2]  # 0.3 s after the burst: 3
+    assert sampler.sampled(25, now_ms=10_000) == list(range(10))  # never more than a burst
+    assert sampler.skipped == 15 + 25 + 22 + 15
 
 
 def test_traced_runs_keep_marks_in_range_and_in_order() -> None:

@@ -218,7 +218,11 @@ class JobRuntime:
         """Record tracing of one subtask; a source subtask samples records itself."""
         fraction = self.config.trace_sample
         sampler = (
-            RecordSampler(fraction, random.Random(f"{self.job_id}/{task_name}/{index}"))
+            RecordSampler(
+                fraction,
+                random.Random(f"{self.job_id}/{task_name}/{index}"),
+                self.config.trace_sample_limit,
+            )
             if is_source and fraction > 0 and tracing_enabled()
             else None
         )

@@ -3,7 +3,9 @@ handles one.
 
 A source subtask samples a ``trace_sample`` fraction of the records it reads, with a
 geometric gap between samples, so records that are not sampled cost one subtraction per
-batch. Each sampled record starts a trace. A subtask that handles a traced record runs
+batch; and at most ``trace_sample_limit`` per second, since a traced record costs its
+spans (tens of microseconds each in Python) however fast the job runs. Each sampled
+record starts a trace. A subtask that handles a traced record runs
 it through its chain as a batch of its own, inside a span named after the chained task;
 everything the chain writes meanwhile derives from that record and is marked with the
 span's context (``EdgeWriter.tracing``), so the consumer on the far side of the channel
@@ -32,23 +34,34 @@ TracedRun = tuple[int, int, dict[str, str]]
 
 
 class RecordSampler:
-    """Which of a source's records are sampled: on average ``fraction`` of them."""
+    """Which of a source's records are sampled: on average ``fraction`` of them, and
+    at most ``per_second`` a second (None: no limit), a second's worth at once."""
 
-    def __init__(self, fraction: float, rng: random.Random) -> None:
+    def __init__(
+        self, fraction: float, rng: random.Random, per_second: float | None = None
+    ) -> None:
         if not 0 < fraction <= 1:
             raise ValueError(f"a sampled fraction must be in (0, 1], got {fraction!r}")
+        if per_second is not None and per_second <= 0:
+            raise ValueError(f"a sampling limit must be above zero, got {per_second!r}")
         self._rng = rng
         self._log_miss = math.log1p(-fraction) if fraction < 1 else None
         # Records to read until the next sampled one (1: the very next).
         self._until = self._gap()
+        self._per_ms = per_second / 1000 if per_second is not None else None
+        self._burst = per_second or 0.0
+        self._tokens = self._burst  # samples that may be taken now
+        self._refilled_ms: float | None = None
+        self.skipped = 0  # samples left out by the limit
 
     def _gap(self) -> int:
         if self._log_miss is None:
             return 1
         return 1 + int(math.log(1.0 - self._rng.random()) / self._log_miss)
 
-    def sampled(self, count: int) -> list[int]:
-        """The indexes of the sampled records among the next ``count`` read."""
+    def sampled(self, count: int, now_ms: float = 0.0) -> list[int]:
+        """The indexes of the sampled records among the next ``count`` read (at
+        ``now_ms`` on a monotonic clock, for the limit)."""
         until = self._until
         if until > count:
             self._until = until - count
@@ -58,7 +71,18 @@ class RecordSampler:
             picks.append(until - 1)
             until += self._gap()
         self._until = until - count
-        return picks
+        return picks if self._per_ms is None else self._limit(picks, now_ms)
+
+    def _limit(self, picks: list[int], now_ms: float) -> list[int]:
+        assert self._per_ms is not None
+        if self._refilled_ms is not None:
+            elapsed = max(now_ms - self._refilled_ms, 0.0)
+            self._tokens = min(self._burst, self._tokens + elapsed * self._per_ms)
+        self._refilled_ms = now_ms
+        allowed = min(len(picks), int(self._tokens))
+        self._tokens -= allowed
+        self.skipped += len(picks) - allowed
+        return picks[:allowed]
 
 
 def traced_runs(size: int, marks: Sequence[TraceMark]) -> list[TracedRun]:

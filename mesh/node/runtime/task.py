@@ -249,8 +249,7 @@ class SubtaskRunner:
         for writer in self.writers:
             writer.tracing = carrier
         try:
-            with current_span(span):
-                await self._push_batch(batch, stamps)
+            await self._push_batch(batch, stamps)
         except BaseException as exc:
             end_span(span, error=exc if isinstance(exc, Exception) else "cancelled")
             raise
@@ -420,7 +419,11 @@ class SubtaskRunner:
                 return
             if batch:
                 metrics.records_in += len(batch)
-                picks = sampler.sampled(len(batch)) if sampler is not None else None
+                picks = (
+                    sampler.sampled(len(batch), self.clock.monotonic_ms())
+                    if sampler is not None
+                    else None
+                )
                 if timed:
                     batch, stamps = time.stamp(batch)
                     time.source_read(stamps)
