@@ -39,6 +39,8 @@ class Span:
 
 def _value(v: Any) -> Any:
     kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(item) for item in v.array_value.values]
     return getattr(v, kind) if kind else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -124,9 +125,29 @@ class JobAdmission:
         except StateError as exc:
             del self._jobs[job.job_id]
             return ErrorReply(f"job not accepted: {exc}", "coordinator_storage")
-        self._lifecycle.flows.begin(
-            job, "submit", {"mesh.job.restored_from": job.restore_path or ""}
-        )
+        self._lifecycle.flows.begin(job, "submit", _restore_attributes(graph, restore, metadata))
         self._lifecycle.flows.step(job, "schedule")
         self._lifecycle.place(job)
         return SubmitReply(job_id=job.job_id, waiting=job.waiting)
+
+
+def _restore_attributes(
+    graph: LogicalGraph, restore: RestoreSpec | None, metadata: CheckpointMetadata | None
+) -> dict[str, Any]:
+    """What a submission's trace says about its restore point: where it came from and
+    which operators run at another parallelism than they were saved at (a rescale)."""
+    if restore is None or metadata is None:
+        return {"mesh.job.restored_from": ""}
+    rescaled = sorted(
+        f"{op.uid}: {metadata.operators[op.uid].parallelism} -> {op.parallelism}"
+        for op in graph.operators
+        if op.uid in metadata.operators and metadata.operators[op.uid].parallelism != op.parallelism
+    )
+    return {
+        "mesh.job.restored_from": restore.path,
+        "mesh.restore.job.id": metadata.job_id,
+        "mesh.restore.checkpoint.id": metadata.checkpoint_id,
+        "mesh.restore.checkpoint.kind": metadata.kind.value,
+        "mesh.rescaled": bool(rescaled),
+        "mesh.rescaled.operators": rescaled,
+    }

@@ -240,3 +240,66 @@ async def test_daemons_log_one_json_object_per_line_when_asked(
             entries.append(entry)
     assert {e["role"] for e in entries} == {"coordinator", "node"}
     assert any(job_id in e["message"] and "FINISHED" in e["message"] for e in entries)
+
+
+def _savepoint_trace(spans: list[Span], job_id: str) -> tuple[Span, list[Span]] | None:
+    """(root, snapshots) of the savepoint of ``job_id`` once every snapshot arrived."""
+    for root in spans:
+        if root.parent_id is not None or root.name != "savepoint":
+            continue
+        if root.attributes["mesh.job.id"] == job_id:
+            trace = [s for s in spans if s.trace_id == root.trace_id]
+            snapshots = [s for s in trace if s.name == "snapshot"]
+            if len(snapshots) >= SUBTASKS:
+                return root, snapshots
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_savepoint_and_a_rescale_from_it_are_traces(local_cluster, tmp_path: Path) -> None:
+    """A savepoint is a trace of its own (root ``savepoint``); a job started from it at
+    another parallelism is a ``submit`` trace that says where it came from and which
+    operators were rescaled."""
+    with otlp_receiver() as receiver:
+        args = ["--otlp-endpoint", receiver.endpoint]
+        cluster = local_cluster(nodes=2, slots=3, coordinator_args=args, node_args=args)
+        job_file = write_job(tmp_path, JOB)
+        async with open_client(cluster.address) as client:
+            job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            await wait_for_state(client, job_id, ("RUNNING",))
+            path = await client.savepoint(job_id, directory=str(tmp_path / "sp"), cancel=True)
+            await wait_for_state(client, job_id, ("CANCELED",))
+            rescaled = prepare_submission(
+                job_file, base_dir=tmp_path, parallelism=3, restore_from=path
+            )
+            second = await client.submit(rescaled)
+            await wait_for_state(client, second, ("RUNNING",))
+            savepoint = await poll_until(
+                lambda: _savepoint_trace(receiver.snapshot(), job_id),
+                timeout_s=30,
+                what="the savepoint's trace with every subtask's snapshot",
+            )
+            submit = await poll_until(
+                lambda: [
+                    s
+                    for s in receiver.snapshot()
+                    if s.parent_id is None and s.name == "submit"
+                    if s.attributes["mesh.job.id"] == second
+                ],
+                timeout_s=30,
+                what="the rescaled job's submission trace",
+            )
+            await client.cancel(second)
+
+    root, snapshots = savepoint
+    assert root.attributes["mesh.checkpoint.kind"] == "savepoint"
+    assert root.attributes["mesh.checkpoint.outcome"] == "COMPLETED"
+    assert len(snapshots) == SUBTASKS
+    assert {s.parent_id for s in snapshots} == {root.span_id}
+    (start,) = submit
+    assert start.attributes["mesh.job.restored_from"] == path
+    assert start.attributes["mesh.restore.job.id"] == job_id
+    assert start.attributes["mesh.restore.checkpoint.kind"] == "savepoint"
+    assert start.attributes["mesh.rescaled"] is True
+    assert "count: 2 -> 3" in start.attributes["mesh.rescaled.operators"]
