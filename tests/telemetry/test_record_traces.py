@@ -77,6 +77,8 @@ async def test_a_sampled_record_is_one_trace_with_a_span_per_task_linked_across_
     assert producer.name == "numbers -> double"
     assert consumer.name == "collect"
     assert producer.attributes["mesh.records"] == 1
+    assert producer.attributes["mesh.operator.uids"] == ["numbers", "double"]
+    assert consumer.attributes["mesh.operator.uids"] == ["collect"]
     assert consumer.parent_id == producer.span_id
     assert consumer.links[0][:2] == (producer.trace_id, producer.span_id)
     assert "mesh.channel" in consumer.links[0][2]

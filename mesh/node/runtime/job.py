@@ -209,12 +209,22 @@ class JobRuntime:
                 idle_timeout_ms=watermarks.idle_timeout_ms if watermarks is not None else None,
                 watermark_interval_ms=config.watermark_interval_ms,
             ),
-            record_traces=self._record_traces(task.name, ref.index, chain.reader is not None),
+            record_traces=self._record_traces(
+                task.name,
+                ref.index,
+                [
+                    *([wiring.logical.operator(task.head).uid] if chain.reader else []),
+                    *(op.spec.uid for op in chain.operators),
+                ],
+                is_source=chain.reader is not None,
+            ),
         )
         runner.on_state = self._reporter(subtask)
         return runner
 
-    def _record_traces(self, task_name: str, index: int, is_source: bool) -> RecordTraces:
+    def _record_traces(
+        self, task_name: str, index: int, uids: list[str], *, is_source: bool
+    ) -> RecordTraces:
         """Record tracing of one subtask; a source subtask samples records itself."""
         fraction = self.config.trace_sample
         sampler = (
@@ -232,6 +242,7 @@ class JobRuntime:
             "mesh.job.attempt": self.attempt,
             "mesh.task": task_name,
             "mesh.subtask.index": index,
+            "mesh.operator.uids": uids,
         }
         return RecordTraces(task_name, attributes, sampler)
 
