@@ -232,6 +232,7 @@ class AckCheckpoint:
     subtask: str
     files: list[SnapshotFile]
     duration_ms: float
+    alignment_ms: float = 0.0  # from its first barrier to its snapshot (0: a source)
 
 
 @message("decline_checkpoint")

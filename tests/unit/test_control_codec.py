@@ -83,6 +83,7 @@ EXAMPLES: list[Any] = [
             )
         ],
         duration_ms=12.5,
+        alignment_ms=3.5,
     ),
     m.DeclineCheckpoint(
         job_id="job-1", attempt=0, checkpoint_id=7, subtask="0.1", reason="disk full"

@@ -241,7 +241,9 @@ class JobRuntime:
         )
 
     def _checkpoint_target(self, subtask: str) -> CheckpointTarget:
-        def ack(checkpoint_id: int, files: list[SnapshotFile], duration_ms: float) -> None:
+        def ack(
+            checkpoint_id: int, files: list[SnapshotFile], duration_ms: float, alignment_ms: float
+        ) -> None:
             self._send(
                 AckCheckpoint(
                     job_id=self.job_id,
@@ -250,6 +252,7 @@ class JobRuntime:
                     subtask=subtask,
                     files=files,
                     duration_ms=round(duration_ms, 1),
+                    alignment_ms=round(alignment_ms, 1),
                 )
             )
 
