@@ -417,6 +417,7 @@ class JobRuntime:
             watermark_lag_ms=lag,
             late_records=sum(op.late_records for op in runner.operators),
             late_dropped=sum(op.late_dropped for op in runner.operators),
+            input_fill=round(runner.gate.fill(), 3) if runner.gate is not None else None,
         )
 
     def metrics(self) -> list[SubtaskMetrics]:
