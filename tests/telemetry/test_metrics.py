@@ -106,6 +106,7 @@ async def test_nodes_and_the_coordinator_serve_per_subtask_and_per_job_metrics(
         "mesh_subtask_records_out_total",
         "mesh_subtask_backpressure_time_seconds_total",
         "mesh_subtask_dead_letters_total",
+        "mesh_subtask_input_buffer_utilization",
     ):
         assert any(lab.get("job_id") == job_id for lab, _ in node.get(name, [])), name
     assert [
@@ -116,6 +117,11 @@ async def test_nodes_and_the_coordinator_serve_per_subtask_and_per_job_metrics(
     assert any(
         lab.get("job_id") == job_id and value > 0
         for lab, value in coordinator.get("mesh_job_checkpoint_size_bytes", [])
+    )
+    # The counts read two channels each: their barriers aligned (in no time, or some).
+    assert any(
+        lab.get("job_id") == job_id and value >= 0
+        for lab, value in coordinator.get("mesh_job_checkpoint_alignment_duration_seconds", [])
     )
 
 
