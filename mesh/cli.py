@@ -236,15 +236,21 @@ def _daemon_settings(
 def _install_metrics(
     service: str, instance_id: str | None, settings: dict[str, Any]
 ) -> MetricsServer | None:
-    """The daemon's Prometheus endpoint, if ``metrics_port`` is set (the SDK is imported
-    only then)."""
-    if not settings["metrics_port"]:
+    """The daemon's metrics: a Prometheus endpoint if ``metrics_port`` is set, an OTLP
+    exporter if an OTLP endpoint is (the SDK is imported only then)."""
+    from mesh.telemetry.endpoint import metrics_endpoint
+
+    if not settings["metrics_port"] and metrics_endpoint(settings["otlp_endpoint"]) is None:
         return None
     from mesh.telemetry.setup import install_metrics
 
     try:
         return install_metrics(
-            service, instance_id, settings["metrics_host"], settings["metrics_port"]
+            service,
+            instance_id,
+            settings["metrics_host"],
+            settings["metrics_port"],
+            settings["otlp_endpoint"],
         )
     except OSError as exc:
         raise _fail(

@@ -160,9 +160,9 @@ _OTLP_ENDPOINT = Setting(
     "otlp_endpoint",
     _http_url,
     None,
-    "OTLP/HTTP collector to export traces to, like http://127.0.0.1:4318 (default: the "
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT variable; none: "
-    "no traces)",
+    "OTLP/HTTP collector to export traces and metrics to, like http://127.0.0.1:4318 "
+    "(default: the OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, _METRICS_ENDPOINT or "
+    "OTEL_EXPORTER_OTLP_ENDPOINT variable; none: no export)",
 )
 
 COORDINATOR_SETTINGS = (

@@ -1,8 +1,10 @@
-"""A small OTLP/HTTP trace receiver for tests: real HTTP on 127.0.0.1, real protobuf.
+"""A small OTLP/HTTP receiver of traces and metrics for tests: real HTTP on 127.0.0.1,
+real protobuf.
 
 Daemons export to ``receiver.endpoint`` exactly as they would to a collector; every
 ``ExportTraceServiceRequest`` is decoded with ``opentelemetry-proto`` into ``Span``s
-(service name from the resource, ids as hex) that tests can assert on.
+(service name from the resource, ids as hex), every ``ExportMetricsServiceRequest``
+into ``Point``s (one per data point of a sum or gauge), that tests can assert on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -74,12 +80,55 @@ def _spans(request: ExportTraceServiceRequest) -> list[Span]:
     return found
 
 
+@dataclass(frozen=True)
+class Point:
+    """One received data point of a sum (``monotonic`` when a counter) or a gauge."""
+
+    service: str
+    instance: str | None
+    name: str
+    unit: str
+    kind: str  # "sum" or "gauge"
+    monotonic: bool
+    attributes: dict[str, Any]
+    value: float
+    time_ns: int
+
+
+def _points(request: ExportMetricsServiceRequest) -> list[Point]:
+    found = []
+    for resource_metrics in request.resource_metrics:
+        resource = {a.key: _value(a.value) for a in resource_metrics.resource.attributes}
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                if kind not in ("sum", "gauge"):
+                    continue
+                data = getattr(metric, kind)
+                for p in data.data_points:
+                    found.append(
+                        Point(
+                            service=str(resource.get("service.name")),
+                            instance=resource.get("service.instance.id"),
+                            name=metric.name,
+                            unit=metric.unit,
+                            kind=kind,
+                            monotonic=kind == "sum" and data.is_monotonic,
+                            attributes={a.key: _value(a.value) for a in p.attributes},
+                            value=getattr(p, p.WhichOneof("value")),
+                            time_ns=p.time_unix_nano,
+                        )
+                    )
+    return found
+
+
 @dataclass
 class OtlpReceiver:
     """What a running receiver got so far."""
 
     endpoint: str = ""
     spans: list[Span] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
     bad_requests: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,26 +137,38 @@ class OtlpReceiver:
         with self.lock:
             return list(self.spans)
 
+    def metric_points(self) -> list[Point]:
+        """The metric data points received so far."""
+        with self.lock:
+            return list(self.points)
+
 
 @contextmanager
 def otlp_receiver() -> Iterator[OtlpReceiver]:
-    """Serve OTLP/HTTP traces on an ephemeral 127.0.0.1 port until the block ends."""
+    """Serve OTLP/HTTP traces and metrics on an ephemeral 127.0.0.1 port until the block ends."""
     received = OtlpReceiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if self.path != "/v1/traces":
+            if self.path == "/v1/traces":
+                traces = ExportTraceServiceRequest()
+                traces.ParseFromString(body)
+                with received.lock:
+                    received.spans.extend(_spans(traces))
+                reply = ExportTraceServiceResponse().SerializeToString()
+            elif self.path == "/v1/metrics":
+                metrics = ExportMetricsServiceRequest()
+                metrics.ParseFromString(body)
+                with received.lock:
+                    received.points.extend(_points(metrics))
+                reply = ExportMetricsServiceResponse().SerializeToString()
+            else:
                 with received.lock:
                     received.bad_requests.append(f"POST {self.path}")
                 self.send_response(404)
                 self.end_headers()
                 return
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            with received.lock:
-                received.spans.extend(_spans(request))
-            reply = ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(reply)))

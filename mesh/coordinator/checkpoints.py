@@ -117,6 +117,9 @@ class CheckpointManager:
             r for r in store.history(job.job_id) if r.state == CheckpointOutcome.COMPLETED
         ]
         self.last_failure: str | None = None
+        # The alignment time of the latest checkpoint completed here: the longest of
+        # its subtasks' (ms; None until one completes).
+        self.latest_alignment_ms: float | None = None
         # Why the manager stopped (the job is ending); it triggers nothing more.
         self.stopped: str | None = None
         # Set by ``finish``: called once the final checkpoint completed.
@@ -326,6 +329,9 @@ class CheckpointManager:
         pending.complete()
         trace_context = self._traces.completed(pending.checkpoint_id, record.size_bytes)
         self.completed.append(record)
+        self.latest_alignment_ms = max(
+            (ack.alignment_ms for ack in pending.acks.values()), default=0.0
+        )
         self.pending = None
         self.timer.completed(now)
         self.last_failure = None

@@ -1,5 +1,5 @@
-"""The coordinator's metrics, per job: restarts, checkpoints completed and failed, the
-latest checkpoint's duration and size, and how old it is (read when scraped; see
+"""The coordinator's metrics, per job: restarts, checkpoints completed, the latest
+checkpoint's duration, size and alignment time, and how old it is (read when scraped; see
 ``mesh.telemetry.instruments``). Labels: ``job_id`` and ``job_name``."""
 
 from __future__ import annotations
@@ -63,6 +63,20 @@ def coordinator_instruments(jobs: JobTable, clock: Clock) -> list[Instrument]:
             "bytes of state in the latest completed checkpoint",
             "By",
             reading(lambda job: r.size_bytes if (r := latest(job)) else None),
+            monotonic=False,
+        ),
+        Instrument(
+            "mesh.job.checkpoint.alignment.duration",
+            "longest barrier alignment of a subtask in the latest completed checkpoint",
+            "s",
+            reading(
+                lambda job: (
+                    job.checkpoints.latest_alignment_ms / 1000
+                    if job.checkpoints is not None
+                    and job.checkpoints.latest_alignment_ms is not None
+                    else None
+                )
+            ),
             monotonic=False,
         ),
         Instrument(

@@ -94,7 +94,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.jobs: dict[str, JobRuntime] = {}
-        register("mesh.node", node_instruments(self.node_id, self.jobs))
+        register("mesh.node", node_instruments(self.node_id, self.jobs, self.clock))
         # Started runtimes until their subtasks have all ended (also once stopped and
         # dropped from ``jobs``): their slots are still occupied.
         self._running: set[JobRuntime] = set()

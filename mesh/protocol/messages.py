@@ -79,6 +79,7 @@ class SubtaskMetrics:
     watermark_lag_ms: int | None = None  # wall-clock time minus the watermark, when sampled
     late_records: int = 0  # records too late for their windows (side output or dropped)
     late_dropped: int = 0  # ... of which were dropped (no late side output)
+    input_fill: float | None = None  # share of input buffers in use (None: a source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +233,7 @@ class AckCheckpoint:
     subtask: str
     files: list[SnapshotFile]
     duration_ms: float
+    alignment_ms: float = 0.0  # from its first barrier to its snapshot (0: a source)
 
 
 @message("decline_checkpoint")

@@ -246,6 +246,13 @@ class InputCredits:
         """Floating slots nobody holds."""
         return self._pool
 
+    def fill(self) -> float:
+        """The share of the gate's buffer slots (every channel's exclusive ones and the
+        floating pool) holding a buffer not yet consumed, 0.0 to 1.0."""
+        capacity = self.exclusive * len(self._channels) + self.floating
+        queued = sum(slots.queued for slots in self._channels.values())
+        return min(1.0, queued / capacity) if capacity else 0.0
+
     def channel_state(self, channel: int) -> tuple[int, int, int]:
         """``(announced, queued, floating_held)`` of a channel (for tests and metrics)."""
         s = self._slots(channel)

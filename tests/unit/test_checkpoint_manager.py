@@ -116,7 +116,9 @@ class Harness:
             )
         ]
 
-    def ack(self, checkpoint_id: int, subtask: str, directory: str) -> AckCheckpoint:
+    def ack(
+        self, checkpoint_id: int, subtask: str, directory: str, alignment_ms: float = 0.0
+    ) -> AckCheckpoint:
         msg = AckCheckpoint(
             job_id=JOB_ID,
             attempt=3,
@@ -124,6 +126,7 @@ class Harness:
             subtask=subtask,
             files=self.files_for(Path(directory), subtask),
             duration_ms=1.5,
+            alignment_ms=alignment_ms,
         )
         self.manager.on_ack(msg)
         return msg
@@ -282,6 +285,20 @@ def test_acks_from_every_subtask_complete_the_checkpoint(make: Any) -> None:
     assert h.manager.pending is None
     assert h.manager.summary()["completed"] == 1
     assert h.manager.summary()["latest"]["checkpoint_id"] == 1
+
+
+def test_the_latest_alignment_time_is_the_longest_of_its_subtasks(make: Any) -> None:
+    h = make()
+    h.all_running()
+    assert h.manager.latest_alignment_ms is None
+    trigger = h.trigger()
+    for subtask, alignment_ms in zip(SUBTASKS, (0.0, 12.5, 40.0), strict=True):
+        h.ack(1, subtask, trigger.directory, alignment_ms)
+    assert h.manager.latest_alignment_ms == 40.0
+    trigger = h.trigger()
+    for subtask in SUBTASKS:
+        h.ack(trigger.checkpoint_id, subtask, trigger.directory, 3.0)
+    assert h.manager.latest_alignment_ms == 3.0
 
 
 def test_next_checkpoint_after_a_completion(make: Any) -> None:

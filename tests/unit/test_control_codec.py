@@ -26,6 +26,7 @@ METRICS = m.SubtaskMetrics(
     backpressure_ms=12.5,
     started_ms=1_700_000_000_000,
     finished_ms=0,
+    input_fill=0.25,
 )
 GRAPH = {"name": "wordcount", "operators": [{"id": 1, "kind": "source"}], "edges": []}
 BINARY = bytes(range(256)) + b"\x00\xff not utf-8: \xc3\x28"
@@ -83,6 +84,7 @@ EXAMPLES: list[Any] = [
             )
         ],
         duration_ms=12.5,
+        alignment_ms=3.5,
     ),
     m.DeclineCheckpoint(
         job_id="job-1", attempt=0, checkpoint_id=7, subtask="0.1", reason="disk full"

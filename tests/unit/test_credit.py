@@ -233,6 +233,24 @@ def test_floating_credit_goes_to_the_channel_with_backlog() -> None:
     assert credits.channel_state(1) == (0, 1, 0)
 
 
+def test_fill_is_the_share_of_all_slots_holding_unconsumed_buffers() -> None:
+    credits = InputCredits([0, 1], exclusive=2, floating=4)  # 8 slots in all
+    assert credits.fill() == 0.0
+    credits.on_buffer(0, 5)  # takes the 4 floating slots
+    credits.on_buffer(0, 4)
+    credits.on_buffer(1, 0)
+    assert credits.fill() == 3 / 8
+    credits.on_consumed(0)
+    assert credits.fill() == 2 / 8
+    for _ in range(4):
+        credits.on_buffer(0, 4)
+    credits.on_buffer(1, 0)
+    assert credits.channel_state(0) == (1, 5, 4)  # one of its 6 slots still free
+    assert credits.fill() == 7 / 8
+    credits.on_buffer(0, 4)
+    assert credits.fill() == 1.0
+
+
 def test_idle_channel_gets_no_more_than_exclusive_worth_of_credit() -> None:
     credits = InputCredits([0, 1], exclusive=2, floating=5)
     # No backlog: a floating slot only refills the announced credit to `exclusive`.

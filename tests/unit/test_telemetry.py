@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from mesh.config import COORDINATOR_SETTINGS, NODE_SETTINGS, resolve_settings
 from mesh.errors import ConfigError, FrameError
 from mesh.protocol.states import CheckpointKind
-from mesh.telemetry.endpoint import traces_endpoint
+from mesh.telemetry.endpoint import metric_export_interval_ms, metrics_endpoint, traces_endpoint
 from mesh.telemetry.tracing import carrier_of, child_span, end_span, root_context
 from mesh.transport.barriers import BarrierPayload
 
@@ -28,6 +28,41 @@ def test_the_setting_wins_then_the_traces_variable_then_the_base_variable() -> N
         "http://base:4318/v1/traces"
     )
     assert traces_endpoint(None, {}) is None
+
+
+def test_metrics_go_where_the_setting_then_the_metrics_then_the_base_variable_says() -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://metrics:4318/custom",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:4318/custom",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://base:4318/",
+    }
+    assert metrics_endpoint("http://mine:4318/", env) == "http://mine:4318/v1/metrics"
+    assert metrics_endpoint(None, env) == "http://metrics:4318/custom"
+    assert metrics_endpoint(None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://base:4318"}) == (
+        "http://base:4318/v1/metrics"
+    )
+    assert metrics_endpoint(None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t"}) is None
+    assert metrics_endpoint(None, {}) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "interval_ms"),
+    [
+        (None, 10_000),
+        ("500", 500),
+        ("2500.5", 2500.5),
+        ("0", 10_000),
+        ("-1", 10_000),
+        ("soon", 10_000),
+        ("inf", 10_000),
+        ("nan", 10_000),
+    ],
+)
+def test_the_metric_export_interval_is_ten_seconds_unless_the_variable_says(
+    value: str | None, interval_ms: float
+) -> None:
+    env = {} if value is None else {"OTEL_METRIC_EXPORT_INTERVAL": value}
+    assert metric_export_interval_ms(env) == interval_ms
 
 
 @pytest.mark.parametrize("settings", [COORDINATOR_SETTINGS, NODE_SETTINGS])

@@ -280,6 +280,11 @@ class InputGate:
             raise ChannelError("input gate used before seal(): its channels are not set up")
         return self._credits
 
+    def fill(self) -> float:
+        """The share of this gate's input buffers holding data not yet consumed (0.0
+        before ``seal``)."""
+        return self._credits.fill() if self._credits is not None else 0.0
+
     @property
     def finished(self) -> bool:
         """Every channel delivered END_OF_PARTITION."""

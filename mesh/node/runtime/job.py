@@ -276,7 +276,9 @@ class JobRuntime:
         )
 
     def _checkpoint_target(self, subtask: str) -> CheckpointTarget:
-        def ack(checkpoint_id: int, files: list[SnapshotFile], duration_ms: float) -> None:
+        def ack(
+            checkpoint_id: int, files: list[SnapshotFile], duration_ms: float, alignment_ms: float
+        ) -> None:
             self._send(
                 AckCheckpoint(
                     job_id=self.job_id,
@@ -285,6 +287,7 @@ class JobRuntime:
                     subtask=subtask,
                     files=files,
                     duration_ms=round(duration_ms, 1),
+                    alignment_ms=round(alignment_ms, 1),
                 )
             )
 
@@ -449,6 +452,7 @@ class JobRuntime:
             watermark_lag_ms=lag,
             late_records=sum(op.late_records for op in runner.operators),
             late_dropped=sum(op.late_dropped for op in runner.operators),
+            input_fill=round(runner.gate.fill(), 3) if runner.gate is not None else None,
         )
 
     def metrics(self) -> list[SubtaskMetrics]:

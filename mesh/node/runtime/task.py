@@ -88,7 +88,8 @@ _TRACER = tracer("mesh.node.task")
 class CheckpointTarget:
     """Where a subtask reports what happened to a checkpoint."""
 
-    ack: Callable[[int, list[SnapshotFile], float], None]  # (id, files, duration ms)
+    # (id, files, duration ms, alignment ms)
+    ack: Callable[[int, list[SnapshotFile], float, float], None]
     decline: Callable[[int, str], None]  # (id, reason)
 
 
@@ -197,6 +198,8 @@ class SubtaskRunner:
         self._barriers: dict[int, BarrierPayload] = {}
         # The alignment span of each checkpoint whose barriers are arriving.
         self._alignments: dict[int, Span] = {}
+        # When the first barrier of each of those checkpoints arrived (monotonic ms).
+        self._aligning_since: dict[int, float] = {}
         self._final_commit = anyio.Event()
         self._record_traces = record_traces or RecordTraces(name, {})
         self._tg: anyio.abc.TaskGroup | None = None
@@ -308,8 +311,11 @@ class SubtaskRunner:
             operators=self.operators,
         )
 
-    async def _checkpoint(self, checkpoint_id: int, barrier: BarrierPayload) -> None:
-        """Snapshot at this barrier, forward it, and write the files in the background."""
+    async def _checkpoint(
+        self, checkpoint_id: int, barrier: BarrierPayload, alignment_ms: float = 0.0
+    ) -> None:
+        """Snapshot at this barrier, forward it, and write the files in the background;
+        ``alignment_ms`` is how long the barriers took to align."""
         if checkpoint_id <= self._last_snapshot:
             return  # already taken (triggered twice)
         self._last_snapshot = checkpoint_id
@@ -338,12 +344,19 @@ class SubtaskRunner:
             for writer in self.writers:
                 writer.emit_event(FrameKind.BARRIER, checkpoint_id, payload)
         if captures is not None and self._tg is not None:
-            self._tg.start_soon(self._write_snapshot, checkpoint_id, captures, started, span)
+            self._tg.start_soon(
+                self._write_snapshot, checkpoint_id, captures, started, span, alignment_ms
+            )
         elif captures is not None:
             end_span(span, error="the subtask stopped before writing its snapshot")
 
     async def _write_snapshot(
-        self, checkpoint_id: int, captures: list[SnapshotCapture], started: float, span: Span
+        self,
+        checkpoint_id: int,
+        captures: list[SnapshotCapture],
+        started: float,
+        span: Span,
+        alignment_ms: float,
     ) -> None:
         try:
             files = await finish_snapshot(
@@ -355,7 +368,7 @@ class SubtaskRunner:
             end_span(span, error=exc)
             return
         duration = self.clock.monotonic_ms() - started
-        self.checkpoints.ack(checkpoint_id, files, duration)
+        self.checkpoints.ack(checkpoint_id, files, duration, alignment_ms)
         end_span(
             span,
             attributes={
@@ -385,9 +398,14 @@ class SubtaskRunner:
                 alignment = self._alignments.pop(action.checkpoint, None)
                 if alignment is not None:
                     end_span(alignment)
-                await self._checkpoint(action.checkpoint, self._barriers.pop(action.checkpoint))
+                since = self._aligning_since.pop(action.checkpoint, None)
+                aligned_ms = self.clock.monotonic_ms() - since if since is not None else 0.0
+                await self._checkpoint(
+                    action.checkpoint, self._barriers.pop(action.checkpoint), aligned_ms
+                )
             elif isinstance(action, AbortCheckpoint):
                 self._barriers.pop(action.checkpoint, None)
+                self._aligning_since.pop(action.checkpoint, None)
                 alignment = self._alignments.pop(action.checkpoint, None)
                 if alignment is not None:
                     end_span(alignment, error="given up: a newer barrier overtook it")
@@ -473,6 +491,7 @@ class SubtaskRunner:
                         barrier = barriers[arg] = BarrierPayload.decode(payload)
                     except FrameError as exc:
                         raise _broken(channel, exc) from None
+                    self._aligning_since[arg] = self.clock.monotonic_ms()
                     self._alignments[arg] = child_span(
                         _TRACER,
                         "alignment",
