@@ -9,6 +9,7 @@ from mesh.time.durations import format_duration
 from mesh.time.watermarks import MAX_WATERMARK
 
 __all__ = [
+    "format_bottleneck",
     "format_checkpoints",
     "format_jobs",
     "format_nodes",
@@ -90,12 +91,27 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"slots: needs {slots['total']} ({groups})")
         if slots.get("waiting"):
             lines.append(f"waiting for slots: {slots['waiting']}")
+    bottleneck = status.get("bottleneck")
+    if bottleneck:
+        lines.append(format_bottleneck(bottleneck))
     lines += ["", "graph:"]
     for task in status["tasks"]:
         lines.append(f"  task {task['id']}: {task['name']}  (parallelism {task['parallelism']})")
     for edge in status["edges"]:
         lines.append(f"  task {edge['source']} -> task {edge['target']}: {edge['partitioning']}")
-    header = ["SUBTASK", "NAME", "NODE", "SLOT", "STATE", "IN", "OUT", "IN/S", "OUT/S", "BP ms"]
+    header = [
+        "SUBTASK",
+        "NAME",
+        "NODE",
+        "SLOT",
+        "STATE",
+        "IN",
+        "OUT",
+        "IN/S",
+        "OUT/S",
+        "BP ms",
+        "BP %",
+    ]
     subs = [sub for task in status["tasks"] for sub in task["subtasks"]]
     dead = any(sub.get("dead_letters") for sub in subs)
     timed = any(sub.get("watermark") is not None for sub in subs)
@@ -116,6 +132,7 @@ def format_status(status: dict[str, Any]) -> str:
                     _count(sub["in_rate"]),
                     _count(sub["out_rate"]),
                     _count(sub["backpressure_ms"]),
+                    f"{sub.get('backpressure_ratio', 0.0):.0%}",
                     *([_count(sub.get("dead_letters", 0))] if dead else []),
                     *(_watermark(sub) if timed else []),
                     *([_late(sub)] if late else []),
@@ -125,6 +142,16 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("placement"):
         lines += ["", "placement:", format_placement(status["placement"])]
     return "\n".join(lines)
+
+
+def format_bottleneck(bottleneck: dict[str, Any]) -> str:
+    """One line naming the subtask most likely holding the job back, and why."""
+    node = bottleneck.get("node")
+    where = f" on node {node}" if node else ""
+    return (
+        f"backpressure: likely bottleneck {bottleneck['name']} [{bottleneck['index']}]"
+        f" (subtask {bottleneck['subtask']}){where} — {bottleneck['reason']}"
+    )
 
 
 def format_placement(placement: list[dict[str, Any]]) -> str:
