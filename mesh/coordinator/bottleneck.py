@@ -12,8 +12,12 @@ output credit (0..1, from the coordinator's two latest reports of the subtask).
 Rules: subtask X is a candidate when it is RUNNING, its ratio is below
 ``NOT_BACKPRESSURED_BELOW``, and a subtask that feeds it (through a forward edge: the
 one with X's index; any other partitioning: every subtask of the upstream task) has a
-ratio of at least ``BACKPRESSURED_FROM``. Of several candidates the one whose
-upstream waits most is named (ties: lowest task, then index); none gives None.
+ratio of at least ``BACKPRESSURED_FROM``. A sink waits for its destination (a socket, a
+disk) the way other subtasks wait for credit, so a RUNNING subtask of a task with no
+output edges whose own ratio is at least ``BACKPRESSURED_FROM`` is a candidate too: what
+it writes to is not keeping up. Of several candidates the one that waits most (the
+upstream subtask, or the sink itself) is named (ties: lowest task, then index); none
+gives None.
 """
 
 from __future__ import annotations
@@ -35,8 +39,7 @@ def find_bottleneck(
     """The likely bottleneck among ``tasks``' subtasks (as ``mesh status`` lists tasks and
     edges), or None when no subtask fits the rules of this module."""
     by_id = {task["id"]: task for task in tasks}
-    best: tuple[float, int, int] | None = None
-    found: dict[str, Any] | None = None
+    candidates: list[tuple[tuple[float, int, int], dict[str, Any]]] = []
     for edge in edges:
         upstream, downstream = by_id.get(edge["source"]), by_id.get(edge["target"])
         if upstream is None or downstream is None:
@@ -52,22 +55,25 @@ def find_bottleneck(
             if not feeding:
                 continue
             waiting = max(feeding, key=_ratio)
-            if _ratio(waiting) < BACKPRESSURED_FROM:
-                continue
-            rank = (-_ratio(waiting), downstream["id"], sub["index"])
-            if best is None or rank < best:
-                best = rank
-                found = _describe(downstream, sub, upstream, waiting)
-    return found
+            if _ratio(waiting) >= BACKPRESSURED_FROM:
+                rank = (-_ratio(waiting), downstream["id"], sub["index"])
+                candidates.append((rank, _behind(downstream, sub, upstream, waiting)))
+    with_outputs = {edge["source"] for edge in edges}
+    for task in tasks:
+        if task["id"] in with_outputs:
+            continue
+        for sub in task["subtasks"]:
+            if sub.get("state") == "RUNNING" and _ratio(sub) >= BACKPRESSURED_FROM:
+                rank = (-_ratio(sub), task["id"], sub["index"])
+                candidates.append((rank, _blocked_sink(task, sub)))
+    return min(candidates, key=lambda c: c[0])[1] if candidates else None
 
 
 def _ratio(sub: dict[str, Any]) -> float:
     return float(sub.get("backpressure_ratio") or 0.0)
 
 
-def _describe(
-    task: dict[str, Any], sub: dict[str, Any], upstream: dict[str, Any], waiting: dict[str, Any]
-) -> dict[str, Any]:
+def _where(task: dict[str, Any], sub: dict[str, Any]) -> dict[str, Any]:
     return {
         "task": task["id"],
         "name": task["name"],
@@ -75,6 +81,14 @@ def _describe(
         "index": sub["index"],
         "node": sub.get("node"),
         "backpressure_ratio": _ratio(sub),
+    }
+
+
+def _behind(
+    task: dict[str, Any], sub: dict[str, Any], upstream: dict[str, Any], waiting: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        **_where(task, sub),
         "upstream": waiting["subtask"],
         "upstream_name": upstream["name"],
         "upstream_backpressure_ratio": _ratio(waiting),
@@ -82,5 +96,18 @@ def _describe(
             f"its input is backpressured ({upstream['name']} [{waiting['index']}] waits "
             f"{_ratio(waiting):.0%} of the time for output room), its output is not "
             f"({_ratio(sub):.0%})"
+        ),
+    }
+
+
+def _blocked_sink(task: dict[str, Any], sub: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_where(task, sub),
+        "upstream": None,
+        "upstream_name": None,
+        "upstream_backpressure_ratio": None,
+        "reason": (
+            f"it ends the pipeline and waits {_ratio(sub):.0%} of the time for its sink's "
+            "destination: what it writes to is not keeping up"
         ),
     }

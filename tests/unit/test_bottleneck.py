@@ -86,6 +86,22 @@ def test_the_candidate_whose_upstream_waits_most_wins() -> None:
     assert found is not None and found["name"] == "slow-b"
 
 
+def test_a_sink_waiting_for_its_destination_is_the_bottleneck() -> None:
+    # everything waits, the sink too: what the sink writes to is not keeping up
+    tasks = [task(0, "source", [0.9, 0.9]), task(1, "map -> Sink: ZmqPush", [0.4, 0.97])]
+    found = find_bottleneck(tasks, [edge(0, 1)])
+    assert found is not None
+    assert (found["subtask"], found["upstream"], found["backpressure_ratio"]) == ("1.1", None, 0.97)
+    assert found["reason"] == (
+        "it ends the pipeline and waits 97% of the time for its sink's destination: "
+        "what it writes to is not keeping up"
+    )
+    # a task with outputs that waits is a victim, not a cause
+    tasks.append(task(2, "after", [0.05, 0.05]))
+    found = find_bottleneck(tasks, [edge(0, 1), edge(1, 2)])
+    assert found is not None and found["subtask"] == "2.0"
+
+
 def test_finished_subtasks_are_not_candidates() -> None:
     tasks = [task(0, "source", [0.9]), task(1, "sink", [0.0], state="FINISHED")]
     assert find_bottleneck(tasks, [edge(0, 1)]) is None
