@@ -511,26 +511,35 @@ def status(
     json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="refresh until the job ends")] = False,
 ) -> None:
-    """One job's graph, placement (node/slot per subtask) and record counts."""
+    """One job's graph, placement (node/slot per subtask) and record counts.
+
+    With --watch it refreshes every second until the job ends: in place on a terminal,
+    and on a pipe as plain text every few seconds and whenever the job's state changes
+    (with --json, one JSON object per line every second).
+    """
+    from mesh.client.live import TextDisplay
     from mesh.client.render import format_status
 
     address = _coordinator_address(coordinator)
 
-    def show(st: dict[str, Any]) -> None:
-        if json:
-            typer.echo(orjson.dumps(st).decode())
-        else:
-            if watch and sys.stdout.isatty():
-                typer.echo("\x1b[2J\x1b[H", nl=False)
-            typer.echo(format_status(st))
-
     async def watch_loop(client: Any) -> None:
-        while True:
-            st = await client.status(job_id)
-            show(st)
-            if not watch or st["state"] in FINAL_JOB_STATES:
-                return
-            await anyio.sleep(1.0)
+        display = TextDisplay(sys.stdout) if watch and not json else None
+        try:
+            while True:
+                st = await client.status(job_id)
+                final = st["state"] in FINAL_JOB_STATES
+                if json:
+                    typer.echo(orjson.dumps(st).decode())
+                elif display is not None:
+                    display.show(format_status(st), st["state"], final=final)
+                else:
+                    typer.echo(format_status(st))
+                if not watch or final:
+                    return
+                await anyio.sleep(1.0)
+        finally:
+            if display is not None:
+                display.close()
 
     try:
         _run_client(address, watch_loop)
@@ -710,10 +719,15 @@ def run(
         code = EXIT_INTERRUPTED
     finally:
         cluster.stop()
-        if temp_dir and code == EXIT_OK:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-        elif not quiet and code != EXIT_OK:
-            _err(f"daemon logs: {cluster.log_dir}")
+        if code == EXIT_OK:
+            if temp_dir:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+        else:  # kept, and said so even with --quiet: it is where to look
+            _err(
+                f"daemon logs: {cluster.log_dir.resolve()}/ — the state directory "
+                f"{directory.resolve()} is kept for inspection"
+                + (" (a temporary one: delete it when done)" if temp_dir else "")
+            )
     raise typer.Exit(code)
 
 
