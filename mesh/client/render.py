@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mesh.client.progress import progress_line, progress_of
 from mesh.protocol.states import CheckpointOutcome, JobState
 from mesh.time.durations import format_duration
 from mesh.time.watermarks import MAX_WATERMARK
@@ -24,13 +25,10 @@ def _count(n: float) -> str:
 
 
 def format_progress(status: dict[str, Any]) -> str:
-    """One line: state, elapsed, records in/out and their rates."""
-    totals = status["totals"]
-    return (
-        f"[{status['state']:<10}] {format_duration(status['uptime_ms']):>7}  "
-        f"in {_count(totals['records_in'])} ({_count(totals['in_rate'])}/s)  "
-        f"out {_count(totals['records_out'])} ({_count(totals['out_rate'])}/s)"
-    )
+    """One line: state, elapsed, records in/out and their rates (averages once the job
+    ended), watermark, latest checkpoint, share of known input read."""
+    as_of = (status.get("started_ms") or status.get("created_ms") or 0) + status["uptime_ms"]
+    return progress_line(progress_of(status, as_of))
 
 
 def _table(rows: list[list[str]]) -> str:
