@@ -458,6 +458,29 @@ def _prepare(
 
 
 @app.command()
+def plan(
+    job_file: Annotated[Path, typer.Argument(help="the job's Python file")],
+    job: Annotated[str | None, typer.Option(help="which Job, if the file has several")] = None,
+    parallelism: Annotated[int | None, typer.Option(help="default parallelism")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text, dot (Graphviz) or mermaid")] = "text",
+) -> None:
+    """Print the job's logical graph and its chained (task) graph, without running it."""
+    from mesh.client.client import build_graph
+    from mesh.client.job_errors import job_file_error_line
+    from mesh.client.plan import PLAN_FORMATS, format_plan
+
+    if fmt not in PLAN_FORMATS:
+        raise _fail(f"--format must be one of {', '.join(PLAN_FORMATS)}, got {fmt!r}", EXIT_USAGE)
+    if parallelism is not None and parallelism < 1:
+        raise _fail(f"--parallelism must be >= 1, got {parallelism}", EXIT_USAGE)
+    try:
+        graph = build_graph(job_file, job_name=job, parallelism=parallelism)
+    except (JobCodeError, GraphError) as exc:
+        raise _fail(job_file_error_line(job_file, exc), EXIT_USAGE) from None
+    typer.echo(format_plan(graph, fmt), nl=False)
+
+
+@app.command()
 def submit(
     job_file: Annotated[Path, typer.Argument(help="the job's Python file")],
     job: Annotated[str | None, typer.Option(help="which Job, if the file has several")] = None,
@@ -507,26 +530,35 @@ def status(
     json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="refresh until the job ends")] = False,
 ) -> None:
-    """One job's graph, placement (node/slot per subtask) and record counts."""
+    """One job's graph, placement (node/slot per subtask) and record counts.
+
+    With --watch it refreshes every second until the job ends: in place on a terminal,
+    and on a pipe as plain text every few seconds and whenever the job's state changes
+    (with --json, one JSON object per line every second).
+    """
+    from mesh.client.live import TextDisplay
     from mesh.client.render import format_status
 
     address = _coordinator_address(coordinator)
 
-    def show(st: dict[str, Any]) -> None:
-        if json:
-            typer.echo(orjson.dumps(st).decode())
-        else:
-            if watch and sys.stdout.isatty():
-                typer.echo("\x1b[2J\x1b[H", nl=False)
-            typer.echo(format_status(st))
-
     async def watch_loop(client: Any) -> None:
-        while True:
-            st = await client.status(job_id)
-            show(st)
-            if not watch or st["state"] in FINAL_JOB_STATES:
-                return
-            await anyio.sleep(1.0)
+        display = TextDisplay(sys.stdout) if watch and not json else None
+        try:
+            while True:
+                st = await client.status(job_id)
+                final = st["state"] in FINAL_JOB_STATES
+                if json:
+                    typer.echo(orjson.dumps(st).decode())
+                elif display is not None:
+                    display.show(format_status(st), st["state"], final=final)
+                else:
+                    typer.echo(format_status(st))
+                if not watch or final:
+                    return
+                await anyio.sleep(1.0)
+        finally:
+            if display is not None:
+                display.close()
 
     try:
         _run_client(address, watch_loop)
@@ -708,10 +740,15 @@ def run(
         code = EXIT_INTERRUPTED
     finally:
         cluster.stop()
-        if temp_dir and code == EXIT_OK:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-        elif not quiet and code != EXIT_OK:
-            _err(f"daemon logs: {cluster.log_dir}")
+        if code == EXIT_OK:
+            if temp_dir:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+        else:  # kept, and said so even with --quiet: it is where to look
+            _err(
+                f"daemon logs: {cluster.log_dir.resolve()}/ — the state directory "
+                f"{directory.resolve()} is kept for inspection"
+                + (" (a temporary one: delete it when done)" if temp_dir else "")
+            )
     raise typer.Exit(code)
 
 

@@ -13,6 +13,7 @@ import orjson
 from mesh.api.loader import load_job
 from mesh.client.bundle import make_bundle
 from mesh.errors import RemoteError
+from mesh.graph.logical import LogicalGraph
 from mesh.protocol.messages import (
     Ack,
     CancelJob,
@@ -34,7 +35,13 @@ from mesh.protocol.messages import (
 from mesh.transport.control import ControlConnection
 from mesh.transport.sockets import SocketFactory, SocketKind
 
-__all__ = ["DEFAULT_COORDINATOR", "CoordinatorClient", "open_client", "prepare_submission"]
+__all__ = [
+    "DEFAULT_COORDINATOR",
+    "CoordinatorClient",
+    "build_graph",
+    "open_client",
+    "prepare_submission",
+]
 
 DEFAULT_COORDINATOR = "tcp://127.0.0.1:5550"
 
@@ -50,6 +57,41 @@ def prepare_submission(
     restore_from: str | Path | None = None,
 ) -> SubmitJob:
     """Import the job file, build its graph, and pack it for submission."""
+    graph, build_args = _build(
+        job_file, job_name, parallelism, checkpoint_interval_ms, trace_sample
+    )
+    bundle, entry = make_bundle(job_file)
+    return SubmitJob(
+        graph=graph.to_dict(),
+        job_name=graph.config.name,
+        entry=entry,
+        build_args=build_args,
+        base_dir=str(Path(base_dir or os.getcwd()).resolve()),
+        bundle=bundle,
+        restore_from=str(Path(restore_from).resolve()) if restore_from is not None else None,
+    )
+
+
+def build_graph(
+    job_file: str | Path,
+    *,
+    job_name: str | None = None,
+    parallelism: int | None = None,
+    checkpoint_interval_ms: int | None = None,
+) -> LogicalGraph:
+    """Import the job file and build its logical graph, as a submission of it would."""
+    graph, _ = _build(job_file, job_name, parallelism, checkpoint_interval_ms, None)
+    return graph
+
+
+def _build(
+    job_file: str | Path,
+    job_name: str | None,
+    parallelism: int | None,
+    checkpoint_interval_ms: int | None,
+    trace_sample: float | None,
+) -> tuple[LogicalGraph, dict[str, Any]]:
+    """The job's graph and the build arguments (overrides) it was built with."""
     job = load_job(job_file, job_name)
     build_args: dict[str, Any] = {}
     if parallelism is not None:
@@ -58,17 +100,7 @@ def prepare_submission(
         build_args["checkpoint_interval_ms"] = checkpoint_interval_ms
     if trace_sample is not None:
         build_args["trace_sample"] = trace_sample
-    built = job.build(**build_args)
-    bundle, entry = make_bundle(job_file)
-    return SubmitJob(
-        graph=built.graph.to_dict(),
-        job_name=job.name,
-        entry=entry,
-        build_args=build_args,
-        base_dir=str(Path(base_dir or os.getcwd()).resolve()),
-        bundle=bundle,
-        restore_from=str(Path(restore_from).resolve()) if restore_from is not None else None,
-    )
+    return job.build(**build_args).graph, build_args
 
 
 class CoordinatorClient:

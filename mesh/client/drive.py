@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ import anyio
 import orjson
 
 from mesh.client.client import open_client
-from mesh.client.render import format_progress
+from mesh.client.live import ProgressDisplay
+from mesh.client.progress import progress_of
 from mesh.errors import RemoteError
 from mesh.protocol.states import FINAL_JOB_STATES, JobState
 from mesh.time.durations import format_duration
@@ -31,6 +33,10 @@ class Outcome(Enum):
     INTERRUPTED = "interrupted"  # cancelled, or stopped by a signal
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def _err(message: str) -> None:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
@@ -39,7 +45,6 @@ def _err(message: str) -> None:
 async def drive_job(address: str, submission: Any, *, quiet: bool, state_dir: str) -> Outcome:
     """Submit, show progress, print results; returns how the run ended."""
 
-    tty = sys.stderr.isatty()
     async with open_client(address) as client:
         try:
             reply = await client.submit_job(submission)
@@ -56,56 +61,58 @@ async def drive_job(address: str, submission: Any, *, quiet: bool, state_dir: st
         interrupted = False
         savepoint_path: str | None = None
         savepoints = f"{state_dir}/savepoints"
-        last_line = 0.0
-        last_state = ""
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as tg:
+        display = None if quiet else ProgressDisplay(sys.stderr)
+        say = _err if display is None else display.message
+        st: dict[str, Any] = {}
+        try:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with anyio.create_task_group() as tg:
 
-                async def on_signal() -> None:
-                    nonlocal interrupted, savepoint_path
-                    async for _ in signals:
-                        interrupted = True
-                        _err("\ninterrupted: taking a savepoint, then stopping the job ...")
-                        try:
-                            savepoint_path = await client.savepoint(
-                                job_id, directory=savepoints, cancel=True
-                            )
-                        except (RemoteError, TimeoutError) as exc:
-                            _err(f"no savepoint ({exc}); cancelling the job")
-                            await client.cancel(job_id)
-                        return
+                    async def on_signal() -> None:
+                        nonlocal interrupted, savepoint_path
+                        async for _ in signals:
+                            interrupted = True
+                            say("interrupted: taking a savepoint, then stopping the job ...")
+                            try:
+                                savepoint_path = await client.savepoint(
+                                    job_id, directory=savepoints, cancel=True
+                                )
+                            except (RemoteError, TimeoutError) as exc:
+                                say(f"no savepoint ({exc}); cancelling the job")
+                                await client.cancel(job_id)
+                            return
 
-                tg.start_soon(on_signal)
-                while True:
-                    st = await client.status(job_id)
-                    records, offset, _ = await client.fetch_collected(job_id, offset)
-                    collected.extend(records)
-                    now = anyio.current_time()
-                    changed = st["state"] != last_state
-                    if not quiet and (tty or changed or now - last_line >= 5.0):
-                        end = "" if tty else "\n"
-                        _err(("\r" if tty else "") + format_progress(st) + end)
-                        last_line, last_state = now, st["state"]
-                    if st["state"] in FINAL_JOB_STATES:
-                        break
-                    await anyio.sleep(0.5)
-                tg.cancel_scope.cancel()
+                    tg.start_soon(on_signal)
+                    while True:
+                        st = await client.status(job_id)
+                        records, offset, _ = await client.fetch_collected(job_id, offset)
+                        collected.extend(records)
+                        if st["state"] in FINAL_JOB_STATES:
+                            break
+                        if display is not None:
+                            display.show(progress_of(st, _now_ms()))
+                        await anyio.sleep(0.5)
+                    tg.cancel_scope.cancel()
+        finally:
+            if display is not None:
+                ended = st.get("state") in FINAL_JOB_STATES
+                display.close(progress_of(st, _now_ms()) if ended else None)
         while True:
             records, offset, complete = await client.fetch_collected(job_id, offset)
             collected.extend(records)
             if complete or not records:
                 break
-    if not quiet and tty:
-        _err("")
     for record in collected:
         sys.stdout.write(orjson.dumps(record).decode() + "\n")
     sys.stdout.flush()
     state = JobState(st["state"])
     elapsed = format_duration(st["uptime_ms"])
     totals = st["totals"]
+    average = progress_of(st, _now_ms()).in_rate
     _err(
         f"job {job_id} ({st['name']}) {state} after {elapsed}: "
-        f"{totals['records_in']:,} records in, {totals['records_out']:,} out"
+        f"{totals['records_in']:,} records in, {totals['records_out']:,} out "
+        f"({average:,.0f} records/s in on average)"
     )
     for sink in st.get("sinks", []):
         if sink.get("type") == "JsonLines":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from mesh.client.progress import progress_line, progress_of
 from mesh.protocol.states import CheckpointOutcome, JobState
 from mesh.time.durations import format_duration
 from mesh.time.watermarks import MAX_WATERMARK
 
 __all__ = [
+    "format_bottleneck",
     "format_checkpoints",
     "format_jobs",
     "format_nodes",
@@ -23,13 +25,10 @@ def _count(n: float) -> str:
 
 
 def format_progress(status: dict[str, Any]) -> str:
-    """One line: state, elapsed, records in/out and their rates."""
-    totals = status["totals"]
-    return (
-        f"[{status['state']:<10}] {format_duration(status['uptime_ms']):>7}  "
-        f"in {_count(totals['records_in'])} ({_count(totals['in_rate'])}/s)  "
-        f"out {_count(totals['records_out'])} ({_count(totals['out_rate'])}/s)"
-    )
+    """One line: state, elapsed, records in/out and their rates (averages once the job
+    ended), watermark, latest checkpoint, share of known input read."""
+    as_of = (status.get("started_ms") or status.get("created_ms") or 0) + status["uptime_ms"]
+    return progress_line(progress_of(status, as_of))
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -90,12 +89,27 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"slots: needs {slots['total']} ({groups})")
         if slots.get("waiting"):
             lines.append(f"waiting for slots: {slots['waiting']}")
+    bottleneck = status.get("bottleneck")
+    if bottleneck:
+        lines.append(format_bottleneck(bottleneck))
     lines += ["", "graph:"]
     for task in status["tasks"]:
         lines.append(f"  task {task['id']}: {task['name']}  (parallelism {task['parallelism']})")
     for edge in status["edges"]:
         lines.append(f"  task {edge['source']} -> task {edge['target']}: {edge['partitioning']}")
-    header = ["SUBTASK", "NAME", "NODE", "SLOT", "STATE", "IN", "OUT", "IN/S", "OUT/S", "BP ms"]
+    header = [
+        "SUBTASK",
+        "NAME",
+        "NODE",
+        "SLOT",
+        "STATE",
+        "IN",
+        "OUT",
+        "IN/S",
+        "OUT/S",
+        "BP ms",
+        "BP %",
+    ]
     subs = [sub for task in status["tasks"] for sub in task["subtasks"]]
     dead = any(sub.get("dead_letters") for sub in subs)
     timed = any(sub.get("watermark") is not None for sub in subs)
@@ -116,6 +130,7 @@ def format_status(status: dict[str, Any]) -> str:
                     _count(sub["in_rate"]),
                     _count(sub["out_rate"]),
                     _count(sub["backpressure_ms"]),
+                    f"{sub.get('backpressure_ratio', 0.0):.0%}",
                     *([_count(sub.get("dead_letters", 0))] if dead else []),
                     *(_watermark(sub) if timed else []),
                     *([_late(sub)] if late else []),
@@ -125,6 +140,16 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("placement"):
         lines += ["", "placement:", format_placement(status["placement"])]
     return "\n".join(lines)
+
+
+def format_bottleneck(bottleneck: dict[str, Any]) -> str:
+    """One line naming the subtask most likely holding the job back, and why."""
+    node = bottleneck.get("node")
+    where = f" on node {node}" if node else ""
+    return (
+        f"backpressure: likely bottleneck {bottleneck['name']} [{bottleneck['index']}]"
+        f" (subtask {bottleneck['subtask']}){where} — {bottleneck['reason']}"
+    )
 
 
 def format_placement(placement: list[dict[str, Any]]) -> str:

@@ -71,13 +71,16 @@ class IllegalTransition(RuntimeError):
 
 @dataclass
 class SubtaskRate:
-    """Records per second in and out of one subtask, from its last two reports."""
+    """Records per second in and out of one subtask, and the share of time it waited for
+    output credit (its backpressure ratio, 0..1), from its last two reports."""
 
     at_ms: float = 0.0
     records_in: int = 0
     records_out: int = 0
+    backpressure_ms: float = 0.0  # the cumulative wait at ``at_ms``
     in_rate: float = 0.0
     out_rate: float = 0.0
+    backpressure_ratio: float = 0.0
 
 
 @dataclass(eq=False)
@@ -225,18 +228,28 @@ class JobRecord:
         if from_heartbeat and current is not None and current.state in SUBTASK_DONE:
             return
         self.metrics[metrics.subtask] = metrics
-        rate = self.rates.setdefault(metrics.subtask, SubtaskRate(at_ms=now_ms))
+        rate = self.rates.get(metrics.subtask)
+        if rate is None:  # the first report: rates are measured from here
+            rate = self.rates[metrics.subtask] = SubtaskRate(
+                at_ms=now_ms,
+                records_in=metrics.records_in,
+                records_out=metrics.records_out,
+                backpressure_ms=metrics.backpressure_ms,
+            )
         elapsed = now_ms - rate.at_ms
         if elapsed >= 250:
             rate.in_rate = (metrics.records_in - rate.records_in) * 1000.0 / elapsed
             rate.out_rate = (metrics.records_out - rate.records_out) * 1000.0 / elapsed
-            rate.at_ms, rate.records_in, rate.records_out = (
+            waited = metrics.backpressure_ms - rate.backpressure_ms
+            rate.backpressure_ratio = min(1.0, max(0.0, waited / elapsed))
+            rate.at_ms, rate.records_in, rate.records_out, rate.backpressure_ms = (
                 now_ms,
                 metrics.records_in,
                 metrics.records_out,
+                metrics.backpressure_ms,
             )
         if metrics.state in SUBTASK_DONE:
-            rate.in_rate = rate.out_rate = 0.0
+            rate.in_rate = rate.out_rate = rate.backpressure_ratio = 0.0
 
     def summary(self, now_ms: int) -> dict[str, Any]:
         """One line of ``mesh list``."""

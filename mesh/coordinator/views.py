@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mesh.coordinator.bottleneck import find_bottleneck
 from mesh.coordinator.jobs import JobRecord, SubtaskRate
 from mesh.coordinator.scheduler import natural_key, slots_needed
 from mesh.graph.execution import SubtaskRef
 from mesh.graph.logical import OperatorKind
+from mesh.protocol.states import JobState
 
 __all__ = ["job_status"]
 
@@ -47,6 +49,7 @@ def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
                 "in_rate": round(r.in_rate, 1),
                 "out_rate": round(r.out_rate, 1),
                 "backpressure_ms": m.backpressure_ms if m else 0.0,
+                "backpressure_ratio": round(r.backpressure_ratio, 3),
                 "dead_letters": m.dead_letters if m else 0,
                 "watermark": m.watermark if m else None,
                 "watermark_lag_ms": m.watermark_lag_ms if m else None,
@@ -112,6 +115,7 @@ def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
         "placement": _placement(job),
         "tasks": tasks,
         "edges": edges,
+        "bottleneck": find_bottleneck(tasks, edges) if job.state is JobState.RUNNING else None,
         "totals": {k: round(v, 1) if isinstance(v, float) else v for k, v in totals.items()},
         "sinks": [
             {"uid": op.uid, **op.description}
