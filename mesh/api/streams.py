@@ -136,7 +136,7 @@ class Stream(_OperatorOptions):
     def key_by(self, fn: Callable[[Any], Any]) -> KeyedStream:
         """Partition the stream by ``fn(record)``: equal keys go to the same subtask."""
         _check_fn(fn, "key_by")
-        inputs = [InputRef(ref.op, Partitioning.HASH, fn) for ref in self._inputs]
+        inputs = [InputRef(ref.op, Partitioning.HASH, fn, ref.tag) for ref in self._inputs]
         return KeyedStream(self._job, inputs, self._op_id, fn)
 
     def process(self, fn: Any) -> Stream:
@@ -181,7 +181,7 @@ class Stream(_OperatorOptions):
     # -- partitioning -------------------------------------------------------------------
 
     def _partitioned(self, partitioning: Partitioning) -> Stream:
-        inputs = [InputRef(ref.op, partitioning) for ref in self._inputs]
+        inputs = [InputRef(ref.op, partitioning, tag=ref.tag) for ref in self._inputs]
         return Stream(self._job, inputs, self._op_id)
 
     def forward(self) -> Stream:

@@ -571,3 +571,17 @@ def test_dead_letters_get_a_sink_fed_by_every_operator_running_user_code() -> No
     # The same job without dead letters has the same chains and no extra sink.
     job.on_error = "fail"
     assert [op.uid for op in job.build().graph.operators][-1] == "sink-3"
+
+
+def test_a_partitioned_or_keyed_side_output_still_reads_the_side_output() -> None:
+    job = mesh.Job("sides", parallelism=2)
+    main = job.source(sources.Collection([1])).process(lambda r, ctx: ctx.output("odd", r)).uid("p")
+    main.side_output("odd").broadcast().sink(sinks.Print()).uid("broadcast")
+    main.side_output("odd").key_by(lambda r: r).sink(sinks.Print()).uid("keyed")
+    graph = job.build().graph
+    by_uid = {op.uid: op.id for op in graph.operators}
+    edges = {(e.target, e.partitioning, e.tag) for e in graph.edges if e.source == by_uid["p"]}
+    assert edges == {
+        (by_uid["broadcast"], Partitioning.BROADCAST, "odd"),
+        (by_uid["keyed"], Partitioning.HASH, "odd"),
+    }
