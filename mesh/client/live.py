@@ -83,14 +83,12 @@ class ProgressDisplay:
 
 def _progress_renderable(progress: Progress) -> Any:
     line = Text(progress_line(progress), no_wrap=True, overflow="ellipsis")
-    if progress.fraction is None or progress.total_in is None:
+    if progress.fraction is None:
         return line
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=24, no_wrap=True)
     grid.add_column(no_wrap=True, overflow="ellipsis")
-    grid.add_row(
-        ProgressBar(total=progress.total_in, completed=progress.records_in, width=24), line
-    )
+    grid.add_row(ProgressBar(total=1.0, completed=min(progress.fraction, 1.0), width=24), line)
     return grid
 
 

@@ -4,8 +4,9 @@ wall clock in, text and numbers out).
 A ``Progress`` holds the facts of one status: state, elapsed time, records in (read by
 the sources) and out (written by the sinks) with their current rates, the job's
 watermark (the lowest of its subtasks'), the latest checkpoint, and, when every source
-is bounded with a known size (``Collection``, ``Generator(count=...)``), how many
-records the sources will read in all — which gives a fraction done and an ETA.
+is bounded with a known size (files, ``Collection``, ``Generator(count=...)``), the
+share of their input read (the status's ``source_progress``, bytes for files) — which
+gives an ETA at the pace so far.
 
 Current rates are 0 once the subtasks are done, so the line for a job that ended shows
 its average rates over the time it processed instead.
@@ -38,21 +39,15 @@ class Progress:
     watermark: int | None  # lowest over the subtasks that have one; MAX_WATERMARK: end
     checkpoint_id: int | None  # the latest completed checkpoint or savepoint
     checkpoint_age_ms: int | None
-    total_in: int | None  # records the bounded sources produce in all, when known
-
-    @property
-    def fraction(self) -> float | None:
-        """How much of the known input was read, 0..1 (None: unknown)."""
-        if not self.total_in:
-            return None
-        return min(1.0, self.records_in / self.total_in)
+    fraction: float | None  # share of the bounded sources' input read, 0..1 (None: unknown)
 
     @property
     def eta_ms(self) -> int | None:
-        """Time left to read the known input at the current rate (None: unknown)."""
-        if self.total_in is None or self.ended or self.in_rate <= 0:
+        """Time left to read the rest of the input at the pace so far (None: unknown)."""
+        f = self.fraction
+        if f is None or f <= 0 or self.ended or not self.processing_ms:
             return None
-        return int(max(0, self.total_in - self.records_in) / self.in_rate * 1000)
+        return int(self.processing_ms * (1 - min(f, 1.0)) / f)
 
 
 def progress_of(status: dict[str, Any], now_ms: int) -> Progress:
@@ -80,7 +75,7 @@ def progress_of(status: dict[str, Any], now_ms: int) -> Progress:
         watermark=_watermark(status),
         checkpoint_id=latest["checkpoint_id"] if latest else None,
         checkpoint_age_ms=max(0, now_ms - latest["ended_ms"]) if latest else None,
-        total_in=_total_in(status),
+        fraction=status.get("source_progress"),
     )
 
 
@@ -140,21 +135,3 @@ def _event_time(ms: int) -> str:
         return "end"
     seconds, millis = divmod(ms, 1000)
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-
-
-def _total_in(status: dict[str, Any]) -> int | None:
-    """Records every source will produce, if all are bounded with a known size."""
-    total = 0
-    sources = 0
-    for task in status["tasks"]:
-        for op in task.get("operators", []):
-            if op.get("kind") != "source":
-                continue
-            sources += 1
-            if op.get("type") == "Collection":
-                total += int(op["items"])
-            elif op.get("type") == "Generator" and op.get("count") is not None:
-                total += int(op["count"])
-            else:
-                return None
-    return total if sources else None

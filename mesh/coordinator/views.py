@@ -57,6 +57,8 @@ def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
                 "late_dropped": m.late_dropped if m else 0,
                 "started_ms": m.started_ms if m else 0,
                 "finished_ms": m.finished_ms if m else 0,
+                "source_done": m.source_done if m else None,
+                "source_total": m.source_total if m else None,
             }
             subtasks.append(entry)
             if task.id in source_tasks:
@@ -117,6 +119,7 @@ def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
         "edges": edges,
         "bottleneck": find_bottleneck(tasks, edges) if job.state is JobState.RUNNING else None,
         "totals": {k: round(v, 1) if isinstance(v, float) else v for k, v in totals.items()},
+        "source_progress": _source_progress(tasks, source_tasks),
         "sinks": [
             {"uid": op.uid, **op.description}
             for op in logical.operators
@@ -153,3 +156,20 @@ def _placement(job: JobRecord) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _source_progress(tasks: list[dict[str, Any]], source_tasks: set[int]) -> float | None:
+    """The share of the bounded sources' input read, 0..1: each source task's share
+    (its subtasks' units summed) averaged over the source tasks; None unless every
+    source subtask reported a size."""
+    shares = []
+    for task in tasks:
+        if task["id"] not in source_tasks:
+            continue
+        subtasks = task["subtasks"]
+        if any(sub["source_total"] is None for sub in subtasks):
+            return None
+        total = sum(sub["source_total"] for sub in subtasks)
+        done = sum(sub["source_done"] for sub in subtasks)
+        shares.append(min(1.0, done / total) if total else 1.0)
+    return round(sum(shares) / len(shares), 4) if shares else None

@@ -80,6 +80,10 @@ class SubtaskMetrics:
     late_records: int = 0  # records too late for their windows (side output or dropped)
     late_dropped: int = 0  # ... of which were dropped (no late side output)
     input_fill: float | None = None  # share of input buffers in use (None: a source)
+    # A bounded source's input read so far and in all (bytes of files, records of a
+    # collection); None: not a source, or its size is unknown.
+    source_done: int | None = None
+    source_total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,10 @@ def status(
     records_out: int = 390,
     in_rate: float = 100.0,
     ended: bool = False,
-    source: dict[str, Any] | None = None,
+    source_progress: float | None = 0.4,
     watermarks: tuple[int | None, ...] = (None, None),
     checkpoint_ended_ms: int | None = None,
 ) -> dict[str, Any]:
-    source = source or {"kind": "source", "type": "Generator", "count": 1000, "rate": None}
     return {
         "state": state,
         "uptime_ms": 5_000,
@@ -41,10 +40,11 @@ def status(
         "tasks": [
             {
                 "id": 0,
-                "operators": [{"uid": "s", "name": "Source", **source}],
+                "operators": [{"uid": "s", "name": "Source", "kind": "source"}],
                 "subtasks": [{"watermark": mark} for mark in watermarks],
             }
         ],
+        "source_progress": source_progress,
         "checkpoints": {
             "latest": {"checkpoint_id": 7, "ended_ms": checkpoint_ended_ms}
             if checkpoint_ended_ms
@@ -70,15 +70,9 @@ def test_an_ended_job_shows_average_rates_not_zero() -> None:
     )
 
 
-def test_input_size_is_known_only_when_every_source_is_bounded_and_sized() -> None:
-    collection = {"kind": "source", "type": "Collection", "items": 50}
-    assert progress_of(status(source=collection), NOW).total_in == 50
-    for unknown in (
-        {"kind": "source", "type": "Generator", "count": None, "rate": 10},
-        {"kind": "source", "type": "JsonLines", "path": "x/*.jsonl", "follow": False},
-    ):
-        p = progress_of(status(source=unknown), NOW)
-        assert p.total_in is None and p.fraction is None and "%" not in progress_line(p)
+def test_without_a_known_input_size_there_is_no_share_or_eta() -> None:
+    p = progress_of(status(source_progress=None), NOW)
+    assert p.fraction is None and p.eta_ms is None and "%" not in progress_line(p)
 
 
 def test_the_end_of_event_time_reads_end() -> None:

@@ -374,3 +374,34 @@ def test_generator_function_raising_names_the_index(tmp_path: Path) -> None:
     assert "for index 5" in message
     assert "ZeroDivisionError" in message
     assert isinstance(error.__cause__, ZeroDivisionError)
+
+
+def test_a_file_reader_reports_the_bytes_of_its_splits_read(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"".join(b"line %03d\n" % i for i in range(100)))
+    reader = _reader(sources.TextFile(str(tmp_path / "a.txt")), _ctx(tmp_path, 1, 2))
+    done, total = reader.progress()
+    assert done == 0 and 400 <= total <= 600  # about half of the 900 bytes
+
+    async def read_some() -> None:
+        await reader.read(10)
+
+    anyio.run(read_some)
+    done, _ = reader.progress()
+    assert 0 < done < total
+    anyio.run(_drain, reader, 1000)
+    assert reader.progress() == (total, total)
+
+
+def test_a_collection_reader_reports_records_and_a_rated_generator_nothing(
+    tmp_path: Path,
+) -> None:
+    reader = _reader(sources.Collection(list(range(10))), _ctx(tmp_path, 0, 3))
+    assert reader.progress() == (0, 4)  # indices 0, 3, 6, 9
+
+    async def read_some() -> None:
+        await reader.read(3)
+
+    anyio.run(read_some)
+    assert reader.progress() == (3, 4)
+    endless = _reader(sources.Generator(lambda i: i, rate=10), _ctx(tmp_path))
+    assert endless.progress() is None

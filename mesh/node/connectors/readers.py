@@ -65,6 +65,11 @@ class SourceReader:
         """Up to ``max_records`` records, ``[]`` if none are ready yet, None at the end."""
         raise NotImplementedError
 
+    def progress(self) -> tuple[int, int] | None:
+        """How much of a bounded input was read: ``(done, total)`` in the reader's own
+        unit (bytes of a file, records of a collection); None when unknown or unbounded."""
+        return None
+
     def close(self) -> None:
         """Release files and sockets."""
 
@@ -98,6 +103,17 @@ class _StrideReader(SourceReader):
 
     def snapshot(self) -> list[Split]:
         return [dict(s) for s in self._splits]
+
+    def progress(self) -> tuple[int, int] | None:
+        count = self._count
+        if count is None:
+            return None
+        done = total = 0
+        for split in self._splits:
+            start, stride = split["start"], split["stride"]
+            total += len(range(start, count, stride))
+            done += len(range(start, min(split["next"], count), stride))
+        return done, total
 
     def _live(self) -> list[Split]:
         count = self._count
@@ -198,6 +214,10 @@ class _FileReader(SourceReader):
 
     def snapshot(self) -> list[Split]:
         return [dict(s) for s in self._splits]
+
+    def progress(self) -> tuple[int, int] | None:
+        done = sum(max(0, min(s["offset"], s["end"]) - s["start"]) for s in self._splits)
+        return done, sum(s["end"] - s["start"] for s in self._splits)
 
     @property
     def position(self) -> tuple[int, int]:

@@ -439,6 +439,7 @@ class JobRuntime:
             watermark = None
         elif watermark != MAX_WATERMARK:
             lag = self._clock.now_ms() - runner.watermark
+        progress = runner.reader.progress() if runner.reader is not None else None
         return SubtaskMetrics(
             subtask=subtask,
             state=runner.state,
@@ -453,6 +454,8 @@ class JobRuntime:
             late_records=sum(op.late_records for op in runner.operators),
             late_dropped=sum(op.late_dropped for op in runner.operators),
             input_fill=round(runner.gate.fill(), 3) if runner.gate is not None else None,
+            source_done=progress[0] if progress is not None else None,
+            source_total=progress[1] if progress is not None else None,
         )
 
     def metrics(self) -> list[SubtaskMetrics]:
