@@ -66,9 +66,10 @@ OtlpEndpointOption = Annotated[
     str | None,
     typer.Option(
         "--otlp-endpoint",
-        help="export traces to this OTLP/HTTP collector, like http://127.0.0.1:4318 "
-        "[env MESH_OTLP_ENDPOINT, or the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT; "
-        "default: no traces]",
+        help="export traces and metrics to this OTLP/HTTP collector, like "
+        "http://127.0.0.1:4318 [env MESH_OTLP_ENDPOINT, or the standard "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT; default: none]",
     ),
 ]
 LogFormatOption = Annotated[
