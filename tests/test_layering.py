@@ -2,7 +2,7 @@
 
 Rules:
 1. mesh/transport, mesh/state, mesh/time and mesh/graph never import mesh.node,
-   mesh.coordinator, mesh.client, mesh.cli or mesh.api.
+   mesh.coordinator, mesh.client, mesh.cli, mesh.commands or mesh.api.
 2. mesh/time never imports mesh.transport or zmq.
 3. mesh.node and mesh.coordinator never import each other.
 4. ``zmq`` is imported only under mesh/transport.
@@ -35,7 +35,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 MESH = ROOT / "mesh"
 
-UPPER_LAYERS = ("mesh.node", "mesh.coordinator", "mesh.client", "mesh.cli", "mesh.api")
+UPPER_LAYERS = (
+    "mesh.node",
+    "mesh.coordinator",
+    "mesh.client",
+    "mesh.cli",
+    "mesh.commands",
+    "mesh.api",
+)
 
 
 @dataclass(frozen=True)

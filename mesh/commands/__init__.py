@@ -1,0 +1,1 @@
+"""The ``mesh`` subcommands, one module per group; ``mesh.cli`` assembles them."""

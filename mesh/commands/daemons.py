@@ -1,0 +1,287 @@
+"""``mesh coordinator`` and ``mesh node``: the daemons, run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio
+import typer
+
+from mesh._excgroups import unwrap
+from mesh.commands.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    CoordinatorOption,
+    LogFormatOption,
+    LogLevelOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    OtlpEndpointOption,
+    PlacementOption,
+    fail,
+)
+from mesh.errors import (
+    ConfigError,
+    MeshError,
+)
+
+if TYPE_CHECKING:
+    from mesh.config import Setting
+    from mesh.telemetry.setup import MetricsServer, Telemetry
+
+__all__ = ["coordinator", "node"]
+
+
+# How long a daemon's graceful stop (its ``on_stop``) may take before it is cut short.
+_GRACEFUL_STOP_S = 15.0
+
+
+def _serve(
+    daemon_run: Callable[..., Coroutine[Any, Any, None]],
+    on_ready: Callable[[Any], None],
+    on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run a daemon until SIGTERM/SIGINT; returns after a clean stop.
+
+    The first signal runs ``on_stop`` (bounded by ``_GRACEFUL_STOP_S``) before the daemon
+    is cancelled; a second signal cancels it at once.
+    """
+    from mesh.systemd import notify
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_gracefully() -> None:
+                assert on_stop is not None
+                with anyio.move_on_after(_GRACEFUL_STOP_S):
+                    await on_stop()
+                tg.cancel_scope.cancel()
+
+            async def stop_on_signal() -> None:
+                stopping = False
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        notify(STOPPING=1)
+                        if on_stop is None or stopping:
+                            tg.cancel_scope.cancel()
+                            return
+                        stopping = True
+                        tg.start_soon(stop_gracefully)
+
+            tg.start_soon(stop_on_signal)
+            ready = await tg.start(daemon_run)
+            on_ready(ready)
+
+    try:
+        anyio.run(main, backend="asyncio")
+    except BaseExceptionGroup as group:
+        raise unwrap(group) from None
+
+
+def _daemon_settings(
+    specs: tuple[Setting, ...], role: str, config_file: Path | None, **flags: object
+) -> dict[str, Any]:
+    """A daemon's effective settings (defaults < file < env < flags), with logging set
+    up; a bad setting exits with a usage error naming it."""
+    from mesh.config import resolve_settings
+    from mesh.logs import setup_logging
+    from mesh.telemetry.endpoint import traces_endpoint
+
+    try:
+        settings = resolve_settings(specs, role, flags=flags, config_file=config_file)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    trace_ids = None
+    if traces_endpoint(settings["otlp_endpoint"]) is not None:
+        from mesh.telemetry.logs import TraceIdFilter
+
+        trace_ids = TraceIdFilter()
+    setup_logging(
+        settings["log_level"], role=role, log_format=settings["log_format"], trace_ids=trace_ids
+    )
+    return settings
+
+
+def _install_metrics(
+    service: str, instance_id: str | None, settings: dict[str, Any]
+) -> MetricsServer | None:
+    """The daemon's metrics: a Prometheus endpoint if ``metrics_port`` is set, an OTLP
+    exporter if an OTLP endpoint is (the SDK is imported only then)."""
+    from mesh.telemetry.endpoint import metrics_endpoint
+
+    if not settings["metrics_port"] and metrics_endpoint(settings["otlp_endpoint"]) is None:
+        return None
+    from mesh.telemetry.setup import install_metrics
+
+    try:
+        return install_metrics(
+            service,
+            instance_id,
+            settings["metrics_host"],
+            settings["metrics_port"],
+            settings["otlp_endpoint"],
+        )
+    except OSError as exc:
+        raise fail(
+            f"cannot serve metrics on {settings['metrics_host']}:{settings['metrics_port']}: {exc}",
+            EXIT_FAILED,
+        ) from None
+
+
+def _install_tracing(
+    service: str, instance_id: str | None, endpoint: str | None
+) -> Telemetry | None:
+    """The daemon's tracer provider (the SDK is imported only when traces are exported)."""
+    from mesh.telemetry.endpoint import traces_endpoint
+
+    if traces_endpoint(endpoint) is None:
+        return None
+    from mesh.telemetry.setup import install_tracing
+
+    return install_tracing(service, instance_id, endpoint)
+
+
+def coordinator(
+    config: ConfigOption = None,
+    bind: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="where checkpoints go [default: STATE_DIR/checkpoints]")
+    ] = None,
+    placement: PlacementOption = None,
+    slot_timeout: Annotated[
+        str | None, typer.Option(help="a job waits this long for slots, like 5m")
+    ] = None,
+    otlp_endpoint: OtlpEndpointOption = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = None,
+) -> None:
+    """Run a coordinator daemon."""
+    from mesh.config import COORDINATOR_SETTINGS, default_state_dir
+    from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
+    from mesh.systemd import notify
+
+    s = _daemon_settings(
+        COORDINATOR_SETTINGS,
+        "coordinator",
+        config,
+        bind=bind,
+        state_dir=state_dir,
+        checkpoint_dir=checkpoint_dir,
+        placement=placement,
+        slot_timeout=slot_timeout,
+        otlp_endpoint=otlp_endpoint,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    daemon = Coordinator(
+        CoordinatorConfig(
+            bind=s["bind"],
+            state_dir=s["state_dir"] or default_state_dir("coordinator"),
+            heartbeat_interval_ms=s["heartbeat_interval"],
+            heartbeat_timeout_ms=s["heartbeat_timeout"],
+            placement=s["placement"],
+            slot_timeout_ms=s["slot_timeout"],
+            checkpoint_dir=s["checkpoint_dir"],
+            checkpoint_timeout_ms=s["checkpoint_timeout"],
+            checkpoint_min_pause_ms=s["checkpoint_min_pause"],
+            tolerable_checkpoint_failures=s["tolerable_checkpoint_failures"],
+            retained_checkpoints=s["retained_checkpoints"],
+        )
+    )
+
+    def ready(endpoint: str) -> None:
+        notify(
+            READY=1, MAINPID=os.getpid(), MESH_ENDPOINT=endpoint, STATUS=f"listening on {endpoint}"
+        )
+
+    telemetry = _install_tracing("mesh-coordinator", None, s["otlp_endpoint"])
+    metrics = _install_metrics("mesh-coordinator", None, s)
+    try:
+        _serve(daemon.run, ready)
+    except OSError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()
+        if metrics is not None:
+            metrics.shutdown()
+
+
+def node(
+    config: ConfigOption = None,
+    coordinator: CoordinatorOption = None,
+    slots: Annotated[int | None, typer.Option(help="slots this node offers")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
+    bind_host: Annotated[str | None, typer.Option(help="interface for data ports")] = None,
+    advertise_host: Annotated[str | None, typer.Option(help="host peers dial")] = None,
+    node_id: Annotated[str | None, typer.Option(help="stable node id")] = None,
+    otlp_endpoint: OtlpEndpointOption = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = None,
+) -> None:
+    """Run a node daemon."""
+    from mesh.config import NODE_SETTINGS, default_state_dir
+    from mesh.node.daemon import Node, NodeConfig
+    from mesh.protocol.messages import PeerAddress
+    from mesh.systemd import notify
+
+    s = _daemon_settings(
+        NODE_SETTINGS,
+        "node",
+        config,
+        coordinator=coordinator,
+        slots=slots,
+        state_dir=state_dir,
+        bind_host=bind_host,
+        advertise_host=advertise_host,
+        node_id=node_id,
+        otlp_endpoint=otlp_endpoint,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    daemon = Node(
+        NodeConfig(
+            coordinator=s["coordinator"],
+            slots=s["slots"],
+            state_dir=s["state_dir"] or default_state_dir("node"),
+            bind_host=s["bind_host"],
+            advertise_host=s["advertise_host"],
+            node_id=s["node_id"],
+        )
+    )
+
+    def ready(address: PeerAddress) -> None:
+        notify(
+            READY=1,
+            MAINPID=os.getpid(),
+            MESH_NODE_ID=address.node_id,
+            MESH_DATA_ENDPOINT=address.data_endpoint,
+            MESH_CONTROL_ENDPOINT=address.control_endpoint,
+            STATUS=f"node {address.node_id} registered",
+        )
+
+    telemetry = _install_tracing("mesh-node", daemon.node_id, s["otlp_endpoint"])
+    metrics = _install_metrics("mesh-node", daemon.node_id, s)
+    try:
+        _serve(daemon.run, ready, daemon.leave)
+    except (OSError, MeshError) as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()
+        if metrics is not None:
+            metrics.shutdown()
