@@ -2,13 +2,17 @@
 
     python bench/telemetry.py                  # 5 rounds of W1 and W2
     python bench/telemetry.py --rounds 7 --only w2
+    python bench/telemetry.py --together       # off and on at the same time
 
 *Off* is a cluster started with no telemetry settings. *On* is the same cluster with
 every daemon exporting over OTLP/HTTP to a receiver in this process (a real HTTP server
 decoding the requests with opentelemetry-proto), serving Prometheus text that a scraper
 thread reads every second, and the job tracing 0.001 of its records
 (``--trace-sample``). Each round runs off and on back to back, alternating which goes
-first, so a machine's drift hits both alike. Two figures per workload:
+first, so a machine's drift hits both alike; with ``--together`` they run at the same
+time instead, each on its own cluster sharing the machine, which cancels drift within a
+round too (throughput is then shared and only the CPU figure means much). Two figures
+per workload:
 
 * ``cpu_overhead``: the median per-round ratio of the CPU time (user + system) the node
   processes spent on the job, minus one — what telemetry costs in work, which other
@@ -102,12 +106,16 @@ async def _run_job(address: str, job_file: Path, trace_sample: float | None) -> 
     return dict(status)
 
 
-def run_once(workload: str, events: int, receiver: OtlpReceiver | None) -> dict[str, Any]:
-    """One run of ``workload`` on a fresh cluster; telemetry on when given a receiver."""
+def run_once(
+    workload: str,
+    events: int,
+    receiver: OtlpReceiver | None,
+    start: threading.Barrier | None = None,
+) -> dict[str, Any]:
+    """One run of ``workload`` on a fresh cluster; telemetry on when given a receiver.
+    With ``start``, the job is submitted once every party's cluster is up."""
     job, nodes = WORKLOADS[workload]
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out"
-        os.environ.update({"MESH_BENCH_DATA": str(DATA), "MESH_BENCH_OUT": str(out)})
         args: list[str] = []
         ports: list[int] = []
         if receiver is not None:
@@ -126,6 +134,8 @@ def run_once(workload: str, events: int, receiver: OtlpReceiver | None) -> dict[
                 cluster.add_node(env={"MESH_METRICS_PORT": str(ports[n + 1])} if ports else None)
             spans_before = len(receiver.snapshot()) if receiver is not None else 0
             pids = [node.pid for node in cluster.nodes]
+            if start is not None:
+                start.wait(timeout=120)
             cpu_before = sum(_cpu_s(pid) for pid in pids)
             with _scraping(ports) as scrapes:
                 status = anyio.run(
@@ -137,7 +147,6 @@ def run_once(workload: str, events: int, receiver: OtlpReceiver | None) -> dict[
             cpu = sum(_cpu_s(pid) for pid in pids) - cpu_before
         # The daemons flushed their spans when they stopped.
         spans = len(receiver.snapshot()) - spans_before if receiver is not None else 0
-        shutil.rmtree(out, ignore_errors=True)
     seconds = (status["processing_finished_ms"] - status["processing_started_ms"]) / 1000
     return {
         "records_per_s": round(events / seconds),
@@ -145,6 +154,31 @@ def run_once(workload: str, events: int, receiver: OtlpReceiver | None) -> dict[
         "spans": spans,
         "scrapes": scrapes[0],
     }
+
+
+def _together(
+    workload: str, events: int, receiver: OtlpReceiver
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One run with telemetry off and one with it on, at the same time."""
+    start = threading.Barrier(2)
+    results: dict[bool, dict[str, Any]] = {}
+    failures: list[BaseException] = []
+
+    def one(telemetry: OtlpReceiver | None) -> None:
+        try:
+            results[telemetry is not None] = run_once(workload, events, telemetry, start)
+        except BaseException as exc:
+            failures.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in (None, receiver)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return results[False], results[True]
 
 
 def plain_loop_s() -> float:
@@ -161,10 +195,16 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(WORKLOADS), action="append")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--together", action="store_true", help="run off and on at once")
     args = parser.parse_args()
     if not DATA.exists() or _count_lines(DATA) != args.events:
         generate(DATA, args.events)
+    # Both clusters of a round may run at once: they share one output directory (their
+    # part files are named after their job ids), read at import by client and nodes.
+    out = tempfile.mkdtemp(prefix="mesh-bench-telemetry-")
+    os.environ.update({"MESH_BENCH_DATA": str(DATA), "MESH_BENCH_OUT": out})
     report: dict[str, Any] = {
+        "mode": "together" if args.together else "one after the other",
         "trace_sample": TRACE_SAMPLE,
         "rounds": args.rounds,
         "plain_loop_s_before": plain_loop_s(),
@@ -174,6 +214,11 @@ def main() -> None:
             off: list[dict[str, Any]] = []
             on: list[dict[str, Any]] = []
             for round_ in range(args.rounds):
+                if args.together:
+                    a, b = _together(workload, args.events, receiver)
+                    off.append(a)
+                    on.append(b)
+                    continue
                 order = [None, receiver] if round_ % 2 == 0 else [receiver, None]
                 for telemetry in order:
                     result = run_once(workload, args.events, telemetry)
@@ -195,6 +240,7 @@ def main() -> None:
                 "target": "overhead <= 0.03",
             }
         report["otlp_bad_requests"] = receiver.bad_requests
+    shutil.rmtree(out, ignore_errors=True)
     report["plain_loop_s_after"] = plain_loop_s()
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
 
