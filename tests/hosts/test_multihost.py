@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.helpers import poll_until_sync, read_parts
@@ -91,3 +92,67 @@ def test_jobs_run_exactly_once_across_three_hosts(hosts: HostCluster) -> None:
 
     seen = sorted(r["seq"] for r in read_parts(work / "out" / "sequence"))
     assert seen == list(range(30_000))
+
+
+HEARTBEATS = {"MESH_HEARTBEAT_INTERVAL": "200ms", "MESH_HEARTBEAT_TIMEOUT": "1s"}
+
+
+@pytest.fixture
+def partitionable(tmp_path: Path) -> Iterator[HostCluster]:
+    """Three nodes with one slot... each, quick heartbeats: losing one still leaves enough."""
+    require_network_lab("nft")
+    with network_lab(HOSTS) as lab:
+        cluster = HostCluster(lab, tmp_path, coordinator_host="coord", env=dict(HEARTBEATS))
+        try:
+            cluster.start_coordinator()
+            nodes = [cluster.start_node(h, slots=2, wait=False) for h in ("n1", "n2", "n3")]
+            cluster.wait_ready(nodes)
+            yield cluster
+        finally:
+            cluster.close()
+
+
+def _write_sequence(cluster: HostCluster, count: int, rate: int) -> None:
+    source = SEQUENCE.replace("count=30_000, rate=6_000", f"count={count}, rate={rate}")
+    (cluster.work_dir / "sequence.py").write_text(
+        "\n".join(line[4:] if line.startswith("    ") else line for line in source.splitlines())
+    )
+
+
+def _running_with_a_checkpoint(cluster: HostCluster, job_id: str) -> dict[str, object]:
+    return poll_until_sync(
+        lambda: cluster.status("client", job_id),
+        until=lambda st: (
+            st["state"] == "RUNNING" and bool((st.get("checkpoints") or {}).get("completed"))
+        ),  # type: ignore[union-attr]
+        timeout_s=60,
+        what="the job running with a completed checkpoint",
+    )
+
+
+@pytest.mark.slow
+def test_a_node_cut_off_from_the_coordinator_is_failed_over_and_commits_nothing_later(
+    partitionable: HostCluster,
+) -> None:
+    cluster = partitionable
+    _write_sequence(cluster, count=24_000, rate=3_000)
+    job_id = _submit(cluster, "sequence.py")
+    status = _running_with_a_checkpoint(cluster, job_id)
+    placed = {s["node"] for t in status["tasks"] for s in t["subtasks"]}  # type: ignore[index]
+    victim = sorted(placed)[0]
+    cluster.lab.cut(victim, "coord")  # its peers still reach it
+    final = _finished(cluster, job_id, timeout_s=120)
+    assert final["state"] == "FINISHED", final
+    assert final["attempt"] >= 1 and final["restarts"] >= 1
+    assert any(victim in str(f) for f in final["failures"])  # type: ignore[union-attr]
+    # Healed, the old node may come back, but its subtasks of the old attempt are fenced:
+    # nothing it held is committed.
+    cluster.lab.heal(victim)
+    poll_until_sync(
+        lambda: [n["node_id"] for n in orjson.loads(cluster.mesh("client", "nodes", "--json"))],
+        until=lambda ids: victim in ids,
+        timeout_s=30,
+        what=f"{victim} registered with the coordinator again",
+    )
+    seen = sorted(r["seq"] for r in read_parts(cluster.work_dir / "out" / "sequence"))
+    assert seen == list(range(24_000))
