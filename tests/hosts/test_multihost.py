@@ -102,7 +102,8 @@ def partitionable(tmp_path: Path) -> Iterator[HostCluster]:
     """Three nodes with one slot... each, quick heartbeats: losing one still leaves enough."""
     require_network_lab("nft")
     with network_lab(HOSTS) as lab:
-        cluster = HostCluster(lab, tmp_path, coordinator_host="coord", env=dict(HEARTBEATS))
+        env = {**HEARTBEATS, "MESH_CHECKPOINT_TIMEOUT": "2s"}
+        cluster = HostCluster(lab, tmp_path, coordinator_host="coord", env=env)
         try:
             cluster.start_coordinator()
             nodes = [cluster.start_node(h, slots=2, wait=False) for h in ("n1", "n2", "n3")]
@@ -154,5 +155,31 @@ def test_a_node_cut_off_from_the_coordinator_is_failed_over_and_commits_nothing_
         timeout_s=30,
         what=f"{victim} registered with the coordinator again",
     )
+    seen = sorted(r["seq"] for r in read_parts(cluster.work_dir / "out" / "sequence"))
+    assert seen == list(range(24_000))
+
+
+@pytest.mark.slow
+def test_a_node_cut_off_from_one_peer_gets_the_job_restarted_not_wedged(
+    partitionable: HostCluster,
+) -> None:
+    cluster = partitionable
+    _write_sequence(cluster, count=24_000, rate=3_000)
+    job_id = _submit(cluster, "sequence.py")
+    status = _running_with_a_checkpoint(cluster, job_id)
+    placed = sorted({s["node"] for t in status["tasks"] for s in t["subtasks"]})  # type: ignore[index]
+    cluster.lab.cut(placed[0], placed[1])  # both still reach the coordinator
+    # Records between the two stop; checkpoints expire (the coordinator's timeout is 2 s
+    # here) and after three in a row the job is restarted.
+    restarted = poll_until_sync(
+        lambda: cluster.status("client", job_id),
+        until=lambda st: st["restarts"] >= 1,
+        timeout_s=60,
+        what="the job restarted",
+    )
+    assert "checkpoints in a row failed" in str(restarted["failures"])
+    cluster.lab.heal(placed[0])
+    final = _finished(cluster, job_id, timeout_s=120)
+    assert final["state"] == "FINISHED", final
     seen = sorted(r["seq"] for r in read_parts(cluster.work_dir / "out" / "sequence"))
     assert seen == list(range(24_000))
