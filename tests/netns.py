@@ -119,22 +119,11 @@ class NetworkLab:
 
     @contextmanager
     def capture(self, path: Path) -> Iterator[Path]:
-        """Record every packet on the bridge into ``path`` (pcap) for the block."""
+        """Record every packet crossing the bridge into ``path`` (pcap) for the block."""
+        # Frames forwarded between bridge ports never pass br0 itself: listen on every
+        # port of the hub (each packet is seen on the way in and on the way out).
         process = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.hub,
-                "tcpdump",
-                "-i",
-                "br0",
-                "-U",
-                "-s",
-                "0",
-                "-w",
-                str(path),
-            ],
+            ["ip", "netns", "exec", self.hub, "tcpdump", "-i", "any", "-U", "-w", str(path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -149,6 +138,8 @@ class NetworkLab:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
 
     def close(self) -> None:
         """Kill what was started and remove the namespaces."""

@@ -183,3 +183,42 @@ def test_a_node_cut_off_from_one_peer_gets_the_job_restarted_not_wedged(
     assert final["state"] == "FINISHED", final
     seen = sorted(r["seq"] for r in read_parts(cluster.work_dir / "out" / "sequence"))
     assert seen == list(range(24_000))
+
+
+CANARY_JOB = """
+    from mesh import Job, sinks, sources
+
+    job = Job("canary", parallelism=2)
+    (
+        job.source(sources.Collection([{"secret_field": f"canary-{i}"} for i in range(2000)]))
+        .key_by(lambda r: r["secret_field"])
+        .sink(sinks.JsonLines("out/canary"))
+    )
+"""
+
+
+def _capture_run(cluster: HostCluster, pcap: Path) -> bytes:
+    (cluster.work_dir / "canary.py").write_text(
+        "\n".join(line[4:] if line.startswith("    ") else line for line in CANARY_JOB.splitlines())
+    )
+    with cluster.lab.capture(pcap):
+        job_id = _submit(cluster, "canary.py")
+        status = _finished(cluster, job_id)
+    assert status["state"] == "FINISHED", status
+    assert len(read_parts(cluster.work_dir / "out" / "canary")) == 2000
+    return pcap.read_bytes()
+
+
+@pytest.mark.slow
+def test_without_keys_records_cross_the_wire_in_plaintext(tmp_path: Path) -> None:
+    """The control for the encrypted case: the capture does see the records."""
+    require_network_lab("nft", "tcpdump")
+    with network_lab(HOSTS) as lab:
+        cluster = HostCluster(lab, tmp_path, coordinator_host="coord")
+        try:
+            cluster.start_coordinator()
+            cluster.wait_ready([cluster.start_node(h, wait=False) for h in ("n1", "n2")])
+            captured = _capture_run(cluster, tmp_path / "plain.pcap")
+        finally:
+            cluster.close()
+    assert b"canary-" in captured and b'"secret_field"' in captured
