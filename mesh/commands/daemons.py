@@ -45,16 +45,34 @@ def _serve(
     daemon_run: Callable[..., Coroutine[Any, Any, None]],
     on_ready: Callable[[Any], None],
     on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    *,
+    starting: str | None = None,
+    status: Callable[[], str] | None = None,
 ) -> None:
     """Run a daemon until SIGTERM/SIGINT; returns after a clean stop.
 
     The first signal runs ``on_stop`` (bounded by ``_GRACEFUL_STOP_S``) before the daemon
-    is cancelled; a second signal cancels it at once.
+    is cancelled; a second signal cancels it at once. Under systemd: until ready, the
+    ``starting`` status goes out with more start-up time; once ready, ``status()`` is
+    sent whenever it changes; watchdog pings go out if systemd asks for them.
     """
-    from mesh.systemd import notify
+    from mesh.commands.service import keep_starting, report_status, send_watchdog_pings
+    from mesh.systemd import EXTEND_TIMEOUT_USEC, notify, watchdog_period_s
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
+            watchdog_s = watchdog_period_s(os.environ, os.getpid())
+            if watchdog_s is not None:
+                tg.start_soon(send_watchdog_pings, watchdog_s)
+            still_starting = anyio.CancelScope()
+            if starting is not None:
+
+                async def keep_starting_until_ready() -> None:
+                    with still_starting:
+                        await keep_starting(starting)
+
+                notify(STATUS=starting, EXTEND_TIMEOUT_USEC=EXTEND_TIMEOUT_USEC)
+                tg.start_soon(keep_starting_until_ready)
 
             async def stop_gracefully() -> None:
                 assert on_stop is not None
@@ -75,7 +93,10 @@ def _serve(
 
             tg.start_soon(stop_on_signal)
             ready = await tg.start(daemon_run)
+            still_starting.cancel()
             on_ready(ready)
+            if status is not None:
+                tg.start_soon(report_status, status)
 
     try:
         anyio.run(main, backend="asyncio")
@@ -232,6 +253,7 @@ def node(
     log_format: LogFormatOption = None,
 ) -> None:
     """Run a node daemon."""
+    from mesh.commands.service import node_status
     from mesh.config import NODE_SETTINGS, default_state_dir
     from mesh.node.daemon import Node, NodeConfig
     from mesh.protocol.messages import PeerAddress
@@ -264,6 +286,14 @@ def node(
         )
     )
 
+    def status() -> str:
+        return node_status(
+            s["coordinator"],
+            registering=daemon.registering,
+            slots=s["slots"],
+            busy=daemon.busy_slots(),
+        )
+
     def ready(address: PeerAddress) -> None:
         notify(
             READY=1,
@@ -271,13 +301,19 @@ def node(
             MESH_NODE_ID=address.node_id,
             MESH_DATA_ENDPOINT=address.data_endpoint,
             MESH_CONTROL_ENDPOINT=address.control_endpoint,
-            STATUS=f"node {address.node_id} registered",
+            STATUS=status(),
         )
 
     telemetry = _install_tracing("mesh-node", daemon.node_id, s["otlp_endpoint"])
     metrics = _install_metrics("mesh-node", daemon.node_id, s)
     try:
-        _serve(daemon.run, ready, daemon.leave)
+        _serve(
+            daemon.run,
+            ready,
+            daemon.leave,
+            starting=f"waiting for the coordinator at {s['coordinator']}",
+            status=status,
+        )
     except (OSError, MeshError) as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     finally:
