@@ -7,6 +7,7 @@ The daemons are real subprocesses; the notification socket is the test's own.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -49,7 +50,11 @@ def spawn(listener: NotifyListener, tmp_path: Path) -> Iterator[Spawn]:
     """Start ``python -m mesh ARGS`` reporting to ``listener``; all killed at the end."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> subprocess.Popen[bytes]:
         full = {**os.environ, "NOTIFY_SOCKET": listener.path, "PYTHONUNBUFFERED": "1"}
         for name in ("WATCHDOG_USEC", "WATCHDOG_PID"):
             full.pop(name, None)
@@ -64,6 +69,7 @@ def spawn(listener: NotifyListener, tmp_path: Path) -> Iterator[Spawn]:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 env=full,
+                preexec_fn=preexec_fn,
             )
         started.append(process)
         return process
@@ -259,3 +265,50 @@ def test_coordinator_stopped_with_sigterm_exits_0_and_keeps_its_jobs(
             return jobs
 
     assert job_id in anyio.run(listed)
+
+
+_PR_SET_MDWE, _PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+
+
+def _deny_write_execute() -> None:  # pragma: no cover - runs in the child
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_MDWE, _PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE)")
+
+
+def test_daemons_run_a_job_without_writable_executable_memory(
+    listener: NotifyListener, spawn: Spawn, tmp_path: Path
+) -> None:
+    """What the units' MemoryDenyWriteExecute=yes asks, by the kernel's own switch
+    (PR_SET_MDWE, Linux 6.3): the daemons start, and a job runs."""
+    try:
+        subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_deny_write_execute, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"this kernel cannot deny writable executable memory: {exc}")
+    coordinator = spawn(
+        "coordinator",
+        "--bind",
+        "tcp://127.0.0.1:0",
+        "--state-dir",
+        str(tmp_path / "c"),
+        preexec_fn=_deny_write_execute,
+    )
+    ready = receive_until(listener, from_pid(coordinator.pid, "READY"))[-1]
+    address = ready["MESH_ENDPOINT"]
+    node = spawn(
+        "node",
+        "--coordinator",
+        address,
+        "--state-dir",
+        str(tmp_path / "n"),
+        preexec_fn=_deny_write_execute,
+    )
+    receive_until(listener, from_pid(node.pid, "READY"))
+    job_file = write_job(tmp_path, ENDLESS)
+
+    async def submit() -> None:
+        async with open_client(address) as client:
+            job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            await wait_for_state(client, job_id, ("RUNNING",))
+
+    anyio.run(submit)
