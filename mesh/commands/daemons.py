@@ -22,7 +22,6 @@ from mesh.commands.common import (
     MetricsHostOption,
     MetricsPortOption,
     OtlpEndpointOption,
-    PlacementOption,
     fail,
 )
 from mesh.errors import (
@@ -169,14 +168,35 @@ def _install_tracing(
 
 def coordinator(
     config: ConfigOption = None,
-    bind: Annotated[str | None, typer.Option(help="address to listen on")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
-    checkpoint_dir: Annotated[
-        Path | None, typer.Option(help="where checkpoints go [default: STATE_DIR/checkpoints]")
+    bind: Annotated[
+        str | None,
+        typer.Option(help="address to listen on [env MESH_BIND; default tcp://127.0.0.1:5550]"),
     ] = None,
-    placement: PlacementOption = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="directory for its state [env MESH_STATE_DIR; default "
+            "$XDG_STATE_HOME/mesh/coordinator, ~/.local/state/mesh/coordinator]"
+        ),
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="where checkpoints go [env MESH_CHECKPOINT_DIR; default STATE_DIR/checkpoints]"
+        ),
+    ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(
+            help="spread (subtasks evenly over nodes) or pack (fill a node first) "
+            "[env MESH_PLACEMENT; default spread]"
+        ),
+    ] = None,
     slot_timeout: Annotated[
-        str | None, typer.Option(help="a job waits this long for slots, like 5m")
+        str | None,
+        typer.Option(
+            help="a job waits this long for slots, like 5m [env MESH_SLOT_TIMEOUT; default 5m]"
+        ),
     ] = None,
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
@@ -184,7 +204,27 @@ def coordinator(
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
-    """Run a coordinator daemon."""
+    """Run a coordinator daemon.
+
+    Each setting comes from its flag, else its MESH_* variable, else the --config file,
+    else its default (mesh config show coordinator prints them, and where each came
+    from).
+
+    \b
+    Set in the config file or environment only:
+      heartbeat_interval  how often nodes report
+                          [env MESH_HEARTBEAT_INTERVAL; default 1s]
+      heartbeat_timeout   silence after which a node is lost
+                          [env MESH_HEARTBEAT_TIMEOUT; default 5s]
+      checkpoint_timeout  a checkpoint taking longer is aborted
+                          [env MESH_CHECKPOINT_TIMEOUT; default 10m]
+      checkpoint_min_pause  least time between two checkpoints
+                          [env MESH_CHECKPOINT_MIN_PAUSE; default 0s]
+      tolerable_checkpoint_failures  consecutive failed checkpoints a job survives
+                          [env MESH_TOLERABLE_CHECKPOINT_FAILURES; default 3]
+      retained_checkpoints  completed checkpoints kept per job
+                          [env MESH_RETAINED_CHECKPOINTS; default 3]
+    """
     from mesh.config import COORDINATOR_SETTINGS, default_state_dir
     from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
     from mesh.systemd import notify
@@ -241,18 +281,45 @@ def coordinator(
 def node(
     config: ConfigOption = None,
     coordinator: CoordinatorOption = None,
-    slots: Annotated[int | None, typer.Option(help="slots this node offers")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
-    bind_host: Annotated[str | None, typer.Option(help="interface for data ports")] = None,
-    advertise_host: Annotated[str | None, typer.Option(help="host peers dial")] = None,
-    node_id: Annotated[str | None, typer.Option(help="stable node id")] = None,
+    slots: Annotated[
+        int | None, typer.Option(help="slots this node offers [env MESH_SLOTS; default 1]")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="directory for its state [env MESH_STATE_DIR; default "
+            "$XDG_STATE_HOME/mesh/node, ~/.local/state/mesh/node]"
+        ),
+    ] = None,
+    bind_host: Annotated[
+        str | None,
+        typer.Option(
+            help="interface for the data and credit ports, * for all "
+            "[env MESH_BIND_HOST; default 127.0.0.1]"
+        ),
+    ] = None,
+    advertise_host: Annotated[
+        str | None,
+        typer.Option(
+            help="host name peers dial to reach this node "
+            "[env MESH_ADVERTISE_HOST; default BIND_HOST]"
+        ),
+    ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(help="stable id of this node [env MESH_NODE_ID; default HOSTNAME-PID]"),
+    ] = None,
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = None,
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
-    """Run a node daemon."""
+    """Run a node daemon.
+
+    Each setting comes from its flag, else its MESH_* variable, else the --config file,
+    else its default (mesh config show node prints them, and where each came from).
+    """
     from mesh.commands.service import node_status
     from mesh.config import NODE_SETTINGS, default_state_dir
     from mesh.node.daemon import Node, NodeConfig
