@@ -24,9 +24,12 @@ from mesh.transport.sockets import parse_endpoint
 __all__ = [
     "COORDINATOR_SETTINGS",
     "NODE_SETTINGS",
+    "Resolved",
     "Setting",
     "default_state_dir",
+    "is_duration",
     "resolve_settings",
+    "resolve_with_origins",
 ]
 
 
@@ -239,6 +242,20 @@ def _load_file(path: Path, role: str, allowed: set[str]) -> dict[str, Any]:
     return values
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A setting's effective value and where it came from."""
+
+    value: Any
+    source: str  # "default", "file", "env" or "flag"
+    where: str = ""  # the file's path, the variable's name or the flag
+
+
+def is_duration(setting: Setting) -> bool:
+    """Whether the setting is a duration (its value in milliseconds)."""
+    return setting.parse in (_duration, _pause)
+
+
 def resolve_settings(
     settings: tuple[Setting, ...],
     role: str,
@@ -248,35 +265,48 @@ def resolve_settings(
     env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every setting's value, from flags, env, file, then defaults, each validated."""
+    resolved = resolve_with_origins(settings, role, flags=flags, config_file=config_file, env=env)
+    return {key: r.value for key, r in resolved.items()}
+
+
+def resolve_with_origins(
+    settings: tuple[Setting, ...],
+    role: str,
+    *,
+    flags: Mapping[str, Any],
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Resolved]:
+    """Like :func:`resolve_settings`, with where each value came from."""
     env = os.environ if env is None else env
     by_key = {s.key: s for s in settings}
     file_values = (
         _load_file(Path(config_file), role, set(by_key)) if config_file is not None else {}
     )
-    resolved: dict[str, Any] = {}
+    resolved: dict[str, Resolved] = {}
     for setting in settings:
         if flags.get(setting.key) is not None:
-            raw, origin = flags[setting.key], f"--{setting.key.replace('_', '-')}"
+            raw, source, where = flags[setting.key], "flag", f"--{setting.key.replace('_', '-')}"
         elif setting.env in env:
-            raw, origin = env[setting.env], setting.env
+            raw, source, where = env[setting.env], "env", setting.env
         elif setting.key in file_values:
-            raw, origin = file_values[setting.key], f"{config_file}"
+            raw, source, where = file_values[setting.key], "file", f"{config_file}"
         else:
-            resolved[setting.key] = setting.default
+            resolved[setting.key] = Resolved(setting.default, "default")
             continue
         try:
-            resolved[setting.key] = setting.parse(raw)
+            resolved[setting.key] = Resolved(setting.parse(raw), source, where)
         except ValueError as exc:
             raise ConfigError(
-                f"{setting.key} = {raw!r} (from {origin}) is not allowed: {exc}"
+                f"{setting.key} = {raw!r} (from {where}) is not allowed: {exc}"
             ) from None
     if (
         "heartbeat_timeout" in resolved
-        and resolved["heartbeat_timeout"] <= resolved["heartbeat_interval"]
+        and resolved["heartbeat_timeout"].value <= resolved["heartbeat_interval"].value
     ):
         raise ConfigError(
-            f"heartbeat_timeout = {resolved['heartbeat_timeout']} ms is not allowed: it must be "
-            f"longer than heartbeat_interval ({resolved['heartbeat_interval']} ms), or every "
-            "node would be declared lost between two heartbeats"
+            f"heartbeat_timeout = {resolved['heartbeat_timeout'].value} ms is not allowed: it "
+            f"must be longer than heartbeat_interval ({resolved['heartbeat_interval'].value} "
+            "ms), or every node would be declared lost between two heartbeats"
         )
     return resolved

@@ -5,6 +5,13 @@ A daemon calls ``notify(READY=1, ...)`` once it is bound and registered; under s
 protocol to learn when the daemons it started are ready and which ports they bound:
 it listens on a datagram socket of its own and passes its path as ``NOTIFY_SOCKET``.
 Extra ``MESH_*`` fields carry the endpoints; systemd ignores fields it does not know.
+
+Sending never blocks: a full or missing socket makes ``notify`` return False, so a
+listener that stopped reading cannot stall a daemon's event loop.
+
+The watchdog: with ``WatchdogSec=`` systemd sets ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``)
+and expects ``WATCHDOG=1`` more often than that; :func:`watchdog_period_s` decides
+whether this process should ping and how often (half the interval).
 """
 
 from __future__ import annotations
@@ -12,9 +19,14 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["NotifyListener", "notify"]
+__all__ = ["EXTEND_TIMEOUT_USEC", "NotifyListener", "notify", "watchdog_period_s"]
+
+# While a daemon waits to be ready it asks for this much more start-up time, again well
+# within it (see docs/decisions.md): systemd's start timeout never fires while it waits.
+EXTEND_TIMEOUT_USEC = 30_000_000
 
 
 def notify(**fields: str | int) -> bool:
@@ -26,12 +38,26 @@ def notify(**fields: str | int) -> bool:
         address = "\0" + address[1:]
     payload = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
         try:
             sock.connect(address)
             sock.sendall(payload)
         except OSError:
             return False
     return True
+
+
+def watchdog_period_s(env: Mapping[str, str], pid: int) -> float | None:
+    """How often to send ``WATCHDOG=1`` (half of ``WATCHDOG_USEC``), or None when the
+    watchdog is off for process ``pid``: the variable is unset or not a positive integer,
+    or ``WATCHDOG_PID`` names another process (the variables were inherited)."""
+    raw = env.get("WATCHDOG_USEC", "").strip()
+    if not raw.isdigit() or int(raw) <= 0:
+        return None
+    owner = env.get("WATCHDOG_PID", "").strip()
+    if owner and owner != str(pid):
+        return None
+    return int(raw) / 2 / 1_000_000
 
 
 class NotifyListener:

@@ -54,7 +54,10 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="TOML file with settings (flags win)")
 ]
 LogLevelOption = Annotated[
-    str | None, typer.Option("--log-level", help="debug, info, warning or error")
+    str | None,
+    typer.Option(
+        "--log-level", help="debug, info, warning or error [env MESH_LOG_LEVEL; default info]"
+    ),
 ]
 OtlpEndpointOption = Annotated[
     str | None,

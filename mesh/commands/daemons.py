@@ -22,7 +22,6 @@ from mesh.commands.common import (
     MetricsHostOption,
     MetricsPortOption,
     OtlpEndpointOption,
-    PlacementOption,
     fail,
 )
 from mesh.errors import (
@@ -45,16 +44,34 @@ def _serve(
     daemon_run: Callable[..., Coroutine[Any, Any, None]],
     on_ready: Callable[[Any], None],
     on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    *,
+    starting: str | None = None,
+    status: Callable[[], str] | None = None,
 ) -> None:
     """Run a daemon until SIGTERM/SIGINT; returns after a clean stop.
 
     The first signal runs ``on_stop`` (bounded by ``_GRACEFUL_STOP_S``) before the daemon
-    is cancelled; a second signal cancels it at once.
+    is cancelled; a second signal cancels it at once. Under systemd: until ready, the
+    ``starting`` status goes out with more start-up time; once ready, ``status()`` is
+    sent whenever it changes; watchdog pings go out if systemd asks for them.
     """
-    from mesh.systemd import notify
+    from mesh.commands.service import keep_starting, report_status, send_watchdog_pings
+    from mesh.systemd import EXTEND_TIMEOUT_USEC, notify, watchdog_period_s
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
+            watchdog_s = watchdog_period_s(os.environ, os.getpid())
+            if watchdog_s is not None:
+                tg.start_soon(send_watchdog_pings, watchdog_s)
+            still_starting = anyio.CancelScope()
+            if starting is not None:
+
+                async def keep_starting_until_ready() -> None:
+                    with still_starting:
+                        await keep_starting(starting)
+
+                notify(STATUS=starting, EXTEND_TIMEOUT_USEC=EXTEND_TIMEOUT_USEC)
+                tg.start_soon(keep_starting_until_ready)
 
             async def stop_gracefully() -> None:
                 assert on_stop is not None
@@ -75,7 +92,10 @@ def _serve(
 
             tg.start_soon(stop_on_signal)
             ready = await tg.start(daemon_run)
+            still_starting.cancel()
             on_ready(ready)
+            if status is not None:
+                tg.start_soon(report_status, status)
 
     try:
         anyio.run(main, backend="asyncio")
@@ -148,14 +168,35 @@ def _install_tracing(
 
 def coordinator(
     config: ConfigOption = None,
-    bind: Annotated[str | None, typer.Option(help="address to listen on")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
-    checkpoint_dir: Annotated[
-        Path | None, typer.Option(help="where checkpoints go [default: STATE_DIR/checkpoints]")
+    bind: Annotated[
+        str | None,
+        typer.Option(help="address to listen on [env MESH_BIND; default tcp://127.0.0.1:5550]"),
     ] = None,
-    placement: PlacementOption = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="directory for its state [env MESH_STATE_DIR; default "
+            "$XDG_STATE_HOME/mesh/coordinator, ~/.local/state/mesh/coordinator]"
+        ),
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="where checkpoints go [env MESH_CHECKPOINT_DIR; default STATE_DIR/checkpoints]"
+        ),
+    ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(
+            help="spread (subtasks evenly over nodes) or pack (fill a node first) "
+            "[env MESH_PLACEMENT; default spread]"
+        ),
+    ] = None,
     slot_timeout: Annotated[
-        str | None, typer.Option(help="a job waits this long for slots, like 5m")
+        str | None,
+        typer.Option(
+            help="a job waits this long for slots, like 5m [env MESH_SLOT_TIMEOUT; default 5m]"
+        ),
     ] = None,
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
@@ -163,7 +204,27 @@ def coordinator(
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
-    """Run a coordinator daemon."""
+    """Run a coordinator daemon.
+
+    Each setting comes from its flag, else its MESH_* variable, else the --config file,
+    else its default (mesh config show coordinator prints them, and where each came
+    from).
+
+    \b
+    Set in the config file or environment only:
+      heartbeat_interval  how often nodes report
+                          [env MESH_HEARTBEAT_INTERVAL; default 1s]
+      heartbeat_timeout   silence after which a node is lost
+                          [env MESH_HEARTBEAT_TIMEOUT; default 5s]
+      checkpoint_timeout  a checkpoint taking longer is aborted
+                          [env MESH_CHECKPOINT_TIMEOUT; default 10m]
+      checkpoint_min_pause  least time between two checkpoints
+                          [env MESH_CHECKPOINT_MIN_PAUSE; default 0s]
+      tolerable_checkpoint_failures  consecutive failed checkpoints a job survives
+                          [env MESH_TOLERABLE_CHECKPOINT_FAILURES; default 3]
+      retained_checkpoints  completed checkpoints kept per job
+                          [env MESH_RETAINED_CHECKPOINTS; default 3]
+    """
     from mesh.config import COORDINATOR_SETTINGS, default_state_dir
     from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
     from mesh.systemd import notify
@@ -220,18 +281,46 @@ def coordinator(
 def node(
     config: ConfigOption = None,
     coordinator: CoordinatorOption = None,
-    slots: Annotated[int | None, typer.Option(help="slots this node offers")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="directory for its state")] = None,
-    bind_host: Annotated[str | None, typer.Option(help="interface for data ports")] = None,
-    advertise_host: Annotated[str | None, typer.Option(help="host peers dial")] = None,
-    node_id: Annotated[str | None, typer.Option(help="stable node id")] = None,
+    slots: Annotated[
+        int | None, typer.Option(help="slots this node offers [env MESH_SLOTS; default 1]")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="directory for its state [env MESH_STATE_DIR; default "
+            "$XDG_STATE_HOME/mesh/node, ~/.local/state/mesh/node]"
+        ),
+    ] = None,
+    bind_host: Annotated[
+        str | None,
+        typer.Option(
+            help="interface for the data and credit ports, * for all "
+            "[env MESH_BIND_HOST; default 127.0.0.1]"
+        ),
+    ] = None,
+    advertise_host: Annotated[
+        str | None,
+        typer.Option(
+            help="host name peers dial to reach this node "
+            "[env MESH_ADVERTISE_HOST; default BIND_HOST]"
+        ),
+    ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(help="stable id of this node [env MESH_NODE_ID; default HOSTNAME-PID]"),
+    ] = None,
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = None,
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
-    """Run a node daemon."""
+    """Run a node daemon.
+
+    Each setting comes from its flag, else its MESH_* variable, else the --config file,
+    else its default (mesh config show node prints them, and where each came from).
+    """
+    from mesh.commands.service import node_status
     from mesh.config import NODE_SETTINGS, default_state_dir
     from mesh.node.daemon import Node, NodeConfig
     from mesh.protocol.messages import PeerAddress
@@ -264,6 +353,14 @@ def node(
         )
     )
 
+    def status() -> str:
+        return node_status(
+            s["coordinator"],
+            registering=daemon.registering,
+            slots=s["slots"],
+            busy=daemon.busy_slots(),
+        )
+
     def ready(address: PeerAddress) -> None:
         notify(
             READY=1,
@@ -271,13 +368,19 @@ def node(
             MESH_NODE_ID=address.node_id,
             MESH_DATA_ENDPOINT=address.data_endpoint,
             MESH_CONTROL_ENDPOINT=address.control_endpoint,
-            STATUS=f"node {address.node_id} registered",
+            STATUS=status(),
         )
 
     telemetry = _install_tracing("mesh-node", daemon.node_id, s["otlp_endpoint"])
     metrics = _install_metrics("mesh-node", daemon.node_id, s)
     try:
-        _serve(daemon.run, ready, daemon.leave)
+        _serve(
+            daemon.run,
+            ready,
+            daemon.leave,
+            starting=f"waiting for the coordinator at {s['coordinator']}",
+            status=status,
+        )
     except (OSError, MeshError) as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     finally:

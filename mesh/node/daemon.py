@@ -111,6 +111,15 @@ class Node:
         self._sockets: SocketFactory | None = None
         self._registering = False  # a registration request is under way
 
+    @property
+    def registering(self) -> bool:
+        """Whether a registration is under way (the coordinator has not answered yet)."""
+        return self._registering
+
+    def busy_slots(self) -> int:
+        """How many of this node's slots its subtasks occupy."""
+        return len({use.slot for use in self._occupied()})
+
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[PeerAddress] = anyio.TASK_STATUS_IGNORED
     ) -> None:
