@@ -302,6 +302,9 @@ class DeployTasks:
     channels: ChannelSettings
     bundle: bytes  # zip of the job's code
     restore: RestoreSpec | None = None
+    # The attempt's random channel secret: data frames and credits carry tokens derived
+    # from it (``mesh.transport.tokens``), so only the deployed peers can feed a channel.
+    channel_secret: bytes = field(default=b"", repr=False)
 
 
 @message("trigger_checkpoint")
