@@ -29,6 +29,7 @@ from mesh.errors import (
     ConfigError,
     MeshError,
 )
+from mesh.state.lock import StateDirLocked
 
 if TYPE_CHECKING:
     from mesh.config import Setting
@@ -208,6 +209,8 @@ def coordinator(
     metrics = _install_metrics("mesh-coordinator", None, s)
     try:
         _serve(daemon.run, ready)
+    except StateDirLocked as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     finally:
@@ -278,6 +281,8 @@ def node(
     metrics = _install_metrics("mesh-node", daemon.node_id, s)
     try:
         _serve(daemon.run, ready, daemon.leave)
+    except StateDirLocked as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
     except (OSError, MeshError) as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     finally:

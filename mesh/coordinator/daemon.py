@@ -63,6 +63,7 @@ from mesh.protocol.messages import (
     TakeSavepoint,
     TaskUpdate,
 )
+from mesh.state.lock import StateDirLock
 from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.drops import DropCounter
@@ -181,6 +182,8 @@ class Coordinator:
     ) -> None:
         """Serve until cancelled; ``task_status.started(endpoint)`` once bound."""
         with contextlib.ExitStack() as databases:
+            # Held for the daemon's lifetime: one coordinator per state directory.
+            databases.enter_context(StateDirLock.acquire(self.config.state_dir, "coordinator"))
             store = CheckpointStore(self.config.state_dir / "coordinator.db")
             databases.callback(store.close)
             job_store = JobStore(self.config.state_dir / "coordinator.db")

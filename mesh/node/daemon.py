@@ -54,6 +54,7 @@ from mesh.protocol.messages import (
     SubtaskMetrics,
     TriggerCheckpoint,
 )
+from mesh.state.lock import StateDirLock
 from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.barriers import BarrierPayload
@@ -116,7 +117,8 @@ class Node:
     ) -> None:
         """Serve until cancelled; ``task_status.started`` once registered."""
         config = self.config
-        with SocketFactory() as factory:
+        # Held for the daemon's lifetime: one node per state directory.
+        with StateDirLock.acquire(config.state_dir, "node"), SocketFactory() as factory:
             self._sockets = factory
             network = NodeNetwork(factory, self.node_id, config.bind_host)
             self._network = network
