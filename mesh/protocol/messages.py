@@ -213,6 +213,9 @@ class TaskUpdate:
     node_id: str
     metrics: SubtaskMetrics
     error: str | None = None
+    # False for a FAILED subtask whose error no restart can fix (a configuration error,
+    # a sink path that is a file, ...): the job fails at once, whatever its strategy.
+    recoverable: bool = True
 
 
 @message("collect_batch")
