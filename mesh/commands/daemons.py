@@ -197,6 +197,7 @@ def coordinator(
             checkpoint_min_pause_ms=s["checkpoint_min_pause"],
             tolerable_checkpoint_failures=s["tolerable_checkpoint_failures"],
             retained_checkpoints=s["retained_checkpoints"],
+            max_message_bytes=s["max_message_size"],
         )
     )
 
@@ -264,6 +265,7 @@ def node(
             bind_host=s["bind_host"],
             advertise_host=s["advertise_host"],
             node_id=s["node_id"],
+            max_frame_bytes=s["max_frame_size"],
         )
     )
 

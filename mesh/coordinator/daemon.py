@@ -190,7 +190,11 @@ class Coordinator:
             databases.callback(job_store.close)
             parts = self._build(store, job_store)
             with SocketFactory() as factory:
-                router = factory.bind(SocketKind.ROUTER, self.config.bind)
+                router = factory.bind(
+                    SocketKind.ROUTER,
+                    self.config.bind,
+                    max_message_bytes=self.config.max_message_bytes,
+                )
                 self.endpoint = router.endpoint
                 outbox = Outbox(router)
                 self._out.attach(outbox)

@@ -77,6 +77,8 @@ class NodeConfig:
     advertise_host: str | None = None  # how peers reach us; defaults to bind_host
     node_id: str | None = None
     register_timeout_s: float = 2.0
+    # The largest data frame part accepted from a peer (ZeroMQ MAXMSGSIZE).
+    max_frame_bytes: int = 64 << 20
 
 
 def _rss_bytes() -> int:
@@ -120,7 +122,9 @@ class Node:
         # Held for the daemon's lifetime: one node per state directory.
         with StateDirLock.acquire(config.state_dir, "node"), SocketFactory() as factory:
             self._sockets = factory
-            network = NodeNetwork(factory, self.node_id, config.bind_host)
+            network = NodeNetwork(
+                factory, self.node_id, config.bind_host, max_frame_bytes=config.max_frame_bytes
+            )
             self._network = network
             self.address = network.advertise(config.advertise_host or config.bind_host)
             dealer = factory.connect(SocketKind.DEALER, config.coordinator, identity=self.node_id)

@@ -45,6 +45,9 @@ log = logging.getLogger("mesh.node.network")
 _PUMP_BATCH = 64
 # How many ended jobs to remember, so that their late frames are not reported as strange.
 _RETIRED_JOBS = 1000
+# The largest message part the credit port takes: a header (fixed part, job id, an
+# extension of at most 64 KiB), and credits carry no extension at all.
+_MAX_CREDIT_BYTES = 128 << 10
 
 
 @dataclass(eq=False)
@@ -136,11 +139,23 @@ class RemoteCreditReturn:
 class NodeNetwork:
     """The node's data plane: sockets, peer links, and routing of frames to channels."""
 
-    def __init__(self, factory: SocketFactory, node_id: str, bind_host: str) -> None:
+    def __init__(
+        self,
+        factory: SocketFactory,
+        node_id: str,
+        bind_host: str,
+        *,
+        max_frame_bytes: int = 64 << 20,
+    ) -> None:
         self.node_id = node_id
         self._factory = factory
-        self._pull = factory.bind(SocketKind.PULL, f"tcp://{bind_host}:0")
-        self._router = factory.bind(SocketKind.ROUTER, f"tcp://{bind_host}:0")
+        # A peer that sends a larger message part is disconnected by ZeroMQ itself.
+        self._pull = factory.bind(
+            SocketKind.PULL, f"tcp://{bind_host}:0", max_message_bytes=max_frame_bytes
+        )
+        self._router = factory.bind(
+            SocketKind.ROUTER, f"tcp://{bind_host}:0", max_message_bytes=_MAX_CREDIT_BYTES
+        )
         self._jobs: dict[str, JobChannels] = {}
         self._peers: dict[str, RemotePeer] = {}
         # Jobs that ended here recently (oldest first): their late frames are expected.
