@@ -122,6 +122,24 @@ def _http_url(value: Any) -> str:
     return text.rstrip("/")
 
 
+_SIZE = re.compile(r"^(?P<number>\d+)\s*(?P<unit>|B|KiB|MiB|GiB)$")
+_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def _size(value: Any) -> int:
+    """A size in bytes: an integer, or one with a unit like 64MiB (B, KiB, MiB, GiB)."""
+    expected = "expected a size in bytes of at least 1KiB, like 65536 or 64MiB"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    match = _SIZE.match(str(value).strip())
+    if match is None:
+        raise ValueError(expected)
+    size = int(match.group("number")) * _UNITS[match.group("unit")]
+    if size < 1024 or size >= 1 << 63:
+        raise ValueError(expected)
+    return size
+
+
 def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -185,6 +203,13 @@ COORDINATOR_SETTINGS = (
         "consecutive failed checkpoints a job survives",
     ),
     Setting("retained_checkpoints", _positive_int, 3, "completed checkpoints kept per job"),
+    Setting(
+        "max_message_size",
+        _size,
+        64 << 20,
+        "largest message part accepted from a node or client (like 64MiB); a peer that "
+        "sends a larger one is disconnected",
+    ),
     _OTLP_ENDPOINT,
     _METRICS_PORT,
     _METRICS_HOST,
@@ -199,6 +224,13 @@ NODE_SETTINGS = (
     Setting("bind_host", _host(True), "127.0.0.1", "interface for the data and credit ports"),
     Setting("advertise_host", _host(False), None, "host name peers use to reach this node"),
     Setting("node_id", _text, None, "stable id of this node (default: host-pid)"),
+    Setting(
+        "max_frame_size",
+        _size,
+        64 << 20,
+        "largest data frame part accepted from another node (like 64MiB); a peer that "
+        "sends a larger one is disconnected",
+    ),
     _OTLP_ENDPOINT,
     _METRICS_PORT,
     _METRICS_HOST,

@@ -28,6 +28,7 @@ from mesh.errors import (
     ConfigError,
     MeshError,
 )
+from mesh.state.lock import StateDirLocked
 
 if TYPE_CHECKING:
     from mesh.config import Setting
@@ -257,6 +258,7 @@ def coordinator(
             checkpoint_min_pause_ms=s["checkpoint_min_pause"],
             tolerable_checkpoint_failures=s["tolerable_checkpoint_failures"],
             retained_checkpoints=s["retained_checkpoints"],
+            max_message_bytes=s["max_message_size"],
         )
     )
 
@@ -269,6 +271,8 @@ def coordinator(
     metrics = _install_metrics("mesh-coordinator", None, s)
     try:
         _serve(daemon.run, ready)
+    except StateDirLocked as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     finally:
@@ -350,6 +354,7 @@ def node(
             bind_host=s["bind_host"],
             advertise_host=s["advertise_host"],
             node_id=s["node_id"],
+            max_frame_bytes=s["max_frame_size"],
         )
     )
 
@@ -381,6 +386,8 @@ def node(
             starting=f"waiting for the coordinator at {s['coordinator']}",
             status=status,
         )
+    except StateDirLocked as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
     except (OSError, MeshError) as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     finally:

@@ -28,6 +28,8 @@ class CoordinatorConfig:
     checkpoint_min_pause_ms: int = 0
     tolerable_checkpoint_failures: int = 3
     retained_checkpoints: int = 3
+    # The largest message part accepted on the coordinator's socket (ZeroMQ MAXMSGSIZE).
+    max_message_bytes: int = 64 << 20
 
     @property
     def checkpoint_base(self) -> Path:

@@ -63,6 +63,7 @@ from mesh.protocol.messages import (
     TakeSavepoint,
     TaskUpdate,
 )
+from mesh.state.lock import StateDirLock
 from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.drops import DropCounter
@@ -181,13 +182,19 @@ class Coordinator:
     ) -> None:
         """Serve until cancelled; ``task_status.started(endpoint)`` once bound."""
         with contextlib.ExitStack() as databases:
+            # Held for the daemon's lifetime: one coordinator per state directory.
+            databases.enter_context(StateDirLock.acquire(self.config.state_dir, "coordinator"))
             store = CheckpointStore(self.config.state_dir / "coordinator.db")
             databases.callback(store.close)
             job_store = JobStore(self.config.state_dir / "coordinator.db")
             databases.callback(job_store.close)
             parts = self._build(store, job_store)
             with SocketFactory() as factory:
-                router = factory.bind(SocketKind.ROUTER, self.config.bind)
+                router = factory.bind(
+                    SocketKind.ROUTER,
+                    self.config.bind,
+                    max_message_bytes=self.config.max_message_bytes,
+                )
                 self.endpoint = router.endpoint
                 outbox = Outbox(router)
                 self._out.attach(outbox)

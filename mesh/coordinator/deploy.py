@@ -19,6 +19,7 @@ from mesh.protocol.messages import (
     TaskAssignment,
 )
 from mesh.time.clock import Clock
+from mesh.transport.tokens import new_secret
 
 __all__ = ["Deployer", "GaveUpWaiting"]
 
@@ -89,6 +90,7 @@ class Deployer:
             channels=self._config.channels,
             bundle=msg.bundle,
             restore=job.restore,
+            channel_secret=new_secret(),  # a new one per attempt: old tokens stop working
         )
         for node_id in sorted(job.nodes):
             self._out.to_node(node_id, deploy)

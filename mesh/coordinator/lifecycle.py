@@ -168,7 +168,8 @@ class JobLifecycle:
         if job.checkpoints is not None:
             job.checkpoints.on_subtask_state(msg.metrics.subtask, state)
         if state is TaskState.FAILED:
-            self.fail(job, msg.error or f"subtask {msg.metrics.subtask} failed")
+            error = msg.error or f"subtask {msg.metrics.subtask} failed"
+            self.fail(job, error, recoverable=msg.recoverable)
         elif state is TaskState.CANCELED and job.state in (JobState.RUNNING, JobState.SCHEDULING):
             # Nobody asked: its node stopped it (it lost the coordinator for too long).
             self.fail(
@@ -276,14 +277,18 @@ class JobLifecycle:
 
     # -- failing, cancelling, ending ----------------------------------------------------------
 
-    def fail(self, job: JobRecord, error: str) -> None:
-        """The current attempt failed: fail over if the restart strategy allows."""
+    def fail(self, job: JobRecord, error: str, *, recoverable: bool = True) -> None:
+        """The current attempt failed: fail over if the restart strategy allows. A
+        failure that is not ``recoverable`` (no restart can fix it) fails the job now."""
         if job.done or job.state is JobState.RESTARTING:
             return  # the failed attempt is being cancelled anyway
         if job.state is JobState.CANCELLING:
             self.fail_for_good(job, error)
             return
         job.record_failure(error, self._clock.now_ms())
+        if not recoverable:
+            self.fail_for_good(job, f"no restart can fix this failure, so none is tried:\n{error}")
+            return
         delay = job.restarts.on_failure(self._clock.monotonic_ms())
         if delay is None:
             cause = job.restarts.gave_up()

@@ -54,6 +54,7 @@ from mesh.protocol.messages import (
     SubtaskMetrics,
     TriggerCheckpoint,
 )
+from mesh.state.lock import StateDirLock
 from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.barriers import BarrierPayload
@@ -76,6 +77,8 @@ class NodeConfig:
     advertise_host: str | None = None  # how peers reach us; defaults to bind_host
     node_id: str | None = None
     register_timeout_s: float = 2.0
+    # The largest data frame part accepted from a peer (ZeroMQ MAXMSGSIZE).
+    max_frame_bytes: int = 64 << 20
 
 
 def _rss_bytes() -> int:
@@ -125,9 +128,12 @@ class Node:
     ) -> None:
         """Serve until cancelled; ``task_status.started`` once registered."""
         config = self.config
-        with SocketFactory() as factory:
+        # Held for the daemon's lifetime: one node per state directory.
+        with StateDirLock.acquire(config.state_dir, "node"), SocketFactory() as factory:
             self._sockets = factory
-            network = NodeNetwork(factory, self.node_id, config.bind_host)
+            network = NodeNetwork(
+                factory, self.node_id, config.bind_host, max_frame_bytes=config.max_frame_bytes
+            )
             self._network = network
             self.address = network.advertise(config.advertise_host or config.bind_host)
             dealer = factory.connect(SocketKind.DEALER, config.coordinator, identity=self.node_id)

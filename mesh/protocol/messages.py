@@ -213,6 +213,9 @@ class TaskUpdate:
     node_id: str
     metrics: SubtaskMetrics
     error: str | None = None
+    # False for a FAILED subtask whose error no restart can fix (a configuration error,
+    # a sink path that is a file, ...): the job fails at once, whatever its strategy.
+    recoverable: bool = True
 
 
 @message("collect_batch")
@@ -302,6 +305,9 @@ class DeployTasks:
     channels: ChannelSettings
     bundle: bytes  # zip of the job's code
     restore: RestoreSpec | None = None
+    # The attempt's random channel secret: data frames and credits carry tokens derived
+    # from it (``mesh.transport.tokens``), so only the deployed peers can feed a channel.
+    channel_secret: bytes = field(default=b"", repr=False)
 
 
 @message("trigger_checkpoint")

@@ -2,6 +2,9 @@
 
 A data-plane message is multipart ``[header, payload]``: the header is a fixed struct
 followed by the job id and an optional extension (a small JSON map, e.g. trace context).
+Every frame carries a 16-byte channel token (``mesh.transport.tokens``): the receiver
+drops frames whose token is not the one its channel was deployed with, so only the
+producer (or consumer, for credits) the coordinator named can feed a channel.
 The payload depends on the kind: DATA carries a batch of records, untimed or with event
 timestamps (its codec is ``mesh.transport.batches``); BARRIER carries what the
 checkpoint is and where its files go (``mesh.transport.barriers.BarrierPayload``); the
@@ -10,7 +13,7 @@ other events carry nothing beyond ``arg``. Credit messages travel the other way 
 
     offset  size  field
     0       2     magic b"MF"
-    2       1     version (1)
+    2       1     version (2)
     3       1     kind (FrameKind)
     4       1     flags (bit 0: an extension follows the job id)
     5       4     attempt  (fencing: frames of an older attempt are dropped)
@@ -19,7 +22,8 @@ other events carry nothing beyond ``arg``. Credit messages travel the other way 
     21      8     arg      (DATA: sender backlog; CREDIT: credits granted;
                             BARRIER: checkpoint id; WATERMARK: timestamp;
                             WATERMARK_STATUS: 1 idle, 0 active)
-    29      1     job id length n, then n ASCII bytes
+    29      16    token    (the channel's token for this direction; see tokens.py)
+    45      1     job id length n, then n ASCII bytes
     ...     2+m   extension length m, then m bytes of JSON (only with flag bit 0)
 
 ``decode_header`` turns anything that is not such a header into a ``FrameError`` that
@@ -39,6 +43,8 @@ from mesh.errors import FrameError
 
 __all__ = [
     "MAGIC",
+    "NO_TOKEN",
+    "TOKEN_SIZE",
     "VERSION",
     "FrameHeader",
     "FrameKind",
@@ -47,8 +53,11 @@ __all__ = [
 ]
 
 MAGIC = b"MF"
-VERSION = 1
-_FIXED = struct.Struct("<2sBBBIIQqB")
+VERSION = 2
+TOKEN_SIZE = 16
+#: The token of a frame that has none (it matches no deployed channel).
+NO_TOKEN = bytes(TOKEN_SIZE)
+_FIXED = struct.Struct("<2sBBBIIQq16sB")
 _EXT_LEN = struct.Struct("<H")
 _FLAG_EXT = 0x01
 _MAX_U32 = 0xFFFFFFFF
@@ -87,6 +96,7 @@ class FrameHeader:
     seq: int
     arg: int
     ext: dict[str, Any] | None = None
+    token: bytes = NO_TOKEN
 
     @property
     def is_event(self) -> bool:
@@ -102,18 +112,24 @@ def encode_header(
     seq: int = 0,
     arg: int = 0,
     ext: dict[str, Any] | None = None,
+    *,
+    token: bytes = NO_TOKEN,
 ) -> bytes:
     """Encode a header (see the module docstring for the layout).
 
     Raises ValueError for values the layout cannot hold (a job id that is not short
-    ASCII, numbers out of range, an extension over 64 KiB).
+    ASCII, numbers out of range, an extension over 64 KiB, a token that is not 16 bytes).
     """
     try:
         job_bytes = job.encode("ascii")
         if len(job_bytes) > 255:
             raise ValueError(f"job id is {len(job_bytes)} bytes; at most 255 fit")
+        if len(token) != TOKEN_SIZE:
+            raise ValueError(f"a channel token is {TOKEN_SIZE} bytes, got {len(token)}")
         flags = _FLAG_EXT if ext else 0
-        head = _FIXED.pack(MAGIC, VERSION, kind, flags, attempt, channel, seq, arg, len(job_bytes))
+        head = _FIXED.pack(
+            MAGIC, VERSION, kind, flags, attempt, channel, seq, arg, token, len(job_bytes)
+        )
         if not ext:
             return head + job_bytes
         ext_bytes = orjson.dumps(ext)
@@ -127,7 +143,9 @@ def decode_header(data: bytes | memoryview) -> FrameHeader:
     size = len(data)
     if size < _FIXED.size:
         raise FrameError(f"frame header too short: {size} bytes, need at least {_FIXED.size}")
-    magic, version, kind, flags, attempt, channel, seq, arg, job_len = _FIXED.unpack_from(data)
+    magic, version, kind, flags, attempt, channel, seq, arg, token, job_len = _FIXED.unpack_from(
+        data
+    )
     if magic != MAGIC:
         raise FrameError(f"bad magic {bytes(magic)!r}: not a mesh data frame")
     if version != VERSION:
@@ -163,4 +181,4 @@ def decode_header(data: bytes | memoryview) -> FrameHeader:
         raise FrameError(f"frame header has {size - end} unexpected trailing bytes")
     if frame_kind is FrameKind.CREDIT and not 0 < arg <= _MAX_U32:
         raise FrameError(f"credit frame grants {arg} credits; must be 1..{_MAX_U32}")
-    return FrameHeader(frame_kind, job, attempt, channel, seq, arg, ext)
+    return FrameHeader(frame_kind, job, attempt, channel, seq, arg, ext, token)

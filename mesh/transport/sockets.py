@@ -295,14 +295,26 @@ class SocketFactory:
             sock.setsockopt(zmq.IDENTITY, identity.encode())
         return sock
 
-    def bind(self, kind: SocketKind, endpoint: str, *, identity: str | None = None) -> Socket:
+    def bind(
+        self,
+        kind: SocketKind,
+        endpoint: str,
+        *,
+        identity: str | None = None,
+        max_message_bytes: int | None = None,
+    ) -> Socket:
         """Create a socket bound to ``endpoint``; port ``0`` or ``*`` picks a free port.
 
-        ``Socket.endpoint`` is the address actually bound.
+        ``Socket.endpoint`` is the address actually bound. With ``max_message_bytes``,
+        ZeroMQ drops the connection of a peer that sends a larger message part, before
+        any of it is handed to us (``MAXMSGSIZE``; set before binding, as the listener
+        copies its options then).
         """
         parse_endpoint(endpoint, allow_wildcard_port=True)
         address = re.sub(r":0$", ":*", endpoint.strip())
         sock = self._new(kind, identity)
+        if max_message_bytes is not None:
+            sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         try:
             sock.bind(address)
         except zmq.ZMQError as exc:

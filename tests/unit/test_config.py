@@ -53,6 +53,7 @@ def test_defaults_when_nothing_is_set() -> None:
         "bind_host": "127.0.0.1",
         "advertise_host": None,
         "node_id": None,
+        "max_frame_size": 64 << 20,
         "otlp_endpoint": None,
         "metrics_port": 0,
         "metrics_host": "127.0.0.1",
@@ -71,6 +72,7 @@ def test_defaults_when_nothing_is_set() -> None:
         "checkpoint_min_pause": 0,
         "tolerable_checkpoint_failures": 3,
         "retained_checkpoints": 3,
+        "max_message_size": 64 << 20,
         "otlp_endpoint": None,
         "metrics_port": 0,
         "metrics_host": "127.0.0.1",
@@ -109,6 +111,7 @@ def test_env_variable_names() -> None:
         "MESH_BIND_HOST",
         "MESH_ADVERTISE_HOST",
         "MESH_NODE_ID",
+        "MESH_MAX_FRAME_SIZE",
         "MESH_OTLP_ENDPOINT",
         "MESH_METRICS_PORT",
         "MESH_METRICS_HOST",
@@ -406,3 +409,24 @@ def test_the_shipped_config_files_are_valid() -> None:
     assert coordinator["state_dir"] == Path("/var/lib/mesh/coordinator")
     node = _node(config_file=configs / "node.toml")
     assert node["slots"] == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [
+        ("65536", 65536),
+        (2048, 2048),
+        ("64MiB", 64 << 20),
+        ("512 KiB", 512 << 10),
+        ("1GiB", 1 << 30),
+    ],
+)
+def test_message_sizes(raw: Any, size: int) -> None:
+    assert _node(env={"MESH_MAX_FRAME_SIZE": str(raw)})["max_frame_size"] == size
+    assert _coordinator(flags={"max_message_size": raw})["max_message_size"] == size
+
+
+@pytest.mark.parametrize("raw", ["0", "1023", "64MB", "-5", "lots", True, 1.5])
+def test_bad_message_sizes(raw: Any) -> None:
+    with pytest.raises(ConfigError, match="expected a size in bytes of at least 1KiB"):
+        _coordinator(flags={"max_message_size": raw})

@@ -112,6 +112,7 @@ EXAMPLES: list[Any] = [
         ],
         channels=m.ChannelSettings(exclusive_credits=3, floating_credits=5),
         bundle=BINARY,
+        channel_secret=bytes(range(16)),
         restore=m.RestoreSpec(
             path="/ckpt/job/chk-3",
             checkpoint_id=3,
@@ -418,7 +419,8 @@ def test_body_not_an_object_names_the_type(body: Any) -> None:
         ("collect_batch", [], 1, 0),
         ("collect_batch", [b"[]", b"[]"], 1, 2),
         ("ack", [b""], 0, 1),
-        ("deploy_tasks", [], 1, 0),
+        ("deploy_tasks", [], 2, 0),
+        ("deploy_tasks", [b"zip"], 2, 1),
     ],
 )
 def test_wrong_attachment_count_names_the_type(
@@ -496,14 +498,14 @@ def test_nested_errors_name_the_path() -> None:
     with pytest.raises(
         FrameError, match=r"^deploy_tasks\.assignments\[1\]\.slot: expected int, got str$"
     ):
-        decode(frames_of("deploy_tasks", body, deploy.bundle))
+        decode(frames_of("deploy_tasks", body, *attachments_of(deploy)))
 
     body = body_of(deploy)
     del body["peers"][0]["data_endpoint"]
     with pytest.raises(
         FrameError, match=r"^deploy_tasks\.peers\[0\]: missing field 'data_endpoint'$"
     ):
-        decode(frames_of("deploy_tasks", body, deploy.bundle))
+        decode(frames_of("deploy_tasks", body, *attachments_of(deploy)))
 
     body = body_of(BY_TYPE["heartbeat"])
     body["tasks"]["job-1"][1]["records_in"] = False

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from mesh.errors import FrameError
 from mesh.transport.frames import (
     MAGIC,
+    NO_TOKEN,
     VERSION,
     FrameHeader,
     FrameKind,
@@ -20,7 +21,8 @@ from mesh.transport.frames import (
     encode_header,
 )
 
-FIXED_SIZE = 30  # the layout in the module docstring: 29 bytes, then the job id length
+FIXED_SIZE = 46  # the layout in the module docstring: 45 bytes, then the job id length
+TOKEN = bytes(range(16))
 MAX_U32 = 0xFFFFFFFF
 TRACE = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 
@@ -45,17 +47,18 @@ def default_arg(kind: FrameKind) -> int:
 
 def test_layout_matches_the_documented_offsets() -> None:
     data = encode_header(
-        FrameKind.BARRIER, "job", attempt=0x01020304, channel=0x0A0B0C0D, seq=5, arg=-2
+        FrameKind.BARRIER, "job", attempt=0x01020304, channel=0x0A0B0C0D, seq=5, arg=-2, token=TOKEN
     )
     assert data[0:2] == MAGIC == b"MF"
-    assert data[2] == VERSION == 1
+    assert data[2] == VERSION == 2
     assert data[3] == FrameKind.BARRIER
     assert data[4] == 0  # no extension
     assert struct.unpack_from("<I", data, 5) == (0x01020304,)
     assert struct.unpack_from("<I", data, 9) == (0x0A0B0C0D,)
     assert struct.unpack_from("<Q", data, 13) == (5,)
     assert struct.unpack_from("<q", data, 21) == (-2,)
-    assert data[29] == 3
+    assert data[29:45] == TOKEN
+    assert data[45] == 3
     assert data[FIXED_SIZE:] == b"job"
 
 
@@ -72,17 +75,25 @@ def test_layout_with_extension() -> None:
 @pytest.mark.parametrize("ext", [None, TRACE], ids=["plain", "ext"])
 def test_round_trip_every_kind(kind: FrameKind, ext: dict[str, Any] | None) -> None:
     arg = default_arg(kind)
-    data = encode_header(kind, "job-42", attempt=7, channel=1234, seq=99, arg=arg, ext=ext)
+    data = encode_header(
+        kind, "job-42", attempt=7, channel=1234, seq=99, arg=arg, ext=ext, token=TOKEN
+    )
     header = decode_header(data)
-    assert header == FrameHeader(kind, "job-42", 7, 1234, 99, arg, ext)
+    assert header == FrameHeader(kind, "job-42", 7, 1234, 99, arg, ext, TOKEN)
     assert header.kind is kind
     # A memoryview (what zmq hands out) decodes the same.
     assert decode_header(memoryview(data)) == header
 
 
-def test_defaults_are_seq_zero_arg_zero_no_ext() -> None:
+def test_defaults_are_seq_zero_arg_zero_no_ext_no_token() -> None:
     header = decode_header(encode_header(FrameKind.EOP_ACK, "j", 1, 2))
-    assert (header.seq, header.arg, header.ext) == (0, 0, None)
+    assert (header.seq, header.arg, header.ext, header.token) == (0, 0, None, NO_TOKEN)
+
+
+@pytest.mark.parametrize("size", [0, 15, 17])
+def test_a_token_of_the_wrong_size_cannot_be_encoded(size: int) -> None:
+    with pytest.raises(ValueError, match="token is 16 bytes"):
+        encode_header(FrameKind.DATA, "j", 0, 0, token=bytes(size))
 
 
 @pytest.mark.parametrize(
@@ -134,11 +145,12 @@ def headers(draw: st.DrawFn) -> FrameHeader:
         seq=draw(st.integers(0, 2**64 - 1)),
         arg=arg,
         ext=ext,
+        token=draw(st.binary(min_size=16, max_size=16)),
     )
 
 
 def encode(h: FrameHeader) -> bytes:
-    return encode_header(h.kind, h.job, h.attempt, h.channel, h.seq, h.arg, h.ext)
+    return encode_header(h.kind, h.job, h.attempt, h.channel, h.seq, h.arg, h.ext, token=h.token)
 
 
 @given(headers())
@@ -206,11 +218,11 @@ def test_wrong_magic_says_so() -> None:
         decode_header(bytes(data))
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
 def test_wrong_version_says_so(version: int) -> None:
     data = header_bytes()
     data[2] = version
-    with pytest.raises(FrameError, match=rf"unsupported frame version {version} .*speaks 1"):
+    with pytest.raises(FrameError, match=rf"unsupported frame version {version} .*speaks 2"):
         decode_header(bytes(data))
 
 
@@ -223,7 +235,7 @@ def test_unknown_kind_says_so(kind: int) -> None:
 
 
 def test_too_short_says_how_long() -> None:
-    with pytest.raises(FrameError, match=r"too short: 5 bytes, need at least 30"):
+    with pytest.raises(FrameError, match=r"too short: 5 bytes, need at least 46"):
         decode_header(b"MF\x01\x01\x00")
     with pytest.raises(FrameError, match=r"too short: 0 bytes"):
         decode_header(b"")

@@ -11,8 +11,11 @@ Sockets (all created by the ``SocketFactory``):
 Both receive pumps drain their socket without blocking and route each frame by
 ``(job, channel)``. Whatever is malformed — a frame that does not decode, a wrong
 version, an unknown job, a frame from an older attempt — is counted and logged with the
-peer and channel, and dropped; a broken channel (sequence gap, overdraft, undecodable
-payload) fails only the subtask that reads it. Nothing a peer sends can stop a pump.
+peer and channel, and dropped. A frame whose channel token (``mesh.transport.tokens``)
+is not the one the channel was deployed with did not come from the channel's deployed
+peer: it is dropped as ``forged`` before anything reads its sequence number or payload.
+Only a broken channel of genuine frames (sequence gap, overdraft, undecodable payload)
+fails the subtask that reads it. Nothing a peer sends can stop a pump.
 Sampled records' trace marks ride in the DATA frame's header extension
 (``mesh.transport.traced``).
 """
@@ -31,6 +34,7 @@ from mesh.protocol.messages import PeerAddress
 from mesh.transport.drops import DropCounter
 from mesh.transport.frames import FrameHeader, FrameKind, decode_header, encode_header
 from mesh.transport.sockets import Frame, Outbox, Socket, SocketFactory, SocketKind, frame_peer
+from mesh.transport.tokens import token_matches
 from mesh.transport.traced import TracedPayload, marks_from_ext, trace_ext
 
 __all__ = ["JobChannels", "NodeNetwork", "RemoteCreditReturn", "RemoteLink"]
@@ -41,6 +45,9 @@ log = logging.getLogger("mesh.node.network")
 _PUMP_BATCH = 64
 # How many ended jobs to remember, so that their late frames are not reported as strange.
 _RETIRED_JOBS = 1000
+# The largest message part the credit port takes: a header (fixed part, job id, an
+# extension of at most 64 KiB), and credits carry no extension at all.
+_MAX_CREDIT_BYTES = 128 << 10
 
 
 @dataclass(eq=False)
@@ -51,6 +58,11 @@ class JobChannels:
     attempt: int
     inputs: dict[int, InputChannel] = field(default_factory=dict)
     outputs: dict[int, OutputChannel] = field(default_factory=dict)
+    # The tokens frames from the network must carry: per input channel with a remote
+    # producer (data and events), per output channel with a remote consumer (credits).
+    # A channel without one takes no frames from the network.
+    data_tokens: dict[int, bytes] = field(default_factory=dict)
+    credit_tokens: dict[int, bytes] = field(default_factory=dict)
 
 
 class RemotePeer:
@@ -80,48 +92,70 @@ class RemotePeer:
 
 
 class RemoteLink:
-    """Sends one job attempt's channel frames to a peer node."""
+    """Sends one channel's frames (of one job attempt) to a peer node, with the channel's
+    data token."""
 
-    __slots__ = ("_attempt", "_job", "_peer")
+    __slots__ = ("_attempt", "_job", "_peer", "_token")
 
-    def __init__(self, peer: RemotePeer, job_id: str, attempt: int) -> None:
+    def __init__(self, peer: RemotePeer, job_id: str, attempt: int, token: bytes) -> None:
         self._peer = peer
         self._job = job_id
         self._attempt = attempt
+        self._token = token
 
     def transmit(self, channel: int, kind: FrameKind, seq: int, arg: int, payload: bytes) -> None:
         ext = trace_ext(payload) if type(payload) is TracedPayload else None
-        header = encode_header(kind, self._job, self._attempt, channel, seq, arg, ext)
+        header = encode_header(
+            kind, self._job, self._attempt, channel, seq, arg, ext, token=self._token
+        )
         self._peer.data.send([header, payload])
 
 
 class RemoteCreditReturn:
-    """Sends one job attempt's credits and end-of-partition acks to a producer node."""
+    """Sends one channel's credits and end-of-partition ack (of one job attempt) to the
+    producer's node, with the channel's credit token."""
 
-    __slots__ = ("_attempt", "_job", "_peer")
+    __slots__ = ("_attempt", "_job", "_peer", "_token")
 
-    def __init__(self, peer: RemotePeer, job_id: str, attempt: int) -> None:
+    def __init__(self, peer: RemotePeer, job_id: str, attempt: int, token: bytes) -> None:
         self._peer = peer
         self._job = job_id
         self._attempt = attempt
+        self._token = token
 
     def grant(self, channel: int, credits: int) -> None:
-        header = encode_header(FrameKind.CREDIT, self._job, self._attempt, channel, 0, credits)
+        header = encode_header(
+            FrameKind.CREDIT, self._job, self._attempt, channel, 0, credits, token=self._token
+        )
         self._peer.control.send([header])
 
     def ack_end(self, channel: int) -> None:
-        header = encode_header(FrameKind.EOP_ACK, self._job, self._attempt, channel)
+        header = encode_header(
+            FrameKind.EOP_ACK, self._job, self._attempt, channel, token=self._token
+        )
         self._peer.control.send([header])
 
 
 class NodeNetwork:
     """The node's data plane: sockets, peer links, and routing of frames to channels."""
 
-    def __init__(self, factory: SocketFactory, node_id: str, bind_host: str) -> None:
+    def __init__(
+        self,
+        factory: SocketFactory,
+        node_id: str,
+        bind_host: str,
+        *,
+        max_frame_bytes: int = 64 << 20,
+    ) -> None:
         self.node_id = node_id
         self._factory = factory
-        self._pull = factory.bind(SocketKind.PULL, f"tcp://{bind_host}:0")
-        self._router = factory.bind(SocketKind.ROUTER, f"tcp://{bind_host}:0")
+        # A peer that sends a larger message part is disconnected by ZeroMQ itself.
+        self._pull = factory.bind(
+            SocketKind.PULL, f"tcp://{bind_host}:0", max_message_bytes=max_frame_bytes
+        )
+        self._router = factory.bind(
+            SocketKind.ROUTER, f"tcp://{bind_host}:0", max_message_bytes=_MAX_CREDIT_BYTES
+        )
         self._jobs: dict[str, JobChannels] = {}
         self._peers: dict[str, RemotePeer] = {}
         # Jobs that ended here recently (oldest first): their late frames are expected.
@@ -255,6 +289,14 @@ class NodeNetwork:
                 f"is not an input here (from {frame_peer(frames[0])})",
             )
             return
+        expected = job.data_tokens.get(header.channel)
+        if expected is None or not token_matches(header.token, expected):
+            self._drop(
+                "forged",
+                f"job {header.job}: {header.kind.name} seq {header.seq} for channel "
+                f"{header.channel} without the channel's token (from {frame_peer(frames[0])})",
+            )
+            return
         payload: bytes | memoryview = frames[1].buffer
         if header.ext is not None:
             payload = self._traced(header, payload, frame_peer(frames[0]))
@@ -298,6 +340,14 @@ class NodeNetwork:
                 "unknown_channel",
                 f"{header.kind.name} for channel {header.channel} of job {header.job}, which is "
                 f"not an output here (from {peer})",
+            )
+            return
+        expected = job.credit_tokens.get(header.channel)
+        if expected is None or not token_matches(header.token, expected):
+            self._drop(
+                "forged",
+                f"job {header.job}: {header.kind.name} for channel {header.channel} without "
+                f"the channel's token (from {peer})",
             )
             return
         if header.kind is FrameKind.CREDIT:

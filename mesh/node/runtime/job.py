@@ -34,6 +34,7 @@ from mesh.node.operators.context import TaskContext
 from mesh.node.runtime.bundle import extract_bundle
 from mesh.node.runtime.eventtime import EventTimeSettings
 from mesh.node.runtime.record_traces import RecordSampler, RecordTraces
+from mesh.node.runtime.recoverable import non_recoverable_cause
 from mesh.node.runtime.restore import RestorePoint
 from mesh.node.runtime.task import (
     CheckpointTarget,
@@ -94,6 +95,8 @@ class JobRuntime:
         self.task_names: dict[str, str] = {}  # subtask -> its (chained) task's name
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._failures: dict[str, BaseException] = {}
+        # Failed subtasks whose error no restart can fix.
+        self._unrecoverable: set[str] = set()
         self._scope: anyio.CancelScope | None = None
         self._module_names: list[str] = []
         self.started = False  # run() was called
@@ -272,6 +275,7 @@ class JobRuntime:
                 metrics=self.metrics_of(subtask),
                 error=runner.error
                 or (self._cancel_reason if runner.state is TaskState.CANCELED else None),
+                recoverable=subtask not in self._unrecoverable,
             )
         )
 
@@ -343,19 +347,28 @@ class JobRuntime:
                 except anyio.get_cancelled_exc_class():
                     raise
                 except BaseException as exc:  # user code may raise SystemExit: it fails the task
-                    self._failed(runner, unwrap(exc))
+                    self._failed(subtask, runner, unwrap(exc))
         finally:
             if runner.state in (TaskState.RUNNING, TaskState.ENDING):
                 if subtask in self._failures:  # a broken channel cancelled the subtask
-                    self._failed(runner, self._failures[subtask])
+                    self._failed(subtask, runner, self._failures[subtask])
                 else:
                     runner.state = TaskState.CANCELED
             self._report(subtask, runner)
 
-    def _failed(self, runner: SubtaskRunner, exc: BaseException) -> None:
+    def _failed(self, subtask: str, runner: SubtaskRunner, exc: BaseException) -> None:
         runner.state = TaskState.FAILED
+        cause = non_recoverable_cause(exc)
+        if cause is not None:
+            self._unrecoverable.add(subtask)
         runner.error = (
-            f"subtask {runner.name} on node {self.node_id} failed:\n"
+            f"subtask {runner.name} on node {self.node_id} failed"
+            + (
+                f" with an error no restart can fix ({type(cause).__name__}: {cause})"
+                if cause is not None
+                else ""
+            )
+            + ":\n"
             + "".join(traceback.format_exception(exc)).rstrip()
         )
         log.error("%s", runner.error)

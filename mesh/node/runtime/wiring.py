@@ -36,6 +36,7 @@ from mesh.node.runtime.output import EdgeWriter
 from mesh.node.runtime.restore import RestorePoint
 from mesh.protocol.messages import DeployTasks, PeerAddress
 from mesh.state.backends import KeyedStateBackend
+from mesh.transport import tokens
 
 __all__ = ["BackendFor", "ChainParts", "JobWiring", "SubtaskOutputs"]
 
@@ -88,6 +89,11 @@ class JobWiring:
         self.local = sorted(ref for ref, node in self.placement.items() if node == node_id)
         #: Every channel end on this node, registered with the network once all is built.
         self.channels = JobChannels(self.job_id, self.attempt)
+        self._secret = deploy.channel_secret
+
+    def token(self, channel_id: int, direction: str) -> bytes:
+        """The token frames of ``channel_id`` carry over the network in ``direction``."""
+        return tokens.channel_token(self._secret, self.job_id, self.attempt, channel_id, direction)
 
     def task(self, ref: SubtaskRef) -> TaskSpec:
         """The task ``ref`` is a subtask of."""
@@ -122,8 +128,12 @@ class JobWiring:
                     peer = f"local subtask {ch.producer}"
                 else:
                     credit_return = RemoteCreditReturn(
-                        self._network.peer(self.peers[producer_node]), self.job_id, self.attempt
+                        self._network.peer(self.peers[producer_node]),
+                        self.job_id,
+                        self.attempt,
+                        self.token(ch.id, tokens.CREDIT),
                     )
+                    self.channels.data_tokens[ch.id] = self.token(ch.id, tokens.DATA)
                     peer = f"node {producer_node}"
                 self.channels.inputs[ch.id] = gate.add_channel(
                     ch.id, credit_return, label=self.label(ch.id), peer=peer
@@ -167,8 +177,12 @@ class JobWiring:
             link = LocalLink(self.channels.inputs[channel_id])
         else:
             link = RemoteLink(
-                self._network.peer(self.peers[consumer_node]), self.job_id, self.attempt
+                self._network.peer(self.peers[consumer_node]),
+                self.job_id,
+                self.attempt,
+                self.token(channel_id, tokens.DATA),
             )
+            self.channels.credit_tokens[channel_id] = self.token(channel_id, tokens.CREDIT)
         out = OutputChannel(
             channel_id, self.settings.exclusive_credits, link, self.label(channel_id)
         )
