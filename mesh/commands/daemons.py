@@ -225,6 +225,8 @@ def coordinator(
                           [env MESH_TOLERABLE_CHECKPOINT_FAILURES; default 3]
       retained_checkpoints  completed checkpoints kept per job
                           [env MESH_RETAINED_CHECKPOINTS; default 3]
+      max_message_size    largest message part taken from a node or client
+                          [env MESH_MAX_MESSAGE_SIZE; default 64MiB]
     """
     from mesh.config import COORDINATOR_SETTINGS, default_state_dir
     from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
@@ -323,6 +325,11 @@ def node(
 
     Each setting comes from its flag, else its MESH_* variable, else the --config file,
     else its default (mesh config show node prints them, and where each came from).
+
+    \b
+    Set in the config file or environment only:
+      max_frame_size      largest data frame part taken from another node
+                          [env MESH_MAX_FRAME_SIZE; default 64MiB]
     """
     from mesh.commands.service import node_status
     from mesh.config import NODE_SETTINGS, default_state_dir
