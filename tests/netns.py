@@ -122,8 +122,11 @@ class NetworkLab:
         """Record every packet crossing the bridge into ``path`` (pcap) for the block."""
         # Frames forwarded between bridge ports never pass br0 itself: listen on every
         # port of the hub (each packet is seen on the way in and on the way out).
+        # Immediate mode: packets still in the kernel's ring when tcpdump is stopped
+        # would be lost otherwise.
+        argv = ["tcpdump", "-i", "any", "--immediate-mode", "-U", "-w", str(path)]
         process = subprocess.Popen(
-            ["ip", "netns", "exec", self.hub, "tcpdump", "-i", "any", "-U", "-w", str(path)],
+            ["ip", "netns", "exec", self.hub, *argv],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,

@@ -205,6 +205,8 @@ def _capture_run(cluster: HostCluster, pcap: Path) -> bytes:
         job_id = _submit(cluster, "canary.py")
         status = _finished(cluster, job_id)
     assert status["state"] == "FINISHED", status
+    nodes = {s["node"] for t in status["tasks"] for s in t["subtasks"]}  # type: ignore[index]
+    assert len(nodes) == 2, nodes  # records cross between the two hosts
     assert len(read_parts(cluster.work_dir / "out" / "canary")) == 2000
     return pcap.read_bytes()
 
