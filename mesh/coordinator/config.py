@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mesh.protocol.messages import ChannelSettings
+from mesh.transport.curve import Curve
 
 __all__ = ["CoordinatorConfig"]
 
@@ -28,6 +29,7 @@ class CoordinatorConfig:
     checkpoint_min_pause_ms: int = 0
     tolerable_checkpoint_failures: int = 3
     retained_checkpoints: int = 3
+    curve: Curve | None = None  # CURVE keys: every socket authenticated and encrypted
 
     @property
     def checkpoint_base(self) -> Path:
