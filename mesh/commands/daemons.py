@@ -17,6 +17,8 @@ from mesh.commands.common import (
     EXIT_USAGE,
     ConfigOption,
     CoordinatorOption,
+    InsecureOption,
+    KeysOption,
     LogFormatOption,
     LogLevelOption,
     MetricsHostOption,
@@ -33,6 +35,7 @@ from mesh.errors import (
 if TYPE_CHECKING:
     from mesh.config import Setting
     from mesh.telemetry.setup import MetricsServer, Telemetry
+    from mesh.transport.curve import Curve
 
 __all__ = ["coordinator", "node"]
 
@@ -45,11 +48,12 @@ def _serve(
     daemon_run: Callable[..., Coroutine[Any, Any, None]],
     on_ready: Callable[[Any], None],
     on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    on_reload: Callable[[], object] | None = None,
 ) -> None:
     """Run a daemon until SIGTERM/SIGINT; returns after a clean stop.
 
     The first signal runs ``on_stop`` (bounded by ``_GRACEFUL_STOP_S``) before the daemon
-    is cancelled; a second signal cancels it at once.
+    is cancelled; a second signal cancels it at once. SIGHUP calls ``on_reload``.
     """
     from mesh.systemd import notify
 
@@ -73,7 +77,15 @@ def _serve(
                         stopping = True
                         tg.start_soon(stop_gracefully)
 
+            async def reload_on_signal() -> None:
+                assert on_reload is not None
+                with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+                    async for _ in signals:
+                        on_reload()
+
             tg.start_soon(stop_on_signal)
+            if on_reload is not None:
+                tg.start_soon(reload_on_signal)
             ready = await tg.start(daemon_run)
             on_ready(ready)
 
@@ -105,6 +117,34 @@ def _daemon_settings(
         settings["log_level"], role=role, log_format=settings["log_format"], trace_ids=trace_ids
     )
     return settings
+
+
+def _curve(settings: dict[str, Any], names: list[str]) -> Curve | None:
+    """The daemon's CURVE keys (``keys`` setting), or None; a missing key exits 2."""
+    if settings["keys"] is None:
+        return None
+    from mesh.transport.curve import Curve
+
+    try:
+        return Curve.load(settings["keys"], names, serve=True)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+
+
+def _check_exposure(what: str, host: str, settings: dict[str, Any]) -> None:
+    """Exit 2 if a keyless daemon would ``what`` a non-loopback ``host``."""
+    from mesh.transport.exposure import exposure_error
+
+    error = exposure_error(
+        what, host, keys=settings["keys"] is not None, insecure=settings["insecure"]
+    )
+    if error is not None:
+        raise fail(error, EXIT_USAGE)
+
+
+def _reload(curve: Curve | None) -> Callable[[], object] | None:
+    """What SIGHUP does: re-read the allowed keys."""
+    return curve.allow.reload if curve is not None and curve.allow is not None else None
 
 
 def _install_metrics(
@@ -157,13 +197,19 @@ def coordinator(
     slot_timeout: Annotated[
         str | None, typer.Option(help="a job waits this long for slots, like 5m")
     ] = None,
+    keys: KeysOption = None,
+    insecure: InsecureOption = False,
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = None,
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
-    """Run a coordinator daemon."""
+    """Run a coordinator daemon.
+
+    Without --keys it listens on loopback addresses only (unless --insecure). With
+    --keys, SIGHUP re-reads the allowed keys (KEYS/public).
+    """
     from mesh.config import COORDINATOR_SETTINGS, default_state_dir
     from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
     from mesh.systemd import notify
@@ -177,12 +223,18 @@ def coordinator(
         checkpoint_dir=checkpoint_dir,
         placement=placement,
         slot_timeout=slot_timeout,
+        keys=keys,
+        insecure=insecure or None,
         otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         log_level=log_level,
         log_format=log_format,
     )
+    from mesh.transport.exposure import endpoint_host
+
+    _check_exposure("listen on", endpoint_host(s["bind"]), s)
+    curve = _curve(s, ["coordinator"])
     daemon = Coordinator(
         CoordinatorConfig(
             bind=s["bind"],
@@ -196,6 +248,7 @@ def coordinator(
             checkpoint_min_pause_ms=s["checkpoint_min_pause"],
             tolerable_checkpoint_failures=s["tolerable_checkpoint_failures"],
             retained_checkpoints=s["retained_checkpoints"],
+            curve=curve,
         )
     )
 
@@ -207,7 +260,7 @@ def coordinator(
     telemetry = _install_tracing("mesh-coordinator", None, s["otlp_endpoint"])
     metrics = _install_metrics("mesh-coordinator", None, s)
     try:
-        _serve(daemon.run, ready)
+        _serve(daemon.run, ready, on_reload=_reload(curve))
     except OSError as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     finally:
@@ -225,13 +278,21 @@ def node(
     bind_host: Annotated[str | None, typer.Option(help="interface for data ports")] = None,
     advertise_host: Annotated[str | None, typer.Option(help="host peers dial")] = None,
     node_id: Annotated[str | None, typer.Option(help="stable node id")] = None,
+    keys: KeysOption = None,
+    insecure: InsecureOption = False,
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = None,
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
-    """Run a node daemon."""
+    """Run a node daemon.
+
+    Without --keys it binds and advertises loopback addresses only (unless --insecure).
+    Bound to every interface (--bind-host 0.0.0.0) without --advertise-host, it
+    advertises the address it reaches the coordinator from. With --keys, SIGHUP
+    re-reads the allowed keys (KEYS/public).
+    """
     from mesh.config import NODE_SETTINGS, default_state_dir
     from mesh.node.daemon import Node, NodeConfig
     from mesh.protocol.messages import PeerAddress
@@ -247,20 +308,29 @@ def node(
         bind_host=bind_host,
         advertise_host=advertise_host,
         node_id=node_id,
+        keys=keys,
+        insecure=insecure or None,
         otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         log_level=log_level,
         log_format=log_format,
     )
+    from mesh.transport.keys import own_pair_names
+
+    advertised = _advertise_host(s)
+    _check_exposure("listen on", s["bind_host"], s)
+    _check_exposure("advertise", advertised, s)
+    curve = _curve(s, own_pair_names("node", s["node_id"]))
     daemon = Node(
         NodeConfig(
             coordinator=s["coordinator"],
             slots=s["slots"],
             state_dir=s["state_dir"] or default_state_dir("node"),
             bind_host=s["bind_host"],
-            advertise_host=s["advertise_host"],
+            advertise_host=advertised,
             node_id=s["node_id"],
+            curve=curve,
         )
     )
 
@@ -277,7 +347,7 @@ def node(
     telemetry = _install_tracing("mesh-node", daemon.node_id, s["otlp_endpoint"])
     metrics = _install_metrics("mesh-node", daemon.node_id, s)
     try:
-        _serve(daemon.run, ready, daemon.leave)
+        _serve(daemon.run, ready, daemon.leave, on_reload=_reload(curve))
     except (OSError, MeshError) as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     finally:
@@ -285,3 +355,27 @@ def node(
             telemetry.shutdown()
         if metrics is not None:
             metrics.shutdown()
+
+
+def _advertise_host(settings: dict[str, Any]) -> str:
+    """The host peers dial: ``advertise_host``; else ``bind_host``, unless that is every
+    interface: then the address this host reaches the coordinator from. Never a
+    wildcard (exit 2)."""
+    from mesh.transport.exposure import is_wildcard, route_source, wildcard_advertise
+
+    given = settings["advertise_host"]
+    if given is not None:
+        error = wildcard_advertise(given)
+        if error is not None:
+            raise fail(error, EXIT_USAGE)
+        return str(given)
+    if not is_wildcard(settings["bind_host"]):
+        return str(settings["bind_host"])
+    try:
+        return route_source(settings["coordinator"])
+    except OSError as exc:
+        raise fail(
+            f"bind_host = {settings['bind_host']!r} needs --advertise-host: no route to the "
+            f"coordinator at {settings['coordinator']} to pick an address from ({exc})",
+            EXIT_USAGE,
+        ) from None
