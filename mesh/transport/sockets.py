@@ -380,17 +380,19 @@ class SocketFactory:
         high_water_mark: int | None = None,
         server: Sequence[str] = (),
         watch_handshake: bool = False,
+        outside: bool = False,
     ) -> Socket:
         """Create a socket connected to ``endpoint`` (the connection is made in the background).
 
         With CURVE keys, ``server`` names the server dialled (the names its public key
         is looked up by, first found wins; ConfigError if none is found). With
         ``watch_handshake`` the socket's ``monitor`` reports its handshake events
-        (see ``mesh.transport.handshake``).
+        (see ``mesh.transport.handshake``). An ``outside`` socket talks to a system
+        outside the cluster (a connector's): never CURVE.
         """
         parse_endpoint(endpoint)
         sock = self._new(kind, identity, high_water_mark)
-        if self.curve is not None:
+        if self.curve is not None and not outside:
             if not server:
                 sock.close(linger=0)
                 raise TransportError(f"connecting to {endpoint} with CURVE needs the server's name")

@@ -150,3 +150,39 @@ async def test_a_peer_without_an_allowed_key_cannot_push_data(
                 lambda: drops.counts["unknown_job"], timeout_s=10, what="the allowed frame"
             )
         assert drops.total == before + 1
+
+
+@pytest.mark.asyncio
+async def test_connectors_to_outside_systems_stay_plain_zeromq(tmp_path: Path, keys: Path) -> None:
+    import zmq
+    import zmq.asyncio
+
+    context = zmq.asyncio.Context()
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    job_file = write_job(
+        tmp_path,
+        f"""
+        from mesh import Job, sinks, sources
+
+        job = Job("push", parallelism=1)
+        job.source(sources.Collection(list(range(20)))).sink(
+            sinks.ZmqPush("tcp://127.0.0.1:{port}")
+        )
+        """,
+    )
+    try:
+        async with InProcessCluster(
+            nodes=1, slots=1, state_dir=tmp_path / "c", keys=keys
+        ) as cluster:
+            status, _ = await run_job(cluster.address, job_file, base_dir=tmp_path, keys=keys)
+            received = []
+            with anyio.fail_after(10):
+                while len(received) < 20:
+                    received.append(int(await pull.recv()))
+    finally:
+        pull.close()
+        context.term()
+    assert status["state"] == "FINISHED", status["error"]
+    assert sorted(received) == list(range(20))
