@@ -163,3 +163,14 @@ async def test_refused_clients_and_sighup_reloading_the_allowed_keys(tmp_path: P
         assert cluster.coordinator.alive()
         done = mesh("list", "--coordinator", address, "--keys", str(keys), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
+
+
+def test_mesh_run_passes_its_keys_to_the_embedded_cluster(tmp_path: Path) -> None:
+    assert mesh("keys", "generate", "k", cwd=tmp_path).returncode == 0
+    write_job(tmp_path, JOB)
+    state = tmp_path / "state"
+    done = mesh("run", "job.py", "--keys", "k", "--state-dir", str(state), "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "FINISHED" in done.stderr
+    for name in ("coordinator", "node-1"):
+        assert "CURVE-protected" in (state / "logs" / f"{name}.log").read_text()
