@@ -180,8 +180,8 @@ def time_loop(fn: Any, data: Path, repeat: int) -> dict[str, Any]:
 # -- mesh runs -----------------------------------------------------------------------------
 
 
-async def _run_job(address: str, job_file: Path) -> dict[str, Any]:
-    async with open_client(address) as client:
+async def _run_job(address: str, job_file: Path, keys: Path | None = None) -> dict[str, Any]:
+    async with open_client(address, keys=keys) as client:
         start = time.perf_counter()
         job_id = await client.submit(prepare_submission(job_file, base_dir=ROOT))
         while True:

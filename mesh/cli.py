@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from mesh._version import __version__
-from mesh.commands import config, daemons, jobs, plan, run
+from mesh.commands import config, daemons, jobs, keys, plan, run
 
 __all__ = ["app", "main"]
 
@@ -36,6 +36,7 @@ app.command()(jobs.checkpoints)
 app.command()(jobs.nodes)
 app.command()(run.run)
 app.add_typer(config.app, name="config")
+app.add_typer(keys.app, name="keys")
 
 
 def _version(value: bool) -> None:

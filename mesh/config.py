@@ -144,6 +144,17 @@ def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false (or 1 or 0)")
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One configurable key."""
@@ -185,6 +196,19 @@ _OTLP_ENDPOINT = Setting(
     "(default: the OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, _METRICS_ENDPOINT or "
     "OTEL_EXPORTER_OTLP_ENDPOINT variable; none: no export)",
 )
+_KEYS = Setting(
+    "keys",
+    _path,
+    None,
+    "directory of CURVE keys (mesh keys generate): every socket authenticated and "
+    "encrypted; only keys in KEYS/public may connect (default: none, loopback only)",
+)
+_INSECURE = Setting(
+    "insecure",
+    _flag,
+    False,
+    "allow a non-loopback address without keys (only on a network you trust)",
+)
 
 COORDINATOR_SETTINGS = (
     Setting("bind", _endpoint(bind=True), "tcp://127.0.0.1:5550", "address to listen on"),
@@ -210,6 +234,8 @@ COORDINATOR_SETTINGS = (
         "largest message part accepted from a node or client (like 64MiB); a peer that "
         "sends a larger one is disconnected",
     ),
+    _KEYS,
+    _INSECURE,
     _OTLP_ENDPOINT,
     _METRICS_PORT,
     _METRICS_HOST,
@@ -231,6 +257,8 @@ NODE_SETTINGS = (
         "largest data frame part accepted from another node (like 64MiB); a peer that "
         "sends a larger one is disconnected",
     ),
+    _KEYS,
+    _INSECURE,
     _OTLP_ENDPOINT,
     _METRICS_PORT,
     _METRICS_HOST,

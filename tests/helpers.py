@@ -127,10 +127,12 @@ async def run_job(
     parallelism: int | None = None,
     base_dir: Path | None = None,
     timeout_s: float = 60.0,
+    keys: Path | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
-    """Submit a job, wait until it ends; returns (final status, collected records)."""
+    """Submit a job, wait until it ends; returns (final status, collected records).
+    ``keys``: the client's keys directory, for a cluster that uses CURVE."""
     submission = prepare_submission(job_file, parallelism=parallelism, base_dir=base_dir)
-    async with open_client(address) as client:
+    async with open_client(address, keys=keys) as client:
         job_id = await client.submit(submission)
         status = await wait_for_state(client, job_id, FINAL_STATES, timeout_s=timeout_s)
         collected: list[Any] = []

@@ -33,6 +33,8 @@ from mesh.protocol.messages import (
     TakeSavepoint,
 )
 from mesh.transport.control import ControlConnection
+from mesh.transport.curve import Curve
+from mesh.transport.handshake import wait_handshake
 from mesh.transport.sockets import SocketFactory, SocketKind
 
 __all__ = [
@@ -172,8 +174,20 @@ class CoordinatorClient:
 
 
 @asynccontextmanager
-async def open_client(address: str, *, timeout_s: float = 10.0) -> AsyncIterator[CoordinatorClient]:
-    """A client of the coordinator at ``address``, closed on exit."""
-    with SocketFactory() as factory:
-        sock = factory.connect(SocketKind.DEALER, address)
+async def open_client(
+    address: str, *, timeout_s: float = 10.0, keys: str | Path | None = None
+) -> AsyncIterator[CoordinatorClient]:
+    """A client of the coordinator at ``address``, closed on exit.
+
+    With ``keys`` (a keys directory) it uses the ``client`` pair and the coordinator's
+    public key, and waits for the handshake: a coordinator that refuses the key raises
+    ``HandshakeFailed`` saying so (ConfigError if a key file is missing).
+    """
+    curve = Curve.load(Path(keys), ["client"], serve=False) if keys is not None else None
+    with SocketFactory(curve=curve) as factory:
+        sock = factory.connect(
+            SocketKind.DEALER, address, server=("coordinator",), watch_handshake=curve is not None
+        )
+        if curve is not None:
+            await wait_handshake(sock, f"the coordinator at {address}", timeout_s=timeout_s)
         yield CoordinatorClient(ControlConnection(sock, peer=f"coordinator {address}"), timeout_s)

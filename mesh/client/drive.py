@@ -42,10 +42,12 @@ def _err(message: str) -> None:
     sys.stderr.flush()
 
 
-async def drive_job(address: str, submission: Any, *, quiet: bool, state_dir: str) -> Outcome:
+async def drive_job(
+    address: str, submission: Any, *, quiet: bool, state_dir: str, keys: Path | None = None
+) -> Outcome:
     """Submit, show progress, print results; returns how the run ended."""
 
-    async with open_client(address) as client:
+    async with open_client(address, keys=keys) as client:
         try:
             reply = await client.submit_job(submission)
         except RemoteError as exc:

@@ -12,9 +12,11 @@ import anyio
 import typer
 
 from mesh.errors import (
+    ConfigError,
     GraphError,
     JobCodeError,
     RemoteError,
+    TransportError,
 )
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "EXIT_USAGE",
     "ConfigOption",
     "CoordinatorOption",
+    "InsecureOption",
+    "KeysOption",
     "LogFormatOption",
     "LogLevelOption",
     "MetricsHostOption",
@@ -32,6 +36,7 @@ __all__ = [
     "PlacementOption",
     "TraceSampleOption",
     "check_reachable",
+    "client_keys",
     "coordinator_address",
     "err",
     "fail",
@@ -48,6 +53,22 @@ CoordinatorOption = Annotated[
     typer.Option(
         "--coordinator",
         help="coordinator address [env MESH_COORDINATOR; default tcp://127.0.0.1:5550]",
+    ),
+]
+KeysOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys",
+        help="CURVE keys directory (mesh keys generate): authenticated, encrypted "
+        "sockets [env MESH_KEYS; default: none]",
+    ),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="allow a non-loopback address without --keys (only on a network you trust) "
+        "[env MESH_INSECURE]",
     ),
 ]
 ConfigOption = Annotated[
@@ -126,6 +147,18 @@ def coordinator_address(flag: str | None) -> str:
         raise fail(f"coordinator = {value!r} (from {origin}) is not allowed: {exc}", 2) from None
 
 
+def client_keys(flag: Path | None) -> Path | None:
+    """The client's keys directory: ``--keys``, else ``MESH_KEYS``, else none."""
+    value = flag or os.environ.get("MESH_KEYS")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        origin = "--keys" if flag else "MESH_KEYS"
+        raise fail(f"keys = {str(value)!r} (from {origin}) is not a directory", EXIT_USAGE)
+    return path
+
+
 def check_reachable(address: str) -> None:
     """Fail fast, with a clear message, when nothing listens at ``address``."""
     import socket
@@ -141,17 +174,21 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
-def run_client(address: str, action: Callable[[Any], Awaitable[T]]) -> T:
+def run_client(address: str, action: Callable[[Any], Awaitable[T]], keys: Path | None = None) -> T:
     from mesh.client.client import open_client
 
     check_reachable(address)
 
     async def go() -> T:
-        async with open_client(address, timeout_s=10.0) as client:
+        async with open_client(address, timeout_s=10.0, keys=keys) as client:
             return await action(client)
 
     try:
         return anyio.run(go, backend="asyncio")
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except TransportError as exc:  # a refused key, or the wrong server key
+        raise fail(str(exc), EXIT_FAILED) from None
     except TimeoutError as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     except RemoteError as exc:

@@ -17,6 +17,8 @@ from mesh.commands.common import (
     EXIT_USAGE,
     ConfigOption,
     CoordinatorOption,
+    InsecureOption,
+    KeysOption,
     LogFormatOption,
     LogLevelOption,
     MetricsHostOption,
@@ -33,6 +35,7 @@ from mesh.state.lock import StateDirLocked
 if TYPE_CHECKING:
     from mesh.config import Setting
     from mesh.telemetry.setup import MetricsServer, Telemetry
+    from mesh.transport.curve import Curve
 
 __all__ = ["coordinator", "node"]
 
@@ -48,13 +51,15 @@ def _serve(
     *,
     starting: str | None = None,
     status: Callable[[], str] | None = None,
+    on_reload: Callable[[], object] | None = None,
 ) -> None:
     """Run a daemon until SIGTERM/SIGINT; returns after a clean stop.
 
     The first signal runs ``on_stop`` (bounded by ``_GRACEFUL_STOP_S``) before the daemon
     is cancelled; a second signal cancels it at once. Under systemd: until ready, the
     ``starting`` status goes out with more start-up time; once ready, ``status()`` is
-    sent whenever it changes; watchdog pings go out if systemd asks for them.
+    sent whenever it changes; watchdog pings go out if systemd asks for them. SIGHUP calls
+    ``on_reload``.
     """
     from mesh.commands.service import keep_starting, report_status, send_watchdog_pings
     from mesh.systemd import EXTEND_TIMEOUT_USEC, notify, watchdog_period_s
@@ -91,7 +96,15 @@ def _serve(
                         stopping = True
                         tg.start_soon(stop_gracefully)
 
+            async def reload_on_signal() -> None:
+                assert on_reload is not None
+                with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+                    async for _ in signals:
+                        on_reload()
+
             tg.start_soon(stop_on_signal)
+            if on_reload is not None:
+                tg.start_soon(reload_on_signal)
             ready = await tg.start(daemon_run)
             still_starting.cancel()
             on_ready(ready)
@@ -126,6 +139,34 @@ def _daemon_settings(
         settings["log_level"], role=role, log_format=settings["log_format"], trace_ids=trace_ids
     )
     return settings
+
+
+def _curve(settings: dict[str, Any], names: list[str]) -> Curve | None:
+    """The daemon's CURVE keys (``keys`` setting), or None; a missing key exits 2."""
+    if settings["keys"] is None:
+        return None
+    from mesh.transport.curve import Curve
+
+    try:
+        return Curve.load(settings["keys"], names, serve=True)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+
+
+def _check_exposure(what: str, host: str, settings: dict[str, Any]) -> None:
+    """Exit 2 if a keyless daemon would ``what`` a non-loopback ``host``."""
+    from mesh.transport.exposure import exposure_error
+
+    error = exposure_error(
+        what, host, keys=settings["keys"] is not None, insecure=settings["insecure"]
+    )
+    if error is not None:
+        raise fail(error, EXIT_USAGE)
+
+
+def _reload(curve: Curve | None) -> Callable[[], object] | None:
+    """What SIGHUP does: re-read the allowed keys."""
+    return curve.allow.reload if curve is not None and curve.allow is not None else None
 
 
 def _install_metrics(
@@ -199,6 +240,8 @@ def coordinator(
             help="a job waits this long for slots, like 5m [env MESH_SLOT_TIMEOUT; default 5m]"
         ),
     ] = None,
+    keys: KeysOption = None,
+    insecure: InsecureOption = False,
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = None,
@@ -209,7 +252,8 @@ def coordinator(
 
     Each setting comes from its flag, else its MESH_* variable, else the --config file,
     else its default (mesh config show coordinator prints them, and where each came
-    from).
+    from). Without --keys it listens on loopback addresses only (unless --insecure).
+    With --keys, SIGHUP re-reads the allowed keys (KEYS/public).
 
     \b
     Set in the config file or environment only:
@@ -241,12 +285,18 @@ def coordinator(
         checkpoint_dir=checkpoint_dir,
         placement=placement,
         slot_timeout=slot_timeout,
+        keys=keys,
+        insecure=insecure or None,
         otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         log_level=log_level,
         log_format=log_format,
     )
+    from mesh.transport.exposure import endpoint_host
+
+    _check_exposure("listen on", endpoint_host(s["bind"]), s)
+    curve = _curve(s, ["coordinator"])
     daemon = Coordinator(
         CoordinatorConfig(
             bind=s["bind"],
@@ -261,6 +311,7 @@ def coordinator(
             tolerable_checkpoint_failures=s["tolerable_checkpoint_failures"],
             retained_checkpoints=s["retained_checkpoints"],
             max_message_bytes=s["max_message_size"],
+            curve=curve,
         )
     )
 
@@ -272,7 +323,7 @@ def coordinator(
     telemetry = _install_tracing("mesh-coordinator", None, s["otlp_endpoint"])
     metrics = _install_metrics("mesh-coordinator", None, s)
     try:
-        _serve(daemon.run, ready)
+        _serve(daemon.run, ready, on_reload=_reload(curve))
     except StateDirLocked as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:
@@ -315,6 +366,8 @@ def node(
         str | None,
         typer.Option(help="stable id of this node [env MESH_NODE_ID; default HOSTNAME-PID]"),
     ] = None,
+    keys: KeysOption = None,
+    insecure: InsecureOption = False,
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = None,
@@ -325,6 +378,10 @@ def node(
 
     Each setting comes from its flag, else its MESH_* variable, else the --config file,
     else its default (mesh config show node prints them, and where each came from).
+    Without --keys it binds and advertises loopback addresses only (unless --insecure).
+    Bound to every interface (--bind-host 0.0.0.0) without --advertise-host, it
+    advertises the address it reaches the coordinator from. With --keys, SIGHUP
+    re-reads the allowed keys (KEYS/public).
 
     \b
     Set in the config file or environment only:
@@ -347,21 +404,30 @@ def node(
         bind_host=bind_host,
         advertise_host=advertise_host,
         node_id=node_id,
+        keys=keys,
+        insecure=insecure or None,
         otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         log_level=log_level,
         log_format=log_format,
     )
+    from mesh.transport.keys import own_pair_names
+
+    advertised = _advertise_host(s)
+    _check_exposure("listen on", s["bind_host"], s)
+    _check_exposure("advertise", advertised, s)
+    curve = _curve(s, own_pair_names("node", s["node_id"]))
     daemon = Node(
         NodeConfig(
             coordinator=s["coordinator"],
             slots=s["slots"],
             state_dir=s["state_dir"] or default_state_dir("node"),
             bind_host=s["bind_host"],
-            advertise_host=s["advertise_host"],
+            advertise_host=advertised,
             node_id=s["node_id"],
             max_frame_bytes=s["max_frame_size"],
+            curve=curve,
         )
     )
 
@@ -392,6 +458,7 @@ def node(
             daemon.leave,
             starting=f"waiting for the coordinator at {s['coordinator']}",
             status=status,
+            on_reload=_reload(curve),
         )
     except StateDirLocked as exc:
         raise fail(str(exc), EXIT_USAGE) from None
@@ -402,3 +469,27 @@ def node(
             telemetry.shutdown()
         if metrics is not None:
             metrics.shutdown()
+
+
+def _advertise_host(settings: dict[str, Any]) -> str:
+    """The host peers dial: ``advertise_host``; else ``bind_host``, unless that is every
+    interface: then the address this host reaches the coordinator from. Never a
+    wildcard (exit 2)."""
+    from mesh.transport.exposure import is_wildcard, route_source, wildcard_advertise
+
+    given = settings["advertise_host"]
+    if given is not None:
+        error = wildcard_advertise(given)
+        if error is not None:
+            raise fail(error, EXIT_USAGE)
+        return str(given)
+    if not is_wildcard(settings["bind_host"]):
+        return str(settings["bind_host"])
+    try:
+        return route_source(settings["coordinator"])
+    except OSError as exc:
+        raise fail(
+            f"bind_host = {settings['bind_host']!r} needs --advertise-host: no route to the "
+            f"coordinator at {settings['coordinator']} to pick an address from ({exc})",
+            EXIT_USAGE,
+        ) from None

@@ -14,7 +14,9 @@ import typer
 from mesh.commands.common import (
     EXIT_INTERRUPTED,
     CoordinatorOption,
+    KeysOption,
     TraceSampleOption,
+    client_keys,
     coordinator_address,
     err,
     prepare_job,
@@ -38,6 +40,7 @@ def submit(
     ] = None,
     trace_sample: TraceSampleOption = None,
     coordinator: CoordinatorOption = None,
+    keys: KeysOption = None,
 ) -> None:
     """Submit a job to a running cluster; prints the job id on the last line."""
     address = coordinator_address(coordinator)
@@ -49,7 +52,7 @@ def submit(
         restore_from=from_savepoint,
         trace_sample=trace_sample,
     )
-    reply = run_client(address, lambda c: c.submit_job(submission))
+    reply = run_client(address, lambda c: c.submit_job(submission), client_keys(keys))
     if reply.waiting:
         err(f"job {reply.job_id} waits for slots: {reply.waiting}")
     typer.echo(reply.job_id)
@@ -57,18 +60,20 @@ def submit(
 
 def list_jobs(
     coordinator: CoordinatorOption = None,
+    keys: KeysOption = None,
     json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """One line per job: id, name, state, uptime."""
     from mesh.client.render import format_jobs
 
-    jobs = run_client(coordinator_address(coordinator), lambda c: c.list_jobs())
+    jobs = run_client(coordinator_address(coordinator), lambda c: c.list_jobs(), client_keys(keys))
     typer.echo(orjson.dumps(jobs).decode() if json else format_jobs(jobs))
 
 
 def status(
     job_id: Annotated[str, typer.Argument(help="job id (a unique prefix is enough)")],
     coordinator: CoordinatorOption = None,
+    keys: KeysOption = None,
     json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="refresh until the job ends")] = False,
 ) -> None:
@@ -103,7 +108,7 @@ def status(
                 display.close()
 
     try:
-        run_client(address, watch_loop)
+        run_client(address, watch_loop, client_keys(keys))
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
@@ -111,6 +116,7 @@ def status(
 def cancel(
     job_id: Annotated[str, typer.Argument(help="job id (a unique prefix is enough)")],
     coordinator: CoordinatorOption = None,
+    keys: KeysOption = None,
     savepoint: Annotated[
         bool, typer.Option("--savepoint", help="take a savepoint first; prints its path last")
     ] = False,
@@ -142,7 +148,7 @@ def cancel(
             lines.append(path)
         return lines
 
-    typer.echo("\n".join(run_client(address, go)))
+    typer.echo("\n".join(run_client(address, go, client_keys(keys))))
 
 
 def savepoint(
@@ -151,12 +157,15 @@ def savepoint(
         Path | None, typer.Option("--dir", help="where the savepoint goes")
     ] = None,
     coordinator: CoordinatorOption = None,
+    keys: KeysOption = None,
 ) -> None:
     """Take a savepoint of a running job; prints its path on the last line."""
     target = str(directory.resolve()) if directory else None
     typer.echo(
         run_client(
-            coordinator_address(coordinator), lambda c: c.savepoint(job_id, directory=target)
+            coordinator_address(coordinator),
+            lambda c: c.savepoint(job_id, directory=target),
+            client_keys(keys),
         )
     )
 
@@ -164,6 +173,7 @@ def savepoint(
 def checkpoints(
     job_id: Annotated[str, typer.Argument(help="job id (a unique prefix is enough)")],
     coordinator: CoordinatorOption = None,
+    keys: KeysOption = None,
     json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """A job's completed (and failed) checkpoints and savepoints with size and duration."""
@@ -174,16 +184,17 @@ def checkpoints(
     async def go(client: Any) -> list[dict[str, Any]]:
         return list(await client.checkpoints(job_id))  # the coordinator resolves a prefix
 
-    found = run_client(address, go)
+    found = run_client(address, go, client_keys(keys))
     typer.echo(orjson.dumps(found).decode() if json else format_checkpoints(found))
 
 
 def nodes(
     coordinator: CoordinatorOption = None,
+    keys: KeysOption = None,
     json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Registered nodes with their slots and last heartbeat."""
     from mesh.client.render import format_nodes
 
-    found = run_client(coordinator_address(coordinator), lambda c: c.nodes())
+    found = run_client(coordinator_address(coordinator), lambda c: c.nodes(), client_keys(keys))
     typer.echo(orjson.dumps(found).decode() if json else format_nodes(found))

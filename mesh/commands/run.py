@@ -15,9 +15,11 @@ from mesh.commands.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    KeysOption,
     OtlpEndpointOption,
     PlacementOption,
     TraceSampleOption,
+    client_keys,
     err,
     fail,
     prepare_job,
@@ -25,6 +27,7 @@ from mesh.commands.common import (
 from mesh.errors import (
     MeshError,
     SchedulingError,
+    TransportError,
 )
 
 __all__ = ["run"]
@@ -49,6 +52,7 @@ def run(
     placement: PlacementOption = None,
     otlp_endpoint: OtlpEndpointOption = None,
     trace_sample: TraceSampleOption = None,
+    keys: KeysOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Run a job on an embedded local cluster and wait for it to end.
@@ -79,7 +83,9 @@ def run(
     except SchedulingError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     per_node = size.slots_per_node
-    tracing = ["--otlp-endpoint", otlp_endpoint] if otlp_endpoint else []
+    daemon_args = ["--otlp-endpoint", otlp_endpoint] if otlp_endpoint else []
+    keys = client_keys(keys)
+    daemon_args += ["--keys", str(keys.resolve())] if keys is not None else []
     # The state directory outlives the run when given (savepoints, checkpoints, logs);
     # otherwise a temporary one is removed after a successful run.
     temp_dir = None if state_dir else tempfile.mkdtemp(prefix="mesh-run-")
@@ -89,8 +95,8 @@ def run(
         slots=per_node,
         state_dir=directory,
         log_level="info",
-        coordinator_args=[*(["--placement", placement] if placement else []), *tracing],
-        node_args=tracing or None,
+        coordinator_args=[*(["--placement", placement] if placement else []), *daemon_args],
+        node_args=daemon_args or None,
     )
     code = EXIT_FAILED
     try:
@@ -105,7 +111,11 @@ def run(
             )
         outcome = anyio.run(
             lambda: drive_job(
-                cluster.address, submission, quiet=quiet, state_dir=str(directory.resolve())
+                cluster.address,
+                submission,
+                quiet=quiet,
+                state_dir=str(directory.resolve()),
+                keys=keys,
             ),
             backend="asyncio",
         )
@@ -114,6 +124,8 @@ def run(
             Outcome.FAILED: EXIT_FAILED,
             Outcome.INTERRUPTED: EXIT_INTERRUPTED,
         }[outcome]
+    except TransportError as exc:  # the cluster refused our keys
+        err(f"error: {exc}")
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     finally:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mesh.protocol.messages import ChannelSettings
+from mesh.transport.curve import Curve
 
 __all__ = ["CoordinatorConfig"]
 
@@ -30,6 +31,7 @@ class CoordinatorConfig:
     retained_checkpoints: int = 3
     # The largest message part accepted on the coordinator's socket (ZeroMQ MAXMSGSIZE).
     max_message_bytes: int = 64 << 20
+    curve: Curve | None = None  # CURVE keys: every socket authenticated and encrypted
 
     @property
     def checkpoint_base(self) -> Path:

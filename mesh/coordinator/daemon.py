@@ -66,6 +66,7 @@ from mesh.protocol.messages import (
 from mesh.state.lock import StateDirLock
 from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
+from mesh.transport.curve import security_note
 from mesh.transport.drops import DropCounter
 from mesh.transport.sockets import Outbox, SocketFactory, SocketKind
 
@@ -189,7 +190,7 @@ class Coordinator:
             job_store = JobStore(self.config.state_dir / "coordinator.db")
             databases.callback(job_store.close)
             parts = self._build(store, job_store)
-            with SocketFactory() as factory:
+            with SocketFactory(curve=self.config.curve) as factory:
                 router = factory.bind(
                     SocketKind.ROUTER,
                     self.config.bind,
@@ -203,7 +204,11 @@ class Coordinator:
                     tg.start_soon(outbox.pump)
                     tg.start_soon(self._monitor, parts)
                     tg.start_soon(self._ticker, parts)
-                    log.info("coordinator listening on %s", router.endpoint)
+                    log.info(
+                        "coordinator listening on %s (%s)",
+                        router.endpoint,
+                        security_note(self.config.curve),
+                    )
                     task_status.started(router.endpoint)
                     while True:
                         frames = router.recv_nowait()

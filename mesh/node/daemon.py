@@ -59,7 +59,9 @@ from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.barriers import BarrierPayload
 from mesh.transport.control import ControlConnection
-from mesh.transport.sockets import SocketFactory, SocketKind
+from mesh.transport.curve import Curve, security_note
+from mesh.transport.handshake import HandshakeFailed, wait_handshake
+from mesh.transport.sockets import Socket, SocketFactory, SocketKind
 
 __all__ = ["Node", "NodeConfig"]
 
@@ -79,6 +81,7 @@ class NodeConfig:
     register_timeout_s: float = 2.0
     # The largest data frame part accepted from a peer (ZeroMQ MAXMSGSIZE).
     max_frame_bytes: int = 64 << 20
+    curve: Curve | None = None  # CURVE keys: every socket authenticated and encrypted
 
 
 def _rss_bytes() -> int:
@@ -129,34 +132,58 @@ class Node:
         """Serve until cancelled; ``task_status.started`` once registered."""
         config = self.config
         # Held for the daemon's lifetime: one node per state directory.
-        with StateDirLock.acquire(config.state_dir, "node"), SocketFactory() as factory:
+        with (
+            StateDirLock.acquire(config.state_dir, "node"),
+            SocketFactory(curve=config.curve) as factory,
+        ):
             self._sockets = factory
             network = NodeNetwork(
                 factory, self.node_id, config.bind_host, max_frame_bytes=config.max_frame_bytes
             )
             self._network = network
             self.address = network.advertise(config.advertise_host or config.bind_host)
-            dealer = factory.connect(SocketKind.DEALER, config.coordinator, identity=self.node_id)
+            dealer = factory.connect(
+                SocketKind.DEALER,
+                config.coordinator,
+                identity=self.node_id,
+                server=("coordinator",),
+                watch_handshake=config.curve is not None,
+            )
             self._control = ControlConnection(dealer, peer=f"coordinator {config.coordinator}")
             try:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     tg.start_soon(network.run)
+                    if dealer.monitor is not None:
+                        tg.start_soon(self._watch_handshake, dealer)
                     await tg.start(self._control.serve, self._on_message)
                     await self._register()
                     tg.start_soon(self._heartbeats)
                     log.info(
-                        "node %s ready: %d slot(s), data %s, credits %s",
+                        "node %s ready: %d slot(s), data %s, credits %s (%s)",
                         self.node_id,
                         config.slots,
                         self.address.data_endpoint,
                         self.address.control_endpoint,
+                        security_note(config.curve),
                     )
                     task_status.started(self.address)
             finally:
                 for runtime in list(self.jobs.values()):
                     runtime.dispose()
                 network.close()
+
+    async def _watch_handshake(self, dealer: Socket) -> None:
+        """Say why the coordinator does not answer when it refuses our key (once)."""
+        try:
+            await wait_handshake(
+                dealer,
+                f"the coordinator at {self.config.coordinator}",
+                timeout_s=self.config.register_timeout_s * 5,
+                me="node",
+            )
+        except HandshakeFailed as exc:
+            log.error("node %s cannot register: %s", self.node_id, exc)
 
     async def _register(self) -> None:
         assert self._control is not None and self.address is not None

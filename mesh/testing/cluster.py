@@ -52,6 +52,8 @@ from mesh.errors import MeshError
 from mesh.node.daemon import Node, NodeConfig
 from mesh.protocol.messages import PeerAddress
 from mesh.time.clock import Clock
+from mesh.transport.curve import Curve
+from mesh.transport.keys import own_pair_names
 
 __all__ = ["InProcessCluster", "InProcessNode"]
 
@@ -93,6 +95,7 @@ class InProcessCluster:
         placement: str = "spread",
         slot_timeout_ms: int = 300_000,
         stop_timeout_s: float = 10.0,
+        keys: str | Path | None = None,
         **coordinator_settings: Any,
     ) -> None:
         if nodes < 0:
@@ -102,6 +105,12 @@ class InProcessCluster:
         self.state_dir = Path(state_dir).resolve()
         self.clock = clock
         self.stop_timeout_s = stop_timeout_s
+        # A keys directory (mesh keys generate): every daemon then uses CURVE.
+        self.keys = Path(keys) if keys is not None else None
+        if self.keys is not None:
+            coordinator_settings.setdefault(
+                "curve", Curve.load(self.keys, ["coordinator"], serve=True)
+            )
         self.coordinator_config = CoordinatorConfig(
             bind="tcp://127.0.0.1:0",
             state_dir=self.state_dir / "coordinator",
@@ -225,12 +234,21 @@ class InProcessCluster:
 
     # -- nodes ----------------------------------------------------------------------------
 
-    async def add_node(self, *, slots: int | None = None) -> InProcessNode:
-        """Start one more node (``node-<n>``); returns once it registered."""
+    async def add_node(
+        self, *, slots: int | None = None, keys: str | Path | None = None
+    ) -> InProcessNode:
+        """Start one more node (``node-<n>``); returns once it registered. ``keys``
+        overrides the cluster's keys directory for this node."""
         if self._tg is None or self.stopped:
             raise MeshError("the cluster is not running")
         self._node_counter += 1
         name = f"node-{self._node_counter}"
+        directory = Path(keys) if keys is not None else self.keys
+        curve = (
+            Curve.load(directory, own_pair_names("node", name), serve=True)
+            if directory is not None
+            else None
+        )
         daemon = Node(
             NodeConfig(
                 coordinator=self.address,
@@ -238,6 +256,7 @@ class InProcessCluster:
                 state_dir=self.state_dir / name,
                 bind_host="127.0.0.1",
                 node_id=name,
+                curve=curve,
             ),
             clock=self.clock,
         )

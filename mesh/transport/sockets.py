@@ -1,8 +1,10 @@
 """The one place where ZeroMQ sockets are created, configured and closed.
 
 Every socket mesh uses comes from a ``SocketFactory``, so options that must hold
-everywhere (linger, high-water marks as a tripwire, ROUTER_MANDATORY, keepalive, and
-later CURVE keys) are set in one spot.
+everywhere (linger, high-water marks as a tripwire, ROUTER_MANDATORY, keepalive, CURVE
+keys) are set in one spot. With CURVE keys (``mesh.transport.curve``) every bound socket
+is a CURVE server whose clients the factory's ZAP handler checks, and every connecting
+socket a CURVE client that must be told which server it dials.
 
 ``Socket`` wraps a plain (synchronous) ZeroMQ socket: sends and receives are always
 non-blocking, in tight loops, and a task awaits readiness only when nothing can be done
@@ -26,7 +28,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -34,6 +36,10 @@ import zmq
 
 from mesh.errors import TransportError
 from mesh.time.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from mesh.transport.curve import Curve
+    from mesh.transport.zap import ZapServer
 
 __all__ = [
     "Endpoint",
@@ -60,6 +66,13 @@ def frame_peer(frame: Frame) -> str:
 
 log = logging.getLogger("mesh.transport")
 
+_HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
+
 _ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5}|\*)$")
 
 
@@ -70,6 +83,7 @@ class SocketKind(Enum):
     DEALER = zmq.DEALER
     PUSH = zmq.PUSH
     PULL = zmq.PULL
+    PAIR = zmq.PAIR
 
 
 class Endpoint(str):
@@ -95,7 +109,7 @@ def parse_endpoint(value: str, *, allow_wildcard_port: bool = False) -> Endpoint
 class Socket:
     """A ZeroMQ socket used without blocking from the asyncio event loop."""
 
-    __slots__ = ("_loop", "_sock", "_waiters", "endpoint", "kind")
+    __slots__ = ("_loop", "_sock", "_waiters", "endpoint", "kind", "monitor")
 
     def __init__(self, sock: zmq.Socket[bytes], kind: SocketKind, endpoint: str) -> None:
         self._sock = sock
@@ -105,6 +119,8 @@ class Socket:
         self._waiters: list[tuple[int, anyio.Event]] = []
         # The loop watching the descriptor, while someone waits.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Handshake events of a connecting socket, if asked for (``SocketFactory.connect``).
+        self.monitor: Socket | None = None
 
     @property
     def closed(self) -> bool:
@@ -201,8 +217,26 @@ class Socket:
                 return frames
             await self.wait_readable()
 
+    def open_monitor(self, address: str, events: int) -> Socket:
+        """Start reporting this socket's ``events`` on a PAIR socket (``self.monitor``)."""
+        self._sock.monitor(address, events)
+        pair: zmq.Socket[bytes] = self._sock.context.socket(zmq.PAIR)
+        pair.setsockopt(zmq.LINGER, 0)
+        pair.connect(address)
+        self.monitor = Socket(pair, SocketKind.PAIR, address)
+        return self.monitor
+
+    def close_monitor(self) -> None:
+        """Stop reporting events (``open_monitor``)."""
+        if self.monitor is not None:
+            if not self._sock.closed:
+                self._sock.disable_monitor()
+            self.monitor.close()
+            self.monitor = None
+
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; pending messages are kept for at most ``linger_ms``."""
+        self.close_monitor()
         if not self._sock.closed:
             self._stop_watching()
             for _, event in self._waiters:
@@ -268,10 +302,23 @@ class Outbox:
 class SocketFactory:
     """Creates every socket of a process from one ZeroMQ context."""
 
-    def __init__(self, *, high_water_mark: int = 100_000, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        high_water_mark: int = 100_000,
+        clock: Clock | None = None,
+        curve: Curve | None = None,
+    ) -> None:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._hwm = high_water_mark
         self._clock: Clock = clock or SystemClock()
+        self.curve = curve
+        # Answers the CURVE handshakes of bound sockets; serving before any is bound.
+        self._zap: ZapServer | None = None
+        if curve is not None and curve.allow is not None:
+            from mesh.transport.zap import ZapServer
+
+            self._zap = ZapServer(self._context, curve.allow)
         self._sockets: set[Socket] = set()
         # Released sockets still delivering what they hold: (deadline in monotonic ms, socket).
         # They stay open (ZeroMQ's I/O thread keeps sending) until the deadline, and are
@@ -315,6 +362,15 @@ class SocketFactory:
         sock = self._new(kind, identity)
         if max_message_bytes is not None:
             sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        if self.curve is not None:
+            if self._zap is None:
+                sock.close(linger=0)
+                raise TransportError(f"cannot bind {endpoint} with CURVE: no allow-list")
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self.curve.pair.secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.pair.public)
+            sock.setsockopt(zmq.ZAP_DOMAIN, b"mesh")
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no handler: nobody gets in
         try:
             sock.bind(address)
         except zmq.ZMQError as exc:
@@ -334,12 +390,36 @@ class SocketFactory:
         *,
         identity: str | None = None,
         high_water_mark: int | None = None,
+        server: Sequence[str] = (),
+        watch_handshake: bool = False,
+        outside: bool = False,
     ) -> Socket:
-        """Create a socket connected to ``endpoint`` (the connection is made in the background)."""
+        """Create a socket connected to ``endpoint`` (the connection is made in the background).
+
+        With CURVE keys, ``server`` names the server dialled (the names its public key
+        is looked up by, first found wins; ConfigError if none is found). With
+        ``watch_handshake`` the socket's ``monitor`` reports its handshake events
+        (see ``mesh.transport.handshake``). An ``outside`` socket talks to a system
+        outside the cluster (a connector's): never CURVE.
+        """
         parse_endpoint(endpoint)
         sock = self._new(kind, identity, high_water_mark)
-        sock.connect(endpoint.strip())
+        if self.curve is not None and not outside:
+            if not server:
+                sock.close(linger=0)
+                raise TransportError(f"connecting to {endpoint} with CURVE needs the server's name")
+            try:
+                server_key = self.curve.server_key(server)
+            except BaseException:
+                sock.close(linger=0)
+                raise
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.pair.public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self.curve.pair.secret)
         wrapped = Socket(sock, kind, endpoint)
+        if watch_handshake:
+            wrapped.open_monitor(f"inproc://mesh-monitor-{id(wrapped):x}", _HANDSHAKE_EVENTS)
+        sock.connect(endpoint.strip())
         self._sockets.add(wrapped)
         return wrapped
 
@@ -370,6 +450,8 @@ class SocketFactory:
             sock.close()
         self._sockets.clear()
         self._close_drained(everything=True)
+        if self._zap is not None:
+            self._zap.close()
         self._context.term()
 
     def __enter__(self) -> SocketFactory:

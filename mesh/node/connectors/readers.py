@@ -360,7 +360,7 @@ class _ZmqPullReader(SourceReader):
         self._sock: Socket | None = None
 
     def open(self) -> None:
-        self._sock = self._factory.connect(SocketKind.PULL, self._endpoint)
+        self._sock = self._factory.connect(SocketKind.PULL, self._endpoint, outside=True)
 
     async def read(self, max_records: int) -> list[Any] | None:
         sock = self._sock

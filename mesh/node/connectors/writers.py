@@ -91,7 +91,7 @@ class ZmqPushSink(SinkOperator):
 
     def open(self) -> None:
         self._sock = self._factory.connect(
-            SocketKind.PUSH, self._endpoint, high_water_mark=self._hwm
+            SocketKind.PUSH, self._endpoint, high_water_mark=self._hwm, outside=True
         )
 
     def process(self, batch: list[Any]) -> list[Any]:

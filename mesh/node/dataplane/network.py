@@ -73,9 +73,13 @@ class RemotePeer:
         self._factory = factory
         # Cancels this peer's pumps when it is replaced (the node came back elsewhere).
         self._scope = anyio.CancelScope()
-        self.data = Outbox(factory.connect(SocketKind.PUSH, address.data_endpoint))
+        # With CURVE keys: the peer's own key if it has one, else the nodes' shared one.
+        server = (address.node_id, "node")
+        self.data = Outbox(factory.connect(SocketKind.PUSH, address.data_endpoint, server=server))
         self.control = Outbox(
-            factory.connect(SocketKind.DEALER, address.control_endpoint, identity=own_id)
+            factory.connect(
+                SocketKind.DEALER, address.control_endpoint, identity=own_id, server=server
+            )
         )
 
     async def run(self) -> None:
