@@ -49,7 +49,8 @@ class HostCluster:
     lab: NetworkLab
     work_dir: Path
     coordinator_host: str
-    extra_args: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)  # for every daemon
+    client_args: list[str] = field(default_factory=list)  # for every mesh command
     env: dict[str, str] = field(default_factory=dict)
     daemons: dict[str, HostDaemon] = field(default_factory=dict)
     _listener: NotifyListener = field(default_factory=NotifyListener)
@@ -160,7 +161,15 @@ class HostCluster:
         cluster's work directory (where relative job paths resolve)."""
         return self.lab.run(
             host,
-            [sys.executable, "-m", "mesh", *args, "--coordinator", self.address],
+            [
+                sys.executable,
+                "-m",
+                "mesh",
+                *args,
+                "--coordinator",
+                self.address,
+                *self.client_args,
+            ],
             timeout_s=timeout_s,
             cwd=self.work_dir,
         )

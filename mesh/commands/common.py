@@ -68,7 +68,7 @@ InsecureOption = Annotated[
     typer.Option(
         "--insecure",
         help="allow a non-loopback address without --keys (only on a network you trust) "
-        "[env MESH_INSECURE]",
+        "[env MESH_INSECURE; default off]",
     ),
 ]
 ConfigOption = Annotated[

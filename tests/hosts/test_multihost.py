@@ -1,11 +1,15 @@
 """A cluster across hosts: a coordinator and three nodes, each in a network namespace of
 its own with its own address, joined by a bridge (tests/netns.py); the client runs
-``mesh`` from a fifth host. Jobs must produce exactly their reference output."""
+``mesh`` from a fifth host, and a sixth host holds keys nobody allowed. With CURVE keys
+every socket is authenticated and encrypted; the keyless clusters run with
+``--insecure``. Jobs must produce exactly their reference output."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +22,8 @@ from tests.multihost import HostCluster
 from tests.netns import network_lab, require_network_lab
 
 ROOT = Path(__file__).resolve().parents[2]
-HOSTS = ["coord", "n1", "n2", "n3", "client"]
+HOSTS = ["coord", "n1", "n2", "n3", "client", "rogue"]
+INSECURE = ["--insecure"]
 
 SEQUENCE = """
     from mesh import Job, sinks, sources
@@ -36,11 +41,27 @@ SEQUENCE = """
 """
 
 
+def _keys(directory: Path) -> Path:
+    """A fresh key directory made by ``mesh keys generate``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mesh", "keys", "generate", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return directory
+
+
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[HostCluster]:
+    """A CURVE-protected cluster across three node hosts."""
     require_network_lab("nft")
+    keys = ["--keys", str(_keys(tmp_path / "keys"))]
     with network_lab(HOSTS) as lab:
-        cluster = HostCluster(lab, tmp_path, coordinator_host="coord")
+        cluster = HostCluster(
+            lab, tmp_path, coordinator_host="coord", extra_args=keys, client_args=keys
+        )
         try:
             cluster.start_coordinator()
             nodes = [cluster.start_node(h, wait=False) for h in ("n1", "n2", "n3")]
@@ -103,7 +124,7 @@ def partitionable(tmp_path: Path) -> Iterator[HostCluster]:
     require_network_lab("nft")
     with network_lab(HOSTS) as lab:
         env = {**HEARTBEATS, "MESH_CHECKPOINT_TIMEOUT": "2s"}
-        cluster = HostCluster(lab, tmp_path, coordinator_host="coord", env=env)
+        cluster = HostCluster(lab, tmp_path, coordinator_host="coord", env=env, extra_args=INSECURE)
         try:
             cluster.start_coordinator()
             nodes = [cluster.start_node(h, slots=2, wait=False) for h in ("n1", "n2", "n3")]
@@ -216,7 +237,7 @@ def test_without_keys_records_cross_the_wire_in_plaintext(tmp_path: Path) -> Non
     """The control for the encrypted case: the capture does see the records."""
     require_network_lab("nft", "tcpdump")
     with network_lab(HOSTS) as lab:
-        cluster = HostCluster(lab, tmp_path, coordinator_host="coord")
+        cluster = HostCluster(lab, tmp_path, coordinator_host="coord", extra_args=INSECURE)
         try:
             cluster.start_coordinator()
             cluster.wait_ready([cluster.start_node(h, wait=False) for h in ("n1", "n2")])
@@ -224,3 +245,74 @@ def test_without_keys_records_cross_the_wire_in_plaintext(tmp_path: Path) -> Non
         finally:
             cluster.close()
     assert b"canary-" in captured and b'"secret_field"' in captured
+
+
+@pytest.mark.slow
+def test_with_keys_no_record_crosses_the_wire_in_plaintext(hosts: HostCluster) -> None:
+    captured = _capture_run(hosts, hosts.work_dir / "curve.pcap")
+    assert len(captured) > 10_000  # the capture saw the traffic
+    assert b"canary-" not in captured and b"secret_field" not in captured
+    assert b'"job_id"' not in captured and b"heartbeat" not in captured.lower()
+
+
+@pytest.mark.slow
+def test_a_host_with_keys_nobody_allowed_cannot_register_or_submit(hosts: HostCluster) -> None:
+    # Its own key pairs, and the coordinator's public key (public, so anyone may have it).
+    other_dir = _keys(hosts.work_dir / "other-keys")
+    shutil.copy(hosts.work_dir / "keys" / "coordinator.key", other_dir / "coordinator.key")
+    other = ["--keys", str(other_dir)]
+    rogue_address = hosts.lab.addresses["rogue"]
+    rogue = hosts._spawn(
+        "rogue",
+        "rogue",
+        [
+            "node",
+            "--coordinator",
+            hosts.address,
+            "--node-id",
+            "rogue",
+            "--bind-host",
+            rogue_address,
+            "--advertise-host",
+            rogue_address,
+            "--state-dir",
+            str(hosts.work_dir / "rogue"),
+            *other,
+        ],
+    )
+    coordinator = hosts.daemons["coordinator"]
+    poll_until_sync(
+        coordinator.log,
+        until=lambda log: rogue_address in log and "refused" in log,
+        timeout_s=30,
+        what="the coordinator to log the refused node with its address",
+    )
+    assert rogue.process.poll() is None and not rogue.ready  # still trying, never ready
+    (hosts.work_dir / "sequence.py").write_text(
+        "\n".join(line[4:] if line.startswith("    ") else line for line in SEQUENCE.splitlines())
+    )
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            hosts.lab.namespace("rogue"),
+            sys.executable,
+            "-m",
+            "mesh",
+            "submit",
+            "sequence.py",
+            "--coordinator",
+            hosts.address,
+            *other,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=hosts.work_dir,
+    )
+    assert done.returncode != 0
+    assert "did not accept this client's key" in done.stderr, done.stderr
+    nodes = orjson.loads(hosts.mesh("client", "nodes", "--json"))
+    assert sorted(n["node_id"] for n in nodes) == ["n1", "n2", "n3"]
+    assert orjson.loads(hosts.mesh("client", "list", "--json")) == []  # nothing runs
