@@ -5,7 +5,8 @@ interface (``eth0``, a veth pair) on a bridge that lives in a hub namespace of i
 so nothing touches the machine's own network; host *i* gets 10.A.B.(i+1)/24 on a
 subnet picked at random. Processes run inside a host with ``lab.popen(host, argv)``
 (``ip netns exec``); ``lab.cut(host, other)`` drops traffic between two hosts (nftables
-in ``host``'s namespace) and ``lab.heal(host)`` lets it through again; ``lab.capture``
+in ``host``'s namespace), ``lab.lose(host, percent)`` drops a share of what it sends,
+and ``lab.heal(host)`` lets everything through again; ``lab.capture``
 records the bridge with tcpdump. On exit every process started is killed and every
 namespace removed, whatever the test did. Needs root, ``ip`` and (for cuts and
 captures) ``nft`` and ``tcpdump``.
@@ -109,13 +110,31 @@ class NetworkLab:
             text=True,
         )
 
+    def lose(self, host: str, percent: int) -> None:
+        """Drop ``percent`` % of the packets ``host`` sends, at random (nftables; this
+        machine's kernel has no netem to add latency as well)."""
+        rules = (
+            "table inet meshloss {\n"
+            " chain out { type filter hook output priority 0; "
+            f"numgen random mod 100 < {percent} drop; }}\n"
+            "}\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", self.hosts[host], "nft", "-f", "-"],
+            input=rules,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+
     def heal(self, host: str) -> None:
         """Undo every ``cut`` made in ``host``."""
-        subprocess.run(
-            ["ip", "netns", "exec", self.hosts[host], "nft", "delete", "table", "inet", "meshcut"],
-            check=False,
-            capture_output=True,
-        )
+        for table in ("meshcut", "meshloss"):
+            subprocess.run(
+                ["ip", "netns", "exec", self.hosts[host], "nft", "delete", "table", "inet", table],
+                check=False,
+                capture_output=True,
+            )
 
     @contextmanager
     def capture(self, path: Path) -> Iterator[Path]:

@@ -316,3 +316,20 @@ def test_a_host_with_keys_nobody_allowed_cannot_register_or_submit(hosts: HostCl
     nodes = orjson.loads(hosts.mesh("client", "nodes", "--json"))
     assert sorted(n["node_id"] for n in nodes) == ["n1", "n2", "n3"]
     assert orjson.loads(hosts.mesh("client", "list", "--json")) == []  # nothing runs
+
+
+@pytest.mark.slow
+def test_with_one_percent_loss_on_every_link_the_job_still_runs_exactly_once(
+    partitionable: HostCluster,
+) -> None:
+    cluster = partitionable
+    for host in HOSTS:
+        cluster.lab.lose(host, 1)
+    _write_sequence(cluster, count=24_000, rate=8_000)
+    job_id = _submit(cluster, "sequence.py")
+    final = _finished(cluster, job_id, timeout_s=120)
+    assert final["state"] == "FINISHED", final
+    seen = sorted(r["seq"] for r in read_parts(cluster.work_dir / "out" / "sequence"))
+    assert seen == list(range(24_000))
+    seconds = (final["processing_finished_ms"] - final["processing_started_ms"]) / 1000  # type: ignore[operator]
+    print(f"\n24,000 records with 1% loss on every link: {24_000 / seconds:,.0f} records/s")
