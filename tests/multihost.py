@@ -52,13 +52,56 @@ class HostCluster:
     extra_args: list[str] = field(default_factory=list)  # for every daemon
     client_args: list[str] = field(default_factory=list)  # for every mesh command
     env: dict[str, str] = field(default_factory=dict)
+    # (delay, jitter) in ms: every daemon is reached through a delay proxy on its host
+    # (tests/delay_proxy.py), at a second address of that host; None: directly.
+    latency: tuple[float, float] | None = None
     daemons: dict[str, HostDaemon] = field(default_factory=dict)
     _listener: NotifyListener = field(default_factory=NotifyListener)
+    _proxied: set[str] = field(default_factory=set)
+
+    def dial_host(self, host: str) -> str:
+        """The address others use to reach ``host``'s daemon (its proxy's, with latency)."""
+        address = self.lab.addresses[host]
+        if self.latency is None:
+            return address
+        prefix, _, last = address.rpartition(".")
+        return f"{prefix}.{int(last) + 100}"
 
     @property
     def address(self) -> str:
         """The coordinator's address, as clients and nodes dial it."""
-        return f"tcp://{self.lab.addresses[self.coordinator_host]}:{COORDINATOR_PORT}"
+        return f"tcp://{self.dial_host(self.coordinator_host)}:{COORDINATOR_PORT}"
+
+    def _proxy(self, host: str, ports: list[int]) -> None:
+        """Delay everything sent to ``host``'s ``ports`` (reached at its dial address)."""
+        assert self.latency is not None
+        real, dial = self.lab.addresses[host], self.dial_host(host)
+        if dial not in self._proxied:
+            self.lab.add_address(host, dial)
+            self._proxied.add(dial)
+        delay, jitter = self.latency
+        process = self.lab.popen(
+            host,
+            [
+                sys.executable,
+                "-m",
+                "tests.delay_proxy",
+                "--delay-ms",
+                str(delay),
+                "--jitter-ms",
+                str(jitter),
+                *(f"{dial}:{port}={real}:{port}" for port in ports),
+            ],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert process.stdout is not None
+        try:
+            ready, _, _ = select.select([process.stdout], [], [], 30)
+            line = process.stdout.readline() if ready else b""
+        finally:
+            process.stdout.close()  # it prints nothing after "ready"
+        assert line.strip() == b"ready", f"the proxy on {host} did not start"
 
     @property
     def log_dir(self) -> Path:
@@ -96,13 +139,15 @@ class HostCluster:
             [
                 "coordinator",
                 "--bind",
-                self.address,
+                f"tcp://{self.lab.addresses[self.coordinator_host]}:{COORDINATOR_PORT}",
                 "--state-dir",
                 str(self.work_dir / "coordinator"),
                 *self.extra_args,
                 *args,
             ],
         )
+        if self.latency is not None:
+            self._proxy(self.coordinator_host, [COORDINATOR_PORT])
         if wait:
             self.wait_ready([daemon])
         return daemon
@@ -124,7 +169,7 @@ class HostCluster:
                 "--bind-host",
                 address,
                 "--advertise-host",
-                address,
+                self.dial_host(host),
                 "--state-dir",
                 str(self.work_dir / host),
                 *self.extra_args,
@@ -155,6 +200,12 @@ class HostCluster:
                     found = pending.pop(fields.get("MAINPID", ""), None)
                     if found is not None:
                         found.ready = fields
+                        if self.latency is not None and "MESH_DATA_ENDPOINT" in fields:
+                            ports = [
+                                int(fields[key].rpartition(":")[2])
+                                for key in ("MESH_DATA_ENDPOINT", "MESH_CONTROL_ENDPOINT")
+                            ]
+                            self._proxy(found.host, ports)
 
     def mesh(self, host: str, *args: str, timeout_s: float = 60) -> str:
         """Run a ``mesh`` client command on ``host`` against the coordinator, in the

@@ -110,6 +110,10 @@ class NetworkLab:
             text=True,
         )
 
+    def add_address(self, host: str, address: str) -> None:
+        """Give ``host`` a second address on its interface (same subnet)."""
+        _ip("-n", self.hosts[host], "addr", "add", f"{address}/24", "dev", "eth0")
+
     def lose(self, host: str, percent: int) -> None:
         """Drop ``percent`` % of the packets ``host`` sends, at random (nftables; this
         machine's kernel has no netem to add latency as well)."""
