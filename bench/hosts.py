@@ -1,6 +1,7 @@
 """W2 across hosts: a coordinator and 2 nodes in network namespaces of their own (as in
-tests/hosts/), keyless, with CURVE keys, and keyless with 1 % of the packets dropped on
-every link; prints JSON. Needs root, ``ip`` and ``nft``.
+tests/hosts/), keyless, with CURVE keys, and keyless with 50 ms ± 20 ms of latency (a
+delaying proxy in front of every daemon) and 1 % of the packets dropped on every link;
+prints JSON. Needs root, ``ip`` and ``nft``.
 
     sudo python bench/hosts.py --rounds 3
 
@@ -32,7 +33,7 @@ from bench.telemetry import _cpu_s  # noqa: E402
 from tests.multihost import HostCluster  # noqa: E402
 from tests.netns import network_lab  # noqa: E402
 
-SETUPS = ("keyless", "curve", "keyless_1pct_loss")
+SETUPS = ("keyless", "curve", "keyless_50ms_1pct_loss")
 HOSTS = ["coord", "n1", "n2", "client"]
 
 
@@ -58,6 +59,7 @@ def run_w2(setup: str, events: int) -> dict[str, float]:
             extra_args=args,
             client_args=[a for a in args if a != "--insecure"],
             env=env,
+            latency=(50, 20) if setup.endswith("loss") else None,
         )
         try:
             cluster.start_coordinator()
