@@ -31,7 +31,7 @@ import anyio
 import anyio.abc
 
 from mesh._version import __version__
-from mesh.errors import MeshError
+from mesh.errors import MeshError, TransportError
 from mesh.node.dataplane.network import NodeNetwork
 from mesh.node.instruments import node_instruments
 from mesh.node.runtime.job import JobRuntime
@@ -141,6 +141,7 @@ class Node:
                 factory, self.node_id, config.bind_host, max_frame_bytes=config.max_frame_bytes
             )
             self._network = network
+            network.on_job_link_lost = self._job_link_lost
             self.address = network.advertise(config.advertise_host or config.bind_host)
             dealer = factory.connect(
                 SocketKind.DEALER,
@@ -184,6 +185,26 @@ class Node:
             )
         except HandshakeFailed as exc:
             log.error("node %s cannot register: %s", self.node_id, exc)
+
+    def _job_link_lost(self, job_id: str, attempt: int, reason: str, back: bool) -> None:
+        """A link to a node this job attempt exchanges frames with dropped, or came back
+        after a drop: frames on it may be lost, so the attempt cannot go on. Back: its
+        subtasks here fail now. Dropped: if that node died, the coordinator notices within
+        its heartbeat timeout and restarts the job itself (saying the node was lost); if
+        it still runs (the network between us is cut), nobody else will notice: after
+        that long, the attempt's subtasks here fail."""
+        runtime = self.jobs.get(job_id)
+        if back:
+            if runtime is not None and runtime.attempt == attempt:
+                runtime.fail_running(TransportError(reason))
+        elif self._tg is not None:
+            self._tg.start_soon(self._fail_if_still_running, job_id, attempt, reason)
+
+    async def _fail_if_still_running(self, job_id: str, attempt: int, reason: str) -> None:
+        await self.clock.sleep_ms(self.heartbeat_timeout_ms + 2 * self.heartbeat_interval_ms)
+        runtime = self.jobs.get(job_id)
+        if runtime is not None and runtime.attempt == attempt:
+            runtime.fail_running(TransportError(reason))
 
     async def _register(self) -> None:
         assert self._control is not None and self.address is not None

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from mesh.transport.zap import ZapServer
 
 __all__ = [
+    "LINK_EVENTS",
     "Endpoint",
     "Frame",
     "Outbox",
@@ -72,6 +73,9 @@ _HANDSHAKE_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 )
+
+# What a link watched for loss reports (see ``SocketFactory.connect``).
+LINK_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 _ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5}|\*)$")
 
@@ -338,6 +342,9 @@ class SocketFactory:
         if kind is SocketKind.ROUTER:
             # A ROUTER silently drops what it cannot deliver unless told to complain.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # A peer that reconnects (its old connection not yet seen dead here) takes its
+            # identity over; otherwise its new connection would be refused.
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if identity is not None:
             sock.setsockopt(zmq.IDENTITY, identity.encode())
         return sock
@@ -392,6 +399,7 @@ class SocketFactory:
         high_water_mark: int | None = None,
         server: Sequence[str] = (),
         watch_handshake: bool = False,
+        watch_link_ms: int | None = None,
         outside: bool = False,
     ) -> Socket:
         """Create a socket connected to ``endpoint`` (the connection is made in the background).
@@ -399,11 +407,18 @@ class SocketFactory:
         With CURVE keys, ``server`` names the server dialled (the names its public key
         is looked up by, first found wins; ConfigError if none is found). With
         ``watch_handshake`` the socket's ``monitor`` reports its handshake events
-        (see ``mesh.transport.handshake``). An ``outside`` socket talks to a system
-        outside the cluster (a connector's): never CURVE.
+        (see ``mesh.transport.handshake``). With ``watch_link_ms`` the connection is
+        pinged that often (ZeroMQ heartbeats) and dropped after three pings unanswered,
+        and ``monitor`` reports ``LINK_EVENTS`` (see ``mesh.transport.links``). An
+        ``outside`` socket talks to a system outside the cluster (a connector's): never
+        CURVE.
         """
         parse_endpoint(endpoint)
         sock = self._new(kind, identity, high_water_mark)
+        if watch_link_ms is not None:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, watch_link_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * watch_link_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * watch_link_ms)
         if self.curve is not None and not outside:
             if not server:
                 sock.close(linger=0)
@@ -419,6 +434,8 @@ class SocketFactory:
         wrapped = Socket(sock, kind, endpoint)
         if watch_handshake:
             wrapped.open_monitor(f"inproc://mesh-monitor-{id(wrapped):x}", _HANDSHAKE_EVENTS)
+        elif watch_link_ms is not None:
+            wrapped.open_monitor(f"inproc://mesh-monitor-{id(wrapped):x}", LINK_EVENTS)
         sock.connect(endpoint.strip())
         self._sockets.add(wrapped)
         return wrapped

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 
@@ -33,6 +34,7 @@ from mesh.node.dataplane.channels import InputChannel, OutputChannel
 from mesh.protocol.messages import PeerAddress
 from mesh.transport.drops import DropCounter
 from mesh.transport.frames import FrameHeader, FrameKind, decode_header, encode_header
+from mesh.transport.links import watch_link
 from mesh.transport.sockets import Frame, Outbox, Socket, SocketFactory, SocketKind, frame_peer
 from mesh.transport.tokens import token_matches
 from mesh.transport.traced import TracedPayload, marks_from_ext, trace_ext
@@ -48,6 +50,8 @@ _RETIRED_JOBS = 1000
 # The largest message part the credit port takes: a header (fixed part, job id, an
 # extension of at most 64 KiB), and credits carry no extension at all.
 _MAX_CREDIT_BYTES = 128 << 10
+# How often links to other nodes are pinged (a link is lost after 3 unanswered pings).
+_PING_MS = 1000
 
 
 @dataclass(eq=False)
@@ -63,22 +67,45 @@ class JobChannels:
     # A channel without one takes no frames from the network.
     data_tokens: dict[int, bytes] = field(default_factory=dict)
     credit_tokens: dict[int, bytes] = field(default_factory=dict)
+    # The other nodes this attempt exchanges frames with.
+    peers: set[str] = field(default_factory=set)
 
 
 class RemotePeer:
-    """Our links to one other node."""
+    """Our links to one other node.
 
-    def __init__(self, factory: SocketFactory, own_id: str, address: PeerAddress) -> None:
+    Both links are pinged every ``_PING_MS``; ZeroMQ drops a connection whose pings go
+    unanswered three times in a row. ``on_lost`` hears of a link that dropped after it
+    had been up, and of one back after a drop: frames queued on it meanwhile may be gone,
+    so the job attempts that use this peer cannot go on.
+    """
+
+    def __init__(
+        self,
+        factory: SocketFactory,
+        own_id: str,
+        address: PeerAddress,
+        on_lost: Callable[[str, str, bool], None] | None = None,
+    ) -> None:
         self.address = address
         self._factory = factory
+        self._on_lost = on_lost
         # Cancels this peer's pumps when it is replaced (the node came back elsewhere).
         self._scope = anyio.CancelScope()
         # With CURVE keys: the peer's own key if it has one, else the nodes' shared one.
         server = (address.node_id, "node")
-        self.data = Outbox(factory.connect(SocketKind.PUSH, address.data_endpoint, server=server))
+        self.data = Outbox(
+            factory.connect(
+                SocketKind.PUSH, address.data_endpoint, server=server, watch_link_ms=_PING_MS
+            )
+        )
         self.control = Outbox(
             factory.connect(
-                SocketKind.DEALER, address.control_endpoint, identity=own_id, server=server
+                SocketKind.DEALER,
+                address.control_endpoint,
+                identity=own_id,
+                server=server,
+                watch_link_ms=_PING_MS,
             )
         )
 
@@ -87,6 +114,25 @@ class RemotePeer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.data.pump)
                 tg.start_soon(self.control.pump)
+                for sock, what in ((self.data.sock, "data"), (self.control.sock, "credit")):
+                    lost, back = partial(self._lost, what, False), partial(self._lost, what, True)
+                    tg.start_soon(watch_link, sock, lost, back)
+
+    def _lost(self, what: str, back: bool) -> None:
+        endpoint = self.data.sock.endpoint if what == "data" else self.control.sock.endpoint
+        if back:
+            reason = (
+                f"the {what} link to node {self.address.node_id} at {endpoint} is back after "
+                "a drop: what was sent on it meanwhile may be lost"
+            )
+        else:
+            reason = (
+                f"lost the {what} link to node {self.address.node_id} at {endpoint}: "
+                f"3 pings {_PING_MS} ms apart went unanswered, or the connection closed"
+            )
+        log.warning("%s", reason)
+        if self._on_lost is not None:
+            self._on_lost(self.address.node_id, reason, back)
 
     def close(self) -> None:
         """Stop the pumps and close both sockets; later sends raise TransportError."""
@@ -168,6 +214,9 @@ class NodeNetwork:
         # Dropped frames by reason, for logs and heartbeats.
         self.drops = DropCounter(log)
         self._drop = self.drops.drop
+        #: Told (job id, attempt, why, back) when a link to a node that job uses drops
+        #: (back: False) or comes back after a drop (back: True).
+        self.on_job_link_lost: Callable[[str, int, str, bool], None] | None = None
 
     @property
     def data_endpoint(self) -> str:
@@ -210,11 +259,16 @@ class NodeNetwork:
             peer.close()  # the node came back on other ports
             peer = None
         if peer is None:
-            peer = RemotePeer(self._factory, self.node_id, address)
+            peer = RemotePeer(self._factory, self.node_id, address, self._peer_lost)
             self._peers[address.node_id] = peer
             if self._tg is not None:
                 self._tg.start_soon(peer.run)
         return peer
+
+    def _peer_lost(self, node_id: str, reason: str, back: bool) -> None:
+        for channels in list(self._jobs.values()):
+            if node_id in channels.peers and self.on_job_link_lost is not None:
+                self.on_job_link_lost(channels.job_id, channels.attempt, reason, back)
 
     def register(self, channels: JobChannels) -> None:
         """Route frames of ``channels.job_id`` (replacing any older attempt)."""

@@ -379,6 +379,12 @@ class JobRuntime:
         if scope is not None:
             scope.cancel()
 
+    def fail_running(self, exc: BaseException) -> None:
+        """Fail every subtask of this attempt that still runs here, with ``exc``."""
+        for subtask, runner in self.runners.items():
+            if runner.state in (TaskState.RUNNING, TaskState.ENDING):
+                self._fail_subtask(subtask, exc)
+
     def trigger_checkpoint(
         self,
         checkpoint_id: int,

@@ -127,6 +127,7 @@ class JobWiring:
                     credit_return: Any = None  # set once the producer's channel exists
                     peer = f"local subtask {ch.producer}"
                 else:
+                    self.channels.peers.add(producer_node)
                     credit_return = RemoteCreditReturn(
                         self._network.peer(self.peers[producer_node]),
                         self.job_id,
@@ -176,6 +177,7 @@ class JobWiring:
         if consumer_node == self.node_id:
             link = LocalLink(self.channels.inputs[channel_id])
         else:
+            self.channels.peers.add(consumer_node)
             link = RemoteLink(
                 self._network.peer(self.peers[consumer_node]),
                 self.job_id,
