@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.commands.daemons import _GRACEFUL_STOP_S
+from mesh.commands.serving import _GRACEFUL_STOP_S
 
 UNITS = Path(__file__).resolve().parent.parent.parent / "configs" / "systemd"
 INSTALLED_MESH = "/opt/mesh/bin/mesh"
