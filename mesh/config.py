@@ -234,6 +234,12 @@ COORDINATOR_SETTINGS = (
         "largest message part accepted from a node or client (like 64MiB); a peer that "
         "sends a larger one is disconnected",
     ),
+    Setting(
+        "max_bad_messages",
+        _count,
+        100,
+        "malformed or forged messages after which a peer's connection is cut (0: never)",
+    ),
     _KEYS,
     _INSECURE,
     _OTLP_ENDPOINT,
@@ -256,6 +262,12 @@ NODE_SETTINGS = (
         64 << 20,
         "largest data frame part accepted from another node (like 64MiB); a peer that "
         "sends a larger one is disconnected",
+    ),
+    Setting(
+        "max_bad_messages",
+        _count,
+        100,
+        "malformed or forged messages after which a peer's connection is cut (0: never)",
     ),
     _KEYS,
     _INSECURE,

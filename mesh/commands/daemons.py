@@ -102,6 +102,8 @@ def coordinator(
                           [env MESH_RETAINED_CHECKPOINTS; default 3]
       max_message_size    largest message part taken from a node or client
                           [env MESH_MAX_MESSAGE_SIZE; default 64MiB]
+      max_bad_messages    malformed messages after which a connection is cut (0: never)
+                          [env MESH_MAX_BAD_MESSAGES; default 100]
     """
     from mesh.config import COORDINATOR_SETTINGS, default_state_dir
     from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
@@ -142,6 +144,7 @@ def coordinator(
             tolerable_checkpoint_failures=s["tolerable_checkpoint_failures"],
             retained_checkpoints=s["retained_checkpoints"],
             max_message_bytes=s["max_message_size"],
+            max_bad_messages=s["max_bad_messages"],
             curve=curve,
         )
     )
@@ -211,6 +214,8 @@ def node(
     Set in the config file or environment only:
       max_frame_size      largest data frame part taken from another node
                           [env MESH_MAX_FRAME_SIZE; default 64MiB]
+      max_bad_messages    malformed or forged messages after which a connection is cut
+                          (0: never) [env MESH_MAX_BAD_MESSAGES; default 100]
     """
     from mesh.commands.service import node_status
     from mesh.config import NODE_SETTINGS, default_state_dir
@@ -251,6 +256,7 @@ def node(
             advertise_host=advertised,
             node_id=s["node_id"],
             max_frame_bytes=s["max_frame_size"],
+            max_bad_messages=s["max_bad_messages"],
             curve=curve,
         )
     )

@@ -31,6 +31,8 @@ class CoordinatorConfig:
     retained_checkpoints: int = 3
     # The largest message part accepted on the coordinator's socket (ZeroMQ MAXMSGSIZE).
     max_message_bytes: int = 64 << 20
+    # A connection sending this many malformed messages is cut (0: never).
+    max_bad_messages: int = 100
     curve: Curve | None = None  # CURVE keys: every socket authenticated and encrypted
 
     @property

@@ -68,7 +68,8 @@ from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
 from mesh.transport.curve import security_note
 from mesh.transport.drops import DropCounter
-from mesh.transport.sockets import Outbox, SocketFactory, SocketKind
+from mesh.transport.inbound import InboundConnections
+from mesh.transport.sockets import Frame, Outbox, SocketFactory, SocketKind
 
 __all__ = ["Coordinator", "CoordinatorConfig"]
 
@@ -197,6 +198,16 @@ class Coordinator:
                     max_message_bytes=self.config.max_message_bytes,
                 )
                 self.endpoint = router.endpoint
+                # Who is connected: names senders, cuts the ones sending garbage.
+                peers = InboundConnections(
+                    router,
+                    "control port",
+                    limit=self.config.max_bad_messages,
+                    size_limit=("max_message_size", self.config.max_message_bytes),
+                    on_oversize=lambda peer: self.drops.drop(
+                        "oversize", f"a message part over max_message_size from {peer}"
+                    ),
+                )
                 outbox = Outbox(router)
                 self._out.attach(outbox)
                 async with anyio.create_task_group() as tg:
@@ -204,6 +215,7 @@ class Coordinator:
                     tg.start_soon(outbox.pump)
                     tg.start_soon(self._monitor, parts)
                     tg.start_soon(self._ticker, parts)
+                    tg.start_soon(peers.watch)
                     log.info(
                         "coordinator listening on %s (%s)",
                         router.endpoint,
@@ -211,22 +223,29 @@ class Coordinator:
                     )
                     task_status.started(router.endpoint)
                     while True:
-                        frames = router.recv_nowait()
+                        frames = router.recv_frames_nowait()
                         if frames is None:
                             await router.wait_readable()
                             continue
                         try:
-                            self._on_frames(parts.handlers, frames)
+                            self._on_frames(parts.handlers, frames, peers)
                         except Exception:  # a bug must not take the cluster down
                             log.exception("error while handling a message")
                         await anyio.lowlevel.checkpoint()
 
-    def _on_frames(self, handlers: HandlerTable, frames: list[bytes]) -> None:
-        identity, body = frames[0], frames[1:]
+    def _on_frames(
+        self, handlers: HandlerTable, frames: list[Frame], peers: InboundConnections
+    ) -> None:
+        identity, body = frames[0].bytes, [frame.bytes for frame in frames[1:]]
         try:
             envelope = codec.decode(body)
         except FrameError as exc:
-            self.drops.drop("malformed", f"{exc} (from {identity.decode('utf-8', 'replace')!r})")
+            detail = (
+                f"{exc} (from {identity.decode('utf-8', 'replace')!r} "
+                f"at {peers.peer_of(frames[-1])})"
+            )
+            self.drops.drop("malformed", detail)
+            peers.strike(frames[-1], detail)
             return
         msg, caller = envelope.message, Caller(identity, envelope.rid)
         handler = handlers.get(type(msg))

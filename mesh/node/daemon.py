@@ -81,6 +81,8 @@ class NodeConfig:
     register_timeout_s: float = 2.0
     # The largest data frame part accepted from a peer (ZeroMQ MAXMSGSIZE).
     max_frame_bytes: int = 64 << 20
+    # A connection sending this many malformed or forged messages is cut (0: never).
+    max_bad_messages: int = 100
     curve: Curve | None = None  # CURVE keys: every socket authenticated and encrypted
 
 
@@ -138,7 +140,11 @@ class Node:
         ):
             self._sockets = factory
             network = NodeNetwork(
-                factory, self.node_id, config.bind_host, max_frame_bytes=config.max_frame_bytes
+                factory,
+                self.node_id,
+                config.bind_host,
+                max_frame_bytes=config.max_frame_bytes,
+                max_bad_messages=config.max_bad_messages,
             )
             self._network = network
             network.on_job_link_lost = self._job_link_lost

@@ -4,7 +4,8 @@ every daemon is alive, the job is unaffected, and no daemon's memory grew withou
 
 Nodes run with ``max_frame_size = 1MiB`` and get some larger frames too: ZeroMQ cuts
 those connections (the fuzzer sends them over sockets of their own, so the bulk is not
-lost with them)."""
+lost with them). Cutting a peer off after ``max_bad_messages`` is turned off here, so
+that every message is counted (tests/integration/test_bad_peers.py covers it)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ BACKGROUND = """
 DATA_MESSAGES = 15_000
 CREDIT_MESSAGES = 5_000
 CONTROL_MESSAGES = 10_000
-# The first round lifts each daemon to its allocator's high-water mark (messages queue
-# while a pump catches up: 2-20 MiB in runs here, once near 30); a leak would add to it
-# every round. The bound leaves room for that first lift on a slow machine.
-RSS_GROWTH_LIMIT = 48 << 20
+# The first rounds lift each daemon to its allocator's high-water mark (messages queue
+# while a pump catches up: 3-47 MiB in runs here; with 6 rounds it levels off after 2-3
+# at most 30 MiB above the start); a leak would add to it every round. The bound
+# leaves room for that lift on a slow machine.
+RSS_GROWTH_LIMIT = 64 << 20
 ROUNDS = 2
 
 
@@ -114,7 +116,13 @@ def _rss(pid: int) -> int:
 def test_fuzzed_frames_leave_daemons_and_job_unharmed(local_cluster, tmp_path: Path) -> None:
     job_file = write_job(tmp_path, BACKGROUND, "background.py")
     cluster = local_cluster(
-        nodes=2, slots=2, env={"MESH_MAX_FRAME_SIZE": "1MiB", "MESH_MAX_MESSAGE_SIZE": "8MiB"}
+        nodes=2,
+        slots=2,
+        env={
+            "MESH_MAX_FRAME_SIZE": "1MiB",
+            "MESH_MAX_MESSAGE_SIZE": "8MiB",
+            "MESH_MAX_BAD_MESSAGES": "0",
+        },
     )
     daemons = [cluster.coordinator, *cluster.nodes]
     rng = random.Random(14)
@@ -236,8 +244,10 @@ def test_fuzzed_frames_leave_daemons_and_job_unharmed(local_cluster, tmp_path: P
     assert result["final"]["attempt"] == 0 and result["final"]["restarts"] == 0
     assert all(g < RSS_GROWTH_LIMIT for g in growth.values()), growth
     # Every bulk message was counted as dropped; the oversized ones never got through
-    # (delivered, each would have been counted too).
-    assert sum(n["wire_errors"] for n in result["nodes"]) == sent_to_nodes
+    # (delivered, each would have been counted as malformed or forged; a cut one is
+    # counted as "oversize" when its peer could still be told, at most 6 per round).
+    errors = sum(n["wire_errors"] for n in result["nodes"])
+    assert sent_to_nodes <= errors <= sent_to_nodes + 6 * ROUNDS
     node_log = "".join(n.log_path.read_text() for n in cluster.nodes)
     assert "dropped a message (forged" in node_log
     assert "dropped a message (malformed" in node_log

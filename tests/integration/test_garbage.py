@@ -148,9 +148,10 @@ def test_forged_frames_never_reach_operators(local_cluster, tmp_path: Path) -> N
     """DATA frames that are well-formed in every way but the channel token — right job,
     attempt and channel, every sequence number the channel will use, records that would
     show in the output — and forged credits are dropped and counted; the job finishes
-    with exactly its own records."""
+    with exactly its own records. (Cutting the forger off is turned off here, so that
+    every frame is counted: tests/integration/test_bad_peers.py.)"""
     job_file = write_job(tmp_path, FORGERY_TARGET, "target.py")
-    cluster = local_cluster(nodes=2, slots=2)
+    cluster = local_cluster(nodes=2, slots=2, env={"MESH_MAX_BAD_MESSAGES": "0"})
     context = zmq.Context()
     forged_batch = encode_batch([-1, -2, -3])
     endpoints = {n.name: n.ready for n in cluster.nodes}

@@ -15,7 +15,10 @@ peer and channel, and dropped. A frame whose channel token (``mesh.transport.tok
 is not the one the channel was deployed with did not come from the channel's deployed
 peer: it is dropped as ``forged`` before anything reads its sequence number or payload.
 Only a broken channel of genuine frames (sequence gap, overdraft, undecodable payload)
-fails the subtask that reads it. Nothing a peer sends can stop a pump.
+fails the subtask that reads it. Nothing a peer sends can stop a pump. A connection
+that sends ``max_bad_messages`` malformed or forged messages is cut, and one that
+ZeroMQ cuts for a message part over the port's size limit is logged with its peer
+(``mesh.transport.inbound``).
 Sampled records' trace marks ride in the DATA frame's header extension
 (``mesh.transport.traced``).
 """
@@ -34,6 +37,7 @@ from mesh.node.dataplane.channels import InputChannel, OutputChannel
 from mesh.protocol.messages import PeerAddress
 from mesh.transport.drops import DropCounter
 from mesh.transport.frames import FrameHeader, FrameKind, decode_header, encode_header
+from mesh.transport.inbound import InboundConnections
 from mesh.transport.links import watch_link
 from mesh.transport.sockets import Frame, Outbox, Socket, SocketFactory, SocketKind, frame_peer
 from mesh.transport.tokens import token_matches
@@ -196,6 +200,7 @@ class NodeNetwork:
         bind_host: str,
         *,
         max_frame_bytes: int = 64 << 20,
+        max_bad_messages: int = 100,
     ) -> None:
         self.node_id = node_id
         self._factory = factory
@@ -205,6 +210,21 @@ class NodeNetwork:
         )
         self._router = factory.bind(
             SocketKind.ROUTER, f"tcp://{bind_host}:0", max_message_bytes=_MAX_CREDIT_BYTES
+        )
+        # Who is connected to each port: names senders, cuts the ones sending garbage.
+        self._pull_peers = InboundConnections(
+            self._pull,
+            "data port",
+            limit=max_bad_messages,
+            size_limit=("max_frame_size", max_frame_bytes),
+            on_oversize=partial(self._oversize, "data"),
+        )
+        self._router_peers = InboundConnections(
+            self._router,
+            "credit port",
+            limit=max_bad_messages,
+            size_limit=("the credit port's limit", _MAX_CREDIT_BYTES),
+            on_oversize=partial(self._oversize, "credit"),
         )
         self._jobs: dict[str, JobChannels] = {}
         self._peers: dict[str, RemotePeer] = {}
@@ -247,6 +267,8 @@ class NodeNetwork:
             self._tg = tg
             tg.start_soon(self._pump, self._pull, self._on_data)
             tg.start_soon(self._pump, self._router, self._on_control)
+            tg.start_soon(self._pull_peers.watch)
+            tg.start_soon(self._router_peers.watch)
             for peer in self._peers.values():
                 tg.start_soon(peer.run)
 
@@ -324,17 +346,34 @@ class NodeNetwork:
             return None
         return job
 
+    @property
+    def disconnected_peers(self) -> int:
+        """Connections cut for sending ``max_bad_messages`` malformed or forged messages."""
+        return self._pull_peers.disconnected + self._router_peers.disconnected
+
+    def _oversize(self, port: str, peer: str) -> None:
+        self._drop("oversize", f"a message part too large for the {port} port from {peer}")
+
+    def _bad(self, peers: InboundConnections, frame: Frame, reason: str, detail: str) -> None:
+        """Drop a malformed or forged message, a strike against its connection."""
+        self._drop(reason, detail)
+        peers.strike(frame, f"{reason}: {detail}")
+
     def _on_data(self, frames: list[Frame]) -> None:
         if len(frames) != 2:
-            self._drop(
+            peer = self._pull_peers.peer_of(frames[0])
+            self._bad(
+                self._pull_peers,
+                frames[0],
                 "malformed",
-                f"data message with {len(frames)} frame(s) from {frame_peer(frames[0])}",
+                f"data message with {len(frames)} frame(s) from {peer}",
             )
             return
         try:
             header = decode_header(frames[0].buffer)
         except FrameError as exc:
-            self._drop("malformed", f"{exc} (from {frame_peer(frames[0])})")
+            peer = self._pull_peers.peer_of(frames[0])
+            self._bad(self._pull_peers, frames[0], "malformed", f"{exc} (from {peer})")
             return
         job = self._job_of(header, frame_peer(frames[0]))
         if job is None:
@@ -349,10 +388,13 @@ class NodeNetwork:
             return
         expected = job.data_tokens.get(header.channel)
         if expected is None or not token_matches(header.token, expected):
-            self._drop(
+            self._bad(
+                self._pull_peers,
+                frames[0],
                 "forged",
                 f"job {header.job}: {header.kind.name} seq {header.seq} for channel "
-                f"{header.channel} without the channel's token (from {frame_peer(frames[0])})",
+                f"{header.channel} without the channel's token "
+                f"(from {self._pull_peers.peer_of(frames[0])})",
             )
             return
         payload: bytes | memoryview = frames[1].buffer
@@ -381,13 +423,25 @@ class NodeNetwork:
 
     def _on_control(self, frames: list[Frame]) -> None:
         peer = repr(frames[0].bytes.decode("utf-8", "replace"))
+        last = frames[-1]  # the identity part is made here; the last came on the wire
         if len(frames) != 2:
-            self._drop("malformed", f"control message with {len(frames) - 1} frame(s) from {peer}")
+            self._bad(
+                self._router_peers,
+                last,
+                "malformed",
+                f"control message with {len(frames) - 1} frame(s) from {peer} "
+                f"at {self._router_peers.peer_of(last)}",
+            )
             return
         try:
             header = decode_header(frames[1].buffer)
         except FrameError as exc:
-            self._drop("malformed", f"{exc} (from {peer})")
+            self._bad(
+                self._router_peers,
+                last,
+                "malformed",
+                f"{exc} (from {peer} at {self._router_peers.peer_of(last)})",
+            )
             return
         job = self._job_of(header, peer)
         if job is None:
@@ -402,10 +456,12 @@ class NodeNetwork:
             return
         expected = job.credit_tokens.get(header.channel)
         if expected is None or not token_matches(header.token, expected):
-            self._drop(
+            self._bad(
+                self._router_peers,
+                last,
                 "forged",
                 f"job {header.job}: {header.kind.name} for channel {header.channel} without "
-                f"the channel's token (from {peer})",
+                f"the channel's token (from {peer} at {self._router_peers.peer_of(last)})",
             )
             return
         if header.kind is FrameKind.CREDIT:
@@ -413,10 +469,17 @@ class NodeNetwork:
         elif header.kind is FrameKind.EOP_ACK:
             channel.on_end_ack()
         else:
-            self._drop("malformed", f"{header.kind.name} frame on the credit port from {peer}")
+            self._bad(
+                self._router_peers,
+                last,
+                "malformed",
+                f"{header.kind.name} frame on the credit port from {peer}",
+            )
 
     def close(self) -> None:
         """Close peer links (the factory closes the bound sockets)."""
+        self._pull_peers.close()
+        self._router_peers.close()
         for peer in self._peers.values():
             peer.close()
         self._peers.clear()
