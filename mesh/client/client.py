@@ -16,6 +16,7 @@ from mesh.errors import RemoteError
 from mesh.graph.logical import LogicalGraph
 from mesh.protocol.messages import (
     Ack,
+    AwaitJobEnd,
     CancelJob,
     CheckpointList,
     CollectedReply,
@@ -135,6 +136,13 @@ class CoordinatorClient:
     async def status(self, job_id: str) -> dict[str, Any]:
         """A job's status."""
         reply: JobStatusReply = await self._request(GetJobStatus(job_id=job_id), JobStatusReply)
+        return reply.status
+
+    async def await_end(self, job_id: str) -> dict[str, Any]:
+        """A job's status once it has ended (waits as long as that takes)."""
+        reply = await self._conn.request(AwaitJobEnd(job_id=job_id), timeout_s=None)
+        if not isinstance(reply, JobStatusReply):
+            raise RemoteError(f"unexpected reply {type(reply).__name__} to AwaitJobEnd")
         return reply.status
 
     async def cancel(self, job_id: str) -> str:

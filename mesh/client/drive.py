@@ -5,6 +5,7 @@ Ctrl-C (or SIGTERM) stops the job with a savepoint whose path is printed last.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -18,7 +19,7 @@ import orjson
 from mesh.client.client import open_client
 from mesh.client.live import ProgressDisplay
 from mesh.client.progress import progress_of
-from mesh.errors import RemoteError
+from mesh.errors import RemoteError, TransportError
 from mesh.protocol.states import FINAL_JOB_STATES, JobState
 from mesh.time.durations import format_duration
 
@@ -84,7 +85,17 @@ async def drive_job(
                                 await client.cancel(job_id)
                             return
 
+                    job_ended = anyio.Event()
+
+                    async def await_end() -> None:
+                        # Wakes the loop below the moment the job ends; should the
+                        # coordinator not answer (restarted, older), the loop still polls.
+                        with contextlib.suppress(RemoteError, TimeoutError, TransportError):
+                            await client.await_end(job_id)
+                            job_ended.set()
+
                     tg.start_soon(on_signal)
+                    tg.start_soon(await_end)
                     while True:
                         st = await client.status(job_id)
                         records, offset, _ = await client.fetch_collected(job_id, offset)
@@ -93,7 +104,8 @@ async def drive_job(
                             break
                         if display is not None:
                             display.show(progress_of(st, _now_ms()))
-                        await anyio.sleep(0.5)
+                        with anyio.move_on_after(0.5):
+                            await job_ended.wait()
                     tg.cancel_scope.cancel()
         finally:
             if display is not None:

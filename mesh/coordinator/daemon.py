@@ -46,6 +46,7 @@ from mesh.errors import FrameError, MeshError
 from mesh.protocol import codec
 from mesh.protocol.messages import (
     AckCheckpoint,
+    AwaitJobEnd,
     CancelJob,
     CollectBatch,
     DeclineCheckpoint,
@@ -157,6 +158,7 @@ class Coordinator:
         requests = ClientRequests(
             clock=clock, nodes=nodes, jobs=jobs, store=store, out=out, lifecycle=lifecycle
         )
+        lifecycle.on_end = requests.job_ended
         h = HandlerTable()
         # node → coordinator
         h.add(RegisterNode, membership.on_register)
@@ -171,6 +173,7 @@ class Coordinator:
         h.add(SubmitJob, admission.on_submit)
         h.add(ListJobs, requests.on_list_jobs)
         h.add(GetJobStatus, requests.on_status)
+        h.add(AwaitJobEnd, requests.on_await_end)
         h.add(CancelJob, requests.on_cancel)
         h.add(FetchCollected, requests.on_fetch)
         h.add(TakeSavepoint, requests.on_take_savepoint)

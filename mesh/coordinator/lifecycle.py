@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import orjson
 
@@ -92,6 +93,8 @@ class JobLifecycle:
             fail_for_good=self.fail_for_good,
             end=self.end,
         )
+        #: Told each job that reaches a final state.
+        self.on_end: Callable[[JobRecord], None] | None = None
 
     # -- placing and starting ---------------------------------------------------------------
 
@@ -354,3 +357,5 @@ class JobLifecycle:
             log.info("job %s (%s) %s", job.job_id, job.name, state.value)
         self._journal.update(job, state=state.value, ended_ms=job.ended_ms, error=job.error)
         self._journal.ended(job, retained=self._config.retained_jobs)
+        if self.on_end is not None:
+            self.on_end(job)

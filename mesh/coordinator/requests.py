@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mesh.coordinator.checkpoints import SavepointRequest
-from mesh.coordinator.jobs import JobTable
+from mesh.coordinator.jobs import JobRecord, JobTable
 from mesh.coordinator.lifecycle import JobLifecycle
 from mesh.coordinator.outbound import Caller, ControlOut
 from mesh.coordinator.registry import NodeRegistry
@@ -15,6 +15,7 @@ from mesh.coordinator.views import job_status
 from mesh.errors import MeshError
 from mesh.protocol.messages import (
     Ack,
+    AwaitJobEnd,
     CancelJob,
     CheckpointList,
     CollectedReply,
@@ -35,6 +36,8 @@ from mesh.time.clock import Clock
 
 __all__ = ["ClientRequests"]
 
+# Most clients that may wait for one job to end (each costs a reply when it does).
+_MAX_AWAITING = 100
 # Most records one FetchCollected reply carries (the client asks again for more).
 _COLLECT_BATCHES_PER_REPLY = 64
 
@@ -58,6 +61,8 @@ class ClientRequests:
         self._store = store
         self._out = out
         self._lifecycle = lifecycle
+        # Clients waiting for a job to end, by job id (answered by ``job_ended``).
+        self._awaiting: dict[str, list[Caller]] = {}
 
     def on_list_jobs(self, caller: Caller, msg: ListJobs) -> JobList:
         """One summary per job, oldest first."""
@@ -68,6 +73,25 @@ class ClientRequests:
     def on_status(self, caller: Caller, msg: GetJobStatus) -> JobStatusReply:
         """One job's status."""
         return JobStatusReply(status=job_status(self._jobs.find(msg.job_id), self._clock.now_ms()))
+
+    def on_await_end(self, caller: Caller, msg: AwaitJobEnd) -> JobStatusReply | ErrorReply | None:
+        """A job's status once it has ended: at once if it has, else when it does."""
+        job = self._jobs.find(msg.job_id)
+        if job.done:
+            return JobStatusReply(status=job_status(job, self._clock.now_ms()))
+        waiting = self._awaiting.setdefault(job.job_id, [])
+        if len(waiting) >= _MAX_AWAITING:
+            return ErrorReply(f"too many clients wait for job {job.job_id}", "busy")
+        waiting.append(caller)
+        return None
+
+    def job_ended(self, job: JobRecord) -> None:
+        """Answer the clients waiting for ``job`` to end."""
+        waiting = self._awaiting.pop(job.job_id, [])
+        if waiting:
+            reply = JobStatusReply(status=job_status(job, self._clock.now_ms()))
+            for caller in waiting:
+                self._out.reply(caller, reply)
 
     def on_cancel(self, caller: Caller, msg: CancelJob) -> Ack:
         """A person cancels a job."""

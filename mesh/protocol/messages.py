@@ -18,6 +18,7 @@ from mesh.protocol.states import CheckpointKind, TaskState
 __all__ = [
     "Ack",
     "AckCheckpoint",
+    "AwaitJobEnd",
     "CancelJob",
     "CancelTasks",
     "ChannelSettings",
@@ -452,6 +453,14 @@ class JobList:
 @dataclass(frozen=True, slots=True)
 class GetJobStatus:
     """Ask for one job's status."""
+
+    job_id: str
+
+
+@message("await_job_end")
+@dataclass(frozen=True, slots=True)
+class AwaitJobEnd:
+    """Ask for a job's status once it has ended (answered at once if it has)."""
 
     job_id: str
 

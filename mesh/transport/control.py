@@ -51,6 +51,10 @@ class ControlConnection:
         self._pending: dict[str, _Pending] = {}
         # True while ``serve`` owns the receiving side of the socket.
         self._serving = False
+        # Without ``serve``, one request at a time reads the socket and hands the other
+        # requests their replies (the lock is fair: a request whose reply came in gets
+        # the lock before the reader takes it again).
+        self._reading = anyio.Lock()
         # Messages that did not fit into the socket yet, in order; ``serve`` sends them.
         self._outbox = Outbox(sock)
         self.drops = DropCounter(log)
@@ -67,7 +71,7 @@ class ControlConnection:
         """Queue ``msg``; it goes out now if the socket has room, else from ``serve``."""
         self._outbox.send(codec.encode(msg))
 
-    async def request(self, msg: Any, *, timeout_s: float) -> Any:
+    async def request(self, msg: Any, *, timeout_s: float | None) -> Any:
         """Send ``msg`` and return the reply's message.
 
         Raises RemoteError if the peer answered with an error, TimeoutError if it did not
@@ -83,7 +87,9 @@ class ControlConnection:
                     await pending.done.wait()
                 else:
                     while pending.envelope is None:
-                        self._dispatch_reply(await self._sock.recv())
+                        async with self._reading:
+                            if pending.envelope is None:
+                                self._dispatch_reply(await self._sock.recv())
         except TimeoutError:
             raise TimeoutError(
                 f"no answer from {self.peer} within {timeout_s:g}s (is it running?)"

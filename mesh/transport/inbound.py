@@ -161,7 +161,9 @@ class InboundConnections:
             events.append((int(parsed["event"]), int(parsed["value"])))
         for index, (event, fd) in enumerate(events):
             if event == zmq.EVENT_ACCEPTED:
-                if (zmq.EVENT_DISCONNECTED, fd) in events[index + 1 :]:
+                if fd in self._connections:
+                    pass  # adopted already, from one of its messages that came first
+                elif (zmq.EVENT_DISCONNECTED, fd) in events[index + 1 :]:
                     # Gone already: the descriptor may be another connection's by now.
                     self._connections[fd] = _Connection(None, "unknown peer")
                 else:
