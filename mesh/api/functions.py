@@ -49,7 +49,8 @@ class KeyedProcessFunction(ProcessFunction):
 
 
 class Aggregate:
-    """An incremental window aggregation: one accumulator per window, updated per record.
+    """An incremental aggregation: one accumulator per window (``window(...).aggregate``)
+    or per key (``key_by(...).aggregate``), updated per record.
 
     ``create()`` makes an empty accumulator, ``add(acc, record)`` returns the updated
     one, ``result(acc)`` the value emitted when the window fires (default: ``acc``).
@@ -70,5 +71,5 @@ class Aggregate:
         raise NotImplementedError(f"{type(self).__name__} must implement merge(a, b)")
 
     def result(self, acc: Any) -> Any:
-        """What the window emits."""
+        """What is emitted for an accumulator."""
         return acc

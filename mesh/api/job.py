@@ -75,6 +75,8 @@ class OperatorDef:
     sink: Sink | None = None
     watermarks: WatermarkStrategy | None = None  # sources: timestamps and watermarks
     window: Any = None  # window operators: a WindowSetup (mesh.api.windowed)
+    aggregate: Any = None  # keyed aggregate: an Aggregate (mesh.api.functions)
+    emit: str = "every"  # keyed aggregations: "every" record, or "final" values only
     name: str | None = None
     uid: str | None = None
     parallelism: int | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from mesh.api.functions import ProcessFunction
+from mesh.api.functions import Aggregate, ProcessFunction
 from mesh.api.job import InputRef, Job, OperatorDef, positive_int
 from mesh.api.sinks import Sink
 from mesh.api.windowed import WindowedStream
@@ -20,6 +20,10 @@ from mesh.errors import GraphError
 from mesh.graph.logical import Chaining, OperatorKind, Partitioning
 
 __all__ = ["KeyedStream", "Stream", "StreamSink", "WindowedStream"]
+
+
+#: What keyed aggregations emit: a value after ``every`` record, or ``final`` values only.
+EMIT_MODES = ("every", "final")
 
 
 def _check_fn(fn: Any, method: str) -> None:
@@ -41,6 +45,15 @@ def _check_process(fn: Any, method: str) -> None:
             f"{method}() expects a ProcessFunction or a function (record, ctx), "
             f"got {type(fn).__name__}"
         )
+
+
+def _check_aggregate(aggregate: Any) -> None:
+    if isinstance(aggregate, type):
+        raise GraphError(
+            f"aggregate() expects an instance, not the class {aggregate.__name__}; add ()"
+        )
+    if not isinstance(aggregate, Aggregate):
+        raise GraphError(f"aggregate() expects a mesh.Aggregate, got {type(aggregate).__name__}")
 
 
 def _process_name(fn: Any) -> str:
@@ -215,37 +228,61 @@ class KeyedStream(Stream):
         self._key_fn = key_fn
 
     def _keyed(self, kind: OperatorKind, default_name: str, **fields: Any) -> Stream:
+        emit = fields.get("emit")
+        if emit is not None:
+            if emit not in EMIT_MODES:
+                raise GraphError(f"emit must be 'every' or 'final', got {emit!r}")
+            if emit == "final":
+                fields["description"] = {"emit": "final"}
         op = self._job._add(
             kind, self._inputs, default_name=default_name, key_fn=self._key_fn, **fields
         )
         return Stream(self._job, [InputRef(op.id, None)], op.id)
 
-    def reduce(self, fn: Callable[[Any, Any], Any]) -> Stream:
-        """Running reduce per key: emits ``fn(previous, record)`` after every record."""
+    def reduce(self, fn: Callable[[Any, Any], Any], *, emit: str = "every") -> Stream:
+        """Reduce per key: ``fn(previous, record)``. Emits the new value after every
+        record, or with ``emit="final"`` each key's last value once the input ends."""
         _check_fn(fn, "reduce")
-        return self._keyed(OperatorKind.REDUCE, "Reduce", fn=fn)
+        return self._keyed(OperatorKind.REDUCE, "Reduce", fn=fn, emit=emit)
 
-    def sum(self, field: str) -> Stream:
-        """Running sum of ``record[field]`` per key; emits the record with the running sum."""
+    def sum(self, field: str, *, emit: str = "every") -> Stream:
+        """Sum of ``record[field]`` per key: emits the record with the running sum (with
+        ``emit="final"``, each key's last record with the total, once the input ends)."""
         return self._keyed(
-            OperatorKind.SUM, f"Sum({_check_name(field, 'field')})", field_name=field
+            OperatorKind.SUM, f"Sum({_check_name(field, 'field')})", field_name=field, emit=emit
         )
 
-    def min(self, field: str) -> Stream:
-        """Running minimum of ``record[field]`` per key; emits the record with it."""
+    def min(self, field: str, *, emit: str = "every") -> Stream:
+        """Minimum of ``record[field]`` per key; emits the record with it (``emit`` as
+        for ``sum``)."""
         return self._keyed(
-            OperatorKind.MIN, f"Min({_check_name(field, 'field')})", field_name=field
+            OperatorKind.MIN, f"Min({_check_name(field, 'field')})", field_name=field, emit=emit
         )
 
-    def max(self, field: str) -> Stream:
-        """Running maximum of ``record[field]`` per key; emits the record with it."""
+    def max(self, field: str, *, emit: str = "every") -> Stream:
+        """Maximum of ``record[field]`` per key; emits the record with it (``emit`` as
+        for ``sum``)."""
         return self._keyed(
-            OperatorKind.MAX, f"Max({_check_name(field, 'field')})", field_name=field
+            OperatorKind.MAX, f"Max({_check_name(field, 'field')})", field_name=field, emit=emit
         )
 
-    def count(self) -> Stream:
-        """Running count per key: emits ``{"key": k, "count": n}`` after every record."""
-        return self._keyed(OperatorKind.COUNT, "Count")
+    def count(self, *, emit: str = "every") -> Stream:
+        """Count per key: emits ``{"key": k, "count": n}`` after every record (with
+        ``emit="final"``, once per key when the input ends)."""
+        return self._keyed(OperatorKind.COUNT, "Count", emit=emit)
+
+    def aggregate(self, aggregate: Aggregate, *, emit: str = "every") -> Stream:
+        """Fold each key's records into an ``Aggregate`` accumulator; emits
+        ``{"key": k, "value": aggregate.result(acc)}`` after every record, or with
+        ``emit="final"`` once per key when the input ends (a bounded job's totals;
+        an unbounded job never ends, so it emits nothing)."""
+        _check_aggregate(aggregate)
+        return self._keyed(
+            OperatorKind.AGGREGATE,
+            f"Aggregate({type(aggregate).__name__})",
+            aggregate=aggregate,
+            emit=emit,
+        )
 
     def process(self, fn: Any) -> Stream:
         """Apply a ``KeyedProcessFunction`` (or ``fn(record, ctx)``) with keyed state in

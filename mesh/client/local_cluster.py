@@ -1,7 +1,8 @@
 """An embedded cluster on this machine: a coordinator and N nodes as subprocesses.
 
-``mesh run`` and the integration tests use it. Daemons bind free ports on 127.0.0.1 and
-report them, once ready, over the sd_notify protocol to a socket this process listens
+``mesh run`` and the integration tests use it. Daemons bind free ports on 127.0.0.1 (the
+coordinator one picked here, so that the nodes start alongside it) and report them,
+once ready, over the sd_notify protocol to a socket this process listens
 on. They run in their own session (a Ctrl-C in the terminal reaches only the client,
 which then stops them in order) and, on Linux, are killed if this process dies.
 Their stderr goes to log files under ``<state_dir>/logs``; stdout (``Print`` sinks)
@@ -15,6 +16,7 @@ import ctypes
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +32,15 @@ from mesh.systemd import NotifyListener
 __all__ = ["DaemonProcess", "LocalCluster"]
 
 _PR_SET_PDEATHSIG = 1
+# Starts on a fresh port when the picked one was taken before the coordinator bound it.
+_START_ATTEMPTS = 3
+
+
+def _free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1 (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -115,27 +126,45 @@ class LocalCluster:
         self.stop()
 
     def start(self, timeout_s: float = 30.0) -> None:
-        """Start the coordinator, then the nodes; return once all are ready."""
+        """Start the coordinator and the nodes together; return once all are ready.
+
+        The coordinator's port is picked here (a free one, released just before the
+        coordinator binds it) so that the nodes can start alongside it: each starts up
+        while the coordinator does, and its registration waits in its socket until the
+        coordinator listens. Should another process take the port in between, the
+        cluster starts again on another.
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._listener = NotifyListener()
         try:
-            self.coordinator = self._spawn(
-                "coordinator",
-                "coordinator",
-                [
+            for attempt in range(_START_ATTEMPTS):
+                self.address = f"tcp://127.0.0.1:{_free_port()}"
+                self.coordinator = self._spawn(
                     "coordinator",
-                    "--bind",
-                    "tcp://127.0.0.1:0",
-                    "--state-dir",
-                    str(self.state_dir / "coordinator"),
-                    *self._coordinator_args,
-                ],
-            )
-            self._wait_ready([self.coordinator], timeout_s)
-            self.address = self.coordinator.ready["MESH_ENDPOINT"]
-            for _ in range(self.node_count):
-                self.add_node(wait=False)
-            self._wait_ready(self.nodes, timeout_s)
+                    "coordinator",
+                    [
+                        "coordinator",
+                        "--bind",
+                        self.address,
+                        "--state-dir",
+                        str(self.state_dir / "coordinator"),
+                        *self._coordinator_args,
+                    ],
+                )
+                for _ in range(self.node_count):
+                    self.add_node(wait=False)
+                try:
+                    self._wait_ready([self.coordinator, *self.nodes], timeout_s)
+                    return
+                except MeshError:
+                    coordinator = self.coordinator
+                    if attempt + 1 == _START_ATTEMPTS or coordinator.alive():
+                        raise
+                    if "address already in use" not in coordinator.log_tail().lower():
+                        raise
+                    # The port was taken: again, on another.
+                    self._terminate([*self.nodes, coordinator], time.monotonic() + 5)
+                    self.nodes, self._node_counter = [], 0
         except BaseException:
             self.stop()
             raise

@@ -62,6 +62,7 @@ class OperatorKind(StrEnum):
     MIN = "min"
     MAX = "max"
     COUNT = "count"
+    AGGREGATE = "aggregate"
     WINDOW = "window"
     SINK = "sink"
 

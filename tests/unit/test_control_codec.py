@@ -145,6 +145,7 @@ EXAMPLES: list[Any] = [
     m.ListJobs(),
     m.JobList(jobs=[{"job_id": "job-1", "state": "RUNNING"}, {}]),
     m.GetJobStatus(job_id="job-1"),
+    m.AwaitJobEnd(job_id="job-1"),
     m.JobStatusReply(status={"state": "FAILED", "metrics": [{"x": 1.5}], "error": None}),
     m.CancelJob(job_id="job-1"),
     m.FetchCollected(job_id="job-1", offset=17),

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 
@@ -50,7 +51,7 @@ def test_map_over_batches() -> None:
     assert op.process([1, 2, 3]) == [2, 4, 6]
     assert op.process([]) == []
     assert op.process([10]) == [20]
-    assert op.finish() == []
+    assert anyio.run(op.finish) == []
 
 
 def test_filter_keeps_records_whose_result_is_true() -> None:

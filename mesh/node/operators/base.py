@@ -122,7 +122,7 @@ class RuntimeOperator:
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` (and every one before it) completed."""
 
-    def finish(self) -> list[Any]:
+    async def finish(self) -> list[Any]:
         """End of input: records still to emit."""
         return []
 
@@ -146,6 +146,13 @@ class KeyedOperator(RuntimeOperator):
         self.backend = backend
         # key -> accumulated value: the live table (memory) or the cache (sqlite).
         self.state: dict[Any, Any] = backend.table("value")
+        # Built-in aggregations: emit only each key's final value, at the end of input.
+        self.emit_final = spec.description.get("emit") == "final"
+
+    async def _final_values(self) -> list[tuple[Any, Any]]:
+        """Every (key, value) of ``state``, also those only on disk (sqlite)."""
+        assert self.backend is not None
+        return await self.backend.scan("value")
 
     def keys_of(self, batch: list[Any]) -> list[Any]:
         # A hint of which keys to load: a record whose key cannot be made fails (or

@@ -12,6 +12,7 @@ from mesh.node.operators.keyed import (
     COMBINERS,
     AggregateOperator,
     CountOperator,
+    KeyedAggregateOperator,
     ReduceOperator,
 )
 from mesh.node.operators.process import KeyedProcessOperator, ProcessOperator
@@ -54,6 +55,8 @@ def build_operator(
         return ReduceOperator(spec, key_fn, state, fn)
     if kind is OperatorKind.COUNT:
         return CountOperator(spec, key_fn, state)
+    if kind is OperatorKind.AGGREGATE:
+        return KeyedAggregateOperator(spec, key_fn, state, definition.aggregate)
     if kind in COMBINERS:
         assert definition.field_name is not None
         return AggregateOperator(spec, key_fn, state, definition.field_name, COMBINERS[kind])

@@ -1,7 +1,9 @@
-"""Built-in keyed aggregations: reduce, count, and sum/min/max on a field.
+"""Built-in keyed aggregations: reduce, count, sum/min/max on a field, and ``Aggregate``.
 
-Each keeps one value per key in the operator's ``state`` table and emits the running
-value for every record.
+Each keeps one value per key in the operator's ``state`` table. By default it emits the
+running value for every record; with ``emit="final"`` (``emit_final``) it emits nothing
+per record, and each key's value once, when the input ends (``finish``): a bounded
+job's totals without a window.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from mesh.node.operators.base import KeyedOperator
 from mesh.node.operators.records import RecordFailure, UserCodeError
 from mesh.state.backends import KeyedStateBackend
 
-__all__ = ["COMBINERS", "AggregateOperator", "CountOperator", "ReduceOperator"]
+__all__ = [
+    "COMBINERS",
+    "AggregateOperator",
+    "CountOperator",
+    "KeyedAggregateOperator",
+    "ReduceOperator",
+]
 
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -65,7 +73,12 @@ class ReduceOperator(KeyedOperator):
                 raise RecordFailure(error, index, _decode_all(snapshots)) from error.__cause__
             state[key] = value
             snapshots.append(encoded)
-        return _decode_all(snapshots)
+        return [] if self.emit_final else _decode_all(snapshots)
+
+    async def finish(self) -> list[Any]:
+        if not self.emit_final:
+            return []
+        return [value for _, value in await self._final_values()]
 
 
 class AggregateOperator(KeyedOperator):
@@ -84,6 +97,8 @@ class AggregateOperator(KeyedOperator):
         self.combine = combine
 
     def process(self, batch: list[Any]) -> list[Any]:
+        if self.emit_final:
+            return self._process_final(batch)
         state = self.state
         field = self.field
         combine = self.combine
@@ -102,20 +117,42 @@ class AggregateOperator(KeyedOperator):
             return self._resume_per_record(batch, out, self._combine_one)
         return out
 
-    def _combine_one(self, record: Any) -> tuple[Any, Any, Any]:
+    def _process_final(self, batch: list[Any]) -> list[Any]:
+        # The state holds each key's last record, with the field's value so far.
+        state = self.state
         field = self.field
+        for index, record in enumerate(batch):
+            try:
+                key = self._key(record)
+                current = state.get(key)
+                value = self._combined(record, None if current is None else current[field])
+            except RecordError as error:
+                raise RecordFailure(error, index, []) from error.__cause__
+            state[key] = {**record, field: value}
+        return []
+
+    async def finish(self) -> list[Any]:
+        if not self.emit_final:
+            return []
+        return [record for _, record in await self._final_values()]
+
+    def _combine_one(self, record: Any) -> tuple[Any, Any, Any]:
         key = self._key(record)
+        value = self._combined(record, self.state.get(key))
+        return key, value, {**record, self.field: value}
+
+    def _combined(self, record: Any, current: Any) -> Any:
+        """``record``'s field combined with the key's ``current`` value (None: none yet)."""
+        field = self.field
         try:
             value = record[field]
-            current = self.state.get(key)
-            value = value if current is None else self.combine(current, value)
+            return value if current is None else self.combine(current, value)
         except UserCodeError as exc:
             if not isinstance(record, dict) or field not in record:
                 raise self._error(
                     f"needs dict records with a {field!r} field, got", record, exc
                 ) from exc
             raise self._error(f"cannot combine field {field!r}:", record, exc) from exc
-        return key, value, {**record, field: value}
 
 
 class CountOperator(KeyedOperator):
@@ -126,6 +163,8 @@ class CountOperator(KeyedOperator):
         key_fn = self.key_fn
         out: list[Any] = []
         append = out.append
+        if self.emit_final:
+            return self._count_final(batch)
         try:
             for record in batch:
                 key = key_fn(record)
@@ -136,10 +175,89 @@ class CountOperator(KeyedOperator):
             return self._resume_per_record(batch, out, self._count_one)
         return out
 
+    def _count_final(self, batch: list[Any]) -> list[Any]:
+        state = self.state
+        for index, record in enumerate(batch):
+            try:
+                key = self._key(record)
+            except RecordError as error:
+                raise RecordFailure(error, index, []) from error.__cause__
+            state[key] = state.get(key, 0) + 1
+        return []
+
+    async def finish(self) -> list[Any]:
+        if not self.emit_final:
+            return []
+        return [{"key": key, "count": n} for key, n in await self._final_values()]
+
     def _count_one(self, record: Any) -> tuple[Any, Any, Any]:
         key = self._key(record)
         n = self.state.get(key, 0) + 1
         return key, n, {"key": self.key_fn(record), "count": n}  # the key as the user made it
+
+
+class KeyedAggregateOperator(KeyedOperator):
+    """aggregate: each key's records folded into an ``Aggregate`` accumulator; emits
+    ``{"key": k, "value": aggregate.result(acc)}``."""
+
+    def __init__(
+        self,
+        spec: OperatorSpec,
+        key_fn: Callable[[Any], Any],
+        backend: KeyedStateBackend,
+        aggregate: Any,
+    ) -> None:
+        super().__init__(spec, key_fn, backend)
+        self.aggregate = aggregate
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        state = self.state
+        add = self.aggregate.add
+        final = self.emit_final
+        detach = self.backend.detach if self.backend is not None else (lambda v: v)
+        # Emitted values are encoded as they are made: add() may mutate its accumulator,
+        # which must not change what was emitted before.
+        snapshots: list[bytes] = []
+        for index, record in enumerate(batch):
+            try:
+                key = self._key(record)
+                acc = detach(state[key]) if key in state else self._create(record)
+                try:
+                    acc = add(acc, record)
+                except UserCodeError as exc:
+                    raise self._error("add() raised", record, exc) from exc
+                if not final:
+                    snapshots.append(self._encoded(key, acc, record))
+            except RecordError as error:
+                raise RecordFailure(error, index, _decode_all(snapshots)) from error.__cause__
+            state[key] = acc
+        return _decode_all(snapshots)
+
+    def _create(self, record: Any) -> Any:
+        try:
+            return self.aggregate.create()
+        except UserCodeError as exc:
+            raise self._error("create() raised", record, exc) from exc
+
+    def _result(self, acc: Any, record: Any) -> Any:
+        try:
+            return self.aggregate.result(acc)
+        except UserCodeError as exc:
+            raise self._error("result() raised", record, exc) from exc
+
+    def _encoded(self, key: Any, acc: Any, record: Any) -> bytes:
+        value = {"key": key, "value": self._result(acc, record)}
+        try:
+            return _dumps(value)
+        except TypeError as exc:
+            raise self._error("produced a value that is not JSON:", value, exc) from exc
+
+    async def finish(self) -> list[Any]:
+        if not self.emit_final:
+            return []
+        return _decode_all(
+            [self._encoded(key, acc, acc) for key, acc in await self._final_values()]
+        )
 
 
 def _add(a: Any, b: Any) -> Any:

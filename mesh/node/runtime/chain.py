@@ -145,9 +145,9 @@ class Chain:
             for writer in routes[tag]:
                 writer.write(batch, stamps)
 
-    def finish(self) -> None:
+    async def finish(self) -> None:
         """End of input: each operator emits what it held back, down the rest of the chain."""
         for index, op in enumerate(self.transforms):
-            out = op.finish()
+            out = await op.finish()
             if out:
                 self.push(out, None, index + 1)

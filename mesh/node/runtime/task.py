@@ -541,7 +541,7 @@ class SubtaskRunner:
                     await self._run_gate()
                 # The end of input is the end of event time: every timer fires.
                 await self._time.advance(MAX_WATERMARK)
-                self._chain.finish()
+                await self._chain.finish()
                 if sink is not None:
                     sink.end_of_input()
                 for writer in self.writers:
