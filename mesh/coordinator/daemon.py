@@ -30,10 +30,11 @@ import anyio
 import anyio.abc
 
 from mesh.coordinator.admission import JobAdmission
+from mesh.coordinator.alignment import WatermarkAligner
 from mesh.coordinator.background import BackgroundTasks
 from mesh.coordinator.config import CoordinatorConfig
 from mesh.coordinator.instruments import coordinator_instruments
-from mesh.coordinator.jobs import JobTable
+from mesh.coordinator.jobs import JobRecord, JobTable
 from mesh.coordinator.jobstore import JobStore
 from mesh.coordinator.journal import JobJournal
 from mesh.coordinator.lifecycle import JobLifecycle
@@ -60,6 +61,7 @@ from mesh.protocol.messages import (
     ListNodes,
     NodeLeaving,
     RegisterNode,
+    SourceWatermark,
     SubmitJob,
     TakeSavepoint,
     TaskUpdate,
@@ -158,7 +160,13 @@ class Coordinator:
         requests = ClientRequests(
             clock=clock, nodes=nodes, jobs=jobs, store=store, out=out, lifecycle=lifecycle
         )
-        lifecycle.on_end = requests.job_ended
+        aligner = WatermarkAligner(jobs, out)
+
+        def job_ended(job: JobRecord) -> None:
+            requests.job_ended(job)
+            aligner.job_ended(job)
+
+        lifecycle.on_end = job_ended
         h = HandlerTable()
         # node → coordinator
         h.add(RegisterNode, membership.on_register)
@@ -169,6 +177,7 @@ class Coordinator:
         h.add(CollectBatch, _no_reply(lifecycle.on_collect))
         h.add(AckCheckpoint, _no_reply(lifecycle.on_ack_checkpoint))
         h.add(DeclineCheckpoint, _no_reply(lifecycle.on_decline_checkpoint))
+        h.add(SourceWatermark, _no_reply(aligner.on_source_watermark))
         # client → coordinator
         h.add(SubmitJob, admission.on_submit)
         h.add(ListJobs, requests.on_list_jobs)

@@ -53,6 +53,7 @@ from mesh.protocol.messages import (
     StartTasks,
     SubtaskMetrics,
     TriggerCheckpoint,
+    WatermarkBound,
 )
 from mesh.state.lock import StateDirLock
 from mesh.telemetry.instruments import register
@@ -364,6 +365,10 @@ class Node:
             if runtime is not None:
                 barrier = BarrierPayload(kind=msg.kind, directory=msg.directory, trace=msg.trace)
                 runtime.trigger_checkpoint(msg.checkpoint_id, barrier, msg.subtasks)
+        elif isinstance(msg, WatermarkBound):
+            runtime = self._runtime(msg.job_id, msg.attempt)
+            if runtime is not None:
+                runtime.watermark_bound(msg.group, msg.bound)
         elif isinstance(msg, CheckpointDone):
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None and msg.completed:

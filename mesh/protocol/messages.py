@@ -50,6 +50,7 @@ __all__ = [
     "SavepointTaken",
     "SlotInUse",
     "SnapshotFile",
+    "SourceWatermark",
     "StartTasks",
     "SubmitJob",
     "SubmitReply",
@@ -58,6 +59,7 @@ __all__ = [
     "TaskAssignment",
     "TaskUpdate",
     "TriggerCheckpoint",
+    "WatermarkBound",
 ]
 
 
@@ -256,6 +258,21 @@ class DeclineCheckpoint:
     reason: str
 
 
+@message("source_watermark")
+@dataclass(frozen=True, slots=True)
+class SourceWatermark:
+    """A source subtask of an alignment group: its watermark, whether it is idle, and
+    whether its input ended (see ``mesh.time.alignment``)."""
+
+    job_id: str
+    attempt: int
+    group: str
+    subtask: str
+    watermark: int
+    idle: bool = False
+    ended: bool = False
+
+
 # -- coordinator → node ------------------------------------------------------------------
 
 
@@ -309,6 +326,18 @@ class DeployTasks:
     # The attempt's random channel secret: data frames and credits carry tokens derived
     # from it (``mesh.transport.tokens``), so only the deployed peers can feed a channel.
     channel_secret: bytes = field(default=b"", repr=False)
+
+
+@message("watermark_bound")
+@dataclass(frozen=True, slots=True)
+class WatermarkBound:
+    """The source subtasks of alignment group ``group`` read only while their watermark
+    is at most ``bound`` (None: no bound)."""
+
+    job_id: str
+    attempt: int
+    group: str
+    bound: int | None
 
 
 @message("trigger_checkpoint")

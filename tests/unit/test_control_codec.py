@@ -146,6 +146,10 @@ EXAMPLES: list[Any] = [
     m.JobList(jobs=[{"job_id": "job-1", "state": "RUNNING"}, {}]),
     m.GetJobStatus(job_id="job-1"),
     m.AwaitJobEnd(job_id="job-1"),
+    m.SourceWatermark(
+        job_id="job-1", attempt=0, group="g", subtask="0.1", watermark=-(2**63), idle=True
+    ),
+    m.WatermarkBound(job_id="job-1", attempt=0, group="g", bound=1_700_000_030_000),
     m.JobStatusReply(status={"state": "FAILED", "metrics": [{"x": 1.5}], "error": None}),
     m.CancelJob(job_id="job-1"),
     m.FetchCollected(job_id="job-1", offset=17),

@@ -46,6 +46,10 @@ class EventTimeSettings:
     max_delay_ms: int = 0  # how far out of order a source's records may come
     idle_timeout_ms: int | None = None  # a silent source is idle after this long
     watermark_interval_ms: int = 200  # how often a source sends its watermark
+    # Watermark alignment (``mesh.time.alignment``): the source's group, and how it
+    # reports (watermark, idle, ended) to the coordinator.
+    align_group: str | None = None
+    report: Callable[[int, bool, bool], None] | None = None
 
 
 class EventTime:
@@ -81,6 +85,15 @@ class EventTime:
         #: Set by the time loop when a tick or a timer is due; ``on_time`` clears it.
         self.due = False
         self._time_handled = anyio.Event()
+        # Watermark alignment: how the source reports, what it last reported, and the
+        # largest watermark it may read up to (None: no bound yet).
+        self._report = settings.report if settings.align_group is not None else None
+        self._reported: tuple[int, bool] | None = None
+        # Until the coordinator says otherwise, an aligned source reads one batch and
+        # waits: it may not run ahead of a group whose members it has not heard of.
+        self.bound: int | None = NO_WATERMARK if self._report is not None else None
+        # Set when something a paused source waits for happens (a tick, a new bound).
+        self._wake = anyio.Event()
 
     @property
     def stamps_records(self) -> bool:
@@ -146,6 +159,8 @@ class EventTime:
         generator = self._source_watermarks
         if generator is not None:
             await self._apply(generator.poll())
+            if self._reported is None:  # the group learns of us at once
+                self._report_progress(ended=False)
 
     # -- watermarks ------------------------------------------------------------------------------
 
@@ -195,6 +210,43 @@ class EventTime:
         elif kind is FrameKind.END_OF_PARTITION:
             await self._apply(valve.on_end(channel_id))
 
+    # -- watermark alignment --------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """Whether a source of an alignment group is too far ahead to read on."""
+        bound = self.bound
+        generator = self._source_watermarks
+        return bound is not None and generator is not None and generator.current() > bound
+
+    def set_bound(self, bound: int | None) -> None:
+        """The coordinator moved the group's bound (None: none)."""
+        self.bound = bound
+        self._wake_up()
+
+    async def wait_unpaused(self) -> None:
+        """Return when a paused source may have something to do: a new bound, or a tick
+        (``due``) to handle."""
+        if self.paused and not self.due:
+            await self._wake.wait()
+
+    def _wake_up(self) -> None:
+        event, self._wake = self._wake, anyio.Event()
+        event.set()
+
+    def source_ended(self) -> None:
+        """A source's input ended: it holds its group back no more."""
+        self._report_progress(ended=True)
+
+    def _report_progress(self, *, ended: bool) -> None:
+        generator = self._source_watermarks
+        if self._report is None or generator is None:
+            return
+        progress = (generator.current(), generator.idle)
+        if progress != self._reported or ended:
+            self._reported = progress
+            self._report(progress[0], progress[1], ended)
+
     # -- processing time ------------------------------------------------------------------------
 
     async def time_loop(self) -> None:
@@ -213,6 +265,7 @@ class EventTime:
             self.due = True
             if self._gate is not None:
                 self._gate.interrupt()
+            self._wake_up()
             await self._time_handled.wait()
 
     async def on_time(self) -> None:
@@ -223,6 +276,7 @@ class EventTime:
             generator = self._source_watermarks
             if generator is not None:
                 await self._apply(generator.on_tick(self._clock.monotonic_ms()))
+                self._report_progress(ended=False)
             now = self._clock.now_ms()
             for index, op in enumerate(self._chain.transforms):
                 if not op.has_timers:

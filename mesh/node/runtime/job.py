@@ -17,6 +17,7 @@ import shutil
 import sys
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from mesh.protocol.messages import (
     DeclineCheckpoint,
     DeployTasks,
     SnapshotFile,
+    SourceWatermark,
     SubtaskMetrics,
     TaskUpdate,
 )
@@ -211,6 +213,12 @@ class JobRuntime:
                 max_delay_ms=watermarks.max_delay_ms if watermarks is not None else 0,
                 idle_timeout_ms=watermarks.idle_timeout_ms if watermarks is not None else None,
                 watermark_interval_ms=config.watermark_interval_ms,
+                align_group=watermarks.align_group if watermarks is not None else None,
+                report=(
+                    partial(self._report_watermark, watermarks.align_group, subtask)
+                    if watermarks is not None and watermarks.align_group is not None
+                    else None
+                ),
             ),
             record_traces=self._record_traces(
                 task.name,
@@ -384,6 +392,27 @@ class JobRuntime:
         for subtask, runner in self.runners.items():
             if runner.state in (TaskState.RUNNING, TaskState.ENDING):
                 self._fail_subtask(subtask, exc)
+
+    def _report_watermark(
+        self, group: str, subtask: str, watermark: int, idle: bool, ended: bool
+    ) -> None:
+        self._send(
+            SourceWatermark(
+                job_id=self.job_id,
+                attempt=self.attempt,
+                group=group,
+                subtask=subtask,
+                watermark=watermark,
+                idle=idle,
+                ended=ended,
+            )
+        )
+
+    def watermark_bound(self, group: str, bound: int | None) -> None:
+        """The coordinator moved alignment group ``group``'s bound."""
+        for runner in self.runners.values():
+            if runner.align_group == group:
+                runner.set_watermark_bound(bound)
 
     def trigger_checkpoint(
         self,

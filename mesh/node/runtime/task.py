@@ -175,6 +175,8 @@ class SubtaskRunner:
             subtask_index=position.index,
             metrics=self.metrics,
         )
+        #: The alignment group of a source subtask (``WatermarkStrategy.align_group``).
+        self.align_group = event_time.align_group if event_time is not None else None
         self._time = EventTime(
             event_time or EventTimeSettings(),
             chain=self._chain,
@@ -290,6 +292,10 @@ class SubtaskRunner:
                 writer.flush()
 
     # -- checkpoints ----------------------------------------------------------------------
+
+    def set_watermark_bound(self, bound: int | None) -> None:
+        """A source of an alignment group: read while its watermark is at most ``bound``."""
+        self._time.set_bound(bound)
 
     def trigger(self, checkpoint_id: int, barrier: BarrierPayload) -> None:
         """A source subtask: take checkpoint ``checkpoint_id`` at the next batch boundary."""
@@ -427,13 +433,19 @@ class SubtaskRunner:
         time = self._time
         timed = time.stamps_records
         sampler = self._record_traces.sampler
+        # An aligned source checks its bound between reads: smaller reads overshoot less.
+        read_batch = min(self.read_batch, _ALIGNED_READ) if self.align_group else self.read_batch
         while True:
             if self._triggers:
                 await self._handle_triggers()
             if time.due:
                 await time.on_time()
-            batch = await reader.read(self.read_batch)
+            if time.paused:  # too far ahead of its alignment group: wait, reading nothing
+                await _first_of(time.wait_unpaused(), self._triggered.wait())
+                continue
+            batch = await reader.read(read_batch)
             if batch is None:
+                time.source_ended()
                 return
             if batch:
                 metrics.records_in += len(batch)
@@ -586,6 +598,10 @@ class SubtaskRunner:
                 self.reader.close()
             self.metrics.finished_ms = self.clock.now_ms()
         self.state = TaskState.FINISHED
+
+
+# The most records a source of a watermark alignment group reads at once.
+_ALIGNED_READ = 100
 
 
 def _broken(channel: InputChannel, exc: Exception) -> ChannelError:
