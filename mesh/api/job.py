@@ -76,7 +76,7 @@ class OperatorDef:
     watermarks: WatermarkStrategy | None = None  # sources: timestamps and watermarks
     window: Any = None  # window operators: a WindowSetup (mesh.api.windowed)
     aggregate: Any = None  # keyed aggregate: an Aggregate (mesh.api.functions)
-    emit: str = "every"  # keyed aggregations: "every" record, or "final" values only
+    emit: str | None = None  # keyed aggregations: "every", "final" (None: the mode's)
     name: str | None = None
     uid: str | None = None
     parallelism: int | None = None
@@ -98,6 +98,35 @@ class BuiltJob:
     def operator(self, op_id: int) -> OperatorDef:
         """The definition of operator ``op_id``."""
         return self.operators[op_id]
+
+
+#: Job modes: unbounded streams with checkpoints, or bounded input run to its end.
+JOB_MODES = ("streaming", "batch")
+#: Keyed aggregations, which emit every update or (``emit="final"``) final values.
+AGGREGATION_KINDS = frozenset(
+    {
+        OperatorKind.REDUCE,
+        OperatorKind.SUM,
+        OperatorKind.MIN,
+        OperatorKind.MAX,
+        OperatorKind.COUNT,
+        OperatorKind.AGGREGATE,
+    }
+)
+
+
+def _check_mode(mode: Any, what: str) -> str:
+    if mode not in JOB_MODES:
+        raise GraphError(f"{what} must be 'streaming' or 'batch', got {mode!r}")
+    return str(mode)
+
+
+def _described(op: OperatorDef, batch: bool) -> dict[str, Any]:
+    """``op``'s description, saying ``emit: final`` for a keyed aggregation that emits
+    final values (asked for, or the batch-mode default)."""
+    if op.kind in AGGREGATION_KINDS and (op.emit or ("final" if batch else "every")) == "final":
+        return {**op.description, "emit": "final"}
+    return op.description
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -150,6 +179,10 @@ class Job:
         trace_sample_limit: at most this many records a second start a trace, per source
             subtask (default 100; None: no limit), so tracing costs the same however
             fast the job runs.
+        mode: ``"streaming"`` (default) or ``"batch"``: every source bounded, keyed
+            aggregations emit each key's final value (``emit="final"``), no
+            checkpoints (a failed run starts again from its inputs: restarts default to
+            3, a second apart), transactional sinks commit at the end.
     """
 
     def __init__(
@@ -169,6 +202,7 @@ class Job:
         watermark_interval: int | str = "200ms",
         trace_sample: float = 0.0,
         trace_sample_limit: int | None = 100,
+        mode: str = "streaming",
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise GraphError(f"Job name must be a non-empty string, got {name!r}")
@@ -231,6 +265,7 @@ class Job:
             if trace_sample_limit is None
             else positive_int(trace_sample_limit, "Job trace_sample_limit")
         )
+        self.mode = _check_mode(mode, "Job mode")
         self._operators: list[OperatorDef] = []
 
     def __repr__(self) -> str:
@@ -277,9 +312,11 @@ class Job:
             op.name = name
         return Stream(self, [InputRef(op.id, None)], op.id)
 
-    def _restart_for(self, interval_ms: int | None) -> RestartStrategy:
+    def _restart_for(self, interval_ms: int | None, batch: bool) -> RestartStrategy:
         if self.restart is not None:
             return self.restart
+        if batch:  # nothing to restore: a restart runs the job again from its inputs
+            return RestartStrategy.fixed_delay(3, "1s")
         return RestartStrategy.exponential() if interval_ms else RestartStrategy.none()
 
     def _add(self, kind: OperatorKind, inputs: list[InputRef], **fields: Any) -> OperatorDef:
@@ -299,13 +336,28 @@ class Job:
         parallelism: int | None = None,
         checkpoint_interval_ms: int | None = None,
         trace_sample: float | None = None,
+        mode: str | None = None,
     ) -> BuiltJob:
         """Resolve defaults and produce the logical graph.
 
         ``parallelism`` overrides the job's default parallelism (operators with an
         explicit ``set_parallelism`` keep theirs), as ``--parallelism`` does; so do
-        ``checkpoint_interval_ms`` and ``trace_sample`` for theirs.
+        ``checkpoint_interval_ms``, ``trace_sample`` and ``mode`` for theirs.
+
+        In batch mode every source must be bounded; the job takes no checkpoints (a
+        failed run starts again from its inputs) and keyed aggregations emit each key's
+        final value unless told otherwise.
         """
+        mode = self.mode if mode is None else _check_mode(mode, "mode")
+        batch = mode == "batch"
+        if batch:
+            for op in self._operators:
+                if op.source is not None and not op.source.bounded:
+                    raise GraphError(
+                        f"batch mode needs bounded sources: source "
+                        f"{op.uid or op.name or op.default_name!r} ({type(op.source).__name__}) is "
+                        "unbounded; run it in streaming mode"
+                    )
         default_p = self.parallelism if parallelism is None else parallelism
         positive_int(default_p, "parallelism")
         if default_p > self.max_parallelism:
@@ -316,6 +368,8 @@ class Job:
             interval = self.checkpoint_interval_ms
         else:
             interval = _duration(checkpoint_interval_ms, "checkpoint interval")
+        if batch:
+            interval = None  # a failed batch run starts again from its inputs
         config = JobConfig(
             name=self.name,
             parallelism=default_p,
@@ -325,7 +379,7 @@ class Job:
             checkpoint_mode=self.checkpoint_mode,
             state_backend=self.state_backend,
             checkpoint_dir=self.checkpoint_dir,
-            restart=self._restart_for(interval).to_dict(),
+            restart=self._restart_for(interval, batch).to_dict(),
             on_error=self.on_error,
             watermark_interval_ms=self.watermark_interval_ms,
             trace_sample=(
@@ -334,6 +388,7 @@ class Job:
                 else trace_fraction(trace_sample, "trace sample")
             ),
             trace_sample_limit=self.trace_sample_limit,
+            mode=mode,
         )
         specs: list[OperatorSpec] = []
         edges: list[EdgeSpec] = []
@@ -364,7 +419,7 @@ class Job:
                     chaining=op.chaining,
                     slot_sharing_group=group,
                     co_location_group=op.co_location_group,
-                    description=op.description,
+                    description=_described(op, batch),
                     event_time=event_time,
                 )
             )

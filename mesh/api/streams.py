@@ -229,49 +229,47 @@ class KeyedStream(Stream):
 
     def _keyed(self, kind: OperatorKind, default_name: str, **fields: Any) -> Stream:
         emit = fields.get("emit")
-        if emit is not None:
-            if emit not in EMIT_MODES:
-                raise GraphError(f"emit must be 'every' or 'final', got {emit!r}")
-            if emit == "final":
-                fields["description"] = {"emit": "final"}
+        if emit is not None and emit not in EMIT_MODES:
+            raise GraphError(f"emit must be 'every' or 'final', got {emit!r}")
         op = self._job._add(
             kind, self._inputs, default_name=default_name, key_fn=self._key_fn, **fields
         )
         return Stream(self._job, [InputRef(op.id, None)], op.id)
 
-    def reduce(self, fn: Callable[[Any, Any], Any], *, emit: str = "every") -> Stream:
+    def reduce(self, fn: Callable[[Any, Any], Any], *, emit: str | None = None) -> Stream:
         """Reduce per key: ``fn(previous, record)``. Emits the new value after every
-        record, or with ``emit="final"`` each key's last value once the input ends."""
+        record, or with ``emit="final"`` each key's last value once the input ends
+        (the default in batch mode)."""
         _check_fn(fn, "reduce")
         return self._keyed(OperatorKind.REDUCE, "Reduce", fn=fn, emit=emit)
 
-    def sum(self, field: str, *, emit: str = "every") -> Stream:
+    def sum(self, field: str, *, emit: str | None = None) -> Stream:
         """Sum of ``record[field]`` per key: emits the record with the running sum (with
         ``emit="final"``, each key's last record with the total, once the input ends)."""
         return self._keyed(
             OperatorKind.SUM, f"Sum({_check_name(field, 'field')})", field_name=field, emit=emit
         )
 
-    def min(self, field: str, *, emit: str = "every") -> Stream:
+    def min(self, field: str, *, emit: str | None = None) -> Stream:
         """Minimum of ``record[field]`` per key; emits the record with it (``emit`` as
         for ``sum``)."""
         return self._keyed(
             OperatorKind.MIN, f"Min({_check_name(field, 'field')})", field_name=field, emit=emit
         )
 
-    def max(self, field: str, *, emit: str = "every") -> Stream:
+    def max(self, field: str, *, emit: str | None = None) -> Stream:
         """Maximum of ``record[field]`` per key; emits the record with it (``emit`` as
         for ``sum``)."""
         return self._keyed(
             OperatorKind.MAX, f"Max({_check_name(field, 'field')})", field_name=field, emit=emit
         )
 
-    def count(self, *, emit: str = "every") -> Stream:
+    def count(self, *, emit: str | None = None) -> Stream:
         """Count per key: emits ``{"key": k, "count": n}`` after every record (with
         ``emit="final"``, once per key when the input ends)."""
         return self._keyed(OperatorKind.COUNT, "Count", emit=emit)
 
-    def aggregate(self, aggregate: Aggregate, *, emit: str = "every") -> Stream:
+    def aggregate(self, aggregate: Aggregate, *, emit: str | None = None) -> Stream:
         """Fold each key's records into an ``Aggregate`` accumulator; emits
         ``{"key": k, "value": aggregate.result(acc)}`` after every record, or with
         ``emit="final"`` once per key when the input ends (a bounded job's totals;

@@ -58,10 +58,11 @@ def prepare_submission(
     trace_sample: float | None = None,
     base_dir: str | Path | None = None,
     restore_from: str | Path | None = None,
+    mode: str | None = None,
 ) -> SubmitJob:
     """Import the job file, build its graph, and pack it for submission."""
     graph, build_args = _build(
-        job_file, job_name, parallelism, checkpoint_interval_ms, trace_sample
+        job_file, job_name, parallelism, checkpoint_interval_ms, trace_sample, mode
     )
     bundle, entry = make_bundle(job_file)
     return SubmitJob(
@@ -83,7 +84,7 @@ def build_graph(
     checkpoint_interval_ms: int | None = None,
 ) -> LogicalGraph:
     """Import the job file and build its logical graph, as a submission of it would."""
-    graph, _ = _build(job_file, job_name, parallelism, checkpoint_interval_ms, None)
+    graph, _ = _build(job_file, job_name, parallelism, checkpoint_interval_ms, None, None)
     return graph
 
 
@@ -93,6 +94,7 @@ def _build(
     parallelism: int | None,
     checkpoint_interval_ms: int | None,
     trace_sample: float | None,
+    mode: str | None,
 ) -> tuple[LogicalGraph, dict[str, Any]]:
     """The job's graph and the build arguments (overrides) it was built with."""
     job = load_job(job_file, job_name)
@@ -103,6 +105,8 @@ def _build(
         build_args["checkpoint_interval_ms"] = checkpoint_interval_ms
     if trace_sample is not None:
         build_args["trace_sample"] = trace_sample
+    if mode is not None:
+        build_args["mode"] = mode
     return job.build(**build_args).graph, build_args
 
 

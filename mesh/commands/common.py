@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "LogLevelOption",
     "MetricsHostOption",
     "MetricsPortOption",
+    "ModeOption",
     "OtlpEndpointOption",
     "PlacementOption",
     "TraceSampleOption",
@@ -117,6 +119,23 @@ PlacementOption = Annotated[
     str | None,
     typer.Option(help="spread (subtasks evenly over nodes) or pack (fill a node first)"),
 ]
+
+
+class Mode(StrEnum):
+    """Job modes (``Job(mode=...)``)."""
+
+    streaming = "streaming"
+    batch = "batch"
+
+
+ModeOption = Annotated[
+    Mode | None,
+    typer.Option(
+        help="streaming, or batch: bounded input run to its end, final results only, no "
+        "checkpoints (overrides the job's mode)"
+    ),
+]
+
 TraceSampleOption = Annotated[
     float | None,
     typer.Option(
@@ -203,6 +222,7 @@ def prepare_job(
     checkpoint_interval: str | None = None,
     restore_from: Path | None = None,
     trace_sample: float | None = None,
+    mode: str | None = None,
 ) -> Any:
     from mesh.client.client import prepare_submission
     from mesh.time.durations import parse_duration
@@ -229,6 +249,7 @@ def prepare_job(
             checkpoint_interval_ms=interval,
             trace_sample=trace_sample,
             restore_from=restore_from,
+            mode=mode,
         )
     except (JobCodeError, GraphError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None

@@ -15,6 +15,7 @@ from mesh.commands.common import (
     EXIT_INTERRUPTED,
     CoordinatorOption,
     KeysOption,
+    ModeOption,
     TraceSampleOption,
     client_keys,
     coordinator_address,
@@ -39,6 +40,7 @@ def submit(
         str | None, typer.Option(help="checkpoint every D (overrides the job's setting)")
     ] = None,
     trace_sample: TraceSampleOption = None,
+    mode: ModeOption = None,
     coordinator: CoordinatorOption = None,
     keys: KeysOption = None,
 ) -> None:
@@ -51,6 +53,7 @@ def submit(
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
         trace_sample=trace_sample,
+        mode=mode.value if mode is not None else None,
     )
     reply = run_client(address, lambda c: c.submit_job(submission), client_keys(keys))
     if reply.waiting:

@@ -16,6 +16,7 @@ from mesh.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     KeysOption,
+    ModeOption,
     OtlpEndpointOption,
     PlacementOption,
     TraceSampleOption,
@@ -52,6 +53,7 @@ def run(
     placement: PlacementOption = None,
     otlp_endpoint: OtlpEndpointOption = None,
     trace_sample: TraceSampleOption = None,
+    mode: ModeOption = None,
     keys: KeysOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
@@ -77,6 +79,7 @@ def run(
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
         trace_sample=trace_sample,
+        mode=mode.value if mode is not None else None,
     )
     try:
         size = size_cluster(submission.graph, nodes, slots)

@@ -120,6 +120,7 @@ class JobConfig:
     watermark_interval_ms: int = 200  # how often sources send watermarks
     trace_sample: float = 0.0  # fraction of source records traced end to end
     trace_sample_limit: int | None = 100  # at most this many a second per source subtask
+    mode: str = "streaming"  # or "batch": bounded sources, final results, no checkpoints
 
 
 @dataclass(frozen=True, slots=True)
