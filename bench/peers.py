@@ -25,7 +25,8 @@ Contenders, each a fresh process (or set of processes) per run:
   worker each (``-i``/``-a``). Bytewax is installed into its own venv in a per-machine
   cache (``--cache-dir``, default ~/.cache/mesh-bench), never into mesh's;
 * ``mesh_1n``, ``mesh_2n``: a LocalCluster of 1 node, or of 2 nodes with one slot each,
-  and the job submitted at that parallelism, as ``mesh run`` does it.
+  and the job submitted at that parallelism, as ``mesh run`` does it; ``*_batch``: the
+  same with ``w2_final`` in batch mode (the other workloads as in streaming mode).
 
 Rounds interleave the contenders (each round runs every contender once per workload, in
 an order rotated from round to round, so a machine's drift hits all alike); figures are
@@ -68,7 +69,16 @@ from bench.generate import generate  # noqa: E402
 from bench.run import DATA, _count_lines  # noqa: E402
 
 WORKLOADS = ("w1", "w2_final", "w2_stream", "w3")
-CONTENDERS = ("plain", "bytewax_1w", "bytewax_2w", "bytewax_2p", "mesh_1n", "mesh_2n")
+CONTENDERS = (
+    "plain",
+    "bytewax_1w",
+    "bytewax_2w",
+    "bytewax_2p",
+    "mesh_1n",
+    "mesh_2n",
+    "mesh_1n_batch",
+    "mesh_2n_batch",
+)
 BYTEWAX_SPEC = "bytewax==0.21.*"
 RUN_TIMEOUT_S = 1800
 
@@ -347,7 +357,7 @@ MESH_JOBS = {
 MESH_W2_HEAD = """
 import os
 
-from mesh import Aggregate, Job, sinks, sources, triggers, windows
+from mesh import Aggregate, Job, sinks, sources
 
 DATA = os.environ["MESH_BENCH_DATA"]
 OUT = os.environ["MESH_BENCH_OUT"]
@@ -357,22 +367,29 @@ events = job.source(sources.JsonLines(DATA))
 """
 
 MESH_W2 = {
-    # mesh has no final aggregate of a bounded stream: a Global window whose Count
-    # trigger never fires emits each key's window once, at the end of input.
+    # Each user's totals once, at the end of input (in batch mode the sources combine
+    # before the keyed exchange).
     "w2_final": """
 class CountSum(Aggregate):
     def create(self):
         return [0, 0]
 
     def add(self, acc, e):
-        return [acc[0] + 1, acc[1] + e["value"]]
+        acc[0] += 1
+        acc[1] += e["value"]
+        return acc
+
+    def merge(self, a, b):
+        return [a[0] + b[0], a[1] + b[1]]
+
+    def result(self, acc):
+        return {"count": acc[0], "sum": acc[1]}
 
 
 (
     events.key_by(lambda e: e["user"])
-    .window(windows.Global(triggers.Count(2**62)))
-    .aggregate(CountSum())
-    .map(lambda r: {"user": r["key"], "count": r["value"][0], "sum": r["value"][1]})
+    .aggregate(CountSum(), emit="final")
+    .map(lambda r: {"user": r["key"], **r["value"]})
     .sink(sinks.JsonLines(OUT))
 )
 """,
@@ -404,17 +421,20 @@ def rss_mb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 
-async def run(address, job_file, parallelism, base):
+async def run(address, job_file, parallelism, base, mode):
     async with open_client(address) as client:
-        submission = prepare_submission(job_file, parallelism=parallelism, base_dir=base)
+        submission = prepare_submission(
+            job_file, parallelism=parallelism, base_dir=base, mode=mode
+        )
         job_id = await client.submit(submission)
         return await client.await_end(job_id)
 
 job_file, nodes, state, base = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+mode = sys.argv[5]
 with LocalCluster(nodes=nodes, slots=1, state_dir=state) as cluster:
     idle = {"coordinator": rss_mb(cluster.coordinator.pid)}
     idle.update({f"node-{i}": rss_mb(n.pid) for i, n in enumerate(cluster.nodes)})
-    status = anyio.run(run, cluster.address, job_file, nodes, base)
+    status = anyio.run(run, cluster.address, job_file, nodes, base, mode)
 if status["state"] != "FINISHED":
     sys.exit(f"job ended {status['state']}: {status.get('error')}")
 seconds = (status["processing_finished_ms"] - status["processing_started_ms"]) / 1000
@@ -521,14 +541,14 @@ def run_bytewax(bench: Bench, workload: str, data: Path, workers: int, processes
     return _from_reports(wall, reports)
 
 
-def run_mesh(bench: Bench, workload: str, data: Path, nodes: int) -> Run:
+def run_mesh(bench: Bench, workload: str, data: Path, nodes: int, mode: str) -> Run:
     job = MESH_JOBS.get(workload, bench.work / f"mesh_{workload}.py")
     state = bench.work / "cluster"
     shutil.rmtree(state, ignore_errors=True)
-    argv = [sys.executable, "-c", MESH_DRIVER, str(job), str(nodes), str(state), str(ROOT)]
+    argv = [sys.executable, "-c", MESH_DRIVER, str(job), str(nodes), str(state), str(ROOT), mode]
     # The job file reads these at import, in the driver and on every node alike.
     env = {"MESH_BENCH_DATA": str(data), "MESH_BENCH_OUT": str(bench.out)}
-    wall, (report,) = _timed([argv], f"mesh ({nodes} nodes) {workload}", env)
+    wall, (report,) = _timed([argv], f"mesh ({nodes} nodes, {mode}) {workload}", env)
     return Run(wall_s=wall, processing_s=report["processing_s"], idle_rss_mb=report["idle_rss_mb"])
 
 
@@ -537,8 +557,15 @@ RUNNERS: dict[str, Callable[[Bench, str, Path], Run]] = {
     "bytewax_1w": lambda b, w, d: run_bytewax(b, w, d, workers=1, processes=1),
     "bytewax_2w": lambda b, w, d: run_bytewax(b, w, d, workers=2, processes=1),
     "bytewax_2p": lambda b, w, d: run_bytewax(b, w, d, workers=1, processes=2),
-    "mesh_1n": lambda b, w, d: run_mesh(b, w, d, nodes=1),
-    "mesh_2n": lambda b, w, d: run_mesh(b, w, d, nodes=2),
+    "mesh_1n": lambda b, w, d: run_mesh(b, w, d, nodes=1, mode="streaming"),
+    "mesh_2n": lambda b, w, d: run_mesh(b, w, d, nodes=2, mode="streaming"),
+    # Batch mode fits only the final totals: the others are streaming answers.
+    "mesh_1n_batch": lambda b, w, d: run_mesh(
+        b, w, d, nodes=1, mode="batch" if w == "w2_final" else "streaming"
+    ),
+    "mesh_2n_batch": lambda b, w, d: run_mesh(
+        b, w, d, nodes=2, mode="batch" if w == "w2_final" else "streaming"
+    ),
 }
 
 
@@ -758,8 +785,8 @@ def main() -> None:
         "unsupported": {},
         "notes": {
             "mesh idle_rss_mb": "the coordinator and nodes once ready (the driving client aside)",
-            "mesh w2_final": "a Global window with a Count trigger that never fires "
-            "(mesh has no final aggregate): each user's window fires at the end of input",
+            "mesh w2_final": "key_by(user).aggregate(CountSum(), emit='final'); in "
+            "mesh_*_batch, the job in batch mode (sources combine before the shuffle)",
             "bytewax input": "a DynamicSource reading byte ranges of the file, one per "
             "worker (FileSource has one partition per file)",
             "bytewax w3": "the file is read by one worker (the windows are still spread "

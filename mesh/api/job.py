@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mesh.api.functions import Aggregate
 from mesh.api.restart import RestartStrategy
 from mesh.api.sinks import JsonLines, Sink
 from mesh.api.sources import Source
@@ -121,12 +122,27 @@ def _check_mode(mode: Any, what: str) -> str:
     return str(mode)
 
 
-def _described(op: OperatorDef, batch: bool) -> dict[str, Any]:
+def _described(op: OperatorDef, batch: bool, combined: bool) -> dict[str, Any]:
     """``op``'s description, saying ``emit: final`` for a keyed aggregation that emits
-    final values (asked for, or the batch-mode default)."""
+    final values (asked for, or the batch-mode default), and ``combined`` when its
+    producers send it partial values."""
     if op.kind in AGGREGATION_KINDS and (op.emit or ("final" if batch else "every")) == "final":
-        return {**op.description, "emit": "final"}
+        return {**op.description, "emit": "final", **({"combined": True} if combined else {})}
     return op.description
+
+
+def _combines(op: OperatorDef, batch: bool, upstream: list[OperatorSpec], on_error: str) -> bool:
+    """Whether ``op``'s producers fold records into partials before the keyed exchange:
+    in batch mode, for a final-emitting aggregation that can merge partials, fed by one
+    keyed edge without event time; not with dead letters (a record that makes a
+    producer's fold raise cannot be set aside there)."""
+    if not batch or op.emit == "every" or on_error == "dead_letter":
+        return False
+    if len(op.inputs) != 1 or op.inputs[0].key_fn is None or upstream[0].event_time:
+        return False
+    if op.kind is OperatorKind.AGGREGATE:
+        return type(op.aggregate).merge is not Aggregate.merge
+    return op.kind in AGGREGATION_KINDS
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -419,7 +435,11 @@ class Job:
                     chaining=op.chaining,
                     slot_sharing_group=group,
                     co_location_group=op.co_location_group,
-                    description=_described(op, batch),
+                    description=_described(
+                        op,
+                        batch,
+                        _combines(op, batch, [specs[r.op] for r in op.inputs], self.on_error),
+                    ),
                     event_time=event_time,
                 )
             )

@@ -1,6 +1,7 @@
 """Batch mode on real daemons: the final results equal streaming mode's for every
 example and, over random inputs (Hypothesis), for per-key totals (W2) and event-time
-windows (W3); a batch job takes no checkpoints; an unbounded source is refused."""
+windows (W3); a batch job takes no checkpoints and combines before its keyed
+exchanges; an unbounded source is refused."""
 
 from __future__ import annotations
 
@@ -190,3 +191,7 @@ def test_batch_mode_in_the_job_file_runs_without_checkpoints(
         (n, len(range(n, 20000, 7))) for n in range(7)
     ]
     assert status["checkpoints"] is None or status["checkpoints"]["completed"] == 0
+    # The sources combined before the keyed exchange: the counts took one partial per
+    # key per source subtask, not the 20000 records.
+    (counts,) = [t for t in status["tasks"] if "Count" in t["name"]]
+    assert sum(s["records_in"] for s in counts["subtasks"]) <= 7 * 2

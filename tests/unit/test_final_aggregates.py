@@ -183,3 +183,68 @@ def test_the_plan_says_final() -> None:
     ).sink(sinks.Collect())
     (spec,) = [op for op in job.build().graph.operators if op.uid == "agg"]
     assert spec.name == "Aggregate(CountSum)" and spec.description == {"emit": "final"}
+
+
+class MergingCountSum(CountSum):
+    def merge(self, a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+        return {"count": a["count"] + b["count"], "sum": a["sum"] + b["sum"]}
+
+
+@pytest.mark.parametrize("how", ["count", "sum", "min", "max", "reduce", "aggregate"])
+def test_partials_from_combining_producers_merge_to_the_same_finals(how: str) -> None:
+    """Batch mode: two producers fold their records into partials (over the wire as
+    JSON), the aggregation merges them; the finals are those of the records directly."""
+    import orjson
+
+    from mesh.node.operators.combine import Combiner
+    from mesh.node.operators.keyed import COMBINERS
+
+    def built(mode: str) -> tuple[Any, Any]:
+        job = mesh.Job("combine", parallelism=2)
+        keyed = job.source(sources.Collection([])).key_by(lambda r: [r["user"]])  # list keys
+        if how == "count":
+            out = keyed.count(emit="final")
+        elif how == "reduce":
+            out = keyed.reduce(lambda a, b: {**b, "v": a["v"] + b["v"]}, emit="final")
+        elif how == "aggregate":
+            out = keyed.aggregate(MergingCountSum(), emit="final")
+        else:
+            out = getattr(keyed, how)("v", emit="final")
+        out.uid("op").sink(sinks.Collect())
+        graph = job.build(mode=mode)
+        (spec,) = [op for op in graph.graph.operators if op.uid == "op"]
+        return spec, graph.operator(spec.id)
+
+    def operator(spec: Any, definition: Any) -> RuntimeOperator:
+        op = build_operator(
+            spec, definition, backend=lambda: MemoryBackend(KeyCodec(128), ManualClock())
+        )
+        anyio.run(op.initialize, None)
+        return op
+
+    spec, definition = built("batch")
+    assert spec.description == {"emit": "final", "combined": True}
+    merged = operator(spec, definition)
+    records = _records(400, 13, seed=5)
+    for half in (records[::2], records[1::2]):
+        combiner = Combiner(
+            spec.kind,
+            definition.key_fn,
+            fn=definition.fn,
+            field_name=definition.field_name,
+            aggregate=definition.aggregate,
+            combine=COMBINERS.get(spec.kind),
+        )
+        for start in range(0, len(half), 9):
+            combiner.add(half[start : start + 9])
+        partials = orjson.loads(orjson.dumps(combiner.partials()))
+        assert 0 < len(partials) <= 13
+        assert merged.process(partials) == []
+    direct_spec, direct_definition = built("streaming")
+    assert "combined" not in direct_spec.description
+    expected = _run(operator(direct_spec, direct_definition), records)
+
+    def canonical(rows: list[Any]) -> list[bytes]:
+        return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows)
+
+    assert canonical(anyio.run(merged.finish)) == canonical(expected)

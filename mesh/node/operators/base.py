@@ -148,6 +148,22 @@ class KeyedOperator(RuntimeOperator):
         self.state: dict[Any, Any] = backend.table("value")
         # Built-in aggregations: emit only each key's final value, at the end of input.
         self.emit_final = spec.description.get("emit") == "final"
+        # ... and take [key, partial] pairs from combining producers (batch mode; see
+        # ``mesh.node.operators.combine``).
+        self.combined = bool(spec.description.get("combined"))
+
+    def _merge_partials(self, batch: list[Any], merge: Callable[[Any, Any], Any]) -> list[Any]:
+        """Fold ``[key, partial]`` pairs into ``state`` with ``merge(value, partial)``."""
+        state = self.state
+        detach = self.backend.detach if self.backend is not None else (lambda v: v)
+        for pair in batch:
+            try:
+                key, partial = pair
+                key = key if type(key) is not list else canonical_key(key)
+                state[key] = merge(detach(state[key]), partial) if key in state else partial
+            except UserCodeError as exc:
+                raise self._error("could not merge a partial value:", pair, exc) from exc
+        return []
 
     async def _final_values(self) -> list[tuple[Any, Any]]:
         """Every (key, value) of ``state``, also those only on disk (sqlite)."""

@@ -49,6 +49,8 @@ class ReduceOperator(KeyedOperator):
         self.fn = fn
 
     def process(self, batch: list[Any]) -> list[Any]:
+        if self.combined:
+            return self._merge_partials(batch, self.fn)
         state = self.state
         fn = self.fn
         detach = self.backend.detach if self.backend is not None else (lambda v: v)
@@ -97,6 +99,8 @@ class AggregateOperator(KeyedOperator):
         self.combine = combine
 
     def process(self, batch: list[Any]) -> list[Any]:
+        if self.combined:
+            return self._merge_partials(batch, self._merge_records)
         if self.emit_final:
             return self._process_final(batch)
         state = self.state
@@ -116,6 +120,10 @@ class AggregateOperator(KeyedOperator):
         except UserCodeError:
             return self._resume_per_record(batch, out, self._combine_one)
         return out
+
+    def _merge_records(self, current: Any, partial: Any) -> Any:
+        field = self.field
+        return {**partial, field: self.combine(current[field], partial[field])}
 
     def _process_final(self, batch: list[Any]) -> list[Any]:
         # The state holds each key's last record, with the field's value so far.
@@ -163,6 +171,8 @@ class CountOperator(KeyedOperator):
         key_fn = self.key_fn
         out: list[Any] = []
         append = out.append
+        if self.combined:
+            return self._merge_partials(batch, _add)
         if self.emit_final:
             return self._count_final(batch)
         try:
@@ -211,6 +221,8 @@ class KeyedAggregateOperator(KeyedOperator):
         self.aggregate = aggregate
 
     def process(self, batch: list[Any]) -> list[Any]:
+        if self.combined:
+            return self._merge_partials(batch, self.aggregate.merge)
         state = self.state
         add = self.aggregate.add
         final = self.emit_final

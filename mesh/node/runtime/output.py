@@ -27,6 +27,7 @@ from mesh.errors import RecordError
 from mesh.graph.keygroups import KeyGroupRouter
 from mesh.graph.logical import OperatorSpec, Partitioning
 from mesh.node.dataplane.channels import OutputChannel
+from mesh.node.operators.combine import Combiner
 from mesh.node.operators.records import (
     UserCodeError,
     describe_record,
@@ -38,6 +39,10 @@ from mesh.transport.frames import FrameKind
 from mesh.transport.traced import MAX_TRACE_MARKS, TracedPayload, TraceMark
 
 __all__ = ["EdgeWriter"]
+
+
+def _first(pair: list[Any]) -> Any:
+    return pair[0]
 
 
 class EdgeWriter:
@@ -55,6 +60,7 @@ class EdgeWriter:
         key_fn: Callable[[Any], Any] | None = None,
         lenient_keys: bool = False,
         timed: bool = False,
+        combiner: Combiner | None = None,
     ) -> None:
         self.producer = producer
         self.consumer = consumer
@@ -80,10 +86,15 @@ class EdgeWriter:
         self.tracing: dict[str, str] | None = None
         # Trace marks per channel buffer (allocated with the first sampled record).
         self._marks: list[list[TraceMark]] | None = None
+        # Batch mode: records are folded into partials here, sent at the end of input.
+        self._combiner = combiner
 
     def write(self, batch: list[Any], stamps: list[int] | None = None) -> None:
         """Partition ``batch`` (with its ``stamps``, on a timed edge) into the channel
         buffers; send the buffers that are full."""
+        if self._combiner is not None:
+            self._combiner.add(batch)
+            return
         if self.tracing is not None:
             self._write_traced(self.tracing, batch, stamps)
             return
@@ -234,6 +245,16 @@ class EdgeWriter:
             payload = TracedPayload.of(payload, marks[index])
             marks[index] = []
         self.channels[index].send_data(payload)
+
+    def end_of_input(self) -> None:
+        """The producer's input ended: a combining edge sends its ``[key, partial]``
+        pairs now, partitioned by their key."""
+        combiner = self._combiner
+        if combiner is None:
+            return
+        self._combiner = None
+        self._key_fn = _first
+        self.write(combiner.partials())
 
     def flush(self) -> None:
         """Send every non-empty buffer (buffer timeout, or before an event)."""

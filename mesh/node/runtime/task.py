@@ -557,6 +557,7 @@ class SubtaskRunner:
                 if sink is not None:
                     sink.end_of_input()
                 for writer in self.writers:
+                    writer.end_of_input()
                     writer.emit_event(FrameKind.END_OF_PARTITION)
                 for writer in self.writers:
                     for channel in writer.channels:

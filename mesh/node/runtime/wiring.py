@@ -29,8 +29,10 @@ from mesh.node.connectors.readers import SourceReader
 from mesh.node.dataplane.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
 from mesh.node.dataplane.network import JobChannels, NodeNetwork, RemoteCreditReturn, RemoteLink
 from mesh.node.operators.base import RestoredState, RuntimeOperator
+from mesh.node.operators.combine import Combiner
 from mesh.node.operators.context import TaskContext
 from mesh.node.operators.factory import build_operator
+from mesh.node.operators.keyed import COMBINERS
 from mesh.node.runtime.chain import SideOutputs
 from mesh.node.runtime.output import EdgeWriter
 from mesh.node.runtime.restore import RestorePoint
@@ -165,12 +167,29 @@ class JobWiring:
                     key_fn=self.built.edge_key_fns.get((edge.source_op, edge.target_op)),
                     lenient_keys=self.config.on_error == "dead_letter",
                     timed=producer.event_time,
+                    combiner=self._combiner(edge.source_op, edge.target_op),
                 )
                 outputs[ref].writers.append(writer)
                 if edge.tag is not None:
                     by_tag = outputs[ref].side_outputs.setdefault(producer.uid, {})
                     by_tag.setdefault(edge.tag, []).append(writer)
         return outputs
+
+    def _combiner(self, producer: int, consumer: int) -> Combiner | None:
+        """The combiner of a keyed edge into an aggregation that takes partials."""
+        spec = self.logical.operator(consumer)
+        key_fn = self.built.edge_key_fns.get((producer, consumer))
+        if not spec.description.get("combined") or key_fn is None:
+            return None
+        definition = self.built.operator(consumer)
+        return Combiner(
+            spec.kind,
+            key_fn,
+            fn=definition.fn,
+            field_name=definition.field_name,
+            aggregate=definition.aggregate,
+            combine=COMBINERS.get(spec.kind),
+        )
 
     def _output_channel(self, channel_id: int, consumer_node: str) -> OutputChannel:
         link: Any
