@@ -49,6 +49,7 @@ class EventTimeSettings:
     # Watermark alignment (``mesh.time.alignment``): the source's group, and how it
     # reports (watermark, idle, ended) to the coordinator.
     align_group: str | None = None
+    max_drift_ms: int = 0
     report: Callable[[int, bool, bool], None] | None = None
 
 
@@ -89,6 +90,9 @@ class EventTime:
         # largest watermark it may read up to (None: no bound yet).
         self._report = settings.report if settings.align_group is not None else None
         self._reported: tuple[int, bool] | None = None
+        # Besides every tick, a source reports when its watermark moved this far: the
+        # others may be waiting for it, and a drift passes in less than a tick at speed.
+        self._report_step = max(settings.max_drift_ms // 4, 1)
         # Until the coordinator says otherwise, an aligned source reads one batch and
         # waits: it may not run ahead of a group whose members it has not heard of.
         self.bound: int | None = NO_WATERMARK if self._report is not None else None
@@ -159,7 +163,12 @@ class EventTime:
         generator = self._source_watermarks
         if generator is not None:
             await self._apply(generator.poll())
-            if self._reported is None:  # the group learns of us at once
+            reported = self._reported
+            if self._report is not None and (
+                reported is None  # the group learns of us at once
+                or generator.current() - reported[0] >= self._report_step
+                or self.paused  # and of where we stopped
+            ):
                 self._report_progress(ended=False)
 
     # -- watermarks ------------------------------------------------------------------------------

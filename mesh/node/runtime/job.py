@@ -214,6 +214,7 @@ class JobRuntime:
                 idle_timeout_ms=watermarks.idle_timeout_ms if watermarks is not None else None,
                 watermark_interval_ms=config.watermark_interval_ms,
                 align_group=watermarks.align_group if watermarks is not None else None,
+                max_drift_ms=(watermarks.max_drift_ms or 0) if watermarks is not None else 0,
                 report=(
                     partial(self._report_watermark, watermarks.align_group, subtask)
                     if watermarks is not None and watermarks.align_group is not None

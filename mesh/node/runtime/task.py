@@ -433,8 +433,7 @@ class SubtaskRunner:
         time = self._time
         timed = time.stamps_records
         sampler = self._record_traces.sampler
-        # An aligned source checks its bound between reads: smaller reads overshoot less.
-        read_batch = min(self.read_batch, _ALIGNED_READ) if self.align_group else self.read_batch
+        read_batch = self.read_batch
         while True:
             if self._triggers:
                 await self._handle_triggers()
@@ -599,10 +598,6 @@ class SubtaskRunner:
                 self.reader.close()
             self.metrics.finished_ms = self.clock.now_ms()
         self.state = TaskState.FINISHED
-
-
-# The most records a source of a watermark alignment group reads at once.
-_ALIGNED_READ = 100
 
 
 def _broken(channel: InputChannel, exc: Exception) -> ChannelError:
