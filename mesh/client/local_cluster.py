@@ -137,8 +137,10 @@ class LocalCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._listener = NotifyListener()
         try:
+            log = self.log_dir / "coordinator.log"
             for attempt in range(_START_ATTEMPTS):
                 self.address = f"tcp://127.0.0.1:{_free_port()}"
+                logged_before = log.stat().st_size if log.exists() else 0
                 self.coordinator = self._spawn(
                     "coordinator",
                     "coordinator",
@@ -160,7 +162,10 @@ class LocalCluster:
                     coordinator = self.coordinator
                     if attempt + 1 == _START_ATTEMPTS or coordinator.alive():
                         raise
-                    if "address already in use" not in coordinator.log_tail().lower():
+                    with open(log, "rb") as f:  # what this attempt logged
+                        f.seek(logged_before)
+                        said = f.read().decode(errors="replace").lower()
+                    if "address already in use" not in said:
                         raise
                     # The port was taken: again, on another.
                     self._terminate([*self.nodes, coordinator], time.monotonic() + 5)

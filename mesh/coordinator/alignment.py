@@ -73,12 +73,15 @@ class WatermarkAligner:
             return
         group.update(msg.subtask, msg.watermark, idle=msg.idle, ended=msg.ended)
         told = (job.job_id, job.attempt, msg.group)
-        if told in self._told and self._told[told] == group.bound:
-            return
-        self._told[told] = group.bound
         bound = WatermarkBound(
             job_id=job.job_id, attempt=job.attempt, group=msg.group, bound=group.bound
         )
+        if told in self._told and self._told[told] == group.bound:
+            if msg.paused:  # it waits: tell it again, in case the bound was lost
+                for node in {a.node_id for a in job.assignments if a.subtask == msg.subtask}:
+                    self._out.to_node(node, bound)
+            return
+        self._told[told] = group.bound
         nodes = {a.node_id for a in job.assignments if a.subtask in group.members}
         for node in sorted(nodes):
             self._out.to_node(node, bound)

@@ -62,7 +62,7 @@ class ClientRequests:
         self._out = out
         self._lifecycle = lifecycle
         # Clients waiting for a job to end, by job id (answered by ``job_ended``).
-        self._awaiting: dict[str, list[Caller]] = {}
+        self._awaiting: dict[str, dict[bytes, Caller]] = {}
 
     def on_list_jobs(self, caller: Caller, msg: ListJobs) -> JobList:
         """One summary per job, oldest first."""
@@ -79,18 +79,20 @@ class ClientRequests:
         job = self._jobs.find(msg.job_id)
         if job.done:
             return JobStatusReply(status=job_status(job, self._clock.now_ms()))
-        waiting = self._awaiting.setdefault(job.job_id, [])
-        if len(waiting) >= _MAX_AWAITING:
+        # One wait per client: a client that asks again (after giving up on a wait, or
+        # restarted with the same identity) replaces its older one.
+        waiting = self._awaiting.setdefault(job.job_id, {})
+        if caller.identity not in waiting and len(waiting) >= _MAX_AWAITING:
             return ErrorReply(f"too many clients wait for job {job.job_id}", "busy")
-        waiting.append(caller)
+        waiting[caller.identity] = caller
         return None
 
     def job_ended(self, job: JobRecord) -> None:
         """Answer the clients waiting for ``job`` to end."""
-        waiting = self._awaiting.pop(job.job_id, [])
+        waiting = self._awaiting.pop(job.job_id, {})
         if waiting:
             reply = JobStatusReply(status=job_status(job, self._clock.now_ms()))
-            for caller in waiting:
+            for caller in waiting.values():
                 self._out.reply(caller, reply)
 
     def on_cancel(self, caller: Caller, msg: CancelJob) -> Ack:

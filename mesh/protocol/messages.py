@@ -262,7 +262,9 @@ class DeclineCheckpoint:
 @dataclass(frozen=True, slots=True)
 class SourceWatermark:
     """A source subtask of an alignment group: its watermark, whether it is idle, and
-    whether its input ended (see ``mesh.time.alignment``)."""
+    whether its input ended (see ``mesh.time.alignment``). A ``paused`` one repeats its
+    report every tick, and is told the group's bound each time (in case a bound was
+    lost on the way)."""
 
     job_id: str
     attempt: int
@@ -271,6 +273,7 @@ class SourceWatermark:
     watermark: int
     idle: bool = False
     ended: bool = False
+    paused: bool = False
 
 
 # -- coordinator → node ------------------------------------------------------------------

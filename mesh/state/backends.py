@@ -124,6 +124,10 @@ class KeyedStateBackend:
         (e.g. to rebuild an index of timers after a restore)."""
         return list(self.table(name, namespace).items())
 
+    async def clear(self, name: str, namespace: str = "") -> None:
+        """Forget every key's state ``name`` in ``namespace``, on disk too."""
+        self.table(name, namespace).clear()
+
     # -- shared -----------------------------------------------------------------------------
 
     def _install_row(self, row: KeyedRow) -> tuple[Hashable, TableId]:
@@ -353,6 +357,18 @@ class SqliteBackend(KeyedStateBackend):
             self._resident_bytes -= resident.pop(key)
             for table in tables:
                 table.pop(key, None)
+
+    async def clear(self, name: str, namespace: str = "") -> None:
+        await self.after_batch()  # nothing of it may be written back later
+        self.table(name, namespace).clear()
+        db = self._conn()
+        try:
+            await db.execute(
+                "DELETE FROM state WHERE name = ? AND namespace = ?", (name, namespace)
+            )
+            await db.commit()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write state database {self.path}: {exc}") from None
 
     async def scan(self, name: str, namespace: str = "") -> list[tuple[Hashable, Any]]:
         found: dict[Hashable, Any] = {}

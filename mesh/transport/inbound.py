@@ -9,7 +9,10 @@ duplicate of its descriptor and the peer's ``address:port``. With them:
 
 * a peer whose messages are malformed or forged ``limit`` times on one connection is
   disconnected (its TCP connection is shut down; ZeroMQ sees it closed and drops it; a
-  ZeroMQ peer reconnects and starts again from no strikes);
+  ZeroMQ peer reconnects and starts again from no strikes). ``SRCFD`` is a descriptor
+  *number*: a message read after its connection went, once a new connection reused
+  the number, counts against the new one, so a reconnecting peer may inherit the
+  strikes of what its old connection left queued;
 * a connection that ZeroMQ cuts on its own, silently, because the peer sent a message
   part over the socket's size limit (``MAXMSGSIZE``) or broke the wire protocol, is
   reported with the peer's address. The held duplicate keeps the kernel's socket
@@ -147,12 +150,12 @@ class InboundConnections:
             fd = int(frame.get(zmq.SRCFD))
         except (zmq.ZMQError, TypeError, ValueError):
             return None
-        # The connection's ACCEPTED event was queued before any of its messages.
+        # The connection's ACCEPTED event was queued before any of its messages. A
+        # message whose descriptor is not (or no longer) known came on a connection that
+        # is gone: it is not adopted, lest a new connection on the reused number be
+        # blamed for it.
         self._handle_events()
-        connection = self._connections.get(fd)
-        if connection is None:
-            connection = self._connections[fd] = self._adopt(fd)
-        return connection
+        return self._connections.get(fd)
 
     def _handle_events(self) -> None:
         events = []
@@ -161,9 +164,10 @@ class InboundConnections:
             events.append((int(parsed["event"]), int(parsed["value"])))
         for index, (event, fd) in enumerate(events):
             if event == zmq.EVENT_ACCEPTED:
-                if fd in self._connections:
-                    pass  # adopted already, from one of its messages that came first
-                elif (zmq.EVENT_DISCONNECTED, fd) in events[index + 1 :]:
+                stale = self._connections.pop(fd, None)
+                if stale is not None and stale.dup is not None:
+                    stale.dup.close()  # a DISCONNECTED we never saw: not this connection
+                if (zmq.EVENT_DISCONNECTED, fd) in events[index + 1 :]:
                     # Gone already: the descriptor may be another connection's by now.
                     self._connections[fd] = _Connection(None, "unknown peer")
                 else:

@@ -195,3 +195,47 @@ def test_batch_mode_in_the_job_file_runs_without_checkpoints(
     # key per source subtask, not the 20000 records.
     (counts,) = [t for t in status["tasks"] if "Count" in t["name"]]
     assert sum(s["records_in"] for s in counts["subtasks"]) <= 7 * 2
+
+
+def test_a_savepoint_of_a_combining_batch_job_loses_nothing(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """A savepoint (Ctrl-C in mesh run takes one) reaches the combiners mid-input: their
+    partials go out before the barrier, so the job resumed from it counts every record."""
+    job_file = write_job(
+        tmp_path,
+        """
+        from mesh import Job, sinks, sources
+
+        job = Job("batch-savepoint", parallelism=2, mode="batch")
+        users = job.source(sources.Generator(lambda i: {"user": f"u{i % 4}"}, count=240, rate=60))
+        users.key_by(lambda r: r["user"]).count().sink(sinks.JsonLines("out/counts"))
+        """,
+    )
+
+    async def scenario() -> dict[str, Any]:
+        from mesh.client.client import open_client
+        from tests.helpers import poll_until, wait_for_state
+
+        async with open_client(cluster.address) as client:
+            first = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            await poll_until(
+                lambda: client.status(first),
+                until=lambda s: (
+                    s["state"] == "RUNNING" and s["tasks"][0]["subtasks"][0]["records_in"] >= 30
+                ),
+                timeout_s=30,
+                what="the sources to read a part of their input",
+            )
+            savepoint = await client.savepoint(
+                first, directory=str(tmp_path / "savepoints"), cancel=True
+            )
+            await wait_for_state(client, first, ("CANCELED",))
+            resumed = prepare_submission(job_file, base_dir=tmp_path, restore_from=savepoint)
+            second = await client.submit(resumed)
+            return await wait_for_state(client, second, ("FINISHED", "FAILED"), timeout_s=60)
+
+    final = anyio.run(scenario)
+    assert final["state"] == "FINISHED", final["error"]
+    counts = read_parts(tmp_path / "out" / "counts")
+    assert sorted((r["key"], r["count"]) for r in counts) == [(f"u{k}", 60) for k in range(4)]

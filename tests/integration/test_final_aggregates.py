@@ -104,3 +104,46 @@ def test_final_totals_survive_a_savepoint_and_a_rescale(local_cluster, tmp_path:
     final = anyio.run(scenario)
     assert final["state"] == "FINISHED", final["error"]
     check(tmp_path)
+
+
+RESTORED_AFTER_FINISH = """
+    from mesh import Job, sinks, sources
+
+    job = Job("finals", parallelism=1, checkpoint_interval="200ms")
+    records = [{"user": f"u{i % 5}", "v": i} for i in range(50)]
+    finals = job.source(sources.Collection(records)).key_by(lambda r: r["user"]).count(
+        emit="final"
+    )
+    # A slow second input keeps the job running long after the counts were emitted.
+    slow = job.source(sources.Generator(lambda i: {"tick": i}, count=60, rate=20))
+    finals.union(slow).sink(sinks.JsonLines("out/mixed"))
+"""
+
+
+@pytest.mark.slow
+def test_final_values_are_not_emitted_again_after_a_restore(local_cluster, tmp_path: Path) -> None:
+    """A checkpoint taken after the final values went out holds none of them: restored
+    (a node killed -9), the job emits them no second time."""
+    job_file = write_job(tmp_path, RESTORED_AFTER_FINISH, "finals.py")
+    cluster = local_cluster(nodes=2, slots=2)
+
+    async def scenario() -> dict[str, Any]:
+        async with open_client(cluster.address) as client:
+            job_id = await client.submit(prepare_submission(job_file, base_dir=tmp_path))
+            status = await wait_for_checkpoints(client, job_id, 3)
+            victim = next(
+                n
+                for n in cluster.nodes
+                if n.name in {s["node"] for t in status["tasks"] for s in t["subtasks"]}
+            )
+            cluster.kill(victim, signal.SIGKILL)
+            cluster.add_node()
+            return await wait_for_state(client, job_id, ("FINISHED", "FAILED"), timeout_s=90)
+
+    final = anyio.run(scenario)
+    assert final["state"] == "FINISHED", final["error"]
+    assert final["restarts"] >= 1
+    records = read_parts(tmp_path / "out" / "mixed")
+    counts = sorted((r["key"], r["count"]) for r in records if "key" in r)
+    assert counts == [(f"u{k}", 10) for k in range(5)]  # once each
+    assert sorted(r["tick"] for r in records if "tick" in r) == list(range(60))

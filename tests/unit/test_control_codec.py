@@ -147,7 +147,7 @@ EXAMPLES: list[Any] = [
     m.GetJobStatus(job_id="job-1"),
     m.AwaitJobEnd(job_id="job-1"),
     m.SourceWatermark(
-        job_id="job-1", attempt=0, group="g", subtask="0.1", watermark=-(2**63), idle=True
+        job_id="job-1", attempt=0, group="g", subtask="0.1", watermark=-(2**63), paused=True
     ),
     m.WatermarkBound(job_id="job-1", attempt=0, group="g", bound=1_700_000_030_000),
     m.JobStatusReply(status={"state": "FAILED", "metrics": [{"x": 1.5}], "error": None}),

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 import mesh
-from mesh import Aggregate, GraphError, sinks, sources
+from mesh import Aggregate, GraphError, RecordError, sinks, sources
 from mesh.node.operators.base import RuntimeOperator
 from mesh.node.operators.factory import build_operator
 from mesh.node.operators.records import RecordFailure
@@ -228,7 +228,7 @@ def test_partials_from_combining_producers_merge_to_the_same_finals(how: str) ->
     records = _records(400, 13, seed=5)
     for half in (records[::2], records[1::2]):
         combiner = Combiner(
-            spec.kind,
+            spec,
             definition.key_fn,
             fn=definition.fn,
             field_name=definition.field_name,
@@ -248,3 +248,67 @@ def test_partials_from_combining_producers_merge_to_the_same_finals(how: str) ->
         return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows)
 
     assert canonical(anyio.run(merged.finish)) == canonical(expected)
+
+
+def test_partials_merge_on_sqlite_with_keys_only_on_disk(tmp_path: Path) -> None:
+    """The runner's before/process/after sequence on SQLite state with a tiny cache: the
+    keys a batch of pairs touches are the pairs' keys, so nothing is lost."""
+    import orjson
+
+    from mesh.node.operators.combine import Combiner
+
+    job = mesh.Job("combine", parallelism=2, state_backend="sqlite")
+    job.source(sources.Collection([])).key_by(lambda r: r["user"]).aggregate(MergingCountSum()).uid(
+        "op"
+    ).sink(sinks.Collect())
+    built = job.build(mode="batch")
+    (spec,) = [op for op in built.graph.operators if op.uid == "op"]
+    definition = built.operator(spec.id)
+    op = build_operator(
+        spec,
+        definition,
+        backend=lambda: SqliteBackend(
+            tmp_path / "state.db", KeyCodec(128), ManualClock(), cache_keys=8
+        ),
+    )
+    records = _records(3000, 300, seed=9)
+
+    async def run() -> list[Any]:
+        assert op.backend is not None
+        await op.initialize(None)
+        for half in (records[::2], records[1::2]):
+            combiner = Combiner(spec, definition.key_fn, aggregate=definition.aggregate)
+            combiner.add(half)
+            pairs = orjson.loads(orjson.dumps(combiner.partials()))
+            for start in range(0, len(pairs), 50):
+                batch = pairs[start : start + 50]
+                await op.backend.before_batch(op.keys_of(batch))
+                assert op.process(batch) == []
+                await op.backend.after_batch()
+        out = await op.finish()
+        again = await op.finish()  # a restore after this would emit nothing twice
+        await op.close_state()
+        assert again == []
+        return out
+
+    out = anyio.run(run)
+    assert {r["key"]: r["value"] for r in out} == _totals(records)
+
+
+def test_a_combiner_names_the_aggregation_and_the_record_at_fault() -> None:
+    from mesh.node.operators.combine import Combiner
+    from mesh.node.operators.keyed import COMBINERS
+
+    job = mesh.Job("combine", parallelism=2)
+    job.source(sources.Collection([])).key_by(lambda r: r["user"]).sum("v").uid("sums").sink(
+        sinks.Collect()
+    )
+    built = job.build(mode="batch")
+    (spec,) = [op for op in built.graph.operators if op.uid == "sums"]
+    definition = built.operator(spec.id)
+    combiner = Combiner(spec, definition.key_fn, field_name="v", combine=COMBINERS[spec.kind])
+    with pytest.raises(RecordError) as error:
+        combiner.add([{"user": "a", "v": 1}, {"user": "b"}, {"user": "c", "v": 3}])
+    message = str(error.value)
+    assert "operator 'sums' (Sum(v)), combining before the keyed exchange: KeyError" in message
+    assert "on record {'user': 'b'}" in message

@@ -135,6 +135,12 @@ class RuntimeOperator:
             await self.backend.close()
 
 
+def _pair_key(pair: list[Any]) -> Any:
+    """The state key of a ``[key, partial]`` pair from a combining producer."""
+    key = pair[0]
+    return canonical_key(key) if type(key) is list else key
+
+
 class KeyedOperator(RuntimeOperator):
     """Base of keyed operators; built-in aggregations keep one value per key in ``state``."""
 
@@ -158,21 +164,26 @@ class KeyedOperator(RuntimeOperator):
         detach = self.backend.detach if self.backend is not None else (lambda v: v)
         for pair in batch:
             try:
-                key, partial = pair
-                key = key if type(key) is not list else canonical_key(key)
+                key, partial = _pair_key(pair), pair[1]
                 state[key] = merge(detach(state[key]), partial) if key in state else partial
             except UserCodeError as exc:
                 raise self._error("could not merge a partial value:", pair, exc) from exc
         return []
 
     async def _final_values(self) -> list[tuple[Any, Any]]:
-        """Every (key, value) of ``state``, also those only on disk (sqlite)."""
+        """Every (key, value) of ``state``, also those only on disk (sqlite), taken out:
+        a checkpoint taken after they were emitted must not emit them again when it is
+        restored (the sink's transaction holds them by then)."""
         assert self.backend is not None
-        return await self.backend.scan("value")
+        values = await self.backend.scan("value")
+        await self.backend.clear("value")
+        return values
 
     def keys_of(self, batch: list[Any]) -> list[Any]:
         # A hint of which keys to load: a record whose key cannot be made fails (or
         # becomes a dead letter) when it is processed.
+        if self.combined:  # [key, partial] pairs
+            return [_pair_key(pair) for pair in batch if type(pair) is list and pair]
         keys = []
         for record in batch:
             try:

@@ -16,8 +16,10 @@ from typing import Any
 
 import orjson
 
+from mesh.errors import RecordError
 from mesh.graph.keygroups import canonical_key
-from mesh.graph.logical import OperatorKind
+from mesh.graph.logical import OperatorKind, OperatorSpec
+from mesh.node.operators.records import UserCodeError, describe_record
 
 __all__ = ["Combiner"]
 
@@ -35,7 +37,7 @@ class Combiner:
 
     def __init__(
         self,
-        kind: OperatorKind,
+        consumer: OperatorSpec,
         key_fn: Callable[[Any], Any],
         *,
         fn: Callable[[Any, Any], Any] | None = None,
@@ -43,7 +45,8 @@ class Combiner:
         aggregate: Any = None,
         combine: Callable[[Any, Any], Any] | None = None,
     ) -> None:
-        self.kind = kind
+        self.consumer = consumer
+        self.kind = consumer.kind
         self._key_fn = key_fn
         self._fn = fn
         self._field = field_name
@@ -51,8 +54,42 @@ class Combiner:
         self._combine = combine
         self._partials: dict[Any, Any] = {}
 
+    @property
+    def size(self) -> int:
+        """Keys held."""
+        return len(self._partials)
+
     def add(self, batch: list[Any]) -> None:
-        """Fold ``batch`` in."""
+        """Fold ``batch`` in; RecordError names the aggregation and the record when user
+        code (or a record without the field) raises."""
+        try:
+            self._add(batch)
+        except UserCodeError as exc:
+            spec = self.consumer
+            raise RecordError(
+                f"operator {spec.uid!r} ({spec.name}), combining before the keyed exchange: "
+                f"{type(exc).__name__}: {exc} — on record {self._culprit(batch)}"
+            ) from exc
+
+    def _culprit(self, batch: list[Any]) -> str:
+        """The first record of ``batch`` that raises on its own (in a scratch combiner:
+        this one is failing anyway), for the error message."""
+        scratch = Combiner(
+            self.consumer,
+            self._key_fn,
+            fn=self._fn,
+            field_name=self._field,
+            aggregate=self._aggregate,
+            combine=self._combine,
+        )
+        for record in batch:
+            try:
+                scratch._add([record])
+            except UserCodeError:
+                return describe_record(record)
+        return "one of a batch of " + str(len(batch))
+
+    def _add(self, batch: list[Any]) -> None:
         partials = self._partials
         key_fn = self._key_fn
         kind = self.kind

@@ -22,6 +22,9 @@ from mesh.node.operators.records import RecordFailure, dead_letter
 from mesh.node.runtime.metrics import TaskMetrics
 from mesh.node.runtime.output import EdgeWriter
 
+# Records of an operator's ``finish`` output pushed down the chain at a time.
+_FINISH_SLICE = 1024
+
 __all__ = ["Chain", "SideOutputs"]
 
 #: Side-output edges by operator uid and tag (dead letters among them).
@@ -149,5 +152,7 @@ class Chain:
         """End of input: each operator emits what it held back, down the rest of the chain."""
         for index, op in enumerate(self.transforms):
             out = await op.finish()
-            if out:
-                self.push(out, None, index + 1)
+            # In slices: all of a final aggregate's values at once would make one frame
+            # as large as its state.
+            for start in range(0, len(out), _FINISH_SLICE):
+                self.push(out[start : start + _FINISH_SLICE], None, index + 1)

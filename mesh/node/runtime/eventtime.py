@@ -47,10 +47,10 @@ class EventTimeSettings:
     idle_timeout_ms: int | None = None  # a silent source is idle after this long
     watermark_interval_ms: int = 200  # how often a source sends its watermark
     # Watermark alignment (``mesh.time.alignment``): the source's group, and how it
-    # reports (watermark, idle, ended) to the coordinator.
+    # reports (watermark, idle, ended, paused) to the coordinator.
     align_group: str | None = None
     max_drift_ms: int = 0
-    report: Callable[[int, bool, bool], None] | None = None
+    report: Callable[[int, bool, bool, bool], None] | None = None
 
 
 class EventTime:
@@ -247,14 +247,16 @@ class EventTime:
         """A source's input ended: it holds its group back no more."""
         self._report_progress(ended=True)
 
-    def _report_progress(self, *, ended: bool) -> None:
+    def _report_progress(self, *, ended: bool, tick: bool = False) -> None:
         generator = self._source_watermarks
         if self._report is None or generator is None:
             return
         progress = (generator.current(), generator.idle)
-        if progress != self._reported or ended:
+        paused = self.paused
+        # A paused source repeats itself every tick: its bound may have been lost.
+        if progress != self._reported or ended or (tick and paused):
             self._reported = progress
-            self._report(progress[0], progress[1], ended)
+            self._report(progress[0], progress[1], ended, paused)
 
     # -- processing time ------------------------------------------------------------------------
 
@@ -285,7 +287,7 @@ class EventTime:
             generator = self._source_watermarks
             if generator is not None:
                 await self._apply(generator.on_tick(self._clock.monotonic_ms()))
-                self._report_progress(ended=False)
+                self._report_progress(ended=False, tick=True)
             now = self._clock.now_ms()
             for index, op in enumerate(self._chain.transforms):
                 if not op.has_timers:

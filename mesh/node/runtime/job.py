@@ -395,7 +395,7 @@ class JobRuntime:
                 self._fail_subtask(subtask, exc)
 
     def _report_watermark(
-        self, group: str, subtask: str, watermark: int, idle: bool, ended: bool
+        self, group: str, subtask: str, watermark: int, idle: bool, ended: bool, paused: bool
     ) -> None:
         self._send(
             SourceWatermark(
@@ -406,6 +406,7 @@ class JobRuntime:
                 watermark=watermark,
                 idle=idle,
                 ended=ended,
+                paused=paused,
             )
         )
 

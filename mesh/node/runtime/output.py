@@ -41,6 +41,10 @@ from mesh.transport.traced import MAX_TRACE_MARKS, TracedPayload, TraceMark
 __all__ = ["EdgeWriter"]
 
 
+# A combining edge sends its partials early once it holds this many keys.
+_COMBINED_KEYS = 100_000
+
+
 def _first(pair: list[Any]) -> Any:
     return pair[0]
 
@@ -92,8 +96,11 @@ class EdgeWriter:
     def write(self, batch: list[Any], stamps: list[int] | None = None) -> None:
         """Partition ``batch`` (with its ``stamps``, on a timed edge) into the channel
         buffers; send the buffers that are full."""
-        if self._combiner is not None:
-            self._combiner.add(batch)
+        combiner = self._combiner
+        if combiner is not None:
+            combiner.add(batch)
+            if combiner.size > _COMBINED_KEYS:  # merging is associative: send some now
+                self._send_partials()
             return
         if self.tracing is not None:
             self._write_traced(self.tracing, batch, stamps)
@@ -249,12 +256,23 @@ class EdgeWriter:
     def end_of_input(self) -> None:
         """The producer's input ended: a combining edge sends its ``[key, partial]``
         pairs now, partitioned by their key."""
+        self._send_partials()
+        self._combiner = None
+
+    def _send_partials(self) -> None:
+        """Write a combining edge's ``[key, partial]`` pairs, partitioned by their key,
+        in buffers of at most ``buffer_records``."""
         combiner = self._combiner
         if combiner is None:
             return
-        self._combiner = None
-        self._key_fn = _first
-        self.write(combiner.partials())
+        pairs = combiner.partials()
+        self._combiner, key_fn, self._key_fn = None, self._key_fn, _first
+        try:
+            limit = self.buffer_records
+            for start in range(0, len(pairs), limit):
+                self.write(pairs[start : start + limit])
+        finally:
+            self._combiner, self._key_fn = combiner, key_fn
 
     def flush(self) -> None:
         """Send every non-empty buffer (buffer timeout, or before an event)."""
@@ -263,7 +281,11 @@ class EdgeWriter:
                 self._send(index)
 
     def emit_event(self, kind: FrameKind, arg: int = 0, payload: bytes = b"") -> None:
-        """Send an event on every channel, after the records written before it."""
+        """Send an event on every channel, after the records written before it (a
+        combining edge sends its partials before a barrier: they are part of what the
+        checkpoint covers, and the consumer's snapshot must hold them)."""
+        if kind is FrameKind.BARRIER:
+            self._send_partials()
         self.flush()
         for channel in self.channels:
             channel.send_event(kind, arg, payload)

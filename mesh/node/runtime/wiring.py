@@ -183,7 +183,7 @@ class JobWiring:
             return None
         definition = self.built.operator(consumer)
         return Combiner(
-            spec.kind,
+            spec,
             key_fn,
             fn=definition.fn,
             field_name=definition.field_name,
