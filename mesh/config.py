@@ -203,6 +203,12 @@ _KEYS = Setting(
     "directory of CURVE keys (mesh keys generate): every socket authenticated and "
     "encrypted; only keys in KEYS/public may connect (default: none, loopback only)",
 )
+_MAX_BAD_MESSAGES = Setting(
+    "max_bad_messages",
+    _count,
+    100,
+    "malformed or forged messages after which a peer's connection is cut (0: never)",
+)
 _INSECURE = Setting(
     "insecure",
     _flag,
@@ -234,12 +240,7 @@ COORDINATOR_SETTINGS = (
         "largest message part accepted from a node or client (like 64MiB); a peer that "
         "sends a larger one is disconnected",
     ),
-    Setting(
-        "max_bad_messages",
-        _count,
-        100,
-        "malformed or forged messages after which a peer's connection is cut (0: never)",
-    ),
+    _MAX_BAD_MESSAGES,
     _KEYS,
     _INSECURE,
     _OTLP_ENDPOINT,
@@ -263,12 +264,7 @@ NODE_SETTINGS = (
         "largest data frame part accepted from another node (like 64MiB); a peer that "
         "sends a larger one is disconnected",
     ),
-    Setting(
-        "max_bad_messages",
-        _count,
-        100,
-        "malformed or forged messages after which a peer's connection is cut (0: never)",
-    ),
+    _MAX_BAD_MESSAGES,
     _KEYS,
     _INSECURE,
     _OTLP_ENDPOINT,

@@ -222,7 +222,7 @@ def prepare_job(
     checkpoint_interval: str | None = None,
     restore_from: Path | None = None,
     trace_sample: float | None = None,
-    mode: str | None = None,
+    mode: Mode | None = None,
 ) -> Any:
     from mesh.client.client import prepare_submission
     from mesh.time.durations import parse_duration
@@ -249,7 +249,7 @@ def prepare_job(
             checkpoint_interval_ms=interval,
             trace_sample=trace_sample,
             restore_from=restore_from,
-            mode=mode,
+            mode=mode.value if mode is not None else None,
         )
     except (JobCodeError, GraphError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None

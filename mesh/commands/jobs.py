@@ -53,7 +53,7 @@ def submit(
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
         trace_sample=trace_sample,
-        mode=mode.value if mode is not None else None,
+        mode=mode,
     )
     reply = run_client(address, lambda c: c.submit_job(submission), client_keys(keys))
     if reply.waiting:

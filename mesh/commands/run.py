@@ -79,7 +79,7 @@ def run(
         checkpoint_interval=checkpoint_interval,
         restore_from=from_savepoint,
         trace_sample=trace_sample,
-        mode=mode.value if mode is not None else None,
+        mode=mode,
     )
     try:
         size = size_cluster(submission.graph, nodes, slots)

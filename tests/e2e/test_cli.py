@@ -254,6 +254,35 @@ def test_run_exit_codes_and_cleanup(workdir: Path) -> None:
     assert broken.returncode == 2 and "No module named 'no_such_module'" in broken.stderr
 
 
+def test_run_in_batch_mode_from_the_command_line(workdir: Path) -> None:
+    """``mesh run --mode batch``: each word's final count once; an unbounded source is
+    refused in one line, exit 2."""
+    batch = mesh(workdir, "run", "examples/wordcount.py", "--mode", "batch", "--quiet")
+    assert batch.returncode == 0, batch.stderr
+    counts = read_parts(workdir / "out" / "wordcount")
+    words = [r["key"] for r in counts]
+    assert words and len(words) == len(set(words))  # one final count per word
+    shutil.rmtree(workdir / "out")
+    streaming = mesh(workdir, "run", "examples/wordcount.py", "--quiet")
+    assert streaming.returncode == 0, streaming.stderr
+    last: dict[str, int] = {}
+    for record in read_parts(workdir / "out" / "wordcount"):  # running counts
+        last[record["key"]] = max(last.get(record["key"], 0), record["count"])
+    assert {r["key"]: r["count"] for r in counts} == last
+
+    (workdir / "ticks.py").write_text(
+        "from mesh import Job, sinks, sources\n"
+        "job = Job('ticks')\n"
+        "job.source(sources.Generator(lambda i: i)).sink(sinks.Print())\n"
+    )
+    refused = mesh(workdir, "run", "ticks.py", "--mode", "batch")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: batch mode needs bounded sources: source 'Source: Generator' (Generator) is "
+        "unbounded; run it in streaming mode"
+    ]
+
+
 def test_run_ctrl_c_cancels_and_leaves_no_processes(workdir: Path) -> None:
     (workdir / "ticker.py").write_text(UNBOUNDED)
     with subprocess.Popen(
