@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mesh.api.functions import Aggregate
+from mesh.api.modes import check_mode, combines, operator_description
 from mesh.api.restart import RestartStrategy
 from mesh.api.sinks import JsonLines, Sink
 from mesh.api.sources import Source
@@ -99,50 +99,6 @@ class BuiltJob:
     def operator(self, op_id: int) -> OperatorDef:
         """The definition of operator ``op_id``."""
         return self.operators[op_id]
-
-
-#: Job modes: unbounded streams with checkpoints, or bounded input run to its end.
-JOB_MODES = ("streaming", "batch")
-#: Keyed aggregations, which emit every update or (``emit="final"``) final values.
-AGGREGATION_KINDS = frozenset(
-    {
-        OperatorKind.REDUCE,
-        OperatorKind.SUM,
-        OperatorKind.MIN,
-        OperatorKind.MAX,
-        OperatorKind.COUNT,
-        OperatorKind.AGGREGATE,
-    }
-)
-
-
-def _check_mode(mode: Any, what: str) -> str:
-    if mode not in JOB_MODES:
-        raise GraphError(f"{what} must be 'streaming' or 'batch', got {mode!r}")
-    return str(mode)
-
-
-def _described(op: OperatorDef, batch: bool, combined: bool) -> dict[str, Any]:
-    """``op``'s description, saying ``emit: final`` for a keyed aggregation that emits
-    final values (asked for, or the batch-mode default), and ``combined`` when its
-    producers send it partial values."""
-    if op.kind in AGGREGATION_KINDS and (op.emit or ("final" if batch else "every")) == "final":
-        return {**op.description, "emit": "final", **({"combined": True} if combined else {})}
-    return op.description
-
-
-def _combines(op: OperatorDef, batch: bool, upstream: list[OperatorSpec], on_error: str) -> bool:
-    """Whether ``op``'s producers fold records into partials before the keyed exchange:
-    in batch mode, for a final-emitting aggregation that can merge partials, fed by one
-    keyed edge without event time; not with dead letters (a record that makes a
-    producer's fold raise cannot be set aside there)."""
-    if not batch or op.emit == "every" or on_error == "dead_letter":
-        return False
-    if len(op.inputs) != 1 or op.inputs[0].key_fn is None or upstream[0].event_time:
-        return False
-    if op.kind is OperatorKind.AGGREGATE:
-        return type(op.aggregate).merge is not Aggregate.merge
-    return op.kind in AGGREGATION_KINDS
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -281,7 +237,7 @@ class Job:
             if trace_sample_limit is None
             else positive_int(trace_sample_limit, "Job trace_sample_limit")
         )
-        self.mode = _check_mode(mode, "Job mode")
+        self.mode = check_mode(mode, "Job mode")
         self._operators: list[OperatorDef] = []
 
     def __repr__(self) -> str:
@@ -364,7 +320,7 @@ class Job:
         failed run starts again from its inputs) and keyed aggregations emit each key's
         final value unless told otherwise.
         """
-        mode = self.mode if mode is None else _check_mode(mode, "mode")
+        mode = self.mode if mode is None else check_mode(mode, "mode")
         batch = mode == "batch"
         if batch:
             for op in self._operators:
@@ -435,10 +391,10 @@ class Job:
                     chaining=op.chaining,
                     slot_sharing_group=group,
                     co_location_group=op.co_location_group,
-                    description=_described(
+                    description=operator_description(
                         op,
                         batch,
-                        _combines(op, batch, [specs[r.op] for r in op.inputs], self.on_error),
+                        combines(op, batch, [specs[r.op] for r in op.inputs], self.on_error),
                     ),
                     event_time=event_time,
                 )
