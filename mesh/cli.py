@@ -4,7 +4,8 @@ Exit codes: 0 success, 1 the job failed (or a daemon could not run), 2 a usage,
 configuration or job-file error, 130 interrupted.
 
 The typer app (``mesh.commands.app``) is built on first use: ``mesh --version`` answers
-without importing typer or any command.
+without importing typer or any command, and so do the daemons when started with plain
+flags (``mesh.commands.daemon_main``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def main() -> None:
 
         print(f"mesh {__version__}")
         return
+    if sys.argv[1:2] in (["coordinator"], ["node"]):
+        from mesh.commands.daemon_main import main as run_daemon
+
+        if run_daemon(sys.argv[1], sys.argv[2:]):
+            return
     from mesh.commands.app import app
 
     app()

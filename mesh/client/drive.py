@@ -11,17 +11,19 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
 
 from mesh.client.client import open_client
-from mesh.client.live import ProgressDisplay
 from mesh.client.progress import progress_of
 from mesh.errors import RemoteError, TransportError
 from mesh.protocol.states import FINAL_JOB_STATES, JobState
 from mesh.time.durations import format_duration
+
+if TYPE_CHECKING:
+    from mesh.client.live import ProgressDisplay
 
 __all__ = ["Outcome", "drive_job"]
 
@@ -64,7 +66,11 @@ async def drive_job(
         interrupted = False
         savepoint_path: str | None = None
         savepoints = f"{state_dir}/savepoints"
-        display = None if quiet else ProgressDisplay(sys.stderr)
+        display: ProgressDisplay | None = None
+        if not quiet:  # rich is imported only to draw
+            from mesh.client.live import ProgressDisplay
+
+            display = ProgressDisplay(sys.stderr)
         say = _err if display is None else display.message
         st: dict[str, Any] = {}
         try:

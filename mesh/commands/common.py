@@ -12,6 +12,14 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import typer
 
+from mesh.commands.exits import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    err,
+    fail,
+)
 from mesh.errors import (
     ConfigError,
     GraphError,
@@ -46,7 +54,6 @@ __all__ = [
     "run_client",
 ]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 T = TypeVar("T")
 
@@ -143,15 +150,6 @@ TraceSampleOption = Annotated[
         "job's trace_sample; traces go where the daemons' --otlp-endpoint says)"
     ),
 ]
-
-
-def err(message: str) -> None:
-    typer.echo(message, err=True)
-
-
-def fail(message: str, code: int) -> typer.Exit:
-    err(f"error: {message}")
-    return typer.Exit(code)
 
 
 def coordinator_address(flag: str | None) -> str:

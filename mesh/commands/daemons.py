@@ -3,9 +3,8 @@ daemon is run is ``mesh.commands.serving``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -20,21 +19,6 @@ from mesh.commands.common import (
     MetricsPortOption,
     OtlpEndpointOption,
 )
-from mesh.commands.serving import (
-    advertise_host_of,
-    check_exposure,
-    curve_of,
-    daemon_settings,
-    reload_keys,
-    run_daemon,
-    serve,
-)
-from mesh.errors import (
-    MeshError,
-)
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["coordinator", "node"]
 
@@ -105,60 +89,22 @@ def coordinator(
       max_bad_messages    malformed messages after which a connection is cut (0: never)
                           [env MESH_MAX_BAD_MESSAGES; default 100]
     """
-    from mesh.config import COORDINATOR_SETTINGS, default_state_dir
-    from mesh.coordinator.daemon import Coordinator, CoordinatorConfig
-    from mesh.systemd import notify
+    from mesh.commands.daemon_main import run_coordinator
 
-    s = daemon_settings(
-        COORDINATOR_SETTINGS,
-        "coordinator",
-        config,
+    run_coordinator(
+        config=config,
         bind=bind,
         state_dir=state_dir,
         checkpoint_dir=checkpoint_dir,
         placement=placement,
         slot_timeout=slot_timeout,
         keys=keys,
-        insecure=insecure or None,
+        insecure=insecure,
         otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         log_level=log_level,
         log_format=log_format,
-    )
-    from mesh.transport.exposure import endpoint_host
-
-    check_exposure("listen on", endpoint_host(s["bind"]), s)
-    curve = curve_of(s, ["coordinator"])
-    daemon = Coordinator(
-        CoordinatorConfig(
-            bind=s["bind"],
-            state_dir=s["state_dir"] or default_state_dir("coordinator"),
-            heartbeat_interval_ms=s["heartbeat_interval"],
-            heartbeat_timeout_ms=s["heartbeat_timeout"],
-            placement=s["placement"],
-            slot_timeout_ms=s["slot_timeout"],
-            checkpoint_dir=s["checkpoint_dir"],
-            checkpoint_timeout_ms=s["checkpoint_timeout"],
-            checkpoint_min_pause_ms=s["checkpoint_min_pause"],
-            tolerable_checkpoint_failures=s["tolerable_checkpoint_failures"],
-            retained_checkpoints=s["retained_checkpoints"],
-            max_message_bytes=s["max_message_size"],
-            max_bad_messages=s["max_bad_messages"],
-            curve=curve,
-        )
-    )
-
-    def ready(endpoint: str) -> None:
-        notify(
-            READY=1, MAINPID=os.getpid(), MESH_ENDPOINT=endpoint, STATUS=f"listening on {endpoint}"
-        )
-
-    run_daemon(
-        "mesh-coordinator",
-        None,
-        s,
-        lambda: serve(daemon.run, ready, on_reload=reload_keys(curve)),
     )
 
 
@@ -217,16 +163,10 @@ def node(
       max_bad_messages    malformed or forged messages after which a connection is cut
                           (0: never) [env MESH_MAX_BAD_MESSAGES; default 100]
     """
-    from mesh.commands.service import node_status
-    from mesh.config import NODE_SETTINGS, default_state_dir
-    from mesh.node.daemon import Node, NodeConfig
-    from mesh.protocol.messages import PeerAddress
-    from mesh.systemd import notify
+    from mesh.commands.daemon_main import run_node
 
-    s = daemon_settings(
-        NODE_SETTINGS,
-        "node",
-        config,
+    run_node(
+        config=config,
         coordinator=coordinator,
         slots=slots,
         state_dir=state_dir,
@@ -234,62 +174,10 @@ def node(
         advertise_host=advertise_host,
         node_id=node_id,
         keys=keys,
-        insecure=insecure or None,
+        insecure=insecure,
         otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         log_level=log_level,
         log_format=log_format,
-    )
-    from mesh.transport.keys import own_pair_names
-
-    advertised = advertise_host_of(s)
-    check_exposure("listen on", s["bind_host"], s)
-    check_exposure("advertise", advertised, s)
-    curve = curve_of(s, own_pair_names("node", s["node_id"]))
-    daemon = Node(
-        NodeConfig(
-            coordinator=s["coordinator"],
-            slots=s["slots"],
-            state_dir=s["state_dir"] or default_state_dir("node"),
-            bind_host=s["bind_host"],
-            advertise_host=advertised,
-            node_id=s["node_id"],
-            max_frame_bytes=s["max_frame_size"],
-            max_bad_messages=s["max_bad_messages"],
-            curve=curve,
-        )
-    )
-
-    def status() -> str:
-        return node_status(
-            s["coordinator"],
-            registering=daemon.registering,
-            slots=s["slots"],
-            busy=daemon.busy_slots(),
-        )
-
-    def ready(address: PeerAddress) -> None:
-        notify(
-            READY=1,
-            MAINPID=os.getpid(),
-            MESH_NODE_ID=address.node_id,
-            MESH_DATA_ENDPOINT=address.data_endpoint,
-            MESH_CONTROL_ENDPOINT=address.control_endpoint,
-            STATUS=status(),
-        )
-
-    run_daemon(
-        "mesh-node",
-        daemon.node_id,
-        s,
-        lambda: serve(
-            daemon.run,
-            ready,
-            daemon.leave,
-            starting=f"waiting for the coordinator at {s['coordinator']}",
-            status=status,
-            on_reload=reload_keys(curve),
-        ),
-        failures=(OSError, MeshError),
     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mesh._excgroups import unwrap
-from mesh.commands.common import EXIT_FAILED, EXIT_USAGE, fail
+from mesh.commands.exits import EXIT_FAILED, EXIT_USAGE, fail
 from mesh.errors import ConfigError
 from mesh.state.lock import StateDirLocked
 

@@ -26,6 +26,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -34,7 +35,6 @@ from mesh._version import __version__
 from mesh.errors import MeshError, TransportError
 from mesh.node.dataplane.network import NodeNetwork
 from mesh.node.instruments import node_instruments
-from mesh.node.runtime.job import JobRuntime
 from mesh.protocol import codec
 from mesh.protocol.messages import (
     CancelTasks,
@@ -63,6 +63,9 @@ from mesh.transport.control import ControlConnection
 from mesh.transport.curve import Curve, security_note
 from mesh.transport.handshake import HandshakeFailed, wait_handshake
 from mesh.transport.sockets import Socket, SocketFactory, SocketKind
+
+if TYPE_CHECKING:
+    from mesh.node.runtime.job import JobRuntime
 
 __all__ = ["Node", "NodeConfig"]
 
@@ -403,6 +406,10 @@ class Node:
         old = self.jobs.pop(deploy.job_id, None)
         if old is not None:
             old.cancel(commit=False)
+
+        # Imported on the first deploy: an idle node does without the job runtime (about a
+        # third of its memory and start-up).
+        from mesh.node.runtime.job import JobRuntime
 
         runtime = JobRuntime(
             deploy,

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mesh.node.runtime.job import JobRuntime
 from mesh.node.runtime.rates import Rates
 from mesh.protocol.messages import SubtaskMetrics
 from mesh.telemetry.instruments import Instrument, Reading
 from mesh.time.clock import Clock
+
+if TYPE_CHECKING:
+    from mesh.node.runtime.job import JobRuntime
 
 __all__ = ["node_instruments"]
 

@@ -66,7 +66,7 @@ __all__ = [
 # -- shared shapes -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SubtaskMetrics:
     """Counters of one subtask, as reported by its node."""
 
@@ -89,7 +89,7 @@ class SubtaskMetrics:
     source_total: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PeerAddress:
     """Where a node receives data (PULL) and credits (ROUTER)."""
 
@@ -98,7 +98,7 @@ class PeerAddress:
     control_endpoint: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ChannelSettings:
     """How channels of a job are sized; both ends of every channel use the same values."""
 
@@ -108,7 +108,7 @@ class ChannelSettings:
     max_backlog: int = 2  # buffers a sender queues per channel before its subtask waits
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SnapshotFile:
     """One operator subtask's snapshot file: written at a barrier, acknowledged to the
     coordinator, listed in the checkpoint's ``_metadata.json`` and read back on restore —
@@ -122,7 +122,7 @@ class SnapshotFile:
     key_groups: tuple[int, int] | None = None  # [start, end) of keyed state
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RestoreSpec:
     """The checkpoint or savepoint a job starts from."""
 
@@ -132,7 +132,7 @@ class RestoreSpec:
     operators: dict[str, list[SnapshotFile]]  # by operator uid
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TaskAssignment:
     """One subtask placed in one slot of one node."""
 
@@ -141,7 +141,7 @@ class TaskAssignment:
     slot: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SlotInUse:
     """A slot of a node that subtasks of a job attempt still occupy."""
 
@@ -154,7 +154,7 @@ class SlotInUse:
 
 
 @message("register_node")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RegisterNode:
     """A node offers its slots, saying which are still occupied (a coordinator that
     restarted rebuilds its view of the slots from these)."""
@@ -170,7 +170,7 @@ class RegisterNode:
 
 
 @message("heartbeat")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Heartbeat:
     """A node is alive; carries the metrics of its subtasks."""
 
@@ -182,7 +182,7 @@ class Heartbeat:
 
 
 @message("node_leaving")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class NodeLeaving:
     """A node stops gracefully (SIGTERM), in two steps. First (``stopped`` False): it
     takes no new subtasks and the jobs it runs fail over now, not after the heartbeat
@@ -195,7 +195,7 @@ class NodeLeaving:
 
 
 @message("deploy_result")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DeployResult:
     """A node prepared (or failed to prepare) its subtasks of a job."""
 
@@ -207,7 +207,7 @@ class DeployResult:
 
 
 @message("task_update")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TaskUpdate:
     """A subtask changed state (RUNNING, FINISHED, FAILED, CANCELED)."""
 
@@ -222,7 +222,7 @@ class TaskUpdate:
 
 
 @message("collect_batch")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CollectBatch:
     """Records a ``Collect`` sink subtask sends back (an orjson-encoded list)."""
 
@@ -233,7 +233,7 @@ class CollectBatch:
 
 
 @message("ack_checkpoint")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AckCheckpoint:
     """A subtask wrote its part of a checkpoint."""
 
@@ -247,7 +247,7 @@ class AckCheckpoint:
 
 
 @message("decline_checkpoint")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DeclineCheckpoint:
     """A subtask could not take its part of a checkpoint."""
 
@@ -259,7 +259,7 @@ class DeclineCheckpoint:
 
 
 @message("source_watermark")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SourceWatermark:
     """A source subtask of an alignment group: its watermark, whether it is idle, and
     whether its input ended (see ``mesh.time.alignment``). A ``paused`` one repeats its
@@ -280,7 +280,7 @@ class SourceWatermark:
 
 
 @message("register_reply")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RegisterReply:
     """The coordinator's answer to a registration."""
 
@@ -292,13 +292,13 @@ class RegisterReply:
 
 
 @message("heartbeat_ack")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HeartbeatAck:
     """The coordinator heard a heartbeat (a node counts the silence since the last one)."""
 
 
 @message("reregister")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Reregister:
     """The coordinator does not know this node (it was declared lost): register again.
 
@@ -309,7 +309,7 @@ class Reregister:
 
 
 @message("deploy_tasks")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DeployTasks:
     """Prepare these subtasks of a job (channels, operators); do not start them yet."""
 
@@ -332,7 +332,7 @@ class DeployTasks:
 
 
 @message("watermark_bound")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WatermarkBound:
     """The source subtasks of alignment group ``group`` read only while their watermark
     is at most ``bound`` (None: no bound)."""
@@ -344,7 +344,7 @@ class WatermarkBound:
 
 
 @message("trigger_checkpoint")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TriggerCheckpoint:
     """Take checkpoint ``checkpoint_id``, writing files to ``directory``.
 
@@ -363,7 +363,7 @@ class TriggerCheckpoint:
 
 
 @message("checkpoint_done")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CheckpointDone:
     """Checkpoint ``checkpoint_id`` completed (sinks commit) or was aborted."""
 
@@ -376,7 +376,7 @@ class CheckpointDone:
 
 
 @message("commit_final")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CommitFinal:
     """Every subtask of the job ended: sinks commit their last transaction."""
 
@@ -385,7 +385,7 @@ class CommitFinal:
 
 
 @message("start_tasks")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StartTasks:
     """Every node is ready: start the job's subtasks."""
 
@@ -394,7 +394,7 @@ class StartTasks:
 
 
 @message("cancel_tasks")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CancelTasks:
     """Stop every subtask of a job on this node."""
 
@@ -410,7 +410,7 @@ class CancelTasks:
 
 
 @message("submit_job")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SubmitJob:
     """Run a job (from a savepoint or checkpoint directory if ``restore_from`` is set)."""
 
@@ -424,7 +424,7 @@ class SubmitJob:
 
 
 @message("take_savepoint")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TakeSavepoint:
     """Take a savepoint (into ``directory``, or the default); cancel the job after it."""
 
@@ -434,7 +434,7 @@ class TakeSavepoint:
 
 
 @message("savepoint_taken")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SavepointTaken:
     """The savepoint is complete."""
 
@@ -443,7 +443,7 @@ class SavepointTaken:
 
 
 @message("list_checkpoints")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ListCheckpoints:
     """Ask for a job's completed checkpoints and savepoints."""
 
@@ -451,7 +451,7 @@ class ListCheckpoints:
 
 
 @message("checkpoint_list")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CheckpointList:
     """Completed checkpoints and savepoints, oldest first."""
 
@@ -459,7 +459,7 @@ class CheckpointList:
 
 
 @message("submit_reply")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SubmitReply:
     """The job was accepted; ``waiting`` says why it waits for slots, if it does."""
 
@@ -468,13 +468,13 @@ class SubmitReply:
 
 
 @message("list_jobs")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ListJobs:
     """Ask for every job."""
 
 
 @message("job_list")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class JobList:
     """One summary per job."""
 
@@ -482,7 +482,7 @@ class JobList:
 
 
 @message("get_job_status")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class GetJobStatus:
     """Ask for one job's status."""
 
@@ -490,7 +490,7 @@ class GetJobStatus:
 
 
 @message("await_job_end")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AwaitJobEnd:
     """Ask for a job's status once it has ended (answered at once if it has)."""
 
@@ -498,7 +498,7 @@ class AwaitJobEnd:
 
 
 @message("job_status")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class JobStatusReply:
     """A job's status (graph, placement, metrics) as a JSON object."""
 
@@ -506,7 +506,7 @@ class JobStatusReply:
 
 
 @message("cancel_job")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CancelJob:
     """Stop a job."""
 
@@ -514,7 +514,7 @@ class CancelJob:
 
 
 @message("fetch_collected")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FetchCollected:
     """Ask for the records ``Collect`` sinks sent back, from ``offset`` on."""
 
@@ -523,7 +523,7 @@ class FetchCollected:
 
 
 @message("collected")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CollectedReply:
     """Collected records (an orjson-encoded list) from the requested offset."""
 
@@ -533,13 +533,13 @@ class CollectedReply:
 
 
 @message("list_nodes")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ListNodes:
     """Ask for every registered node."""
 
 
 @message("node_list")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class NodeList:
     """One summary per node."""
 
@@ -547,7 +547,7 @@ class NodeList:
 
 
 @message("ack")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Ack:
     """A request succeeded and has nothing more to say."""
 
@@ -555,7 +555,7 @@ class Ack:
 
 
 @message("error")
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ErrorReply:
     """A request failed; ``code`` is a short machine-readable reason."""
 
