@@ -16,11 +16,19 @@ Then ``mesh run``'s phases, timed inside one process the way the command runs th
 job file, build and check its graph), ``cluster_start`` (coordinator and nodes spawned
 until each reports ready), ``job`` (submit until the job's last result is printed),
 ``cluster_stop``.
+
+And the memory of an idle cluster's daemons (1 node, no job): RSS and PSS (the
+proportional share, which does not count shared libraries in full) of each, once ready.
+
+mesh's bytecode is compiled first, as ``pip install`` does: without it (an editable
+checkout under ``PYTHONDONTWRITEBYTECODE=1``) every process compiles mesh from source,
+about 0.15 s of CPU each.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import platform
 import statistics
@@ -81,10 +89,42 @@ def _timed(argv: list[str], cwd: Path, check: list[str] | None = None) -> float:
     return seconds
 
 
+IDLE = """
+import sys, time, json
+from pathlib import Path
+from mesh.client.local_cluster import LocalCluster
+
+def memory(pid):
+    status = Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().split("Pss:")[1].split()[0]
+    return {"rss_mb": round(int(status) / 1024, 1), "pss_mb": round(int(rollup) / 1024, 1)}
+
+with LocalCluster(nodes=1, slots=1, state_dir=Path(sys.argv[1])) as cluster:
+    time.sleep(2)  # past start-up's transients: a few heartbeats
+    print(json.dumps({d.name: memory(d.pid) for d in [cluster.coordinator, *cluster.nodes]}),
+          file=sys.stderr)
+"""
+
+
+def _idle_memory(work: Path) -> dict[str, dict[str, float]]:
+    done = subprocess.run(
+        [sys.executable, "-c", IDLE, str(work / "idle")],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"idle cluster failed:\n{done.stderr}")
+    measured: dict[str, dict[str, float]] = orjson.loads(done.stderr.strip().splitlines()[-1])
+    return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    compileall.compile_dir(ROOT / "mesh", quiet=1)
 
     with tempfile.TemporaryDirectory(prefix="mesh-bench-startup-") as tmp:
         work = Path(tmp)
@@ -119,6 +159,7 @@ def main() -> None:
                 measured = orjson.loads(done.stderr.strip().splitlines()[-1])
                 for phase, seconds in measured.items():
                     phases[label].setdefault(phase, []).append(seconds)
+        idle = [_idle_memory(work) for _ in range(args.rounds)]
 
     base = statistics.median(walls["python -c pass"])
     result: dict[str, Any] = {
@@ -134,6 +175,13 @@ def main() -> None:
         "mesh_run_phases_s": {
             label: {phase: round(statistics.median(v), 3) for phase, v in measured_phases.items()}
             for label, measured_phases in phases.items()
+        },
+        "idle_memory_mb_median": {
+            daemon: {
+                kind: statistics.median(run[daemon][kind] for run in idle)
+                for kind in ("rss_mb", "pss_mb")
+            }
+            for daemon in idle[0]
         },
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
