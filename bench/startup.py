@@ -12,13 +12,17 @@ a 10-event job on 1 and on 2 nodes (``--quiet``; its output checked).
 
 Then ``mesh run``'s phases, timed inside one process the way the command runs them
 (median over rounds; each round in a fresh interpreter, so imports are cold):
-``imports`` (what ``mesh run`` imports before reading the job), ``prepare`` (import the
-job file, build and check its graph), ``cluster_start`` (coordinator and nodes spawned
-until each reports ready), ``job`` (submit until the job's last result is printed),
+``imports`` (what ``mesh run`` imports before reading the job, while the daemon
+launcher it forked first imports the daemons), ``prepare`` (import the job file, build
+and check its graph), ``cluster_start`` (coordinator and nodes forked until each reports
+ready), ``job`` (submit until the job's last result is printed),
 ``cluster_stop``.
 
 And the memory of an idle cluster's daemons (1 node, no job): RSS and PSS (the
-proportional share, which does not count shared libraries in full) of each, once ready.
+proportional share: pages shared with other processes counted in part) of each, once
+ready; ``started`` as ``mesh coordinator`` and ``mesh node`` commands (as systemd and
+the test clusters start them), ``forked`` by ``mesh run``'s launcher (which shares the
+pages it had imported with them).
 
 mesh's bytecode is compiled first, as ``pip install`` does: without it (an editable
 checkout under ``PYTHONDONTWRITEBYTECODE=1``) every process compiles mesh from source,
@@ -56,6 +60,8 @@ EXPECTED = [str(n * 2) for n in range(10)]
 PHASES = """
 import sys, time, json
 t0 = time.perf_counter()
+from mesh.client.launcher import early_launcher, start_early_launcher
+start_early_launcher()  # as mesh run does: it imports the daemons meanwhile
 import anyio
 from mesh.client.drive import drive_job
 from mesh.client.local_cluster import LocalCluster
@@ -64,7 +70,8 @@ from pathlib import Path
 t1 = time.perf_counter()
 submission = prepare_job(Path(sys.argv[1]), None, None)
 t2 = time.perf_counter()
-cluster = LocalCluster(nodes=int(sys.argv[2]), slots=1, state_dir=Path(sys.argv[3]))
+cluster = LocalCluster(nodes=int(sys.argv[2]), slots=1, state_dir=Path(sys.argv[3]),
+                       launcher=early_launcher())
 cluster.start()
 t3 = time.perf_counter()
 anyio.run(lambda: drive_job(cluster.address, submission, quiet=True, state_dir=sys.argv[3]))
@@ -92,6 +99,9 @@ def _timed(argv: list[str], cwd: Path, check: list[str] | None = None) -> float:
 IDLE = """
 import sys, time, json
 from pathlib import Path
+from mesh.client.launcher import early_launcher, start_early_launcher
+if sys.argv[2] == "forked":
+    start_early_launcher()
 from mesh.client.local_cluster import LocalCluster
 
 def memory(pid):
@@ -99,16 +109,18 @@ def memory(pid):
     rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().split("Pss:")[1].split()[0]
     return {"rss_mb": round(int(status) / 1024, 1), "pss_mb": round(int(rollup) / 1024, 1)}
 
-with LocalCluster(nodes=1, slots=1, state_dir=Path(sys.argv[1])) as cluster:
+with LocalCluster(
+    nodes=1, slots=1, state_dir=Path(sys.argv[1]), launcher=early_launcher()
+) as cluster:
     time.sleep(2)  # past start-up's transients: a few heartbeats
     print(json.dumps({d.name: memory(d.pid) for d in [cluster.coordinator, *cluster.nodes]}),
           file=sys.stderr)
 """
 
 
-def _idle_memory(work: Path) -> dict[str, dict[str, float]]:
+def _idle_memory(work: Path, how: str) -> dict[str, dict[str, float]]:
     done = subprocess.run(
-        [sys.executable, "-c", IDLE, str(work / "idle")],
+        [sys.executable, "-c", IDLE, str(work / f"idle-{how}"), how],
         cwd=work,
         capture_output=True,
         text=True,
@@ -159,7 +171,10 @@ def main() -> None:
                 measured = orjson.loads(done.stderr.strip().splitlines()[-1])
                 for phase, seconds in measured.items():
                     phases[label].setdefault(phase, []).append(seconds)
-        idle = [_idle_memory(work) for _ in range(args.rounds)]
+        idle = {
+            how: [_idle_memory(work, how) for _ in range(args.rounds)]
+            for how in ("started", "forked")
+        }
 
     base = statistics.median(walls["python -c pass"])
     result: dict[str, Any] = {
@@ -177,11 +192,14 @@ def main() -> None:
             for label, measured_phases in phases.items()
         },
         "idle_memory_mb_median": {
-            daemon: {
-                kind: statistics.median(run[daemon][kind] for run in idle)
-                for kind in ("rss_mb", "pss_mb")
+            how: {
+                daemon: {
+                    kind: statistics.median(run[daemon][kind] for run in runs)
+                    for kind in ("rss_mb", "pss_mb")
+                }
+                for daemon in runs[0]
             }
-            for daemon in idle[0]
+            for how, runs in idle.items()
         },
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

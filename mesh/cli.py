@@ -28,6 +28,11 @@ def main() -> None:
 
         if run_daemon(sys.argv[1], sys.argv[2:]):
             return
+    if sys.argv[1:2] == ["run"] and "--help" not in sys.argv:
+        # forked before anything is imported here: it imports the daemons meanwhile
+        from mesh.client.launcher import start_early_launcher
+
+        start_early_launcher()
     from mesh.commands.app import app
 
     app()

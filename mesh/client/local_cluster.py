@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from mesh.client.launcher import ForkedProcess, Launcher
 from mesh.config import COORDINATOR_SETTINGS, NODE_SETTINGS
 from mesh.errors import MeshError
 from mesh.systemd import NotifyListener
@@ -57,7 +58,7 @@ class DaemonProcess:
 
     role: str
     name: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedProcess
     log_path: Path
     ready: dict[str, str] = field(default_factory=dict)
 
@@ -93,6 +94,7 @@ class LocalCluster:
         node_args: list[str] | None = None,
         log_level: str = "info",
         stdout: IO[bytes] | int | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         if nodes < 1:
             raise MeshError(f"a local cluster needs at least one node, got {nodes}")
@@ -105,6 +107,8 @@ class LocalCluster:
         self._node_args = node_args or []
         self._log_level = log_level
         self._stdout = stdout
+        # Forks the daemons, already imported, when given (``mesh run``); stdout shared.
+        self._launcher = launcher if stdout is None else None
         self._listener: NotifyListener | None = None
         self.coordinator: DaemonProcess | None = None
         self.nodes: list[DaemonProcess] = []
@@ -246,6 +250,9 @@ class LocalCluster:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._launcher is not None:
+            self._launcher.close()
+            self._launcher = None
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -274,6 +281,15 @@ class LocalCluster:
                 # the user's own daemon settings stay out
                 full.pop(setting.env, None)
         log_path = self.log_dir / f"{name}.log"
+        if self._launcher is not None:
+            try:
+                forked = self._launcher.spawn(
+                    args[0], [*args[1:], "--log-level", self._log_level], full, str(log_path)
+                )
+            except MeshError:
+                self._launcher = None  # started the usual way from now on
+            else:
+                return DaemonProcess(role=role, name=name, process=forked, log_path=log_path)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "mesh", *args, "--log-level", self._log_level],

@@ -62,6 +62,7 @@ def run(
     Ctrl-C takes a savepoint (printed on the last line), then stops the job.
     """
     from mesh.client.drive import Outcome, drive_job
+    from mesh.client.launcher import early_launcher
     from mesh.client.local_cluster import LocalCluster
     from mesh.client.sizing import size_cluster
     from mesh.graph.slots import PLACEMENTS
@@ -100,6 +101,7 @@ def run(
         log_level="info",
         coordinator_args=[*(["--placement", placement] if placement else []), *daemon_args],
         node_args=daemon_args or None,
+        launcher=early_launcher(),
     )
     code = EXIT_FAILED
     try:

@@ -111,18 +111,19 @@ def wait_state(workdir: Path, address: str, job_id: str, states: tuple[str, ...]
     )
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids whose command line contains ``text`` (from /proc)."""
+def processes_mentioning(state_dir: str) -> list[int]:
+    """Pids of the daemons of the cluster in ``state_dir``: whatever started them (a new
+    interpreter each, or forked by ``mesh run``'s launcher), their stderr is a log file
+    in ``state_dir/logs`` (from /proc)."""
+    logs = os.path.realpath(Path(state_dir) / "logs") + os.sep
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                stderr = os.readlink(entry / "fd" / "2")
             except OSError:
                 continue
-            if text in cmdline and (
-                " -m mesh node " in cmdline or " -m mesh coordinator " in cmdline
-            ):
+            if stderr.startswith(logs):
                 found.append(int(entry.name))
     return found
 
