@@ -18,7 +18,9 @@ duplicate of its descriptor and the peer's ``address:port``. With them:
   reported with the peer's address. The held duplicate keeps the kernel's socket
   open until the disconnect is handled, so what is still in it tells the cases apart:
   unread bytes mean ZeroMQ stopped reading in the middle of the stream (a cut); end of
-  stream means the peer closed the connection (or we shut it down).
+  stream means the peer closed the connection (or we shut it down). ZeroMQ may stop
+  after the first bytes of a part, before the rest has arrived: a connection with
+  nothing in it yet is watched for up to ``_SETTLE_S`` until bytes or its end arrive.
 
 The duplicates are never switched to blocking mode or given timeouts: they share the
 open file with ZeroMQ's I/O thread. A connection accepted and gone before its events
@@ -31,9 +33,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import anyio
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
@@ -44,6 +48,10 @@ __all__ = ["InboundConnections"]
 log = logging.getLogger("mesh.transport")
 
 _EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+# How long a disconnected connection with nothing in it yet is watched for what the
+# peer still sends (the rest of an oversized part) or its end.
+_SETTLE_S = 0.5
+_CHECK_S = 0.02
 
 
 @dataclass(eq=False)
@@ -89,6 +97,8 @@ class InboundConnections:
         self._port = int(sock.endpoint.rsplit(":", 1)[1])
         self._monitor = sock.open_monitor(f"inproc://mesh-inbound-{id(self):x}", _EVENTS)
         self._connections: dict[int, _Connection] = {}
+        # Disconnected, nothing read in them yet: (connection, until when to look).
+        self._settling: list[tuple[_Connection, float]] = []
         #: Connections cut for sending ``limit`` bad messages.
         self.disconnected = 0
 
@@ -101,17 +111,23 @@ class InboundConnections:
         """Follow the socket's connections (runs until cancelled, then lets go of them)."""
         try:
             while True:
-                await self._monitor.wait_readable()
+                if self._settling:
+                    with anyio.move_on_after(_CHECK_S):
+                        await self._monitor.wait_readable()
+                else:
+                    await self._monitor.wait_readable()
                 self._handle_events()
+                self._settle()
         finally:
             self.close()
 
     def close(self) -> None:
         """Let go of every held descriptor (ZeroMQ keeps its own)."""
-        for connection in self._connections.values():
+        for connection in [*self._connections.values(), *(c for c, _ in self._settling)]:
             if connection.dup is not None:
                 connection.dup.close()
         self._connections.clear()
+        self._settling.clear()
 
     def peer_of(self, frame: Frame) -> str:
         """``address:port`` of the peer whose connection ``frame`` came on."""
@@ -194,15 +210,33 @@ class InboundConnections:
         return _Connection(dup, peer)
 
     def _ended(self, connection: _Connection) -> None:
-        dup = connection.dup
-        if dup is None:
+        if connection.dup is None:
             return
+        if not self._judge(connection, final=connection.cut):  # ours: no news
+            self._settling.append((connection, time.monotonic() + _SETTLE_S))
+
+    def _settle(self) -> None:
+        now = time.monotonic()
+        settling, self._settling = self._settling, []
+        for connection, until in settling:
+            if not self._judge(connection, final=now >= until):
+                self._settling.append((connection, until))
+
+    def _judge(self, connection: _Connection, *, final: bool = False) -> bool:
+        """Whether the ended ``connection`` is judged (then its duplicate is closed):
+        bytes unread are a cut, reported; its end or a failed link are not; nothing yet
+        is judged later, or ``final``ly as nothing."""
+        dup = connection.dup
+        assert dup is not None
         try:
-            pending = dup.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except OSError:  # nothing pending (BlockingIOError) or the link failed
-            pending = b""
-        finally:
-            dup.close()
+            pending: bytes | None = dup.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pending = None  # nothing yet
+        except OSError:
+            pending = b""  # the link failed
+        if pending is None and not final:
+            return False
+        dup.close()
         if pending and not connection.cut:
             log.warning(
                 "the %s dropped the connection from %s: it sent a message part over %s, "
@@ -213,3 +247,4 @@ class InboundConnections:
             )
             if self._on_oversize is not None:
                 self._on_oversize(connection.peer)
+        return True
