@@ -150,6 +150,7 @@ class Launcher:
         self._replies = replies
         self._buffer = b""
         self._exits: dict[int, int] = {}
+        self._forked: set[int] = set()
         self._answers: list[dict[str, Any]] = []
         self._gone = False
 
@@ -184,9 +185,11 @@ class Launcher:
         launcher could not."""
         if self._gone:
             raise MeshError("the daemon launcher has ended")
-        request = {"role": role, "args": args, "env": dict(env), "log": log}
+        request = orjson.dumps({"role": role, "args": args, "env": dict(env), "log": log})
         try:
-            os.write(self._requests, orjson.dumps(request) + b"\n")
+            view = memoryview(request + b"\n")
+            while view:  # a signal may cut a write short
+                view = view[os.write(self._requests, view) :]
         except OSError as exc:
             self._gone = True
             raise MeshError(f"the daemon launcher is gone: {exc}") from None
@@ -197,7 +200,9 @@ class Launcher:
         answer = self._answers.pop(0)
         if "pid" not in answer:
             raise MeshError(f"the daemon launcher could not fork a {role}: {answer.get('error')}")
-        return ForkedProcess(self, int(answer["pid"]), ["mesh", role, *args])
+        pid = int(answer["pid"])
+        self._forked.add(pid)
+        return ForkedProcess(self, pid, ["mesh", role, *args])
 
     def exit_code(self, pid: int) -> int | None:
         """How daemon ``pid`` ended, if it has."""
@@ -212,7 +217,9 @@ class Launcher:
             return
         data = os.read(self._replies, 65536)
         if not data:
-            self._gone = True  # its daemons died with it (SIGKILL)
+            self._gone = True
+            for pid in self._forked - self._exits.keys():
+                self._exits[pid] = -signal.SIGKILL  # what a launcher's end does to them
             return
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
@@ -223,15 +230,24 @@ class Launcher:
             else:
                 self._answers.append(said)
 
-    def close(self) -> None:
-        """Let the launcher go (it kills any daemon still running) and reap it."""
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Let the launcher go (it kills any daemon still running) and reap it; killed
+        if it has not gone within ``timeout_s`` (still importing, say)."""
         with contextlib.suppress(OSError):
             os.close(self._requests)
         with contextlib.suppress(OSError):
             os.close(self._replies)
         self._gone = True
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() >= deadline:
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    return
+                time.sleep(0.005)
+        except ChildProcessError:
+            pass
 
 
 # -- the launcher's side ----------------------------------------------------------------------

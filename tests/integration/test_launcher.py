@@ -89,6 +89,33 @@ print(json.dumps([launcher.pid, cluster.coordinator.pid, cluster.nodes[0].pid]),
 sys.stdin.read()  # until killed
 """
 
+LAUNCHER_KILLED = r"""
+import json, os, signal, sys, time
+from pathlib import Path
+from mesh.client.launcher import Launcher
+launcher = Launcher.start()
+from mesh.client.local_cluster import LocalCluster
+cluster = LocalCluster(nodes=1, slots=1, state_dir=Path(sys.argv[1]), launcher=launcher)
+cluster.start()
+daemons = [cluster.coordinator, *cluster.nodes]
+os.kill(launcher.pid, signal.SIGKILL)
+codes = [d.process.wait(30) for d in daemons]
+started = time.monotonic()
+cluster.stop()
+stop_s = time.monotonic() - started
+
+def dead(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+deadline = time.monotonic() + 20
+while not all(dead(d.pid) for d in daemons) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"codes": codes, "stop_s": stop_s, "dead": all(dead(d.pid) for d in daemons)}))
+"""
+
 
 def _script(code: str, *args: str, **popen: object) -> subprocess.Popen[str]:
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
@@ -148,3 +175,20 @@ def test_daemons_die_with_a_killed_mesh_run(tmp_path: Path) -> None:
             for pid in pids:
                 if not _gone(pid):
                     os.kill(pid, 9)
+
+
+def test_a_killed_launcher_takes_its_daemons_and_says_so(tmp_path: Path) -> None:
+    with _script(
+        LAUNCHER_KILLED, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as script:
+        try:
+            out, err = script.communicate(timeout=60)
+        finally:
+            if script.poll() is None:
+                script.kill()
+                script.wait()
+    assert script.returncode == 0, err
+    facts = json.loads(out.strip().splitlines()[-1])
+    assert facts["codes"] == [-9, -9]
+    assert facts["dead"] is True
+    assert facts["stop_s"] < 5  # nothing left to wait for
