@@ -40,15 +40,16 @@ __all__ = ["ForkedProcess", "Launcher", "early_launcher", "start_early_launcher"
 
 _PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
-# What a daemon needs, imported once in the launcher (the job runtime too: a node of
-# ``mesh run`` gets its job at once).
+# What a daemon needs, imported once in the launcher; then, unless ``mesh run`` is
+# already waiting for daemons, what a node of ``mesh run`` needs next: its job arrives
+# at once (else the node imports it then).
 _PRELOAD = (
     "mesh.commands.daemon_main",
     "mesh.commands.service",
     "mesh.coordinator.daemon",
     "mesh.node.daemon",
-    "mesh.node.runtime.job",
 )
+_PRELOAD_WHILE_IDLE = ("mesh.node.runtime.job",)
 
 _early: Launcher | None = None
 
@@ -263,6 +264,10 @@ def _serve(parent: int, requests: int, replies: int) -> NoReturn:  # pragma: no 
         import importlib
 
         for module in _PRELOAD:
+            importlib.import_module(module)
+        for module in _PRELOAD_WHILE_IDLE:
+            if select.select([requests], [], [], 0)[0]:
+                break
             importlib.import_module(module)
         children: dict[int, int] = {}  # pidfd -> pid
         buffer = b""
