@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import poll_until_sync
 
@@ -123,8 +124,9 @@ def _script(code: str, *args: str, **popen: object) -> subprocess.Popen[str]:
     )
 
 
-def test_forked_daemons_run_jobs_die_alone_and_end_with_the_cluster(tmp_path: Path) -> None:
-    with _script(LIFE, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as script:
+def _facts(code: str, tmp_path: Path) -> dict[str, Any]:
+    """What the scenario ``code`` found (its last line, JSON); it must exit 0."""
+    with _script(code, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as script:
         try:
             out, err = script.communicate(timeout=120)
         finally:
@@ -132,7 +134,12 @@ def test_forked_daemons_run_jobs_die_alone_and_end_with_the_cluster(tmp_path: Pa
                 script.kill()
                 script.wait()
     assert script.returncode == 0, err
-    facts = json.loads(out.strip().splitlines()[-1])
+    facts: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return facts
+
+
+def test_forked_daemons_run_jobs_die_alone_and_end_with_the_cluster(tmp_path: Path) -> None:
+    facts = _facts(LIFE, tmp_path)
     squares = sorted(x * x for x in range(40))
     assert facts["forked"] == [True, True, True]
     assert facts["children_of_launcher"] == [True, True, True]
@@ -178,17 +185,7 @@ def test_daemons_die_with_a_killed_mesh_run(tmp_path: Path) -> None:
 
 
 def test_a_killed_launcher_takes_its_daemons_and_says_so(tmp_path: Path) -> None:
-    with _script(
-        LAUNCHER_KILLED, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as script:
-        try:
-            out, err = script.communicate(timeout=60)
-        finally:
-            if script.poll() is None:
-                script.kill()
-                script.wait()
-    assert script.returncode == 0, err
-    facts = json.loads(out.strip().splitlines()[-1])
+    facts = _facts(LAUNCHER_KILLED, tmp_path)
     assert facts["codes"] == [-9, -9]
     assert facts["dead"] is True
     assert facts["stop_s"] < 5  # nothing left to wait for
