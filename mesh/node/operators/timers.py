@@ -55,15 +55,17 @@ class KeyedTimerService:
         backend = self.backend
         out: list[Any] = []
         stamps: list[int] = []
+        claim = queue.claim
         for _ in range(_MAX_ROUNDS):
-            due = queue.pop_due(until)
+            due = queue.take_due(until)
             if not due:
                 break
             if backend.needs_io:
-                await backend.before_batch([key for _, key in due])
-            for timestamp, key in due:
-                if queue.claim(key, timestamp):
-                    callback(key, timestamp, domain, out, stamps)
+                await backend.before_batch([key for _, keys in due for key in keys])
+            for timestamp, keys in due:
+                for key in keys:
+                    if claim(key, timestamp):
+                        callback(key, timestamp, domain, out, stamps)
             if backend.needs_io:
                 await backend.after_batch()
         return out, stamps

@@ -444,6 +444,35 @@ class WindowOperator(KeyedOperator):
         if not wins:
             del self.windows[key]
 
+    def _fire_tumbling(
+        self, key: Hashable, ts: int, domain: str, out: list[Any], stamps: list[int]
+    ) -> None:
+        """``_fire`` for the hot path's windows (event-time tumbling, default trigger): a
+        timer is the end or the cleanup time of one window, found from ``ts`` alone."""
+        if ts == MAX_WATERMARK:
+            self._fire(key, ts, domain, out, stamps)
+            return
+        windows = self.windows
+        wins = windows.get(key)
+        if not wins:
+            return
+        if self.backend is not None and self.backend.snapshots_in_flight:
+            wins = windows[key] = _copy(wins)
+        size, lateness = self._size, self._lateness
+        for max_ts in (ts, ts - lateness) if lateness else (ts,):
+            start = max_ts + 1 - size
+            wid = str(start)
+            entry = wins.get(wid)
+            if entry is None:
+                continue
+            cleanup = max_ts + lateness
+            if entry[1]:
+                self._emit(key, wid, entry, start, start + size, out, stamps, keep=cleanup > ts)
+            if cleanup <= ts:
+                del wins[wid]
+        if not wins:
+            del windows[key]
+
     def _reached(
         self,
         key: Hashable,
@@ -468,7 +497,8 @@ class WindowOperator(KeyedOperator):
 
     async def on_watermark(self, watermark: int) -> Output:
         self.watermark = watermark
-        return await self.timers.fire(EVENT_TIME, watermark, self._fire)
+        fire = self._fire_tumbling if self._fast else self._fire
+        return await self.timers.fire(EVENT_TIME, watermark, fire)
 
     async def on_processing_time(self, now_ms: int) -> Output:
         return await self.timers.fire(PROCESSING_TIME, now_ms, self._fire)
