@@ -45,6 +45,8 @@ class TimerQueue:
             self.table[key] = [timestamp]
         elif timestamp in current:
             return False
+        elif timestamp > current[-1]:  # the usual case: a later window of the key
+            self.table[key] = [*current, timestamp]
         else:
             self.table[key] = sorted([*current, timestamp])
         self._enqueue(key, timestamp)
@@ -68,6 +70,8 @@ class TimerQueue:
     def _remove(self, key: Hashable, timestamp: int, current: list[int]) -> None:
         if len(current) == 1:
             del self.table[key]
+        elif current[0] == timestamp:  # the usual case: timers fire earliest first
+            self.table[key] = current[1:]
         else:
             self.table[key] = [t for t in current if t != timestamp]
 
