@@ -147,6 +147,15 @@ class KeyGroupRouter:
         self._memo: dict[Any, int] = {}
         self._memo_limit = memo_limit
 
+    def subtasks_for(self, keys: list[Any]) -> list[int]:
+        """The consuming subtask of each of ``keys``: one memo lookup per key while all
+        are known, as they are once a key set has been seen."""
+        memo = self._memo
+        try:
+            return [memo[key] for key in keys]
+        except (KeyError, TypeError):
+            return [self.subtask_for(key) for key in keys]
+
     def subtask_for(self, key: Any) -> int:
         """The consuming subtask for ``key``."""
         memo = self._memo

@@ -40,16 +40,23 @@ class TimerQueue:
 
     def register(self, key: Hashable, timestamp: int) -> bool:
         """Set a timer; False if the key already had one at ``timestamp``."""
-        current = self.table.get(key)
+        table = self.table
+        current = table.get(key)
         if current is None:
-            self.table[key] = [timestamp]
+            table[key] = [timestamp]
         elif timestamp in current:
             return False
         elif timestamp > current[-1]:  # the usual case: a later window of the key
-            self.table[key] = [*current, timestamp]
+            table[key] = [*current, timestamp]
         else:
-            self.table[key] = sorted([*current, timestamp])
-        self._enqueue(key, timestamp)
+            table[key] = sorted([*current, timestamp])
+        keys = self._keys.get(timestamp)  # _enqueue, inline: once per window and key
+        if keys is None:
+            self._keys[timestamp] = [key]
+            heapq.heappush(self._times, timestamp)
+        else:
+            keys.append(key)
+        self._entries += 1
         return True
 
     def _enqueue(self, key: Hashable, timestamp: int) -> None:
