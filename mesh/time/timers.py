@@ -120,6 +120,18 @@ class TimerQueue:
         self._remove(key, timestamp, current)
         return True
 
+    def claim_all(self, timestamp: int, keys: list[Hashable]) -> list[Hashable]:
+        """``claim`` for each of ``keys`` at ``timestamp``: the keys whose timer was set
+        (removed now, they fire), in order."""
+        table = self.table
+        live: list[Hashable] = []
+        for key in keys:
+            current = table.get(key)
+            if current is not None and timestamp in current:
+                self._remove(key, timestamp, current)
+                live.append(key)
+        return live
+
     def rebuild(self, entries: Iterable[tuple[Hashable, Any]]) -> int:
         """Refill the due order from restored (key, timestamps) entries; returns how
         many."""
