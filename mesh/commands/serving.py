@@ -51,8 +51,10 @@ def serve(
     is cancelled; a second signal cancels it at once. Under systemd: until ready, the
     ``starting`` status goes out with more start-up time; once ready, ``status()`` is
     sent whenever it changes; watchdog pings go out if systemd asks for them. SIGHUP calls
-    ``on_reload``.
+    ``on_reload``. Once ready, the garbage collector is tuned for the daemon's
+    long life (``gc_tuning``).
     """
+    from mesh.commands.gc_tuning import settle_heap
     from mesh.commands.service import keep_starting, report_status, send_watchdog_pings
     from mesh.systemd import EXTEND_TIMEOUT_USEC, notify, watchdog_period_s
 
@@ -99,6 +101,7 @@ def serve(
                 tg.start_soon(reload_on_signal)
             ready = await tg.start(daemon_run)
             still_starting.cancel()
+            settle_heap()
             on_ready(ready)
             if status is not None:
                 tg.start_soon(report_status, status)

@@ -147,6 +147,20 @@ class KeyGroupRouter:
         self._memo: dict[Any, int] = {}
         self._memo_limit = memo_limit
 
+    def subtasks_for(self, keys: list[Any]) -> list[int]:
+        """The consuming subtask of each of ``keys``: one memo lookup per key, and the
+        hash only for keys the memo does not hold."""
+        known = self._memo.get
+        try:
+            subtasks = [known(key, -1) for key in keys]
+        except TypeError:  # an unhashable key (a list)
+            return [self.subtask_for(key) for key in keys]
+        if -1 in subtasks:  # keys not seen yet (or since the memo was last dropped)
+            for index, subtask in enumerate(subtasks):
+                if subtask < 0:
+                    subtasks[index] = self.subtask_for(keys[index])
+        return subtasks
+
     def subtask_for(self, key: Any) -> int:
         """The consuming subtask for ``key``."""
         memo = self._memo

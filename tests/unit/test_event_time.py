@@ -212,6 +212,19 @@ def test_timers_are_rebuilt_from_their_table() -> None:
     ]
 
 
+def test_timers_of_one_time_fire_in_the_order_they_were_set_across_a_limit() -> None:
+    timers = TimerQueue({})
+    for key in ["c", "a", "b", "d"]:
+        timers.register(key, 10)
+    timers.register("e", 5)
+    assert len(timers) == 5
+    assert timers.take_due(10, limit=3) == [(5, ["e"]), (10, ["c", "a"])]
+    assert len(timers) == 2 and timers.next_time() == 10  # the rest stay due
+    timers.register("f", 10)
+    assert timers.pop_due(10) == [(10, "b"), (10, "d"), (10, "f")]
+    assert timers.next_time() is None and len(timers) == 0
+
+
 # -- window assignment -------------------------------------------------------------------------
 
 

@@ -135,6 +135,21 @@ def test_router_agrees_with_unmemoised_computation(
     assert len(router._memo) <= memo_limit
 
 
+@given(_parallelisms(), st.lists(keys, max_size=30), st.integers(min_value=1, max_value=4))
+def test_router_batch_lookup_agrees_with_one_key_at_a_time(
+    pm: tuple[int, int], key_list: list[object], memo_limit: int
+) -> None:
+    parallelism, max_parallelism = pm
+    router = KeyGroupRouter(parallelism, max_parallelism, memo_limit=memo_limit)
+    expected = [_expected_subtask(key, parallelism, max_parallelism) for key in key_list]
+    # Cold, then with the memo holding what fits.
+    assert router.subtasks_for(key_list) == expected
+    assert router.subtasks_for(key_list) == expected
+    assert router.subtasks_for([*key_list, ["a", 1]])[-1] == _expected_subtask(
+        ["a", 1], parallelism, max_parallelism
+    )
+
+
 def test_router_memo_overflow_keeps_answers_right() -> None:
     router = KeyGroupRouter(4, 64, memo_limit=2)
     names = [f"user-{i}" for i in range(50)]

@@ -17,7 +17,13 @@ from mesh.errors import RecordError
 from mesh.state.backends import KeyedStateBackend
 from mesh.time.timers import TimerQueue
 
-__all__ = ["EVENT_TIME", "PROCESSING_TIME", "KeyedTimerService", "TimerHandle"]
+__all__ = [
+    "EVENT_TIME",
+    "PROCESSING_TIME",
+    "GroupCallback",
+    "KeyedTimerService",
+    "TimerHandle",
+]
 
 EVENT_TIME = "event_time"
 PROCESSING_TIME = "processing_time"
@@ -28,6 +34,8 @@ _MAX_ROUNDS = 1000
 
 #: on_timer(key, timestamp, domain, out, stamps): append what it emits to out/stamps.
 TimerCallback = Callable[[Hashable, int, str, list[Any], list[int]], None]
+#: on_timers(keys, timestamp, out, stamps): the same for keys whose timers at one time fire.
+GroupCallback = Callable[[list[Hashable], int, list[Any], list[int]], None]
 
 
 class KeyedTimerService:
@@ -55,17 +63,44 @@ class KeyedTimerService:
         backend = self.backend
         out: list[Any] = []
         stamps: list[int] = []
+        claim = queue.claim
         for _ in range(_MAX_ROUNDS):
-            due = queue.pop_due(until)
+            due = queue.take_due(until)
             if not due:
                 break
             if backend.needs_io:
-                await backend.before_batch([key for _, key in due])
-            for timestamp, key in due:
-                if queue.claim(key, timestamp):
-                    callback(key, timestamp, domain, out, stamps)
+                await backend.before_batch([key for _, keys in due for key in keys])
+            for timestamp, keys in due:
+                for key in keys:
+                    if claim(key, timestamp):
+                        callback(key, timestamp, domain, out, stamps)
             if backend.needs_io:
                 await backend.after_batch()
+        return out, stamps
+
+    async def fire_groups(
+        self, domain: str, until: int, callback: GroupCallback
+    ) -> tuple[list[Any], list[int]]:
+        """``fire``, calling ``callback`` once per timestamp with the keys whose timers
+        fire then. Only for a callback that sets no timers: the keys of a timestamp are
+        claimed before it runs."""
+        queue = self.event if domain == EVENT_TIME else self.processing
+        backend = self.backend
+        out: list[Any] = []
+        stamps: list[int] = []
+        # Rounds of at most take_due's limit of keys (what a backend loads at once); the
+        # callback sets no timers, so each round leaves fewer.
+        due = queue.take_due(until)
+        while due:
+            if backend.needs_io:
+                await backend.before_batch([key for _, keys in due for key in keys])
+            for timestamp, keys in due:
+                live = queue.claim_all(timestamp, keys)
+                if live:
+                    callback(live, timestamp, out, stamps)
+            if backend.needs_io:
+                await backend.after_batch()
+            due = queue.take_due(until)
         return out, stamps
 
 

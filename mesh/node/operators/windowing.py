@@ -180,18 +180,23 @@ class WindowOperator(KeyedOperator):
         count = self._function == "count"
         fresh: set[Hashable] = set()  # keys whose windows were copied for a snapshot
         copy = self.backend is not None and self.backend.snapshots_in_flight > 0
-        last_start = None
+        # [lo, hi): the window of the record before, whose next records need no checks:
+        # not late, and a timestamp (a window reaching down to NO_TIMESTAMP is never kept).
+        lo = hi = max_ts = 0
         wid = ""
         done = 0
         try:
             for record, ts in zip(batch, stamps, strict=True):
-                start = ts - (ts - offset) % size
-                max_ts = start + size - 1
-                if max_ts <= watermark or ts == NO_TIMESTAMP:
-                    break  # late (within the lateness or not), or no timestamp
+                if not lo <= ts < hi:
+                    if ts == NO_TIMESTAMP:
+                        break
+                    start = ts - (ts - offset) % size
+                    max_ts = start + size - 1
+                    if max_ts <= watermark:
+                        break  # late (within the lateness or not)
+                    wid = str(start)
+                    lo, hi = (start, max_ts + 1) if start > NO_TIMESTAMP else (0, 0)
                 key = key_fn(record)
-                if start != last_start:
-                    wid, last_start = str(start), start
                 wins = table.get(key)
                 if wins is None:
                     wins = table[key] = {}
@@ -444,6 +449,43 @@ class WindowOperator(KeyedOperator):
         if not wins:
             del self.windows[key]
 
+    def _fire_tumbling(
+        self, keys: list[Hashable], ts: int, out: list[Any], stamps: list[int]
+    ) -> None:
+        """``_fire`` for the hot path's windows (event-time tumbling, default trigger), for
+        all keys with a timer at ``ts``: such a timer is the end or the cleanup time of
+        one window, found from ``ts`` alone. Sets no timers (see ``fire_groups``)."""
+        if ts == MAX_WATERMARK:
+            for key in keys:
+                self._fire(key, ts, EVENT_TIME, out, stamps)
+            return
+        windows = self.windows
+        copy = self.backend is not None and self.backend.snapshots_in_flight > 0
+        size, lateness = self._size, self._lateness
+        # (start, window id, cleanup time) of the window ending at ts, and of the one
+        # whose allowed lateness ends at ts.
+        reached = [
+            (max_ts + 1 - size, str(max_ts + 1 - size), max_ts + lateness)
+            for max_ts in ((ts, ts - lateness) if lateness else (ts,))
+        ]
+        emit = self._emit
+        for key in keys:
+            wins = windows.get(key)
+            if not wins:
+                continue
+            if copy:
+                wins = windows[key] = _copy(wins)
+            for start, wid, cleanup in reached:
+                entry = wins.get(wid)
+                if entry is None:
+                    continue
+                if entry[1]:
+                    emit(key, wid, entry, start, start + size, out, stamps, keep=cleanup > ts)
+                if cleanup <= ts:
+                    del wins[wid]
+            if not wins:
+                del windows[key]
+
     def _reached(
         self,
         key: Hashable,
@@ -468,6 +510,8 @@ class WindowOperator(KeyedOperator):
 
     async def on_watermark(self, watermark: int) -> Output:
         self.watermark = watermark
+        if self._fast:
+            return await self.timers.fire_groups(EVENT_TIME, watermark, self._fire_tumbling)
         return await self.timers.fire(EVENT_TIME, watermark, self._fire)
 
     async def on_processing_time(self, now_ms: int) -> Output:

@@ -190,7 +190,7 @@ class EdgeWriter:
         owner = self._router.subtask_for
         key_fn = self._key_fn
         try:
-            return [owner(key_fn(record)) for record in batch]
+            return self._router.subtasks_for([key_fn(record) for record in batch])
         except UserCodeError as exc:
             if not self._lenient_keys:
                 raise self._key_error(batch, exc) from exc
