@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import select
 import signal
@@ -269,6 +270,7 @@ def _serve(parent: int, requests: int, replies: int) -> NoReturn:  # pragma: no 
             if select.select([requests], [], [], 0)[0]:
                 break
             importlib.import_module(module)
+        gc.freeze()  # a daemon's collections then leave the shared pages unwritten
         children: dict[int, int] = {}  # pidfd -> pid
         buffer = b""
         while True:
@@ -306,6 +308,7 @@ def _fork_daemon(  # pragma: no cover - runs in the launcher
     except OSError as exc:
         return {"error": f"cannot open {request['log']}: {exc}"}
     launcher = os.getpid()
+    gc.freeze()
     try:
         pid = os.fork()
     except OSError as exc:
