@@ -412,6 +412,8 @@ MESH_DRIVER = """
 import json, sys
 from pathlib import Path
 
+from mesh.client.launcher import early_launcher, start_early_launcher
+start_early_launcher()  # as mesh run does: the daemons are forked from it, imported
 import anyio
 from mesh.client.client import open_client, prepare_submission
 from mesh.client.local_cluster import LocalCluster
@@ -431,7 +433,7 @@ async def run(address, job_file, parallelism, base, mode):
 
 job_file, nodes, state, base = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 mode = sys.argv[5]
-with LocalCluster(nodes=nodes, slots=1, state_dir=state) as cluster:
+with LocalCluster(nodes=nodes, slots=1, state_dir=state, launcher=early_launcher()) as cluster:
     idle = {"coordinator": rss_mb(cluster.coordinator.pid)}
     idle.update({f"node-{i}": rss_mb(n.pid) for i, n in enumerate(cluster.nodes)})
     status = anyio.run(run, cluster.address, job_file, nodes, base, mode)
