@@ -118,17 +118,18 @@ with LocalCluster(
 """
 
 
-def _idle_memory(work: Path, how: str) -> dict[str, dict[str, float]]:
+def _measured(what: str, code: str, args: list[str], work: Path) -> dict[str, Any]:
+    """What the script ``code`` measured: the JSON of its last stderr line."""
     done = subprocess.run(
-        [sys.executable, "-c", IDLE, str(work / f"idle-{how}"), how],
+        [sys.executable, "-c", code, *args],
         cwd=work,
         capture_output=True,
         text=True,
         timeout=120,
     )
     if done.returncode != 0:
-        raise SystemExit(f"idle cluster failed:\n{done.stderr}")
-    measured: dict[str, dict[str, float]] = orjson.loads(done.stderr.strip().splitlines()[-1])
+        raise SystemExit(f"{what} failed:\n{done.stderr}")
+    measured: dict[str, Any] = orjson.loads(done.stderr.strip().splitlines()[-1])
     return measured
 
 
@@ -159,20 +160,16 @@ def main() -> None:
                 walls[name].append(_timed(argv, work, check))
             for label, nodes in (("1 node", 1), ("2 nodes", 2)):
                 state = work / f"phases-{nodes}"
-                done = subprocess.run(
-                    [sys.executable, "-c", PHASES, str(job_file), str(nodes), str(state)],
-                    cwd=work,
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
+                measured = _measured(
+                    "phases", PHASES, [str(job_file), str(nodes), str(state)], work
                 )
-                if done.returncode != 0:
-                    raise SystemExit(f"phases failed:\n{done.stderr}")
-                measured = orjson.loads(done.stderr.strip().splitlines()[-1])
                 for phase, seconds in measured.items():
                     phases[label].setdefault(phase, []).append(seconds)
         idle = {
-            how: [_idle_memory(work, how) for _ in range(args.rounds)]
+            how: [
+                _measured("idle cluster", IDLE, [str(work / f"idle-{how}"), how], work)
+                for _ in range(args.rounds)
+            ]
             for how in ("started", "forked")
         }
 

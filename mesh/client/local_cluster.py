@@ -145,18 +145,7 @@ class LocalCluster:
             for attempt in range(_START_ATTEMPTS):
                 self.address = f"tcp://127.0.0.1:{_free_port()}"
                 logged_before = log.stat().st_size if log.exists() else 0
-                self.coordinator = self._spawn(
-                    "coordinator",
-                    "coordinator",
-                    [
-                        "coordinator",
-                        "--bind",
-                        self.address,
-                        "--state-dir",
-                        str(self.state_dir / "coordinator"),
-                        *self._coordinator_args,
-                    ],
-                )
+                self.coordinator = self._spawn_coordinator()
                 for _ in range(self.node_count):
                     self.add_node(wait=False)
                 try:
@@ -188,19 +177,7 @@ class LocalCluster:
             if old.alive():
                 old.process.kill()
             old.process.wait()
-        self.coordinator = self._spawn(
-            "coordinator",
-            "coordinator",
-            [
-                "coordinator",
-                "--bind",
-                self.address,
-                "--state-dir",
-                str(self.state_dir / "coordinator"),
-                *self._coordinator_args,
-            ],
-            env=env,
-        )
+        self.coordinator = self._spawn_coordinator(env)
         self._wait_ready([self.coordinator], timeout_s)
         return self.coordinator
 
@@ -268,6 +245,11 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 daemon.process.kill()
                 daemon.process.wait()
+
+    def _spawn_coordinator(self, env: dict[str, str] | None = None) -> DaemonProcess:
+        state = str(self.state_dir / "coordinator")
+        args = ["coordinator", "--bind", self.address, "--state-dir", state]
+        return self._spawn("coordinator", "coordinator", [*args, *self._coordinator_args], env)
 
     def _spawn(
         self, role: str, name: str, args: list[str], env: dict[str, str] | None = None
