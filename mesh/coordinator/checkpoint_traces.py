@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mesh.protocol.states import CheckpointKind, CheckpointOutcome
-from mesh.telemetry.tracing import Span, carrier_of, end_span, root_context, tracer
+from mesh.telemetry.tracing import Span, carrier_of, end_span, root_context, trace_id_of, tracer
 
 __all__ = ["CheckpointTraces"]
 
@@ -45,6 +45,11 @@ class CheckpointTraces:
         """The context of a checkpoint in flight (None if it is not traced)."""
         span = self._spans.get(checkpoint_id)
         return carrier_of(span) if span is not None else None
+
+    def trace_id(self, checkpoint_id: int) -> str | None:
+        """The trace id of a checkpoint in flight (None if it is not traced)."""
+        span = self._spans.get(checkpoint_id)
+        return trace_id_of(span) if span is not None else None
 
     def completed(self, checkpoint_id: int, size_bytes: int) -> dict[str, str] | None:
         """End the trace's root span of a completed checkpoint; returns its context for

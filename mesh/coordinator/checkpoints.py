@@ -318,6 +318,10 @@ class CheckpointManager:
             ended_ms=self.clock.now_ms(),
             duration_ms=round(now - pending.started_ms),
             size_bytes=metadata.size,
+            alignment_ms=round(
+                max((a.alignment_ms for a in pending.acks.values()), default=0.0), 1
+            ),
+            trace_id=self._traces.trace_id(pending.checkpoint_id),
         )
         try:
             self.store.record(record)
@@ -408,6 +412,7 @@ class CheckpointManager:
     def _abort(self, pending: PendingCheckpoint, reason: str, *, failure: bool = True) -> None:
         if not pending.discard(reason):
             return
+        trace_id = self._traces.trace_id(pending.checkpoint_id)
         self._traces.aborted(pending.checkpoint_id, reason, failure=failure)
         self.pending = None
         now = self.clock.monotonic_ms()
@@ -434,6 +439,7 @@ class CheckpointManager:
                     duration_ms=round(now - pending.started_ms),
                     size_bytes=0,
                     reason=reason,
+                    trace_id=trace_id,
                 )
             )
         except StateError as exc:  # the history misses a row; the abort goes on

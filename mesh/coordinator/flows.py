@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.coordinator.jobs import JobRecord
-from mesh.telemetry.tracing import Span, context_of, end_span, root_context, tracer
+from mesh.telemetry.tracing import Span, context_of, end_span, root_context, trace_id_of, tracer
 
 __all__ = ["JobFlows"]
 
@@ -44,6 +44,11 @@ class JobFlows:
             },
         )
         self._flows[job.job_id] = _Flow(root)
+
+    def trace_id(self, job: JobRecord) -> str | None:
+        """The trace id of ``job``'s open flow (None: none open, or not traced)."""
+        flow = self._flows.get(job.job_id)
+        return trace_id_of(flow.root) if flow is not None else None
 
     def step(self, job: JobRecord, name: str, attributes: dict[str, Any] | None = None) -> None:
         """The flow of ``job`` moves on to step ``name``."""

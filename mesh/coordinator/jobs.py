@@ -39,7 +39,15 @@ from mesh.protocol.messages import (
 )
 from mesh.protocol.states import FINAL_JOB_STATES, SUBTASK_DONE, JobState, TaskState
 
-__all__ = ["TERMINAL", "IllegalTransition", "JobRecord", "JobState", "JobTable", "SubtaskRate"]
+__all__ = [
+    "FAILURE_CAUSES",
+    "TERMINAL",
+    "IllegalTransition",
+    "JobRecord",
+    "JobState",
+    "JobTable",
+    "SubtaskRate",
+]
 
 
 TERMINAL = FINAL_JOB_STATES
@@ -63,6 +71,17 @@ _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 
 _FAILURES_KEPT = 8
+
+#: What a recorded failure was: a subtask raised, a node stopped a subtask by itself, a
+#: node was lost or left, too many checkpoints failed, or anything else.
+FAILURE_CAUSES = (
+    "task_exception",
+    "task_stopped",
+    "node_lost",
+    "node_left",
+    "checkpoints",
+    "error",
+)
 
 
 class IllegalTransition(RuntimeError):
@@ -211,9 +230,12 @@ class JobRecord:
         self.slot_deadline_ms = None
         self.waiting = None
 
-    def record_failure(self, error: str, now_ms: int) -> None:
-        """Keep a failure for ``mesh status`` (the last few)."""
-        self.failures.append({"time_ms": now_ms, "attempt": self.attempt, "error": error})
+    def record_failure(self, error: str, now_ms: int, cause: str = "error") -> None:
+        """Keep a failure for ``mesh status`` and the dashboard (the last few); ``cause``
+        is one of ``FAILURE_CAUSES``."""
+        self.failures.append(
+            {"time_ms": now_ms, "attempt": self.attempt, "cause": cause, "error": error}
+        )
         del self.failures[:-_FAILURES_KEPT]
 
     def subtasks_done(self) -> bool:

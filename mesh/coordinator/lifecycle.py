@@ -151,7 +151,7 @@ class JobLifecycle:
                 clock=self._clock,
                 out=self._out,
                 journal=self._journal,
-                fail=self.fail,
+                fail=lambda job, reason: self.fail(job, reason, cause="checkpoints"),
             )
             self.deployer.start(job)
             self.flows.end(job)
@@ -172,13 +172,14 @@ class JobLifecycle:
             job.checkpoints.on_subtask_state(msg.metrics.subtask, state)
         if state is TaskState.FAILED:
             error = msg.error or f"subtask {msg.metrics.subtask} failed"
-            self.fail(job, error, recoverable=msg.recoverable)
+            self.fail(job, error, recoverable=msg.recoverable, cause="task_exception")
         elif state is TaskState.CANCELED and job.state in (JobState.RUNNING, JobState.SCHEDULING):
             # Nobody asked: its node stopped it (it lost the coordinator for too long).
             self.fail(
                 job,
                 f"subtask {msg.metrics.subtask} was stopped by node {msg.node_id}"
                 + (f": {msg.error}" if msg.error else ""),
+                cause="task_stopped",
             )
         elif job.state is JobState.RUNNING and job.all_subtasks(_ALL_FINISHED):
             self.end(job, JobState.FINISHED)
@@ -244,7 +245,11 @@ class JobLifecycle:
         for job in list(self._jobs.values()):
             if not job.done and node.node_id in job.nodes:
                 job.mark_lost(node.node_id)
-                self.fail(job, f"node {node.node_id} ({node.host}, pid {node.pid}) {what}: {why}")
+                self.fail(
+                    job,
+                    f"node {node.node_id} ({node.host}, pid {node.pid}) {what}: {why}",
+                    cause="node_left" if left else "node_lost",
+                )
 
     def node_leaving(self, node: NodeInfo, reason: str) -> None:
         """``node`` is stopping: fail over its jobs now. Its subtasks count as running
@@ -256,6 +261,7 @@ class JobLifecycle:
                 self.fail(
                     job,
                     f"node {node.node_id} ({node.host}, pid {node.pid}) left the cluster: {reason}",
+                    cause="node_left",
                 )
 
     # -- the clock --------------------------------------------------------------------------
@@ -280,15 +286,18 @@ class JobLifecycle:
 
     # -- failing, cancelling, ending ----------------------------------------------------------
 
-    def fail(self, job: JobRecord, error: str, *, recoverable: bool = True) -> None:
+    def fail(
+        self, job: JobRecord, error: str, *, recoverable: bool = True, cause: str = "error"
+    ) -> None:
         """The current attempt failed: fail over if the restart strategy allows. A
-        failure that is not ``recoverable`` (no restart can fix it) fails the job now."""
+        failure that is not ``recoverable`` (no restart can fix it) fails the job now;
+        ``cause`` (one of ``FAILURE_CAUSES``) is kept with the failure."""
         if job.done or job.state is JobState.RESTARTING:
             return  # the failed attempt is being cancelled anyway
         if job.state is JobState.CANCELLING:
             self.fail_for_good(job, error)
             return
-        job.record_failure(error, self._clock.now_ms())
+        job.record_failure(error, self._clock.now_ms(), cause)
         if not recoverable:
             self.fail_for_good(job, f"no restart can fix this failure, so none is tried:\n{error}")
             return
@@ -305,6 +314,7 @@ class JobLifecycle:
             "failover",
             {"mesh.failover.cause": error, "mesh.failover.delay_ms": delay},
         )
+        job.failures[-1]["trace_id"] = self.flows.trace_id(job)
         self.flows.step(job, "cancel")
         self.failover.restart(job, error, delay)
 

@@ -31,9 +31,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     duration_ms INTEGER NOT NULL,
     size_bytes INTEGER NOT NULL,
     reason TEXT,
+    alignment_ms REAL,
+    trace_id TEXT,
     PRIMARY KEY (job_id, checkpoint_id)
 ) STRICT;
 """
+
+# Columns added since the first release, added to older databases when opened.
+_ADDED_COLUMNS = {"alignment_ms": "REAL", "trace_id": "TEXT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,8 @@ class CheckpointRecord:
     duration_ms: int
     size_bytes: int
     reason: str | None = None
+    alignment_ms: float | None = None  # the longest barrier alignment of its subtasks
+    trace_id: str | None = None  # its trace, when traces are exported
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -81,13 +88,19 @@ class CheckpointStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn = open_database(path, _SCHEMA)
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(checkpoints)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                write(self._conn, path, f"ALTER TABLE checkpoints ADD COLUMN {column} {kind}", ())
 
     def record(self, row: CheckpointRecord) -> None:
         """Insert (or replace) a row."""
         write(
             self._conn,
             self.path,
-            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO checkpoints (job_id, checkpoint_id, kind, state, path, "
+            "triggered_ms, ended_ms, duration_ms, size_bytes, reason, alignment_ms, trace_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.job_id,
                 row.checkpoint_id,
@@ -99,6 +112,8 @@ class CheckpointStore:
                 row.duration_ms,
                 row.size_bytes,
                 row.reason,
+                row.alignment_ms,
+                row.trace_id,
             ),
         )
 
@@ -114,7 +129,10 @@ class CheckpointStore:
     def history(self, job_id: str) -> list[CheckpointRecord]:
         """Every row of a job, oldest first."""
         rows = self._conn.execute(
-            "SELECT * FROM checkpoints WHERE job_id = ? ORDER BY checkpoint_id", (job_id,)
+            "SELECT job_id, checkpoint_id, kind, state, path, triggered_ms, ended_ms, "
+            "duration_ms, size_bytes, reason, alignment_ms, trace_id "
+            "FROM checkpoints WHERE job_id = ? ORDER BY checkpoint_id",
+            (job_id,),
         ).fetchall()
         return [
             CheckpointRecord(

@@ -42,6 +42,8 @@ __all__ = [
     "ListNodes",
     "NodeLeaving",
     "NodeList",
+    "PeekSamples",
+    "PeekTask",
     "PeerAddress",
     "RegisterNode",
     "RegisterReply",
@@ -276,7 +278,33 @@ class SourceWatermark:
     paused: bool = False
 
 
+@message("peek_samples")
+@dataclass(frozen=True)
+class PeekSamples:
+    """Records a subtask emitted while it was asked to show them (``PeekTask``): an
+    orjson-encoded list, at most the rate it was allowed, held nowhere else."""
+
+    job_id: str
+    attempt: int
+    subtask: str
+    records: bytes
+
+
 # -- coordinator → node ------------------------------------------------------------------
+
+
+@message("peek_task")
+@dataclass(frozen=True)
+class PeekTask:
+    """Send back a sample of the records the task's subtasks on this node emit: at most
+    ``max_per_second`` per subtask, for ``lease_ms`` from now (asked again to go on;
+    ``lease_ms`` 0 stops it now)."""
+
+    job_id: str
+    attempt: int
+    task: int
+    max_per_second: int
+    lease_ms: int
 
 
 @message("register_reply")

@@ -28,6 +28,7 @@ __all__ = [
     "linked_span",
     "parent_from",
     "root_context",
+    "trace_id_of",
     "traced_step",
     "tracer",
     "tracing_enabled",
@@ -65,6 +66,13 @@ def carrier_of(span: Span) -> dict[str, str] | None:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
     return carrier or None
+
+
+def trace_id_of(span: Span) -> str | None:
+    """``span``'s trace id as 32 hex digits (what Jaeger's ``/trace/ID`` takes), or None
+    when it does not record."""
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
 
 
 def parent_from(carrier: dict[str, str] | None) -> otel_context.Context | None:

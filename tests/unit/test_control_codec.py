@@ -54,6 +54,8 @@ EXAMPLES: list[Any] = [
     m.DeployResult(job_id="job-1", attempt=2, node_id="node-a", ok=False, error="no space"),
     m.TaskUpdate(job_id="job-1", attempt=2, node_id="node-a", metrics=METRICS, error="Traceback"),
     m.CollectBatch(job_id="job-1", attempt=2, subtask="3.0", records=orjson.dumps([1, "a"])),
+    m.PeekSamples(job_id="job-1", attempt=2, subtask="1.0", records=orjson.dumps([{"k": 1}])),
+    m.PeekTask(job_id="job-1", attempt=2, task=1, max_per_second=5, lease_ms=10_000),
     m.RegisterReply(
         ok=False, heartbeat_interval_ms=250, heartbeat_timeout_ms=1000, error="duplicate node id"
     ),
