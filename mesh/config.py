@@ -122,6 +122,18 @@ def _http_url(value: Any) -> str:
     return text.rstrip("/")
 
 
+def _http_address(value: Any) -> str | None:
+    """``HOST:PORT`` to serve HTTP on, or off (``off`` or empty)."""
+    from mesh.coordinator.web.settings import parse_http_address
+
+    text = str(value).strip() if value is not None else ""
+    if text.lower() in ("", "off"):
+        return None
+    host, _port = parse_http_address(text)
+    _host(True)(host if ":" not in host else f"[{host}]")
+    return text
+
+
 _SIZE = re.compile(r"^(?P<number>\d+)\s*(?P<unit>|B|KiB|MiB|GiB)$")
 _UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
@@ -246,6 +258,24 @@ COORDINATOR_SETTINGS = (
     _OTLP_ENDPOINT,
     _METRICS_PORT,
     _METRICS_HOST,
+    Setting(
+        "http",
+        _http_address,
+        None,
+        "serve the dashboard and REST API at HOST:PORT, like 127.0.0.1:8081 (port 0: any "
+        "free one; off: not served); with keys, requests need KEYS/http.token",
+    ),
+    Setting(
+        "http_tls_cert", _path, None, "certificate (PEM) to serve HTTPS with (with http_tls_key)"
+    ),
+    Setting("http_tls_key", _path, None, "private key (PEM) of http_tls_cert"),
+    Setting(
+        "jaeger_url",
+        _http_url,
+        None,
+        "Jaeger's UI, like http://127.0.0.1:16686: the dashboard links checkpoints and "
+        "failovers to their traces there",
+    ),
     _LOG_LEVEL,
     _LOG_FORMAT,
 )

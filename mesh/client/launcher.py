@@ -42,15 +42,19 @@ __all__ = ["ForkedProcess", "Launcher", "early_launcher", "start_early_launcher"
 _PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
 # What a daemon needs, imported once in the launcher; then, unless ``mesh run`` is
-# already waiting for daemons, what a node of ``mesh run`` needs next: its job arrives
-# at once (else the node imports it then).
+# already waiting for daemons, what a node of ``mesh run`` needs next (its job arrives
+# at once, else the node imports it then) and the coordinator's dashboard.
 _PRELOAD = (
     "mesh.commands.daemon_main",
     "mesh.commands.service",
     "mesh.coordinator.daemon",
     "mesh.node.daemon",
 )
-_PRELOAD_WHILE_IDLE = ("mesh.node.runtime.job",)
+_PRELOAD_WHILE_IDLE = (
+    "mesh.node.runtime.job",
+    "mesh.coordinator.web.app",
+    "mesh.coordinator.web.server",
+)
 
 _early: Launcher | None = None
 

@@ -167,6 +167,11 @@ class LocalCluster:
             self.stop()
             raise
 
+    @property
+    def http_url(self) -> str | None:
+        """The coordinator's dashboard, when it serves one (``--http``)."""
+        return self.coordinator.ready.get("MESH_HTTP") if self.coordinator else None
+
     def restart_coordinator(
         self, *, env: dict[str, str] | None = None, timeout_s: float = 30.0
     ) -> DaemonProcess:

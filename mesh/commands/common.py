@@ -36,6 +36,7 @@ __all__ = [
     "ConfigOption",
     "CoordinatorOption",
     "InsecureOption",
+    "JaegerUrlOption",
     "KeysOption",
     "LogFormatOption",
     "LogLevelOption",
@@ -120,6 +121,14 @@ MetricsHostOption = Annotated[
     typer.Option(
         "--metrics-host",
         help="interface for --metrics-port [env MESH_METRICS_HOST; default 127.0.0.1]",
+    ),
+]
+JaegerUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--jaeger-url",
+        help="Jaeger's UI, like http://127.0.0.1:16686: the dashboard links checkpoints and "
+        "failovers to their traces [env MESH_JAEGER_URL]",
     ),
 ]
 PlacementOption = Annotated[

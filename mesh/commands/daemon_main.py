@@ -15,8 +15,9 @@ import inspect
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mesh.commands.exits import EXIT_USAGE, fail
 from mesh.commands.serving import (
     advertise_host_of,
     check_exposure,
@@ -26,7 +27,10 @@ from mesh.commands.serving import (
     run_daemon,
     serve,
 )
-from mesh.errors import MeshError
+from mesh.errors import ConfigError, MeshError
+
+if TYPE_CHECKING:
+    from mesh.coordinator.web.settings import HttpSettings
 
 __all__ = ["main", "parse_daemon_argv", "run_coordinator", "run_node"]
 
@@ -44,6 +48,10 @@ def run_coordinator(
     otlp_endpoint: str | None = None,
     metrics_port: int | str | None = None,
     metrics_host: str | None = None,
+    http: str | None = None,
+    http_tls_cert: Path | None = None,
+    http_tls_key: Path | None = None,
+    jaeger_url: str | None = None,
     log_level: str | None = None,
     log_format: str | None = None,
 ) -> None:
@@ -67,11 +75,16 @@ def run_coordinator(
         otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        http=http,
+        http_tls_cert=http_tls_cert,
+        http_tls_key=http_tls_key,
+        jaeger_url=jaeger_url,
         log_level=log_level,
         log_format=log_format,
     )
     check_exposure("listen on", endpoint_host(s["bind"]), s)
     curve = curve_of(s, ["coordinator"])
+    http_settings, http_token = http_of(s)
     daemon = Coordinator(
         CoordinatorConfig(
             bind=s["bind"],
@@ -88,12 +101,20 @@ def run_coordinator(
             max_message_bytes=s["max_message_size"],
             max_bad_messages=s["max_bad_messages"],
             curve=curve,
+            http=http_settings,
+            http_token=http_token,
+            jaeger_url=s["jaeger_url"],
         )
     )
 
     def ready(endpoint: str) -> None:
+        http_url = {"MESH_HTTP": daemon.http_url} if daemon.http_url else {}
         notify(
-            READY=1, MAINPID=os.getpid(), MESH_ENDPOINT=endpoint, STATUS=f"listening on {endpoint}"
+            READY=1,
+            MAINPID=os.getpid(),
+            MESH_ENDPOINT=endpoint,
+            STATUS=f"listening on {endpoint}",
+            **http_url,
         )
 
     run_daemon(
@@ -102,6 +123,39 @@ def run_coordinator(
         s,
         lambda: serve(daemon.run, ready, on_reload=reload_keys(curve)),
     )
+
+
+def http_of(s: dict[str, Any]) -> tuple[HttpSettings | None, str | None]:
+    """The coordinator's HTTP settings and token (None, None: not served). Exits 2 if
+    the address would expose the API: without keys only loopback may be served (anyone
+    reaching it could cancel jobs), and with keys a non-loopback address needs TLS (the
+    token would cross the network in clear) — either unless ``--insecure``."""
+    if s["http"] is None:
+        return None, None
+    from mesh.coordinator.web.settings import HttpSettings, parse_http_address
+    from mesh.transport.exposure import is_loopback
+    from mesh.transport.keys import load_http_token
+
+    host, port = parse_http_address(s["http"])
+    cert, key = s["http_tls_cert"], s["http_tls_key"]
+    if (cert is None) != (key is None):
+        raise fail("http_tls_cert and http_tls_key go together: give both or neither", EXIT_USAGE)
+    check_exposure("serve HTTP on", host, s)
+    if s["keys"] is not None and cert is None and not is_loopback(host) and not s["insecure"]:
+        raise fail(
+            f"refusing to serve HTTP on {host} without TLS: the dashboard's token would "
+            "cross the network in clear; give --http-tls-cert and --http-tls-key, serve "
+            "on 127.0.0.1 and reach it through an SSH tunnel, or --insecure on a network "
+            "you trust",
+            EXIT_USAGE,
+        )
+    token = None
+    if s["keys"] is not None:
+        try:
+            token = load_http_token(s["keys"])
+        except ConfigError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+    return HttpSettings(host, port, cert, key), token
 
 
 def run_node(

@@ -12,6 +12,7 @@ from mesh.commands.common import (
     ConfigOption,
     CoordinatorOption,
     InsecureOption,
+    JaegerUrlOption,
     KeysOption,
     LogFormatOption,
     LogLevelOption,
@@ -60,6 +61,23 @@ def coordinator(
     otlp_endpoint: OtlpEndpointOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = None,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            help="serve the dashboard and REST API at HOST:PORT, like 127.0.0.1:8081 (port 0: "
+            "any free one); with --keys, requests need KEYS/http.token [env MESH_HTTP; "
+            "default off]"
+        ),
+    ] = None,
+    http_tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="serve HTTPS with this certificate (PEM) [env MESH_HTTP_TLS_CERT]"),
+    ] = None,
+    http_tls_key: Annotated[
+        Path | None,
+        typer.Option(help="the private key (PEM) of --http-tls-cert [env MESH_HTTP_TLS_KEY]"),
+    ] = None,
+    jaeger_url: JaegerUrlOption = None,
     log_level: LogLevelOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
@@ -103,6 +121,10 @@ def coordinator(
         otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        http=http,
+        http_tls_cert=http_tls_cert,
+        http_tls_key=http_tls_key,
+        jaeger_url=jaeger_url,
         log_level=log_level,
         log_format=log_format,
     )

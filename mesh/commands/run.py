@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,7 @@ from mesh.commands.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    JaegerUrlOption,
     KeysOption,
     ModeOption,
     OtlpEndpointOption,
@@ -32,6 +34,9 @@ from mesh.errors import (
 )
 
 __all__ = ["run"]
+
+#: Where ``mesh run`` serves the dashboard unless told otherwise (Flink's port).
+DEFAULT_HTTP = "127.0.0.1:8081"
 
 
 def run(
@@ -55,6 +60,13 @@ def run(
     trace_sample: TraceSampleOption = None,
     mode: ModeOption = None,
     keys: KeysOption = None,
+    http: Annotated[
+        str,
+        typer.Option(
+            help="serve the dashboard at HOST:PORT (a free port if 8081 is taken; off: none)"
+        ),
+    ] = DEFAULT_HTTP,
+    jaeger_url: JaegerUrlOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Run a job on an embedded local cluster and wait for it to end.
@@ -90,6 +102,10 @@ def run(
     daemon_args = ["--otlp-endpoint", otlp_endpoint] if otlp_endpoint else []
     keys = client_keys(keys)
     daemon_args += ["--keys", str(keys.resolve())] if keys is not None else []
+    coordinator_args = [*(["--placement", placement] if placement else []), *daemon_args]
+    coordinator_args += ["--jaeger-url", jaeger_url] if jaeger_url else []
+    if http.strip().lower() != "off":
+        coordinator_args += ["--http", _free_http_address(http)]
     # The state directory outlives the run when given (savepoints, checkpoints, logs);
     # otherwise a temporary one is removed after a successful run.
     temp_dir = None if state_dir else tempfile.mkdtemp(prefix="mesh-run-")
@@ -99,7 +115,7 @@ def run(
         slots=per_node,
         state_dir=directory,
         log_level="info",
-        coordinator_args=[*(["--placement", placement] if placement else []), *daemon_args],
+        coordinator_args=coordinator_args,
         node_args=daemon_args or None,
         launcher=early_launcher(),
     )
@@ -114,6 +130,8 @@ def run(
                 f"local cluster: coordinator {cluster.address}, "
                 f"{nodes} node(s) x {per_node} slot(s)"
             )
+            if cluster.http_url:
+                err(f"dashboard: {cluster.http_url}/{_token_query(keys)}")
         outcome = anyio.run(
             lambda: drive_job(
                 cluster.address,
@@ -145,3 +163,34 @@ def run(
                 + (" (a temporary one: delete it when done)" if temp_dir else "")
             )
     raise typer.Exit(code)
+
+
+def _free_http_address(http: str) -> str:
+    """``http``, or the same host on any free port when its port is the default and
+    taken (another ``mesh run``, say); a port given on purpose is used as it is."""
+    from mesh.coordinator.web.settings import parse_http_address
+
+    try:
+        host, port = parse_http_address(http)
+    except ValueError as exc:
+        raise fail(f"--http: {exc}", EXIT_USAGE) from None
+    if http != DEFAULT_HTTP:
+        return http
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return f"{host}:0"
+    return http
+
+
+def _token_query(keys: Path | None) -> str:
+    """``?token=...`` for the dashboard's URL when the cluster has keys."""
+    if keys is None:
+        return ""
+    from mesh.transport.keys import load_http_token
+
+    try:
+        return "?token=" + load_http_token(keys)
+    except MeshError:
+        return ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mesh.coordinator.web.settings import HttpSettings
 from mesh.protocol.messages import ChannelSettings
 from mesh.transport.curve import Curve
 
@@ -34,6 +35,9 @@ class CoordinatorConfig:
     # A connection sending this many malformed messages is cut (0: never).
     max_bad_messages: int = 100
     curve: Curve | None = None  # CURVE keys: every socket authenticated and encrypted
+    http: HttpSettings | None = None  # the dashboard and REST API (None: not served)
+    http_token: str | None = None  # what HTTP requests must carry (None: nothing)
+    jaeger_url: str | None = None  # where the dashboard links traces to
 
     @property
     def checkpoint_base(self) -> Path:

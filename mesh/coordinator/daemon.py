@@ -43,6 +43,8 @@ from mesh.coordinator.outbound import Caller, ControlOut
 from mesh.coordinator.registry import NodeRegistry
 from mesh.coordinator.requests import ClientRequests
 from mesh.coordinator.store import CheckpointStore
+from mesh.coordinator.web.history import HISTORY_INTERVAL_MS, JobHistory
+from mesh.coordinator.web.peek import PeekHub
 from mesh.errors import FrameError, MeshError
 from mesh.protocol import codec
 from mesh.protocol.messages import (
@@ -60,12 +62,14 @@ from mesh.protocol.messages import (
     ListJobs,
     ListNodes,
     NodeLeaving,
+    PeekSamples,
     RegisterNode,
     SourceWatermark,
     SubmitJob,
     TakeSavepoint,
     TaskUpdate,
 )
+from mesh.protocol.states import JobState
 from mesh.state.lock import StateDirLock
 from mesh.telemetry.instruments import register
 from mesh.time.clock import Clock, SystemClock
@@ -115,6 +119,9 @@ class _Parts:
     membership: NodeMembership
     lifecycle: JobLifecycle
     handlers: HandlerTable
+    requests: ClientRequests
+    peek: PeekHub
+    history: JobHistory
 
 
 class Coordinator:
@@ -126,6 +133,7 @@ class Coordinator:
         self.nodes = NodeRegistry()
         self.jobs = JobTable()
         self.endpoint: str | None = None
+        self.http_url: str | None = None  # the dashboard, once served
         self.drops = DropCounter(log)
         self._out = ControlOut(self.nodes)
         self._background = BackgroundTasks()
@@ -161,6 +169,7 @@ class Coordinator:
             clock=clock, nodes=nodes, jobs=jobs, store=store, out=out, lifecycle=lifecycle
         )
         aligner = WatermarkAligner(jobs, out)
+        peek = PeekHub(jobs=jobs, out=out, drops=self.drops)
 
         def job_ended(job: JobRecord) -> None:
             requests.job_ended(job)
@@ -178,6 +187,10 @@ class Coordinator:
         h.add(AckCheckpoint, _no_reply(lifecycle.on_ack_checkpoint))
         h.add(DeclineCheckpoint, _no_reply(lifecycle.on_decline_checkpoint))
         h.add(SourceWatermark, _no_reply(aligner.on_source_watermark))
+        h.add(
+            PeekSamples,
+            _no_reply(lambda msg: peek.on_samples(msg, clock.monotonic_ms(), clock.now_ms())),
+        )
         # client → coordinator
         h.add(SubmitJob, admission.on_submit)
         h.add(ListJobs, requests.on_list_jobs)
@@ -189,7 +202,14 @@ class Coordinator:
         h.add(ListCheckpoints, requests.on_list_checkpoints)
         h.add(ListNodes, requests.on_list_nodes)
         lifecycle.failover.resume()
-        return _Parts(membership=membership, lifecycle=lifecycle, handlers=h)
+        return _Parts(
+            membership=membership,
+            lifecycle=lifecycle,
+            handlers=h,
+            requests=requests,
+            peek=peek,
+            history=JobHistory(),
+        )
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
@@ -228,6 +248,9 @@ class Coordinator:
                     tg.start_soon(self._monitor, parts)
                     tg.start_soon(self._ticker, parts)
                     tg.start_soon(peers.watch)
+                    if self.config.http is not None:
+                        tg.start_soon(self._sample_history, parts)
+                        self.http_url = await tg.start(self._serve_http, store, parts)
                     log.info(
                         "coordinator listening on %s (%s)",
                         router.endpoint,
@@ -278,6 +301,48 @@ class Coordinator:
             now = self.clock.monotonic_ms()
             parts.membership.expire(now)
             parts.lifecycle.expire_cancellations(now)
+
+    async def _serve_http(
+        self,
+        store: CheckpointStore,
+        parts: _Parts,
+        *,
+        task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The dashboard and REST API (imported only when served)."""
+        from mesh.coordinator.web.app import Dashboard, build_app
+        from mesh.coordinator.web.server import HttpServer
+
+        assert self.config.http is not None
+        lifecycle = parts.lifecycle
+
+        def cancel(job: JobRecord) -> str:
+            if job.state is JobState.CANCELLING:
+                return "already cancelling"
+            lifecycle.cancel(job, "user")
+            return "cancelling"
+
+        dashboard = Dashboard(
+            clock=self.clock,
+            jobs=self.jobs,
+            nodes=self.nodes,
+            store=store,
+            requests=parts.requests,
+            cancel=cancel,
+            history=parts.history,
+            peek=parts.peek,
+            endpoint=lambda: self.endpoint,
+            token=self.config.http_token,
+            jaeger_url=self.config.jaeger_url,
+        )
+        await HttpServer(build_app(dashboard), self.config.http).run(task_status=task_status)
+
+    async def _sample_history(self, parts: _Parts) -> None:
+        """A point of every job's throughput a second; peeks nobody renews end."""
+        while True:
+            await self.clock.sleep_ms(HISTORY_INTERVAL_MS)
+            parts.history.sample(list(self.jobs.values()), self.clock.now_ms())
+            parts.peek.expire(self.clock.monotonic_ms())
 
     async def _ticker(self, parts: _Parts) -> None:
         """Drives the lifecycle's clock-driven work."""

@@ -3,6 +3,7 @@ collected records, savepoints, checkpoint history, nodes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from mesh.coordinator.checkpoints import SavepointRequest
@@ -121,29 +122,41 @@ class ClientRequests:
 
     def on_take_savepoint(self, caller: Caller, msg: TakeSavepoint) -> ErrorReply | None:
         """Take a savepoint (answered when it completes), then cancel if asked."""
-        job = self._jobs.find(msg.job_id)
-        if job.state is not JobState.RUNNING or job.checkpoints is None:
-            return ErrorReply(
-                f"job {job.job_id} is {job.state.value}: only a running job takes savepoints",
-                "not_running",
-            )
-        directory = (
-            Path(msg.directory)
-            if msg.directory
-            else Path(job.checkpoint_root).parent / "savepoints"
-        )
 
         def done(path: str | None, checkpoint_id: int, error: str | None) -> None:
             if path is None:
                 self._out.reply(
                     caller, ErrorReply(f"savepoint failed: {error}", "savepoint_failed")
                 )
-                return
-            self._out.reply(caller, SavepointTaken(path=path, checkpoint_id=checkpoint_id))
-            if msg.cancel and job.state is JobState.RUNNING:
-                self._lifecycle.cancel(job, "savepoint")
+            else:
+                self._out.reply(caller, SavepointTaken(path=path, checkpoint_id=checkpoint_id))
 
-        job.checkpoints.take_savepoint(SavepointRequest(directory=directory, done=done))
+        refused = self.take_savepoint(
+            self._jobs.find(msg.job_id), msg.directory or None, cancel=msg.cancel, done=done
+        )
+        return ErrorReply(refused, "not_running") if refused else None
+
+    def take_savepoint(
+        self,
+        job: JobRecord,
+        directory: str | None,
+        *,
+        cancel: bool,
+        done: Callable[[str | None, int, str | None], None],
+    ) -> str | None:
+        """Start a savepoint of ``job`` into ``directory`` (default: next to its
+        checkpoints); ``done(path, id, error)`` is called when it ends, after the job
+        started cancelling if ``cancel``. Returns why it cannot start, or None."""
+        if job.state is not JobState.RUNNING or job.checkpoints is None:
+            return f"job {job.job_id} is {job.state.value}: only a running job takes savepoints"
+        target = Path(directory) if directory else Path(job.checkpoint_root).parent / "savepoints"
+
+        def ended(path: str | None, checkpoint_id: int, error: str | None) -> None:
+            if path is not None and cancel and job.state is JobState.RUNNING:
+                self._lifecycle.cancel(job, "savepoint")
+            done(path, checkpoint_id, error)
+
+        job.checkpoints.take_savepoint(SavepointRequest(directory=target, done=ended))
         return None
 
     def on_list_checkpoints(self, caller: Caller, msg: ListCheckpoints) -> CheckpointList:

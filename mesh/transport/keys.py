@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +43,15 @@ __all__ = [
     "check_name",
     "generate_keys",
     "generation_targets",
+    "http_token_path",
+    "load_http_token",
     "load_pair",
     "load_public",
     "own_pair_names",
     "pair_path",
     "public_path",
     "server_key_paths",
+    "write_http_token",
 ]
 
 #: The allow-list directory inside a keys directory.
@@ -192,3 +196,41 @@ def load_public(paths: Sequence[Path]) -> bytes:
         f"no public key: none of {', '.join(str(p) for p in paths)} exists "
         "(copy the server's NAME.key there)"
     )
+
+
+#: The file of the coordinator's HTTP token, in the keys directory.
+HTTP_TOKEN_FILE = "http.token"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
+
+
+def http_token_path(directory: Path) -> Path:
+    """Where the coordinator's HTTP token is kept."""
+    return directory / HTTP_TOKEN_FILE
+
+
+def write_http_token(directory: Path, *, force: bool = False) -> Path | None:
+    """Write a new random HTTP token (mode 0600) unless one exists and not ``force``;
+    returns the file written, or None."""
+    path = http_token_path(directory)
+    if path.exists() and not force:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    _write(path, secrets.token_urlsafe(32) + "\n", 0o600)
+    return path
+
+
+def load_http_token(directory: Path) -> str:
+    """The HTTP token in ``directory``; ConfigError if it is missing or malformed."""
+    path = http_token_path(directory)
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no HTTP token: {path} does not exist (mesh keys generate {directory} writes one "
+            "next to existing keys)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the HTTP token {path}: {exc}") from None
+    if not _TOKEN.match(token):
+        raise ConfigError(f"{path} holds no HTTP token (expected 32-128 URL-safe characters)")
+    return token

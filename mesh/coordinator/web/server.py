@@ -1,0 +1,117 @@
+"""The HTTP server, as one more task of the coordinator's event loop (no thread, no
+process): uvicorn, given a socket we bound ourselves.
+
+Embedding uvicorn takes three things it does not do for a library caller: it must not
+take over SIGINT/SIGTERM (the daemon owns them), it must stop through ``should_exit``
+(cancelling ``serve()`` skips its shutdown and leaves the port listening), and that
+shutdown must run shielded from the cancellation that stops the coordinator. Slow
+clients never block the loop: responses are written through the transport's flow
+control, and open connections get at most ``_GRACE_S`` to finish at shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Iterator
+
+import anyio
+import anyio.abc
+import uvicorn
+from starlette.types import ASGIApp
+
+from mesh.coordinator.web.settings import HttpSettings
+from mesh.errors import ConfigError
+
+__all__ = ["HttpServer"]
+
+log = logging.getLogger("mesh.coordinator.http")
+
+# How long open requests may run on once the server is told to stop.
+_GRACE_S = 1
+
+
+class _EmbeddedServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, ready: anyio.Event) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the coordinator's own handlers stay in place
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._ready.set()
+
+
+class HttpServer:
+    """Serves ``app`` on the settings' address until cancelled."""
+
+    def __init__(self, app: ASGIApp, settings: HttpSettings) -> None:
+        self._app = app
+        self._settings = settings
+        self.url: str | None = None
+
+    def _bind(self) -> socket.socket:
+        s = self._settings
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((s.host, s.port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot serve HTTP on {s.host}:{s.port}: {exc}") from None
+        return sock
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; ``task_status.started(url)`` once listening."""
+        s = self._settings
+        sock = self._bind()
+        port = sock.getsockname()[1]
+        host = f"[{s.host}]" if ":" in s.host else s.host
+        self.url = f"{s.scheme}://{host}:{port}"
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=_GRACE_S,
+            ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
+            ssl_keyfile=str(s.tls_key) if s.tls_key else None,
+            server_header=False,
+        )
+        try:
+            config.load()
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise ConfigError(f"cannot load the HTTP TLS certificate or key: {exc}") from None
+        ready, ended = anyio.Event(), anyio.Event()
+        server = _EmbeddedServer(config, ready)
+        async with anyio.create_task_group() as tg:
+
+            async def serve() -> None:
+                try:
+                    with anyio.CancelScope(shield=True):  # let shutdown() run to its end
+                        await server.serve(sockets=[sock])
+                finally:
+                    ended.set()
+                    ready.set()
+
+            tg.start_soon(serve)
+            try:
+                await ready.wait()
+                if ended.is_set() or not server.started:
+                    raise ConfigError(f"the HTTP server on {self.url} did not start (see the log)")
+                log.info("dashboard and REST API at %s/", self.url)
+                task_status.started(self.url)
+                await ended.wait()
+            finally:
+                server.should_exit = True
