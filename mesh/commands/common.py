@@ -128,7 +128,7 @@ JaegerUrlOption = Annotated[
     typer.Option(
         "--jaeger-url",
         help="Jaeger's UI, like http://127.0.0.1:16686: the dashboard links checkpoints and "
-        "failovers to their traces [env MESH_JAEGER_URL]",
+        "failovers to their traces [env MESH_JAEGER_URL; default none]",
     ),
 ]
 PlacementOption = Annotated[

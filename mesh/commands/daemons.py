@@ -71,11 +71,15 @@ def coordinator(
     ] = None,
     http_tls_cert: Annotated[
         Path | None,
-        typer.Option(help="serve HTTPS with this certificate (PEM) [env MESH_HTTP_TLS_CERT]"),
+        typer.Option(
+            help="serve HTTPS with this certificate (PEM) [env MESH_HTTP_TLS_CERT; default none]"
+        ),
     ] = None,
     http_tls_key: Annotated[
         Path | None,
-        typer.Option(help="the private key (PEM) of --http-tls-cert [env MESH_HTTP_TLS_KEY]"),
+        typer.Option(
+            help="the private key (PEM) of --http-tls-cert [env MESH_HTTP_TLS_KEY; default none]"
+        ),
     ] = None,
     jaeger_url: JaegerUrlOption = None,
     log_level: LogLevelOption = None,

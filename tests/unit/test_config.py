@@ -82,6 +82,10 @@ def test_defaults_when_nothing_is_set() -> None:
         "otlp_endpoint": None,
         "metrics_port": 0,
         "metrics_host": "127.0.0.1",
+        "http": None,
+        "http_tls_cert": None,
+        "http_tls_key": None,
+        "jaeger_url": None,
         "log_level": "info",
         "log_format": "text",
     }
