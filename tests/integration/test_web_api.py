@@ -196,7 +196,8 @@ def test_watermarks_and_failovers_of_a_healthy_job(served: ServedJob) -> None:
     assert [row["subtask"] for row in marks["sources"]] == ["0.0", "0.1"]
     assert marks["windows"] == []
     failovers = get(served, f"/api/v1/jobs/{served.job_id}/failovers")
-    assert failovers["failures"] == [] and failovers["dead_letters"] == {
+    assert failovers["failures"] == [] and failovers["checkpoint_failures"] == []
+    assert failovers["dead_letters"] == {
         "total": 0,
         "by_subtask": [],
     }

@@ -202,7 +202,8 @@ def build_app(d: Dashboard) -> ASGIApp:
         return _json(views.checkpoints_view(j, d.store.history(j.job_id), limit, d.jaeger_url))
 
     async def failovers(request: Request) -> Response:
-        return _json(views.failovers_view(_job(d, request), d.jaeger_url))
+        j = _job(d, request)
+        return _json(views.failovers_view(j, d.store.history(j.job_id), d.jaeger_url))
 
     async def watermarks(request: Request) -> Response:
         return _json(views.watermarks_view(_job(d, request), now()))
@@ -218,6 +219,8 @@ def build_app(d: Dashboard) -> ASGIApp:
         )
 
     async def peek(request: Request) -> Response:
+        if request.method == "DELETE":
+            return await stop_peek(request)
         j = _job(d, request)
         task = _task(j, request)
         after = _int_param(request, "after", 0, 0, 2**53)
@@ -279,8 +282,8 @@ def build_app(d: Dashboard) -> ASGIApp:
         Route("/api/v1/jobs/{job_id}", job),
         Route("/api/v1/jobs/{job_id}/graph", graph),
         Route("/api/v1/jobs/{job_id}/tasks/{task_id}/subtasks", subtasks),
-        Route("/api/v1/jobs/{job_id}/tasks/{task_id}/peek", peek, methods=["GET"]),
-        Route("/api/v1/jobs/{job_id}/tasks/{task_id}/peek", stop_peek, methods=["DELETE"]),
+        # One route for both methods: a 405 must list them both in its Allow.
+        Route("/api/v1/jobs/{job_id}/tasks/{task_id}/peek", peek, methods=["GET", "DELETE"]),
         Route("/api/v1/jobs/{job_id}/checkpoints", checkpoints),
         Route("/api/v1/jobs/{job_id}/failovers", failovers),
         Route("/api/v1/jobs/{job_id}/watermarks", watermarks),

@@ -218,6 +218,15 @@ _SCHEMAS: dict[str, Any] = {
                 trace_url=_null(_S),
             )
         ),
+        checkpoint_failures=_list(
+            _obj(
+                checkpoint_id=_COUNT,
+                kind={"type": "string", "enum": [k.value for k in CheckpointKind]},
+                time_ms=_I,
+                reason=_S,
+                trace_url=_null(_S),
+            )
+        ),
         dead_letters=_obj(total=_COUNT, by_subtask=_list(_obj(subtask=_S, count=_COUNT))),
     ),
     "Watermark": _obj(

@@ -31,6 +31,8 @@ __all__ = [
     "watermarks_view",
 ]
 
+# Failed checkpoints listed with the failovers.
+_CHECKPOINT_FAILURES = 20
 # The size of a task's box in the drawing, and the space between boxes.
 _BOX = (200.0, 84.0)
 _GAP = (70.0, 30.0)
@@ -270,8 +272,12 @@ def checkpoints_view(
     }
 
 
-def failovers_view(job: JobRecord, jaeger_url: str | None) -> dict[str, Any]:
-    """A job's failures, newest last, with their causes, and its dead letters."""
+def failovers_view(
+    job: JobRecord, history: list[CheckpointRecord], jaeger_url: str | None
+) -> dict[str, Any]:
+    """A job's failures, newest last, with their causes; the checkpoints that failed
+    (the last few, newest last); and its dead letters."""
+    failed = [r for r in history if r.state is CheckpointOutcome.FAILED][-_CHECKPOINT_FAILURES:]
     by_subtask = [
         {"subtask": key, "count": m.dead_letters}
         for key, m in sorted(job.metrics.items(), key=lambda i: SubtaskRef.parse(i[0]))
@@ -294,6 +300,16 @@ def failovers_view(job: JobRecord, jaeger_url: str | None) -> dict[str, Any]:
                 "trace_url": trace_url(jaeger_url, f.get("trace_id")),
             }
             for f in job.failures
+        ],
+        "checkpoint_failures": [
+            {
+                "checkpoint_id": r.checkpoint_id,
+                "kind": r.kind.value,
+                "time_ms": r.ended_ms,
+                "reason": r.reason or "",
+                "trace_url": trace_url(jaeger_url, r.trace_id),
+            }
+            for r in failed
         ],
         "dead_letters": {
             "total": sum(d["count"] for d in by_subtask),
