@@ -9,6 +9,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,5 +134,7 @@ def serving_cluster(
                 await wait_for_state(client, job_id, ("RUNNING",))
                 return job_id
 
-        job_id = anyio.run(submit)
+        # In a thread of its own: a browser test's Playwright runs an event loop here.
+        with ThreadPoolExecutor(1) as pool:
+            job_id = pool.submit(anyio.run, submit).result()
         yield ServedJob(cluster, cluster.http_url, job_id, job_file)
