@@ -78,16 +78,17 @@
     `<span class="badge tone-${tone || TONES[text] || "grey"}">${esc(String(text).replace(/_/g, " "))}</span>`;
 
   // A small bar (SVG: no inline styles, so a strict CSP holds).
-  function bar(ratio, level) {
+  function bar(ratio, level, withNumber = true) {
     const r = isNum(ratio) ? Math.max(0, Math.min(1, ratio)) : 0;
     const lv = level || (r >= 0.5 ? "high" : r >= 0.1 ? "low" : "ok");
     return `<span class="bar"><svg width="56" height="6" aria-hidden="true"><rect class="bar-track" width="56" height="6" rx="3"/>` +
       `<rect class="bar-fill lvl-${lv}" width="${(56 * r).toFixed(1)}" height="6" rx="3"/></svg>` +
-      `<span class="bar-num">${isNum(ratio) ? pct(ratio) : "–"}</span></span>`;
+      (withNumber ? `<span class="bar-num">${isNum(ratio) ? pct(ratio) : "–"}</span>` : "") + `</span>`;
   }
 
+  const safeUrl = (url) => (typeof url === "string" && /^https?:\/\//i.test(url) ? url : null);
   const traceLink = (url) =>
-    url ? `<a class="trace" href="${esc(url)}" target="_blank" rel="noopener noreferrer">trace ↗</a>` : "";
+    safeUrl(url) ? `<a class="trace" href="${esc(url)}" target="_blank" rel="noopener noreferrer">trace ↗</a>` : "";
   const stat = (label, value, extra = "") =>
     `<div class="stat"><div class="stat-label">${esc(label)}</div><div class="stat-value">${value}</div>${extra}</div>`;
   const empty = (cols, text) => `<tr class="empty"><td colspan="${cols}">${esc(text)}</td></tr>`;
@@ -107,6 +108,35 @@
     while (kids.length > rows.length) tbody.lastElementChild.remove();
   }
 
+  // For big tables: rows are {attrs, cells: [[class, html], ...]}; only the cells whose
+  // markup changed are touched (no reparsing of whole rows every second).
+  function patchCells(tbody, rows) {
+    const kids = tbody.children;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i];
+      let tr = kids[i];
+      if (!tr || tr._attrs !== row.attrs || tr.cells.length !== row.cells.length) {
+        const tmp = document.createElement("tbody");
+        tmp.innerHTML = `<tr ${row.attrs}>${"<td></td>".repeat(row.cells.length)}</tr>`;
+        const fresh = tmp.firstElementChild;
+        fresh._attrs = row.attrs;
+        if (tr) tr.replaceWith(fresh); else tbody.appendChild(fresh);
+        tr = fresh;
+      }
+      const tds = tr.cells;
+      for (let c = 0; c < row.cells.length; c++) {
+        const [cls, html] = row.cells[c];
+        const td = tds[c];
+        if (td._cls !== cls) { td.className = cls; td._cls = cls; }
+        if (td._src !== html) {
+          if (/[<&]/.test(html)) td.innerHTML = html; else td.textContent = html;
+          td._src = html;
+        }
+      }
+    }
+    while (kids.length > rows.length) tbody.lastElementChild.remove();
+  }
+
   // Set innerHTML only when it differs from what was set last time.
   function setHtml(el, html) {
     if (el && el._src !== html) { el.innerHTML = html; el._src = html; }
@@ -115,7 +145,7 @@
   // ---------- the API ----------
 
   class ApiError extends Error {
-    constructor(status, message, field) { super(message); this.status = status; this.field = field; }
+    constructor(status, message, field, code) { super(message); this.status = status; this.field = field; this.code = code; }
   }
 
   async function api(path, options = {}) {
@@ -133,11 +163,13 @@
     }
     connection(true);
     let body = null;
-    try { body = await res.json(); } catch (e) { body = null; }
+    if (res.status !== 204) {
+      try { body = await res.json(); } catch (e) { body = null; }
+    }
     if (res.status === 401) { authRequired(); throw new ApiError(401, "unauthorized", null); }
     if (!res.ok) {
       const msg = (body && body.error) || `${res.status} ${res.statusText}`;
-      throw new ApiError(res.status, msg, body && body.field);
+      throw new ApiError(res.status, msg, body && body.field, body && body.code);
     }
     return body;
   }
@@ -212,8 +244,9 @@
     return el;
   }
 
-  function confirmDialog(title, text, confirmLabel, dismissLabel) {
+  function confirmDialog(title, text, confirmLabel, dismissLabel, danger) {
     const dlg = $("#confirm-dialog");
+    $("[data-confirm]", dlg).className = `btn ${danger ? "btn-danger" : "btn-primary"}`;
     $("#confirm-title").textContent = title;
     $("#confirm-text").innerHTML = text;
     $("[data-confirm]", dlg).textContent = confirmLabel;
@@ -244,20 +277,23 @@
     },
   };
 
+  const CANCELLABLE = new Set(["CREATED", "SCHEDULING", "RUNNING", "RESTARTING"]);
+
   function actionButtons(job) {
-    if (job.state !== "RUNNING") return "";
+    if (!CANCELLABLE.has(job.state)) return "";
     const dis = busy.has(job.job_id) ? " disabled" : "";
     const b = (action, label, cls) =>
       `<button type="button" class="btn btn-sm ${cls}" data-action="${action}" data-job-id="${esc(job.job_id)}" ` +
       `data-job-name="${esc(job.name)}"${dis}>${label}</button>`;
-    return `<div class="actions">${b("savepoint", "Savepoint", "")}${b("cancel-savepoint", "Cancel with savepoint", "")}` +
+    const running = job.state === "RUNNING"; // a savepoint needs every task running
+    return `<div class="actions">${running ? b("savepoint", "Savepoint", "") + b("cancel-savepoint", "Cancel with savepoint", "") : ""}` +
       `${b("cancel", "Cancel", "btn-danger-soft")}</div>`;
   }
 
   async function runAction(action, jobId, jobName) {
     const a = ACTIONS[action];
     const who = `${esc(jobName)}</b> <span class="mono muted">${esc(shortId(jobId))}</span><b>`;
-    if (!(await confirmDialog(a.title, a.text(who), a.confirm, a.dismiss))) return;
+    if (!(await confirmDialog(a.title, a.text(who), a.confirm, a.dismiss, action !== "savepoint"))) return;
     try {
       if (action === "cancel") {
         const res = await api(`jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST" });
@@ -266,7 +302,11 @@
         await savepoint(jobId, jobName, action === "cancel-savepoint");
       }
     } catch (e) {
-      notice(`${esc(a.confirm)} failed for <b>${esc(jobName)}</b>: ${esc(e.message)}`, "error", true);
+      if (e.code === "savepoint_pending") {
+        notice(`The savepoint of <b>${esc(jobName)}</b> is still being taken; it will be listed under Checkpoints.`, "info", true);
+      } else {
+        notice(`${esc(a.confirm)} failed for <b>${esc(jobName)}</b>: ${esc(e.message)}`, "error", true);
+      }
     }
     kickAll();
   }
@@ -301,7 +341,7 @@
     const jobs = Object.entries(o.jobs || {}).filter(([, n]) => n > 0)
       .map(([s, n]) => `<span class="chip"><span class="dot tone-${TONES[s] || "grey"}"></span>${esc(s.toLowerCase())} <b>${n}</b></span>`).join("");
     const free = o.slots ? `${o.slots.free}/${o.slots.total}` : "–";
-    const jaeger = o.jaeger_url ? `<a class="chip" href="${esc(o.jaeger_url)}" target="_blank" rel="noopener noreferrer">Jaeger ↗</a>` : "";
+    const jaeger = safeUrl(o.jaeger_url) ? `<a class="chip" href="${esc(o.jaeger_url)}" target="_blank" rel="noopener noreferrer">Jaeger ↗</a>` : "";
     setHtml($("#cluster"),
       `<span class="chip" title="coordinator ${esc(o.coordinator)}"><b>${esc(o.nodes)}</b> nodes</span>` +
       `<span class="chip"><b>${esc(free)}</b> slots free</span>${jobs}${jaeger}` +
@@ -409,9 +449,9 @@
       if (!scope.alive) return;
       route.metrics = m.points || [];
       const spark = $("#spark-out");
-      if (spark) spark.innerHTML = sparkline(route.metrics.map((p) => p.out_rate), 110, 26);
+      if (spark) setHtml(spark, sparkline(route.metrics.map((p) => p.out_rate), 110, 26));
       const chart = $("#chart");
-      if (chart) chart.innerHTML = rateChart(route.metrics, chart.clientWidth || 800, 150);
+      if (chart) setHtml(chart, rateChart(route.metrics, chartWidth(chart), 150));
     });
     showTab(tab);
   }
@@ -424,7 +464,7 @@
     setHtml($("#job-actions"), actionButtons(j));
     const t = j.totals || {};
     const progress = isNum(j.source_progress)
-      ? stat("Input read", pct(j.source_progress), `<div class="progress">${bar(j.source_progress, "ok")}</div>`) : "";
+      ? stat("Input read", pct(j.source_progress), `<div class="progress">${bar(j.source_progress, "ok", false)}</div>`) : "";
     const ck = j.latest_checkpoint;
     setHtml($("#job-stats"),
       stat("Uptime", fmtDuration(j.uptime_ms)) +
@@ -438,7 +478,6 @@
       stat("Late records", fmtInt(j.late_records)) +
       stat("Last checkpoint", ck ? `#${esc(ck.checkpoint_id)} <span class="muted">${fmtAgo(ck.ended_ms || ck.triggered_ms)}</span>` : "–") +
       progress);
-    if ($("#spark-out")) $("#spark-out").innerHTML = sparkline(route.metrics.map((p) => p.out_rate), 110, 26);
     const waiting = j.waiting_for_slots ? `<div class="banner banner-warn">Waiting for slots: the job needs ${esc(j.slots_needed)}.</div>` : "";
     setHtml($("#job-error"), (j.error ? `<div class="banner banner-error"><b>Error:</b> ${esc(j.error)}</div>` : "") + waiting);
   }
@@ -459,6 +498,15 @@
 
   // ---------- charts ----------
 
+  // The chart's width, measured once and again after a resize (measuring every second
+  // would force a layout of the page).
+  let chartW = null;
+  window.addEventListener("resize", () => { chartW = null; });
+  function chartWidth(el) {
+    if (chartW === null) chartW = el.clientWidth || 800;
+    return chartW;
+  }
+
   function sparkline(values, w, h) {
     if (values.length < 2) return "";
     const max = Math.max(...values, 1);
@@ -468,23 +516,34 @@
       `<polygon class="spark-area" points="0,${h} ${pts} ${w},${h}"/><polyline class="spark-line" points="${pts}"/></svg>`;
   }
 
+  function niceMax(v) {
+    const e = Math.pow(10, Math.floor(Math.log10(v)));
+    const f = v / e;
+    return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * e;
+  }
+
   function rateChart(points, w, h) {
     if (points.length < 2) return `<div class="chart-empty muted">No throughput yet: the chart fills while the job runs.</div>`;
     const padL = 48, padR = 8, padT = 8, bpH = 14, padB = 20 + bpH;
     const iw = w - padL - padR, ih = h - padT - padB;
-    const max = Math.max(1, ...points.map((p) => Math.max(p.in_rate, p.out_rate)));
+    const max = niceMax(Math.max(1, ...points.map((p) => Math.max(p.in_rate, p.out_rate))));
     const t0 = points[0].time_ms, t1 = points[points.length - 1].time_ms, span = Math.max(1, t1 - t0);
     const x = (t) => padL + ((t - t0) / span) * iw;
     const y = (v) => padT + ih - (v / max) * ih;
-    const line = (key) => points.map((p) => `${x(p.time_ms).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
+    // A 5-second moving average: per-second rates of a bursty job are mostly noise.
+    const smooth = (key) => points.map((p, i) => {
+      const win = points.slice(Math.max(0, i - 2), i + 3);
+      return win.reduce((sum, q) => sum + q[key], 0) / win.length;
+    });
+    const line = (key) => smooth(key).map((v, i) => `${x(points[i].time_ms).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
     const grid = [0, 0.5, 1].map((f) =>
       `<line class="grid" x1="${padL}" x2="${w - padR}" y1="${y(max * f).toFixed(1)}" y2="${y(max * f).toFixed(1)}"/>` +
       `<text class="axis" x="${padL - 6}" y="${(y(max * f) + 4).toFixed(1)}" text-anchor="end">${fmtCompact(max * f)}</text>`).join("");
     const bw = iw / points.length;
     const bpY = h - bpH;
-    const bp = points.map((p) => {
+    const bp = points.map((p, i) => {
       const lv = p.backpressure_ratio >= 0.5 ? "high" : p.backpressure_ratio >= 0.1 ? "low" : "ok";
-      return `<rect class="bp-cell lvl-${lv}" x="${(x(p.time_ms) - bw / 2).toFixed(1)}" y="${bpY}" width="${(bw + 0.5).toFixed(1)}" height="${bpH - 4}"/>`;
+      return `<rect class="bp-cell lvl-${lv}" x="${(padL + i * bw).toFixed(1)}" y="${bpY}" width="${Math.max(0.5, bw - (bw > 4 ? 1 : 0)).toFixed(1)}" height="${bpH - 4}"/>`;
     }).join("");
     const mins = Math.round(span / 60000);
     return `<svg class="chart" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" role="img" aria-label="records per second over time">` +
@@ -504,9 +563,10 @@
       `<span><i class="sw lvl-high"></i>high backpressure</span><span class="muted">bar: worst subtask's share of time ` +
       `waiting to send · click a task for its subtasks</span></div></div>` +
       `<div class="card chart-card"><div class="chart-head"><h3>Throughput</h3><span class="legend-inline">` +
-      `<span><i class="ln ln-in"></i>records/s in</span><span><i class="ln ln-out"></i>records/s out</span>` +
-      `<span class="muted">bp strip: max backpressure</span></span></div><div id="chart">` +
-      rateChart(route.metrics, body.clientWidth || 800, 150) + `</div></div>`;
+      `<span><i class="ln ln-in"></i>records/s in</span><span><i class="ln ln-out"></i>records/s out</span><span class="muted">5 s average</span>` +
+      `<span class="muted">bp strip: max backpressure</span></span></div><div id="chart"></div></div>`;
+    chartW = null;
+    setHtml($("#chart"), rateChart(route.metrics, chartWidth($("#chart")), 150));
     const graphEl = $("#graph");
     graphEl.addEventListener("click", (ev) => {
       const g = ev.target.closest("[data-task]");
@@ -561,6 +621,17 @@
     return text.length > n ? text.slice(0, n - 1) + "…" : text;
   }
 
+  // Shorten task names that would run into "p=N" (measured, so any font works).
+  function fitNames(svg) {
+    for (const text of svg.querySelectorAll(".task-name")) {
+      const box = text.closest("[data-task]").querySelector(".task-box");
+      const max = Number(box.getAttribute("width")) - 62;
+      const full = text.textContent;
+      let n = full.length;
+      while (n > 3 && text.getComputedTextLength() > max) text.textContent = full.slice(0, --n) + "…";
+    }
+  }
+
   function drawGraph(el, g) {
     const w = g.width + PAD * 2, h = g.height + PAD * 2;
     const edges = g.edges.map((e) => {
@@ -569,14 +640,18 @@
       return `<g class="edge" data-edge="${esc(e.source)}-${esc(e.target)}"><polyline points="${pts}" marker-end="url(#arrow)"/>` +
         `<text class="edge-label" x="${mx.toFixed(1)}" y="${(my - 6).toFixed(1)}" text-anchor="middle">${esc(e.partitioning)}</text></g>`;
     }).join("");
+    const clips = new Map();
     const tasks = g.tasks.map((t) => {
       const tw = t.width, th = t.height, bw = tw - 86;
+      const size = `${tw}x${th}`;
+      if (!clips.has(size)) clips.set(size, `<clipPath id="clip-${clips.size}"><rect width="${tw}" height="${th}" rx="8"/></clipPath>`);
+      const clipId = `clip-${[...clips.keys()].indexOf(size)}`;
       return `<g class="task" data-task="${esc(t.id)}" transform="translate(${t.x},${t.y})" tabindex="0" role="button" aria-label="task ${esc(t.name)}">` +
         `<title>${esc(t.name)} (task ${esc(t.id)}, p=${esc(t.parallelism)})</title>` +
         `<rect class="task-outline" x="-4" y="-4" width="${tw + 8}" height="${th + 8}" rx="11"/>` +
         `<rect class="task-box" width="${tw}" height="${th}" rx="8"/>` +
-        `<rect class="task-stripe" width="5" height="${th}" rx="2"/>` +
-        `<text class="task-name" x="14" y="22">${esc(clip(t.name, tw - 62))}</text>` +
+        `<rect class="task-stripe" width="5" height="${th}" clip-path="url(#${clipId})"/>` +
+        `<text class="task-name" x="14" y="22">${esc(clip(t.name, tw - 62, 5))}</text>` +
         `<text class="task-par" x="${tw - 10}" y="22" text-anchor="end">p=${esc(t.parallelism)}</text>` +
         `<text class="task-rates" x="14" y="46"><tspan class="k">in </tspan><tspan data-rate-in>0</tspan>` +
         `<tspan class="k">/s · out </tspan><tspan data-rate-out>0</tspan><tspan class="k">/s</tspan></text>` +
@@ -589,8 +664,9 @@
     el.innerHTML =
       `<svg class="graph-svg" viewBox="${-PAD} ${-PAD} ${w} ${h}" width="100%" preserveAspectRatio="xMidYMin meet" role="img" aria-label="task graph">` +
       `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse">` +
-      `<path d="M0,1 L9,5 L0,9 z"/></marker></defs><g class="edges">${edges}</g><g class="tasks">${tasks}</g></svg>`;
+      `<path d="M0,1 L9,5 L0,9 z"/></marker>${[...clips.values()].join("")}</defs><g class="edges">${edges}</g><g class="tasks">${tasks}</g></svg>`;
     const svg = el.firstElementChild;
+    fitNames(svg);
     svg.style.maxWidth = `${Math.round(w * 1.15)}px`; // scale down to fit, never up by much
   }
 
@@ -655,20 +731,24 @@
       if (!scope.alive) return;
       $("#panel-title").textContent = s.name;
       $("#panel-sub").textContent = `task ${s.task} · p=${s.parallelism}`;
-      patchRows($("[data-subtasks]", el), s.subtasks.map(subtaskRow));
+      patchCells($("[data-subtasks]", el), s.subtasks.map(subtaskRow));
     });
   }
 
   function subtaskRow(s) {
-    const lagCls = isNum(s.watermark_lag_ms) && s.watermark_lag_ms > 60000 ? " warn" : "";
-    return `<tr data-subtask="${esc(s.subtask)}"><td class="mono">${esc(s.subtask)}</td><td>${esc(s.node ?? "–")}</td>` +
-      `<td class="num">${esc(s.slot ?? "–")}</td><td>${badge(s.state)}</td>` +
-      `<td class="num">${fmtCompact(s.records_in)}</td><td class="num">${fmtCompact(s.records_out)}</td>` +
-      `<td class="num">${fmtCompact(s.in_rate)}</td><td class="num">${fmtCompact(s.out_rate)}</td>` +
-      `<td>${bar(s.backpressure_ratio, s.backpressure_level)}</td><td>${s.input_fill == null ? "–" : bar(s.input_fill)}</td>` +
-      `<td class="mono small" title="${esc(fmtIso(s.watermark))}">${s.watermark == null ? "–" : esc(fmtIso(s.watermark).slice(11, 23))}</td>` +
-      `<td class="num${lagCls}">${fmtDuration(s.watermark_lag_ms)}</td>` +
-      `<td class="num${s.dead_letters ? " bad" : ""}">${fmtInt(s.dead_letters)}</td></tr>`;
+    const lag = isNum(s.watermark_lag_ms) && s.watermark_lag_ms > 60000 ? " warn" : "";
+    return {
+      attrs: `data-subtask="${esc(s.subtask)}"`,
+      cells: [
+        ["mono", esc(s.subtask)], ["", esc(s.node ?? "–")], ["num", esc(s.slot ?? "–")], ["", badge(s.state)],
+        ["num", fmtCompact(s.records_in)], ["num", fmtCompact(s.records_out)],
+        ["num", fmtCompact(s.in_rate)], ["num", fmtCompact(s.out_rate)],
+        ["", bar(s.backpressure_ratio, s.backpressure_level)], ["", s.input_fill == null ? "–" : bar(s.input_fill)],
+        ["mono small", s.watermark == null ? "–" : esc(fmtIso(s.watermark).slice(11, 23))],
+        ["num" + lag, fmtDuration(s.watermark_lag_ms)],
+        ["num" + (s.dead_letters ? " bad" : ""), fmtInt(s.dead_letters)],
+      ],
+    };
   }
 
   function closePanel() {
@@ -702,7 +782,10 @@
       try {
         res = await api(`${url}?${q}`);
       } catch (e) {
-        if (scope.alive) status.textContent = `Peek failed: ${e.message}`;
+        if (scope.alive && e.status >= 400) {
+          stopPeek();
+          status.textContent = `Peek stopped: ${e.message}`;
+        }
         throw e;
       }
       if (!scope.alive) return;
@@ -710,6 +793,7 @@
       seen += res.records.length;
       appendRecords(list, res.records);
       status.textContent = `Sampling, at most ${res.max_per_second}/s · ${seen} record${seen === 1 ? "" : "s"} seen, last 100 kept`;
+      if (!res.records.length && !seen) status.textContent = `Sampling, at most ${res.max_per_second}/s · waiting for records…`;
     });
   }
 
@@ -734,6 +818,8 @@
     if (!panel.peek) return;
     killScope(panel.peek);
     panel.peek = null;
+    // Tell the coordinator now rather than letting the lease run out.
+    api(`jobs/${encodeURIComponent(route.jobId)}/tasks/${encodeURIComponent(panel.task)}/peek`, { method: "DELETE" }).catch(() => {});
     const el = $("#panel");
     if (!el) return;
     $("[data-peek-start]", el).hidden = false;
@@ -767,7 +853,7 @@
         (c.restored_from ? stat("Restored from", `<span class="mono small path">${esc(c.restored_from)}</span>`) : "") +
         `</div>` + (c.last_failure ? `<div class="banner banner-warn"><b>Last failure:</b> ${esc(c.last_failure)}</div>` : ""));
       patchRows($("#ck-history"), c.history.length ? c.history.map((r) =>
-        `<tr data-checkpoint="${esc(r.checkpoint_id)}"><td class="num mono">${esc(r.checkpoint_id)}</td><td>${badge(r.kind)}</td>` +
+        `<tr data-checkpoint="${esc(r.checkpoint_id)}"><td class="num mono">${esc(r.checkpoint_id)}</td><td>${r.kind === "savepoint" ? badge(r.kind) : `<span class="kind">${esc(r.kind)}</span>`}</td>` +
         `<td>${badge(r.state)}${r.reason ? `<div class="reason">${esc(r.reason)}</div>` : ""}</td>` +
         `<td title="${esc(fmtIso(r.triggered_ms))}">${fmtClock(r.triggered_ms)} <span class="muted">${fmtAgo(r.triggered_ms)}</span></td>` +
         `<td class="num">${fmtDuration(r.duration_ms)}</td><td class="num">${fmtBytes(r.size_bytes)}</td>` +
@@ -793,8 +879,7 @@
       if (!scope.alive) return;
       setHtml($("#fo-summary"), `<h3 class="card-title">Restarts</h3><div class="stats stats-col">` +
         stat("State", badge(f.state)) + stat("Attempt", esc(f.attempt)) + stat("Restarts", esc(f.restarts)) +
-        stat("Restart strategy", `<span class="mono small">${esc(f.restart_strategy)}</span>`) + `</div>` +
-        (f.error ? `<div class="banner banner-error">${esc(f.error)}</div>` : ""));
+        stat("Restart strategy", `<span class="mono small">${esc(f.restart_strategy)}</span>`) + `</div>`);
       const d = f.dead_letters;
       setHtml($("#fo-dead"), `<div class="big-num${d.total ? " bad" : ""}">${fmtInt(d.total)}</div>` +
         (d.by_subtask.length ? `<table class="table dense"><thead><tr><th>Subtask</th><th class="num">Records</th></tr></thead><tbody>` +
@@ -804,21 +889,27 @@
       if (key === last) return; // keep expanded tracebacks open
       last = key;
       const items = f.failures.slice().reverse();
-      $("#fo-timeline").innerHTML = items.length ? `<ol class="timeline">` + items.map((x) =>
-        `<li class="tl-item" data-failure-attempt="${esc(x.attempt)}"><span class="tl-dot tone-${TONES[x.cause] || "red"}"></span>` +
+      const timeline = $("#fo-timeline");
+      const open = new Set($$("details[open]", timeline).map((d) => d.closest("[data-failure]").dataset.failure));
+      timeline.innerHTML = items.length ? `<ol class="timeline">` + items.map((x) =>
+        `<li class="tl-item" data-failure="${esc(x.time_ms)}-${esc(x.attempt)}" data-failure-attempt="${esc(x.attempt)}"><span class="tl-dot tone-${TONES[x.cause] || "red"}"></span>` +
         `<div class="tl-head"><time title="${esc(fmtIso(x.time_ms))}">${fmtClock(x.time_ms)}</time>` +
         `<span class="muted">${fmtAgo(x.time_ms)}</span><span>attempt ${esc(x.attempt)}</span>${badge(x.cause)}${traceLink(x.trace_url)}</div>` +
         `<div class="tl-summary">${esc(x.summary || "(no message)")}</div>` +
         (x.error && x.error.trim() !== (x.summary || "").trim()
           ? `<details><summary>Full error</summary><pre>${esc(x.error)}</pre></details>` : "") + `</li>`).join("") + `</ol>`
         : `<p class="muted pad">No failures: attempt ${esc(f.attempt)} has run since the start.</p>`;
+      $$("[data-failure]", timeline).forEach((li) => {
+        const d = $("details", li);
+        if (d && open.has(li.dataset.failure)) d.open = true;
+      });
     });
   }
 
   // ---------- watermarks tab ----------
 
   function watermarksTab(body, scope, id) {
-    const table = (title, tid) => `<div class="card table-card"><h3 class="card-title">${title}</h3><table class="table"><thead><tr>` +
+    const table = (title, tid) => `<div class="card table-card"><h3 class="card-title">${title}</h3><table class="table wm-table"><thead><tr>` +
       `<th>Task</th><th>Subtask</th><th>Watermark (UTC)</th><th class="num">Lag</th><th class="num">Late records</th></tr></thead>` +
       `<tbody id="${tid}"></tbody></table></div>`;
     body.innerHTML = table("Sources", "wm-sources") + table("Windows", "wm-windows");
@@ -855,7 +946,8 @@
       const names = new Map();
       res.nodes.forEach((n) => n.slot_usage.forEach((s) => s.subtasks.forEach((x) => names.set(x.job_id, x.job_name))));
       setHtml($("#nodes-legend"), [...names].map(([jid, name]) =>
-        `<span><i class="sw ${jobTone(jid, order)}"></i>${esc(name)} <span class="mono muted">${esc(shortId(jid))}</span></span>`).join(""));
+        `<span><i class="sw ${jobTone(jid, order)}"></i>${esc(name)} <span class="mono muted">${esc(shortId(jid))}</span></span>`).join("") +
+        `<span><span class="colo">group</span> co-location group</span>`);
       setHtml($("#nodes"), res.nodes.length ? res.nodes.map((n) => nodeCard(n, order)).join("")
         : `<div class="card pad muted">No nodes registered.</div>`);
     });
@@ -869,7 +961,7 @@
         `<li class="${jobTone(x.job_id, order)}" title="${esc(x.job_name)} · ${esc(x.name)} · subtask ${esc(x.subtask)}` +
         `${x.slot_sharing_group ? " · sharing group " + esc(x.slot_sharing_group) : ""}">` +
         `<span class="sub-idx mono">${esc(x.subtask)}</span><span class="sub-name">${esc(x.name)}</span>` +
-        (x.co_location_group ? `<span class="colo" title="co-location group ${esc(x.co_location_group)}">⛓ ${esc(x.co_location_group)}</span>` : "") +
+        (x.co_location_group ? `<span class="colo" title="co-location group ${esc(x.co_location_group)}">${esc(x.co_location_group)}</span>` : "") +
         `</li>`).join("");
       const job = s.subtasks[0] ? s.subtasks[0].job_name : s.job_id ? shortId(s.job_id) : "";
       return `<div class="slot slot-${esc(s.state)}" data-slot="${esc(s.slot)}"><div class="slot-head"><span>slot ${esc(s.slot)}</span>` +
