@@ -45,6 +45,7 @@ from mesh.protocol.messages import (
     Heartbeat,
     HeartbeatAck,
     NodeLeaving,
+    PeekTask,
     PeerAddress,
     RegisterNode,
     RegisterReply,
@@ -376,6 +377,14 @@ class Node:
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None and msg.completed:
                 runtime.checkpoint_completed(msg.checkpoint_id, msg.trace)
+        elif isinstance(msg, PeekTask):
+            # Not _runtime(): a peek at an attempt that ended is routine (the dashboard
+            # asks until it hears of the restart), not a dropped message.
+            runtime = self.jobs.get(msg.job_id)
+            if runtime is not None and runtime.attempt == msg.attempt:
+                runtime.peek(msg)
+            else:
+                log.debug("peek at job %s attempt %d: not running here", msg.job_id, msg.attempt)
         elif isinstance(msg, CommitFinal):
             runtime = self._runtime(msg.job_id, msg.attempt)
             if runtime is not None:

@@ -8,10 +8,15 @@ set aside on its operator's dead-letter edge and the rest of the batch goes on.
 
 It is synchronous: the subtask loop awaits around it (state I/O, backpressure), the
 event-time collaborator pushes what timers emit through it.
+
+Everything the chain hands on — to its output edges, or to its sink — passes one spot at
+the end of ``push``, where a peek (``mesh.node.runtime.peek``) taps it while one runs; at
+other times that costs a single ``is None`` test per batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mesh.errors import RecordError
@@ -25,10 +30,14 @@ from mesh.node.runtime.output import EdgeWriter
 # Records of an operator's ``finish`` output pushed down the chain at a time.
 _FINISH_SLICE = 1024
 
-__all__ = ["Chain", "SideOutputs"]
+__all__ = ["Chain", "PeekTap", "SideOutputs"]
 
 #: Side-output edges by operator uid and tag (dead letters among them).
 SideOutputs = dict[str, dict[str, list[EdgeWriter]]]
+
+#: Sees each batch the chain hands on, before the edges or the sink get it; must not
+#: change it.
+PeekTap = Callable[[list[Any]], None]
 
 
 class Chain:
@@ -61,6 +70,8 @@ class Chain:
         # The chain head, when its keyed state must be loaded/stored around each batch.
         head = self.transforms[0] if self.transforms else None
         self.io_head = head if head is not None and head.backend and head.backend.needs_io else None
+        #: What a running peek taps the chain's output with (None: no peek, the usual).
+        self.peek: PeekTap | None = None
 
     def push(self, batch: list[Any], stamps: list[int] | None, start: int = 0) -> None:
         """Run ``batch`` (with its event ``stamps``, if it has any) through the chain from
@@ -78,6 +89,8 @@ class Chain:
             if not batch:
                 return
         self.metrics.records_out += len(batch)
+        if self.peek is not None:  # the one test a batch pays while nobody peeks
+            self.peek(batch)
         if self.sink is not None:
             self.sink.process(batch)
         for writer in self._outputs:

@@ -6,7 +6,8 @@ wires the subtasks placed here (``JobWiring``: input gates, output channels, loc
 remote, operators) and registers the channels with the node's network. ``run`` starts every
 subtask; each one's end (FINISHED, FAILED with its traceback, CANCELED) is reported
 through ``on_update``. A failed subtask does not stop its siblings here: the coordinator
-decides what happens to the job.
+decides what happens to the job. While it runs, ``peek`` shows the coordinator a sample
+of what a task's subtasks emit (``JobPeeks``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mesh.node.dataplane.network import NodeNetwork
 from mesh.node.operators.context import TaskContext
 from mesh.node.runtime.bundle import extract_bundle
 from mesh.node.runtime.eventtime import EventTimeSettings
+from mesh.node.runtime.peeking import JobPeeks
 from mesh.node.runtime.record_traces import RecordSampler, RecordTraces
 from mesh.node.runtime.recoverable import non_recoverable_cause
 from mesh.node.runtime.restore import RestorePoint
@@ -50,6 +52,7 @@ from mesh.protocol.messages import (
     CollectBatch,
     DeclineCheckpoint,
     DeployTasks,
+    PeekTask,
     SnapshotFile,
     SourceWatermark,
     SubtaskMetrics,
@@ -100,6 +103,8 @@ class JobRuntime:
         # Failed subtasks whose error no restart can fix.
         self._unrecoverable: set[str] = set()
         self._scope: anyio.CancelScope | None = None
+        # The peeks at local subtasks, while the attempt runs (None: not running).
+        self._peeks: JobPeeks | None = None
         self._module_names: list[str] = []
         self.started = False  # run() was called
         self._cancel_requested = False
@@ -271,6 +276,8 @@ class JobRuntime:
 
     def _reporter(self, subtask: str) -> Callable[[SubtaskRunner], None]:
         def report(runner: SubtaskRunner) -> None:
+            if runner.state is not TaskState.RUNNING:  # ENDING: it emits nothing more
+                self._unpeek(subtask)
             self._report(subtask, runner)
 
         return report
@@ -335,11 +342,22 @@ class JobRuntime:
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
+                self._peeks = JobPeeks(
+                    tg,
+                    job_id=self.job_id,
+                    attempt=self.attempt,
+                    clock=self._clock,
+                    runners=self.runners,
+                    send=self._send,
+                )
                 if self._cancel_requested:
                     tg.cancel_scope.cancel()
                 for subtask, runner in self.runners.items():
                     tg.start_soon(self._run_one, subtask, runner)
         finally:
+            if self._peeks is not None:
+                self._peeks.close()
+                self._peeks = None
             self.dispose()
 
     async def _run_one(self, subtask: str, runner: SubtaskRunner) -> None:
@@ -358,12 +376,32 @@ class JobRuntime:
                 except BaseException as exc:  # user code may raise SystemExit: it fails the task
                     self._failed(subtask, runner, unwrap(exc))
         finally:
+            self._unpeek(subtask)
             if runner.state in (TaskState.RUNNING, TaskState.ENDING):
                 if subtask in self._failures:  # a broken channel cancelled the subtask
                     self._failed(subtask, runner, self._failures[subtask])
                 else:
                     runner.state = TaskState.CANCELED
             self._report(subtask, runner)
+
+    def peek(self, msg: PeekTask) -> None:
+        """Start, renew or stop showing the coordinator what task ``msg.task``'s subtasks
+        here emit; asked of an attempt that does not run (yet, or any more), or of a
+        task with no running subtask here, it does nothing."""
+        peeks = self._peeks
+        chosen = peeks.ask(msg.task, msg.max_per_second, msg.lease_ms) if peeks else []
+        if not chosen:
+            log.debug(
+                "peek at task %d of job %s attempt %d: no running subtask of it here",
+                msg.task,
+                self.job_id,
+                self.attempt,
+            )
+
+    def _unpeek(self, subtask: str) -> None:
+        """``subtask`` emits nothing more: its peek ends."""
+        if self._peeks is not None:
+            self._peeks.subtask_ended(subtask)
 
     def _failed(self, subtask: str, runner: SubtaskRunner, exc: BaseException) -> None:
         runner.state = TaskState.FAILED

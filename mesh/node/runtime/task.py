@@ -56,7 +56,7 @@ from mesh.node.runtime.alignment import (
     TakeSnapshot,
     UnblockAll,
 )
-from mesh.node.runtime.chain import Chain, SideOutputs
+from mesh.node.runtime.chain import Chain, PeekTap, SideOutputs
 from mesh.node.runtime.eventtime import EventTime, EventTimeSettings
 from mesh.node.runtime.metrics import TaskMetrics
 from mesh.node.runtime.output import EdgeWriter
@@ -290,6 +290,10 @@ class SubtaskRunner:
             await self.clock.sleep_ms(interval)
             for writer in self.writers:
                 writer.flush()
+
+    def set_peek(self, tap: PeekTap | None) -> None:
+        """Show ``tap`` every batch the chain hands on from now (None: stop)."""
+        self._chain.peek = tap
 
     # -- checkpoints ----------------------------------------------------------------------
 
