@@ -288,3 +288,34 @@ def test_with_keys_every_request_but_health_needs_the_token(tmp_path: Path) -> N
         )
         assert with_cookie.status == 200 and with_cookie.body["security"] is True
         assert http(served.base, f"/?token={'y' * 43}").status == 401
+
+
+def test_peek_samples_live_records_within_its_rate_then_stops(served: ServedJob) -> None:
+    peek = f"/api/v1/jobs/{served.job_id}/tasks/0/peek"
+    seen: list[dict[str, Any]] = []
+    after = 0
+
+    def ask() -> int:
+        nonlocal after
+        reply = http(served.base, f"{peek}?after={after}&max_per_second=5")
+        assert reply.status == 200, reply.raw
+        body = reply.body
+        assert body["max_per_second"] == 5 and 0 < body["lease_ms"] <= 10_000
+        seen.extend(body["records"])
+        after = body["next"]
+        return len(seen)
+
+    poll_until_sync(ask, until=lambda n: n >= 12, timeout_s=30, what="12 peeked records")
+    # What the source task emits, numbered in order, from both its subtasks.
+    assert [r["seq"] for r in seen] == list(range(seen[0]["seq"], seen[0]["seq"] + len(seen)))
+    assert all(set(r["value"]) == {"user", "n", "double"} for r in seen)
+    assert all(r["value"]["double"] == 2 * r["value"]["n"] for r in seen)
+    assert {r["subtask"] for r in seen} <= {"0.0", "0.1"}
+    # Never more than the rate in any second.
+    times = sorted(r["time_ms"] for r in seen)
+    assert max(sum(1 for t in times if s <= t < s + 1000) for s in times) <= 5
+    # Stopped: the nodes are told, and nothing more is kept.
+    assert http(served.base, peek, method="DELETE").status == 204
+    again = http(served.base, f"{peek}?after={after}&max_per_second=5").body
+    assert again["records"] == [] and again["next"] == 0  # a new peek starts afresh
+    http(served.base, peek, method="DELETE")

@@ -29,6 +29,9 @@ log = logging.getLogger("mesh.coordinator.peek")
 
 #: How long one ask keeps sampling on.
 LEASE_MS = 10_000
+# How often the nodes are asked again while someone looks: a node ignores an ask that
+# comes before its subtasks started, so the first may be lost.
+_RENEW_MS = 2_000
 #: The most records a second anyone may peek at, per task.
 MAX_PER_SECOND = 100
 # Samples kept per task for the page to fetch.
@@ -42,7 +45,7 @@ class _Session:
     attempt: int
     max_per_second: int
     until_ms: float  # monotonic: when the lease ends
-    asked_until_ms: float = 0.0  # monotonic: the lease the nodes were last given
+    asked_ms: float = -math.inf  # monotonic: when the nodes were last asked
     samples: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_KEPT))
     next_seq: int = 1
     window_ms: float = 0.0  # the start of the current one-second window
@@ -69,10 +72,9 @@ class PeekHub:
             session = _Session(attempt=job.attempt, max_per_second=rate, until_ms=0.0)
             self._sessions[key] = session
         session.until_ms = now_ms + LEASE_MS
-        # Tell the nodes when the rate changes or half their lease is gone.
-        if rate != session.max_per_second or session.asked_until_ms - now_ms < LEASE_MS / 2:
+        if rate != session.max_per_second or now_ms - session.asked_ms >= _RENEW_MS:
             session.max_per_second = rate
-            session.asked_until_ms = now_ms + LEASE_MS
+            session.asked_ms = now_ms
             self._tell_nodes(job, task, rate, LEASE_MS)
         return {
             "job_id": job.job_id,
