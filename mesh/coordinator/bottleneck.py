@@ -10,9 +10,13 @@ A subtask's backpressure ratio is the share of recent wall time it spent waiting
 output credit (0..1, from the coordinator's two latest reports of the subtask).
 
 Rules: subtask X is a candidate when it is RUNNING, its ratio is below
-``NOT_BACKPRESSURED_BELOW``, and a subtask that feeds it (through a forward edge: the
-one with X's index; any other partitioning: every subtask of the upstream task) has a
-ratio of at least ``BACKPRESSURED_FROM``. A sink waits for its destination (a socket, a
+``NOT_BACKPRESSURED_BELOW``, its input buffers are not mostly empty (its ``input_fill``,
+when reported, is at least ``INPUT_FILLED_FROM``), and a subtask that feeds it (through a
+forward edge: the one with X's index; any other partitioning: every subtask of the
+upstream task) has a ratio of at least ``BACKPRESSURED_FROM``. The fill rule tells a
+slow consumer from a starved one: when a producer feeds two consumers and one of them
+is slow, the producer waits, and the other consumer, fast but with nothing to read,
+would otherwise look just like the slow one. A sink waits for its destination (a socket, a
 disk) the way other subtasks wait for credit, so a RUNNING subtask of a task with no
 output edges whose own ratio is at least ``BACKPRESSURED_FROM`` is a candidate too: what
 it writes to is not keeping up. Of several candidates the one that waits most (the
@@ -24,13 +28,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BACKPRESSURED_FROM", "NOT_BACKPRESSURED_BELOW", "find_bottleneck"]
+__all__ = ["BACKPRESSURED_FROM", "INPUT_FILLED_FROM", "NOT_BACKPRESSURED_BELOW", "find_bottleneck"]
 
 #: A subtask waiting for output credit at least this share of the time is backpressured
 #: (Flink's "HIGH").
 BACKPRESSURED_FROM = 0.5
 #: A subtask waiting less than this share of the time is not backpressured (Flink's "OK").
 NOT_BACKPRESSURED_BELOW = 0.1
+#: A subtask whose input buffers are less full than this share is starved, not slow.
+INPUT_FILLED_FROM = 0.5
 
 
 def find_bottleneck(
@@ -46,6 +52,9 @@ def find_bottleneck(
             continue
         for sub in downstream["subtasks"]:
             if sub.get("state") != "RUNNING" or _ratio(sub) >= NOT_BACKPRESSURED_BELOW:
+                continue
+            fill = sub.get("input_fill")
+            if fill is not None and fill < INPUT_FILLED_FROM:
                 continue
             feeding = [
                 up

@@ -312,6 +312,7 @@ class Coordinator:
         """The dashboard and REST API (imported only when served)."""
         from mesh.coordinator.web.app import Dashboard, build_app
         from mesh.coordinator.web.server import HttpServer
+        from mesh.transport.exposure import is_loopback
 
         assert self.config.http is not None
         lifecycle = parts.lifecycle
@@ -335,7 +336,8 @@ class Coordinator:
             token=self.config.http_token,
             jaeger_url=self.config.jaeger_url,
         )
-        await HttpServer(build_app(dashboard), self.config.http).run(task_status=task_status)
+        app = build_app(dashboard, loopback=is_loopback(self.config.http.host))
+        await HttpServer(app, self.config.http).run(task_status=task_status)
 
     async def _sample_history(self, parts: _Parts) -> None:
         """A point of every job's throughput a second; peeks nobody renews end."""

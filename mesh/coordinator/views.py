@@ -50,6 +50,7 @@ def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
                 "out_rate": round(r.out_rate, 1),
                 "backpressure_ms": m.backpressure_ms if m else 0.0,
                 "backpressure_ratio": round(r.backpressure_ratio, 3),
+                "input_fill": m.input_fill if m else None,
                 "dead_letters": m.dead_letters if m else 0,
                 "watermark": m.watermark if m else None,
                 "watermark_lag_ms": m.watermark_lag_ms if m else None,

@@ -319,3 +319,29 @@ def test_peek_samples_live_records_within_its_rate_then_stops(served: ServedJob)
     again = http(served.base, f"{peek}?after={after}&max_per_second=5").body
     assert again["records"] == [] and again["next"] == 0  # a new peek starts afresh
     http(served.base, peek, method="DELETE")
+
+
+def test_another_site_cannot_act_through_the_page(served: ServedJob) -> None:
+    """A page of another site open in the user's browser may neither change anything
+    (cross-site request forgery) nor read through a name of its own that resolves to
+    127.0.0.1 (DNS rebinding): both are refused, and the job runs on."""
+    cancel = f"/api/v1/jobs/{served.job_id}/cancel"
+    refusals = [
+        http(served.base, "/api/v1/jobs", headers={"Host": "evil.example:8081"}),
+        http(served.base, cancel, method="POST", headers={"Host": "evil.example"}),
+        http(served.base, cancel, method="POST", headers={"Origin": "http://evil.example"}),
+        http(served.base, cancel, method="POST", headers={"Origin": "http://localhost:3000"}),
+        http(served.base, cancel, method="POST", headers={"Sec-Fetch-Site": "same-site"}),
+        http(served.base, cancel, method="POST", headers={"Sec-Fetch-Site": "cross-site"}),
+    ]
+    for reply in refusals:
+        assert reply.status == 403, reply.raw
+        assert reply.body["code"] == "forbidden"
+    # Loopback names and the server's own origin are fine.
+    port = served.base.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert http(served.base, "/api/v1/overview", headers={"Host": host}).status == 200
+    assert get(served, f"/api/v1/jobs/{served.job_id}")["state"] == "RUNNING"
+    # No redirects: a trailing slash is an unknown path, answered in JSON.
+    slash = http(served.base, "/api/v1/jobs/")
+    assert slash.status == 404 and slash.body["code"] == "not_found"

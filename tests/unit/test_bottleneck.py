@@ -102,6 +102,31 @@ def test_a_sink_waiting_for_its_destination_is_the_bottleneck() -> None:
     assert found is not None and found["subtask"] == "2.0"
 
 
+def test_a_starved_sibling_of_a_blocked_sink_is_not_the_cause() -> None:
+    """A source feeds two branches and one branch's sink is blocked: the source waits,
+    and the other branch, with nothing to read, must not be named in the sink's place."""
+    tasks = [
+        task(0, "source", [1.0, 1.0]),
+        task(1, "clicks", [0.0, 0.0]),  # fed by the source, starved
+        task(2, "totals", [1.0, 1.0]),  # its sink waits for its destination
+    ]
+    for sub in tasks[1]["subtasks"]:
+        sub["input_fill"] = 0.0
+    for sub in tasks[2]["subtasks"]:
+        sub["input_fill"] = 1.0
+    found = find_bottleneck(tasks, [edge(0, 1, "forward"), edge(0, 2)])
+    assert found is not None and (found["task"], found["upstream"]) == (2, None)
+    assert "not keeping up" in found["reason"]
+    # With full input buffers the same subtask is slow, not starved: it is the cause.
+    for sub in tasks[1]["subtasks"]:
+        sub["input_fill"] = 0.9
+    tasks[2] = task(2, "totals", [0.0, 0.0])
+    for sub in tasks[2]["subtasks"]:
+        sub["input_fill"] = 0.0
+    found = find_bottleneck(tasks, [edge(0, 1, "forward"), edge(0, 2)])
+    assert found is not None and found["task"] == 1
+
+
 def test_finished_subtasks_are_not_candidates() -> None:
     tasks = [task(0, "source", [0.9]), task(1, "sink", [0.0], state="FINISHED")]
     assert find_bottleneck(tasks, [edge(0, 1)]) is None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import orjson
@@ -34,16 +35,18 @@ from mesh.coordinator.store import CheckpointStore
 from mesh.coordinator.web import views
 from mesh.coordinator.web.history import HISTORY_INTERVAL_MS, JobHistory
 from mesh.coordinator.web.peek import MAX_PER_SECOND, PeekHub
-from mesh.coordinator.web.spec import JOB_ID_PATTERN, MAX_TASK_ID, openapi_spec
+from mesh.coordinator.web.spec import JOB_ID_PATTERN, MAX_BODY_BYTES, MAX_TASK_ID, openapi_spec
 from mesh.graph.layout import Layout
 from mesh.protocol.states import JobState
 from mesh.time.clock import Clock
+from mesh.transport.exposure import is_loopback
 
 __all__ = ["ApiError", "Dashboard", "build_app"]
 
 TOKEN_COOKIE = "mesh_token"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _STATES = {s.value for s in JobState}
+_INTEGER = re.compile(r"-?[0-9]+")
 # How long a savepoint asked over HTTP is waited for before the answer says so.
 _SAVEPOINT_WAIT_S = 600.0
 _SECURITY_HEADERS = {
@@ -118,7 +121,12 @@ def _job(d: Dashboard, request: Request) -> JobRecord:
 
 def _task(job: JobRecord, request: Request) -> int:
     text = request.path_params["task_id"]
-    if not text.isascii() or not text.isdigit() or int(text) > MAX_TASK_ID:
+    # ASCII digits, and not too many of them (int() refuses over 4300).
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(text.lstrip("0")) > len(str(MAX_TASK_ID))
+        or int(text) > MAX_TASK_ID
+    ):
         raise ApiError(
             400, "bad_id", f"task_id {text!r} is not a task number (0..{MAX_TASK_ID})", "task_id"
         )
@@ -132,17 +140,16 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     text = request.query_params.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, "bad_param", f"{name} {text!r} is not an integer", name) from None
-    if not low <= value <= high:
-        raise ApiError(400, "bad_param", f"{name} must be in {low}..{high}, got {value}", name)
-    return value
+    # Only ASCII digits: int() would take " 5", "1_0" and other scripts' digits too.
+    if not _INTEGER.fullmatch(text):
+        raise ApiError(400, "bad_param", f"{name} {text[:40]!r} is not an integer", name)
+    if len(text.lstrip("-0")) > len(str(high)) or not low <= int(text) <= high:
+        raise ApiError(400, "bad_param", f"{name} must be in {low}..{high}, got {text[:40]}", name)
+    return int(text)
 
 
-def build_app(d: Dashboard) -> ASGIApp:
-    """The ASGI app serving ``d``."""
+def build_app(d: Dashboard, *, loopback: bool) -> ASGIApp:
+    """The ASGI app serving ``d``; ``loopback``: it listens on a loopback address."""
 
     def now() -> int:
         return d.clock.now_ms()
@@ -298,11 +305,33 @@ def build_app(d: Dashboard) -> ASGIApp:
         routes=routes,
         exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error},
     )
-    return _Guard(app, d.token)
+    app.router.redirect_slashes = False  # /api/v1/jobs/ is a JSON 404, not a redirect
+    return _Guard(app, d.token, loopback=loopback)
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request's body, refused (413) past ``MAX_BODY_BYTES`` before more is read."""
+    declared = request.headers.get("content-length", "")
+    if (
+        declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 12 or int(declared) > MAX_BODY_BYTES)
+    ):
+        raise _too_large()
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise _too_large()
+    return bytes(raw)
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
 
 
 async def _savepoint_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await _read_body(request)
     if not raw.strip():
         return {"cancel": False, "directory": None}
     try:
@@ -325,6 +354,13 @@ async def _savepoint_body(request: Request) -> dict[str, Any]:
     if directory is not None and "\0" in directory:
         raise ApiError(400, "bad_body", "directory must not contain NUL", "directory")
     return {"cancel": cancel, "directory": directory}
+
+
+def _hostname(host: str) -> str:
+    """The name in a ``Host`` header: ``[::1]:8081`` → ``::1``, ``a:80`` → ``a``."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rpartition(":")[0] if ":" in host else host
 
 
 def _static_dir() -> str:
@@ -352,18 +388,34 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 class _Guard:
-    """With a token set, lets through only requests that carry it (as a bearer token or
-    the cookie set when the page is opened with ``?token=``), and the health check."""
+    """What every request passes before the routes.
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    * Another site's page in the user's browser must not act through it: a request whose
+      ``Origin`` (or ``Sec-Fetch-Site``) says it comes from another site may not change
+      anything (cross-site request forgery), and a server on a loopback address answers
+      only to a loopback ``Host`` (a name of the attacker's resolving to 127.0.0.1, DNS
+      rebinding, would otherwise make its page same-origin).
+    * With a token set, only requests that carry it (as a bearer token or the cookie set
+      when the page is opened with ``?token=``) get through, and the health check.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, *, loopback: bool) -> None:
         self._app = app
         self._token = token
+        self._loopback = loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._token is None or scope["type"] != "http" or scope["path"] == "/api/v1/health":
+        if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         request = Request(scope)
+        refused = self._foreign(request)
+        if refused is not None:
+            await _error(403, "forbidden", refused)(scope, receive, send)
+            return
+        if self._token is None or scope["path"] == "/api/v1/health":
+            await self._app(scope, receive, send)
+            return
         offered = request.query_params.get("token")
         if offered is not None and scope["path"] == "/" and self._matches(offered):
             # Trade the URL's token for a cookie, and take it out of the address bar.
@@ -392,6 +444,20 @@ class _Guard:
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="mesh"'
         await response(scope, receive, send)
+
+    def _foreign(self, request: Request) -> str | None:
+        """Why the request looks like it comes from another site, or None."""
+        host = request.headers.get("host", "")
+        if self._loopback and not is_loopback(_hostname(host)):
+            return f"Host {host[:100]!r} is not a loopback address this server answers to"
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return None
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return "a request from another site may not change anything here"
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+            return f"a request from {origin[:100]!r} may not change anything here"
+        return None
 
     def _matches(self, given: str) -> bool:
         assert self._token is not None

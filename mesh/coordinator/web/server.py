@@ -31,6 +31,7 @@ log = logging.getLogger("mesh.coordinator.http")
 
 # How long open requests may run on once the server is told to stop.
 _GRACE_S = 1
+_MAX_CONNECTIONS = 200
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -87,6 +88,9 @@ class HttpServer:
             ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
             ssl_keyfile=str(s.tls_key) if s.tls_key else None,
             server_header=False,
+            # Past this many connections and requests at once, a 503: file descriptors
+            # are the coordinator's, and its nodes need them.
+            limit_concurrency=_MAX_CONNECTIONS,
         )
         try:
             config.load()

@@ -14,12 +14,14 @@ from mesh._version import __version__
 from mesh.coordinator.jobs import FAILURE_CAUSES
 from mesh.protocol.states import CheckpointKind, CheckpointOutcome, JobState
 
-__all__ = ["JOB_ID_PATTERN", "MAX_TASK_ID", "openapi_spec"]
+__all__ = ["JOB_ID_PATTERN", "MAX_BODY_BYTES", "MAX_TASK_ID", "openapi_spec"]
 
 #: Job ids are 16 lowercase hex digits.
 JOB_ID_PATTERN = "^[0-9a-f]{16}$"
 #: The largest task number the API accepts in a path.
 MAX_TASK_ID = 1_000_000
+#: The largest request body the API reads (a larger one gets a 413).
+MAX_BODY_BYTES = 64 * 1024
 
 _S: dict[str, Any] = {"type": "string"}
 _I: dict[str, Any] = {"type": "integer"}
@@ -344,6 +346,7 @@ def _op(
         "401": "security is on and the request lacks the coordinator's HTTP token",
         "404": "no such job or task",
         "409": "the job is not in a state that allows this",
+        "413": f"the body is over {MAX_BODY_BYTES} bytes",
     }
     op: dict[str, Any] = {
         "summary": summary,
@@ -453,7 +456,7 @@ def openapi_spec() -> dict[str, Any]:
                 "Take a savepoint (answered once it completes), and cancel if asked",
                 "Savepoint",
                 params=job,
-                errors=("400", "401", "404", "409"),
+                errors=("400", "401", "404", "409", "413"),
                 body={
                     "required": False,
                     "content": {"application/json": {"schema": _ref("SavepointRequest")}},
