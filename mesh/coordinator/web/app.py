@@ -8,24 +8,22 @@ waits, for its completion. Bad input gets a 4xx with a JSON body naming the fiel
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from mesh._version import __version__
 from mesh.coordinator.jobs import JobRecord, JobTable
@@ -33,17 +31,16 @@ from mesh.coordinator.registry import NodeRegistry
 from mesh.coordinator.requests import ClientRequests
 from mesh.coordinator.store import CheckpointStore
 from mesh.coordinator.web import views
+from mesh.coordinator.web.guard import RequestGuard
 from mesh.coordinator.web.history import HISTORY_INTERVAL_MS, JobHistory
 from mesh.coordinator.web.peek import MAX_PER_SECOND, PeekHub
 from mesh.coordinator.web.spec import JOB_ID_PATTERN, MAX_BODY_BYTES, MAX_TASK_ID, openapi_spec
 from mesh.graph.layout import Layout
 from mesh.protocol.states import JobState
 from mesh.time.clock import Clock
-from mesh.transport.exposure import is_loopback
 
 __all__ = ["ApiError", "Dashboard", "build_app"]
 
-TOKEN_COOKIE = "mesh_token"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _STATES = {s.value for s in JobState}
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -306,7 +303,7 @@ def build_app(d: Dashboard, *, loopback: bool) -> ASGIApp:
         exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error},
     )
     app.router.redirect_slashes = False  # /api/v1/jobs/ is a JSON 404, not a redirect
-    return _Guard(app, d.token, loopback=loopback)
+    return RequestGuard(app, d.token, loopback=loopback)
 
 
 async def _read_body(request: Request) -> bytes:
@@ -356,13 +353,6 @@ async def _savepoint_body(request: Request) -> dict[str, Any]:
     return {"cancel": cancel, "directory": directory}
 
 
-def _hostname(host: str) -> str:
-    """The name in a ``Host`` header: ``[::1]:8081`` → ``::1``, ``a:80`` → ``a``."""
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rpartition(":")[0] if ":" in host else host
-
-
 def _static_dir() -> str:
     return str(resources.files("mesh.coordinator.web") / "static")
 
@@ -385,80 +375,3 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     if exc.headers:  # 405's Allow
         response.headers.update(exc.headers)
     return response
-
-
-class _Guard:
-    """What every request passes before the routes.
-
-    * Another site's page in the user's browser must not act through it: a request whose
-      ``Origin`` (or ``Sec-Fetch-Site``) says it comes from another site may not change
-      anything (cross-site request forgery), and a server on a loopback address answers
-      only to a loopback ``Host`` (a name of the attacker's resolving to 127.0.0.1, DNS
-      rebinding, would otherwise make its page same-origin).
-    * With a token set, only requests that carry it (as a bearer token or the cookie set
-      when the page is opened with ``?token=``) get through, and the health check.
-    """
-
-    def __init__(self, app: ASGIApp, token: str | None, *, loopback: bool) -> None:
-        self._app = app
-        self._token = token
-        self._loopback = loopback
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        request = Request(scope)
-        refused = self._foreign(request)
-        if refused is not None:
-            await _error(403, "forbidden", refused)(scope, receive, send)
-            return
-        if self._token is None or scope["path"] == "/api/v1/health":
-            await self._app(scope, receive, send)
-            return
-        offered = request.query_params.get("token")
-        if offered is not None and scope["path"] == "/" and self._matches(offered):
-            # Trade the URL's token for a cookie, and take it out of the address bar.
-            response: Response = RedirectResponse("/", status_code=303)
-            response.set_cookie(
-                TOKEN_COOKIE,
-                self._token,
-                httponly=True,
-                samesite="strict",
-                secure=scope.get("scheme") == "https",
-            )
-            await response(scope, receive, send)
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else None
-        given = given or request.cookies.get(TOKEN_COOKIE)
-        if given is not None and self._matches(given):
-            await self._app(scope, receive, send)
-            return
-        response = _error(
-            401,
-            "unauthorized",
-            "this coordinator requires its HTTP token: open the dashboard with ?token=TOKEN "
-            "or send 'Authorization: Bearer TOKEN' (the token is in the keys directory's "
-            "http.token)",
-        )
-        response.headers["WWW-Authenticate"] = 'Bearer realm="mesh"'
-        await response(scope, receive, send)
-
-    def _foreign(self, request: Request) -> str | None:
-        """Why the request looks like it comes from another site, or None."""
-        host = request.headers.get("host", "")
-        if self._loopback and not is_loopback(_hostname(host)):
-            return f"Host {host[:100]!r} is not a loopback address this server answers to"
-        if request.method in ("GET", "HEAD", "OPTIONS"):
-            return None
-        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            return "a request from another site may not change anything here"
-        origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
-            return f"a request from {origin[:100]!r} may not change anything here"
-        return None
-
-    def _matches(self, given: str) -> bool:
-        assert self._token is not None
-        return hmac.compare_digest(given.encode(), self._token.encode())
