@@ -1,0 +1,47 @@
+"""The embedded HTTP server's socket (mesh/coordinator/web/server.py)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from starlette.applications import Starlette
+
+from mesh.coordinator.web.server import HttpServer
+from mesh.coordinator.web.settings import HttpSettings, parse_http_address
+from mesh.errors import ConfigError
+
+
+def test_the_listening_socket_is_tcp_so_answers_are_not_delayed() -> None:
+    """asyncio disables Nagle's algorithm only on connections accepted from an
+    IPPROTO_TCP socket; protocol 0 left each answer on a kept-open connection waiting
+    about 40 ms for the client's delayed ACK."""
+    sock = HttpServer(Starlette(), HttpSettings("127.0.0.1", 0))._bind()
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockname()[0] == "127.0.0.1" and sock.getsockname()[1] > 0
+    finally:
+        sock.close()
+
+
+def test_a_taken_port_is_a_config_error_naming_the_address() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot serve HTTP on 127.0.0.1:{port}"):
+            HttpServer(Starlette(), HttpSettings("127.0.0.1", port))._bind()
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("127.0.0.1:8081", ("127.0.0.1", 8081)), ("[::1]:0", ("::1", 0)), ("host:1", ("host", 1))],
+)
+def test_http_addresses(text: str, parsed: tuple[str, int]) -> None:
+    assert parse_http_address(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["8081", ":8081", "host:", "host:http", "host:70000", ""])
+def test_bad_http_addresses_say_what_is_expected(text: str) -> None:
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        parse_http_address(text)
