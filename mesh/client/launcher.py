@@ -49,12 +49,10 @@ _PRELOAD = (
     "mesh.commands.service",
     "mesh.coordinator.daemon",
     "mesh.node.daemon",
-)
-_PRELOAD_WHILE_IDLE = (
-    "mesh.node.runtime.job",
     "mesh.coordinator.web.app",
     "mesh.coordinator.web.server",
 )
+_PRELOAD_WHILE_IDLE = ("mesh.node.runtime.job",)
 
 _early: Launcher | None = None
 

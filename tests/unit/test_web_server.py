@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 
+import anyio
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from mesh.coordinator.web.server import HttpServer
 from mesh.coordinator.web.settings import HttpSettings, parse_http_address
@@ -45,3 +50,39 @@ def test_http_addresses(text: str, parsed: tuple[str, int]) -> None:
 def test_bad_http_addresses_say_what_is_expected(text: str) -> None:
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         parse_http_address(text)
+
+
+async def _hang(request: Request) -> Response:
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.asyncio
+async def test_stopping_closes_the_port_cuts_hanging_requests_and_keeps_signals() -> None:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    app = Starlette(routes=[Route("/hang", _hang), Route("/ok", _ok)])
+    server = HttpServer(app, HttpSettings("127.0.0.1", 0))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            url = await tg.start(server.run)
+            port = int(url.rsplit(":", 1)[1])
+            assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+            ok = await anyio.connect_tcp("127.0.0.1", port)
+            await ok.send(b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await ok.receive()).startswith(b"HTTP/1.1 200")  # now idle, kept open
+            hanging = await anyio.connect_tcp("127.0.0.1", port)
+            await hanging.send(b"GET /hang HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        # Stopped: the idle connection closed at once, the hanging one cut after the grace.
+        for stream in (ok, hanging):
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, OSError)):
+                while await stream.receive():
+                    pass
+            await stream.aclose()
+        with pytest.raises(OSError):
+            await anyio.connect_tcp("127.0.0.1", port)
+
+
+async def _ok(request: Request) -> Response:
+    return Response(b"ok")
