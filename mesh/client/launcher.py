@@ -42,15 +42,14 @@ __all__ = ["ForkedProcess", "Launcher", "early_launcher", "start_early_launcher"
 _PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
 # What a daemon needs, imported once in the launcher; then, unless ``mesh run`` is
-# already waiting for daemons, what a node of ``mesh run`` needs next (its job arrives
-# at once, else the node imports it then) and the coordinator's dashboard.
+# already waiting for daemons, what a node of ``mesh run`` needs next: its job arrives
+# at once (else the node imports it then). Not the web stack: every daemon would carry
+# its 5 MB, and the coordinator imports it in a thread once ready.
 _PRELOAD = (
     "mesh.commands.daemon_main",
     "mesh.commands.service",
     "mesh.coordinator.daemon",
     "mesh.node.daemon",
-    "mesh.coordinator.web.app",
-    "mesh.coordinator.web.server",
 )
 _PRELOAD_WHILE_IDLE = ("mesh.node.runtime.job",)
 

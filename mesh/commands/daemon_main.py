@@ -149,6 +149,15 @@ def http_of(s: dict[str, Any]) -> tuple[HttpSettings | None, str | None]:
             "you trust",
             EXIT_USAGE,
         )
+    if cert is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise fail(
+                f"cannot load http_tls_cert {cert} with http_tls_key {key}: {exc}", EXIT_USAGE
+            ) from None
     token = None
     if s["keys"] is not None:
         try:

@@ -21,7 +21,9 @@ completed checkpoint.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +47,7 @@ from mesh.coordinator.requests import ClientRequests
 from mesh.coordinator.store import CheckpointStore
 from mesh.coordinator.web.history import HISTORY_INTERVAL_MS, JobHistory
 from mesh.coordinator.web.peek import PeekHub
+from mesh.coordinator.web.settings import bind_http
 from mesh.errors import FrameError, MeshError
 from mesh.protocol import codec
 from mesh.protocol.messages import (
@@ -87,6 +90,12 @@ M = TypeVar("M")
 # How often the lifecycle's clock-driven work runs (checkpoint triggers, waiting jobs,
 # restarts).
 _TICK_MS = 20
+
+
+def _import_web_stack() -> None:
+    """Import what serving HTTP needs (0.15-0.2 s; run in a thread)."""
+    importlib.import_module("mesh.coordinator.web.app")
+    importlib.import_module("mesh.coordinator.web.server")
 
 
 class HandlerTable:
@@ -249,8 +258,11 @@ class Coordinator:
                     tg.start_soon(self._ticker, parts)
                     tg.start_soon(peers.watch)
                     if self.config.http is not None:
+                        # Bound now, served once the web stack is imported (in a
+                        # thread, so the coordinator is ready without waiting for it).
+                        http_socket, self.http_url = bind_http(self.config.http)
+                        tg.start_soon(self._serve_http, store, parts, http_socket)
                         tg.start_soon(self._sample_history, parts)
-                        self.http_url = await tg.start(self._serve_http, store, parts)
                     log.info(
                         "coordinator listening on %s (%s)",
                         router.endpoint,
@@ -303,18 +315,22 @@ class Coordinator:
             parts.lifecycle.expire_cancellations(now)
 
     async def _serve_http(
-        self,
-        store: CheckpointStore,
-        parts: _Parts,
-        *,
-        task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+        self, store: CheckpointStore, parts: _Parts, http_socket: socket.socket
     ) -> None:
-        """The dashboard and REST API (imported only when served)."""
+        """The dashboard and REST API on ``http_socket`` (the web stack is imported only
+        when served)."""
+        with http_socket:
+            await anyio.to_thread.run_sync(_import_web_stack)
+            await self._serve_on(store, parts, http_socket)
+
+    async def _serve_on(
+        self, store: CheckpointStore, parts: _Parts, http_socket: socket.socket
+    ) -> None:
         from mesh.coordinator.web.app import Dashboard, build_app
         from mesh.coordinator.web.server import HttpServer
         from mesh.transport.exposure import is_loopback
 
-        assert self.config.http is not None
+        assert self.config.http is not None and self.http_url is not None
         lifecycle = parts.lifecycle
 
         def cancel(job: JobRecord) -> str:
@@ -337,7 +353,7 @@ class Coordinator:
             jaeger_url=self.config.jaeger_url,
         )
         app = build_app(dashboard, loopback=is_loopback(self.config.http.host))
-        await HttpServer(app, self.config.http).run(task_status=task_status)
+        await HttpServer(app, self.config.http, http_socket, self.http_url).run()
 
     async def _sample_history(self, parts: _Parts) -> None:
         """A point of every job's throughput a second; peeks nobody renews end."""

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mesh.coordinator.web.server import HttpServer
-from mesh.coordinator.web.settings import HttpSettings, parse_http_address
+from mesh.coordinator.web.settings import HttpSettings, bind_http, parse_http_address
 from mesh.errors import ConfigError
 
 
@@ -21,10 +21,11 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_delayed() -> None:
     """asyncio disables Nagle's algorithm only on connections accepted from an
     IPPROTO_TCP socket; protocol 0 left each answer on a kept-open connection waiting
     about 40 ms for the client's delayed ACK."""
-    sock = HttpServer(Starlette(), HttpSettings("127.0.0.1", 0))._bind()
+    sock, url = bind_http(HttpSettings("127.0.0.1", 0))
     try:
         assert sock.proto == socket.IPPROTO_TCP
         assert sock.getsockname()[0] == "127.0.0.1" and sock.getsockname()[1] > 0
+        assert url == f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         sock.close()
 
@@ -35,7 +36,7 @@ def test_a_taken_port_is_a_config_error_naming_the_address() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot serve HTTP on 127.0.0.1:{port}"):
-            HttpServer(Starlette(), HttpSettings("127.0.0.1", port))._bind()
+            bind_http(HttpSettings("127.0.0.1", port))
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,8 @@ async def _hang(request: Request) -> Response:
 async def test_stopping_closes_the_port_cuts_hanging_requests_and_keeps_signals() -> None:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     app = Starlette(routes=[Route("/hang", _hang), Route("/ok", _ok)])
-    server = HttpServer(app, HttpSettings("127.0.0.1", 0))
+    settings = HttpSettings("127.0.0.1", 0)
+    server = HttpServer(app, settings, *bind_http(settings))
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             url = await tg.start(server.run)

@@ -36,39 +36,20 @@ _MAX_CONNECTIONS = 200
 
 
 class HttpServer:
-    """Serves ``app`` on the settings' address until cancelled."""
+    """Serves ``app`` on a socket bound by ``bind_http``, until cancelled."""
 
-    def __init__(self, app: ASGIApp, settings: HttpSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: HttpSettings, sock: socket.socket, url: str):
         self._app = app
         self._settings = settings
-        self.url: str | None = None
-
-    def _bind(self) -> socket.socket:
-        s = self._settings
-        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-        # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on connections
-        # accepted from such a socket; with it on, each answer on a kept-open
-        # connection waits ~40 ms for the client's delayed ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((s.host, s.port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"cannot serve HTTP on {s.host}:{s.port}: {exc}") from None
-        return sock
+        self._sock = sock
+        self.url = url
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve until cancelled; ``task_status.started(url)`` once listening."""
-        s = self._settings
-        sock = self._bind()
-        port = sock.getsockname()[1]
-        host = f"[{s.host}]" if ":" in s.host else s.host
-        self.url = f"{s.scheme}://{host}:{port}"
+        """Serve on the socket until cancelled (it is closed then);
+        ``task_status.started(url)`` once serving."""
+        s, sock = self._settings, self._sock
         config = uvicorn.Config(
             self._app,
             lifespan="off",
