@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import PageWithConsole
 from tests.helpers import poll_until_sync
-from tests.web import ServedJob, http, serving_cluster
+from tests.web import GENERATOR_JOB, ServedJob, http, serving_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -226,4 +226,30 @@ def test_cancel_with_savepoint_from_the_page_then_resume_it(
             what="the resumed job to run",
         )
         assert detail["restored_from"] == path
+        page.leave()
+
+
+def test_failovers_show_failed_checkpoints_and_the_failover_they_caused(
+    page: PageWithConsole, tmp_path: Path, artifacts: Path
+) -> None:
+    """Checkpoints that expire at once: each failed one is on the timeline, and so is
+    the failover that too many of them in a row caused."""
+    source = GENERATOR_JOB.replace(
+        'checkpoint_interval="500ms")',
+        'checkpoint_interval="500ms", '
+        'restart=RestartStrategy.fixed_delay(attempts=3, delay="100ms"))',
+    ).replace("from mesh import Job,", "from mesh import Job, RestartStrategy,")
+    env = {"MESH_CHECKPOINT_TIMEOUT": "1ms", "MESH_TOLERABLE_CHECKPOINT_FAILURES": "2"}
+    with serving_cluster(
+        tmp_path, job_source=source.format(rate=1000, out=tmp_path / "out"), env=env
+    ) as served:
+        p = page.page
+        open_job(p, served, "failovers")
+        expect(p.locator('[data-failure-attempt="0"]')).to_be_attached(timeout=TIMEOUT_MS)
+        failover = p.text_content('[data-failure-attempt="0"]') or ""
+        assert "checkpoints" in failover and "in a row failed" in failover, failover
+        expect(p.locator("[data-checkpoint-failure]").nth(2)).to_be_attached(timeout=TIMEOUT_MS)
+        first = p.text_content('[data-checkpoint-failure="1"]') or ""
+        assert "checkpoint 1 failed: expired after 1 ms" in first, first
+        p.screenshot(path=str(artifacts / "job-failovers-checkpoints.png"), full_page=True)
         page.leave()

@@ -71,7 +71,7 @@
     RESTARTING: "amber", CANCELLING: "amber", ENDING: "teal", FINISHED: "green", CANCELED: "grey",
     FAILED: "red", LOST: "red", COMPLETED: "green", ABORTED: "amber", DISCARDED: "grey",
     node_lost: "red", node_left: "grey", task_exception: "red", task_stopped: "amber",
-    checkpoints: "amber", error: "red", checkpoint: "grey", savepoint: "purple",
+    checkpoints: "amber", checkpoint_failed: "amber", error: "red", checkpoint: "grey", savepoint: "purple",
     ok: "green", low: "amber", high: "red", free: "grey", used: "blue", held: "amber",
   };
   const badge = (text, tone) =>
@@ -885,16 +885,24 @@
         (d.by_subtask.length ? `<table class="table dense"><thead><tr><th>Subtask</th><th class="num">Records</th></tr></thead><tbody>` +
           d.by_subtask.map((s) => `<tr><td class="mono">${esc(s.subtask)}</td><td class="num">${fmtInt(s.count)}</td></tr>`).join("") +
           `</tbody></table>` : `<p class="muted">No record was sent to the dead letters.</p>`));
-      const key = JSON.stringify(f.failures);
+      const key = JSON.stringify([f.failures, f.checkpoint_failures]);
       if (key === last) return; // keep expanded tracebacks open
       last = key;
-      const items = f.failures.slice().reverse();
+      // One timeline, newest first: failed attempts, and the checkpoints that failed.
+      const checkpoints = (f.checkpoint_failures || []).map((c) => ({
+        time_ms: c.time_ms, attempt: null, cause: "checkpoint_failed", trace_url: c.trace_url,
+        summary: `${c.kind} ${c.checkpoint_id} failed: ${c.reason}`, error: "", checkpoint: c.checkpoint_id,
+      }));
+      const items = f.failures.concat(checkpoints).sort((a, b) => b.time_ms - a.time_ms);
       const timeline = $("#fo-timeline");
       const open = new Set($$("details[open]", timeline).map((d) => d.closest("[data-failure]").dataset.failure));
       timeline.innerHTML = items.length ? `<ol class="timeline">` + items.map((x) =>
-        `<li class="tl-item" data-failure="${esc(x.time_ms)}-${esc(x.attempt)}" data-failure-attempt="${esc(x.attempt)}"><span class="tl-dot tone-${TONES[x.cause] || "red"}"></span>` +
+        `<li class="tl-item" data-failure="${esc(x.time_ms)}-${esc(x.attempt ?? "c" + x.checkpoint)}"` +
+        (x.attempt == null ? ` data-checkpoint-failure="${esc(x.checkpoint)}">` : ` data-failure-attempt="${esc(x.attempt)}">`) +
+        `<span class="tl-dot tone-${TONES[x.cause] || "red"}"></span>` +
         `<div class="tl-head"><time title="${esc(fmtIso(x.time_ms))}">${fmtClock(x.time_ms)}</time>` +
-        `<span class="muted">${fmtAgo(x.time_ms)}</span><span>attempt ${esc(x.attempt)}</span>${badge(x.cause)}${traceLink(x.trace_url)}</div>` +
+        `<span class="muted">${fmtAgo(x.time_ms)}</span>${x.attempt == null ? "" : `<span>attempt ${esc(x.attempt)}</span>`}` +
+        `${badge(x.cause)}${traceLink(x.trace_url)}</div>` +
         `<div class="tl-summary">${esc(x.summary || "(no message)")}</div>` +
         (x.error && x.error.trim() !== (x.summary || "").trim()
           ? `<details><summary>Full error</summary><pre>${esc(x.error)}</pre></details>` : "") + `</li>`).join("") + `</ol>`
