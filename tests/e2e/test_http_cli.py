@@ -5,40 +5,20 @@ dashboard is."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import ssl
 import stat
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from mesh.transport.keys import generate_keys, http_token_path
+from tests.e2e.test_keys_cli import JOB, mesh
 from tests.helpers import write_job
 from tests.tools import require_binary
 from tests.web import serving_cluster
-
-JOB = """
-    from mesh import Job, sinks, sources
-
-    job = Job("tiny")
-    job.source(sources.Collection([1, 2, 3])).sink(sinks.Collect())
-"""
-
-
-def mesh(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "mesh", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_keys_generate_writes_an_http_token_and_adds_one_to_older_keys(tmp_path: Path) -> None:
