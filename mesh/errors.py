@@ -6,7 +6,8 @@
     │                          between unequal parallelisms, unknown job name, ...)
     ├── JobCodeError           the job file could not be loaded or built
     ├── RecordError            a record could not be processed: names the operator
-    │   └── EncodingError      a record orjson cannot encode (names the operator and type)
+    │   ├── EncodingError      a record orjson cannot encode (names the operator and type)
+    │   └── UndecodableInput   input a source cannot decode (names the file and offset)
     ├── SchedulingError        too few slots: says how many are needed and what each node offers
     ├── StateError             state that cannot be read, written or restored (names the file)
     │   └── CheckpointError    a checkpoint that failed or cannot be used
@@ -21,6 +22,8 @@ key) and what was expected, so a log line alone is enough to act on.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "ChannelError",
@@ -37,6 +40,7 @@ __all__ = [
     "SchedulingError",
     "StateError",
     "TransportError",
+    "UndecodableInput",
 ]
 
 
@@ -58,6 +62,16 @@ class JobCodeError(MeshError):
 
 class RecordError(MeshError):
     """User code raised on a record, or a record could not be handled by an operator."""
+
+
+class UndecodableInput(RecordError):
+    """A source read input it cannot decode (a line that is not JSON); ``raw`` is that
+    input as text, ``origin`` where it was read (file and byte offset, endpoint)."""
+
+    def __init__(self, message: str, raw: str, origin: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.origin = origin
 
 
 class EncodingError(RecordError):

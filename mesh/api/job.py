@@ -62,6 +62,10 @@ class InputRef:
     tag: str | None = None  # a side output of ``op`` rather than its main output
 
 
+def _decodes(source: Source | None) -> bool:
+    return source is not None and source.decodes
+
+
 @dataclass(eq=False)
 class OperatorDef:
     """An operator as the user described it, with the user's functions."""
@@ -442,12 +446,17 @@ class Job:
         edges: list[EdgeSpec],
         definitions: dict[int, OperatorDef],
     ) -> None:
-        """The dead-letter sink, fed by a side output of every operator running user code."""
+        """The dead-letter sink, fed by a side output of every operator running user code,
+        and of every source that decodes its input (a line that is not JSON)."""
         # Sources with watermarks run the user's timestamp function.
         sources = [
             spec.id
             for spec in specs
-            if spec.kind in _USER_CODE or (spec.kind is OperatorKind.SOURCE and spec.event_time)
+            if spec.kind in _USER_CODE
+            or (
+                spec.kind is OperatorKind.SOURCE
+                and (spec.event_time or _decodes(definitions[spec.id].source))
+            )
         ]
         if not sources:
             return  # no user code, nothing can fail a record

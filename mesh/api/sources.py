@@ -24,6 +24,9 @@ class Source:
     bounded: bool = True
     #: Shown in ``mesh status``.
     kind: str = "source"
+    #: True when the source decodes what it reads (text, JSON): input it cannot decode
+    #: is a dead letter when the job sets them aside.
+    decodes: bool = False
 
     def describe(self) -> dict[str, Any]:
         """A JSON summary of the settings, for status output."""
@@ -71,6 +74,8 @@ class TextFile(_FileSource):
     parallel. Bounded; replayable by (file, byte offset).
     """
 
+    decodes = True
+
     def __init__(self, path: str) -> None:
         super().__init__(path=path, follow=False)
 
@@ -80,9 +85,12 @@ class JsonLines(_FileSource):
     """One JSON value per line from files matching ``path``; blank lines are skipped.
 
     Bounded unless ``follow=True`` (then it tails the files and picks up new ones).
-    Replayable by (file, byte offset). A line that is not JSON fails the task with an
-    error naming the file and the line's byte offset.
+    Replayable by (file, byte offset). A line that is not JSON is a dead letter (with
+    the file and byte offset) when the job sets them aside; otherwise it fails the task
+    with an error naming both.
     """
+
+    decodes = True
 
     def __init__(self, path: str, follow: bool = False) -> None:
         if follow:
@@ -126,8 +134,11 @@ class ZmqPull(Source):
     Each source subtask connects a PULL socket to ``endpoint`` (the outside producer
     binds), so ZeroMQ spreads messages over the subtasks. Unbounded and *not
     replayable*: after a failure, messages that were in flight are gone, so a job with
-    this source is at-least-once at best. A message that is not JSON fails the task.
+    this source is at-least-once at best. A message that is not JSON is a dead letter
+    when the job sets them aside; otherwise it fails the task.
     """
+
+    decodes = True
 
     endpoint: str
 

@@ -160,6 +160,37 @@ async def test_bad_json_line_names_file_and_offset(inprocess_cluster, tmp_path: 
     assert "in.jsonl: the line at byte offset 18 is not valid JSON" in status["error"]
 
 
+@pytest.mark.asyncio
+async def test_bad_json_lines_become_dead_letters_with_file_and_offset(
+    inprocess_cluster, tmp_path: Path
+) -> None:
+    """With dead letters on, a line a source cannot decode is set aside with where it
+    was read, and the job reads on (it used to fail even then)."""
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\n{"a": 2}\n{oops\n{"a": 4}\nnull,\n')
+    job_file = write_job(
+        tmp_path,
+        """
+        from mesh import Job, sinks, sources
+
+        job = Job("badjson", on_error="dead_letter", dead_letter=sinks.Collect())
+        job.source(sources.JsonLines("in.jsonl")).uid("lines").sink(sinks.Collect())
+        """,
+    )
+    async with inprocess_cluster(nodes=1, slots=2) as cluster:
+        status, collected = await run_job(cluster.address, job_file, base_dir=tmp_path)
+    assert status["state"] == "FINISHED", status["error"]
+    good = [r for r in collected if "operator" not in r]
+    dead = sorted((r for r in collected if "operator" in r), key=lambda r: r["origin"]["offset"])
+    assert good == [{"a": 1}, {"a": 2}, {"a": 4}]
+    path = str((tmp_path / "in.jsonl").resolve())
+    assert [(d["operator"], d["record"], d["origin"]) for d in dead] == [
+        ("lines", "{oops", {"file": path, "offset": 18}),
+        ("lines", "null,", {"file": path, "offset": 33}),
+    ]
+    assert all("is not valid JSON" in d["error"] and d["subtask"] == 0 for d in dead)
+    assert sum(sub["dead_letters"] for t in status["tasks"] for sub in t["subtasks"]) == 2
+
+
 def test_user_code_calling_exit_fails_only_its_job(local_cluster, tmp_path: Path) -> None:
     job_file = write_job(
         tmp_path,

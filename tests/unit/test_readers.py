@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh import GraphError, RecordError, sources
+from mesh.errors import UndecodableInput
 from mesh.node.connectors import readers
 from mesh.node.connectors.readers import SourceReader, build_reader
 from mesh.node.connectors.splits import FileRange, plan_splits
@@ -43,10 +44,14 @@ def _ctx(base_dir: Path, subtask: int = 0, parallelism: int = 1) -> TaskContext:
 
 
 async def _drain(reader: SourceReader, batch: int) -> list[Any]:
+    """Every record, failing at the first input the reader could not decode (as its
+    subtask does with dead letters off)."""
     out: list[Any] = []
     try:
         for _ in range(100_000):  # a guard against a reader that never ends
             records = await reader.read(batch)
+            if reader.rejected:
+                raise reader.take_rejected()[0]
             if records is None:
                 return out
             assert len(records) <= batch
@@ -240,6 +245,34 @@ def test_a_bad_json_line_names_the_file_and_byte_offset(
     assert "byte offset 10" in message  # len('{"y": 2}\n\n')
     assert "is not valid JSON" in message
     assert "oops" in message
+
+
+@pytest.mark.parametrize(("chunk", "batch"), [(1 << 20, 100), (4, 1), (7, 2)])
+def test_a_bad_json_line_is_left_out_and_handed_over_with_its_origin(
+    tmp_path: Path, chunk: int, batch: int
+) -> None:
+    """What the subtask sets aside as a dead letter: the line as text, the file and the
+    byte offset; reading goes on after it."""
+    bad = _bad_json_files(tmp_path)
+
+    async def main() -> tuple[list[Any], list[UndecodableInput]]:
+        reader = _reader(sources.JsonLines("*.jsonl"), _ctx(tmp_path))
+        records: list[Any] = []
+        rejected: list[UndecodableInput] = []
+        try:
+            while (batch_read := await reader.read(batch)) is not None:
+                records.extend(batch_read)
+                rejected.extend(reader.take_rejected())
+        finally:
+            reader.close()
+        return records, rejected
+
+    with mock.patch.object(readers, "_CHUNK", chunk):
+        records, rejected = anyio.run(main)
+    assert records == [{"x": 1}, {"y": 2}, {"z": 3}]
+    (error,) = rejected
+    assert error.raw == "{oops" and error.origin == {"file": str(bad), "offset": 10}
+    assert str(bad) in str(error) and "byte offset 10 is not valid JSON" in str(error)
 
 
 def test_a_bad_json_line_is_reported_by_the_subtask_that_owns_it(tmp_path: Path) -> None:

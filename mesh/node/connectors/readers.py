@@ -24,7 +24,7 @@ import anyio
 import orjson
 
 from mesh.api import sources
-from mesh.errors import GraphError, RecordError
+from mesh.errors import GraphError, RecordError, UndecodableInput
 from mesh.node.connectors.splits import plan_splits
 from mesh.node.operators.context import TaskContext
 from mesh.node.operators.records import UserCodeError, first_failure
@@ -47,6 +47,9 @@ class SourceReader:
     releases it.
     """
 
+    #: Undecodable input since ``take_rejected`` was last called.
+    rejected: list[UndecodableInput] = []
+
     def plan(self) -> list[Split]:
         """This subtask's splits when the job starts without a checkpoint."""
         return []
@@ -64,6 +67,13 @@ class SourceReader:
     async def read(self, max_records: int) -> list[Any] | None:
         """Up to ``max_records`` records, ``[]`` if none are ready yet, None at the end."""
         raise NotImplementedError
+
+    def take_rejected(self) -> list[UndecodableInput]:
+        """The input read since the last call that could not be decoded (its records are
+        left out of what ``read`` returned); the subtask sets each aside as a dead letter,
+        or fails with it when dead letters are off."""
+        rejected, self.rejected = self.rejected, []
+        return rejected
 
     def progress(self) -> tuple[int, int] | None:
         """How much of a bounded input was read: ``(done, total)`` in the reader's own
@@ -320,9 +330,14 @@ class _FileReader(SourceReader):
                     out.append(orjson.loads(line))
             except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
                 what = "is not valid JSON" if self._json else "is not valid UTF-8"
-                raise RecordError(
-                    f"{path}: the line at byte offset {offset} {what} ({exc}): {line[:80]!r}"
-                ) from None
+                self.rejected = [
+                    *self.rejected,
+                    UndecodableInput(
+                        f"{path}: the line at byte offset {offset} {what} ({exc}): {line[:80]!r}",
+                        raw=line.decode("utf-8", "replace"),
+                        origin={"file": str(path), "offset": offset},
+                    ),
+                ]
             offset += len(line) + 1
         return out
 
@@ -380,9 +395,15 @@ class _ZmqPullReader(SourceReader):
             try:
                 out.append(orjson.loads(frames[-1]))
             except orjson.JSONDecodeError as exc:
-                raise RecordError(
-                    f"ZmqPull {self._endpoint}: a message is not JSON ({exc}): {frames[-1][:80]!r}"
-                ) from None
+                self.rejected = [
+                    *self.rejected,
+                    UndecodableInput(
+                        f"ZmqPull {self._endpoint}: a message is not JSON ({exc}): "
+                        f"{frames[-1][:80]!r}",
+                        raw=frames[-1].decode("utf-8", "replace"),
+                        origin={"endpoint": self._endpoint},
+                    ),
+                ]
         return out
 
     def close(self) -> None:

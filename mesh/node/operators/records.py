@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from mesh.errors import EncodingError, RecordError
+from mesh.errors import EncodingError, RecordError, UndecodableInput
 from mesh.graph.logical import OperatorSpec
 from mesh.transport import batches
 
@@ -91,7 +91,7 @@ def dead_letter(spec: OperatorSpec, subtask: int, record: Any, failure: RecordFa
         _dumps(record)
     except TypeError:  # made by a chained operator, never encoded: keep what can be shown
         record = describe_record(record)
-    return {
+    letter = {
         "operator": spec.uid,
         "name": spec.name,
         "subtask": subtask,
@@ -99,6 +99,9 @@ def dead_letter(spec: OperatorSpec, subtask: int, record: Any, failure: RecordFa
         "traceback": "".join(traceback.format_exception(cause)).rstrip(),
         "record": record,
     }
+    if isinstance(cause, UndecodableInput):  # where the source read it
+        letter["origin"] = cause.origin
+    return letter
 
 
 def describe_record(record: Any) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 import anyio
 
 from mesh._excgroups import unwrap
-from mesh.errors import ChannelError, FrameError
+from mesh.errors import ChannelError, FrameError, UndecodableInput
 from mesh.graph.keygroups import KeyGroupRange, key_group_range
 from mesh.graph.logical import OperatorSpec
 from mesh.node.connectors.readers import SourceReader
@@ -447,6 +447,8 @@ class SubtaskRunner:
                 await _first_of(time.wait_unpaused(), self._triggered.wait())
                 continue
             batch = await reader.read(read_batch)
+            if reader.rejected:
+                self._set_aside_undecodable(reader.take_rejected())
             if batch is None:
                 time.source_ended()
                 return
@@ -471,6 +473,13 @@ class SubtaskRunner:
                     await self._push_batch(batch)
                 await self._respect_backpressure()
             await anyio.lowlevel.checkpoint()
+
+    def _set_aside_undecodable(self, rejected: list[UndecodableInput]) -> None:
+        """Input the source could not decode: dead letters (with where it was read), or
+        the subtask fails with the first (dead letters off)."""
+        assert self.source_spec is not None
+        for error in rejected:
+            self._chain.set_aside(self.source_spec, error.raw, error)
 
     async def _run_gate(self) -> None:
         assert self.gate is not None and self._aligner is not None
