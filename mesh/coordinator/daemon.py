@@ -318,12 +318,12 @@ class Coordinator:
         self, store: CheckpointStore, parts: _Parts, http_socket: socket.socket
     ) -> None:
         """The dashboard and REST API on ``http_socket`` (the web stack is imported only
-        when served)."""
+        when served); the socket is closed when it ends, served or not."""
         with http_socket:
             await anyio.to_thread.run_sync(_import_web_stack)
-            await self._serve_on(store, parts, http_socket)
+            await self._serve_dashboard(store, parts, http_socket)
 
-    async def _serve_on(
+    async def _serve_dashboard(
         self, store: CheckpointStore, parts: _Parts, http_socket: socket.socket
     ) -> None:
         from mesh.coordinator.web.app import Dashboard, build_app

@@ -8,11 +8,22 @@ from typing import Any
 from mesh.coordinator.bottleneck import find_bottleneck
 from mesh.coordinator.jobs import JobRecord, SubtaskRate
 from mesh.coordinator.scheduler import natural_key, slots_needed
-from mesh.graph.execution import SubtaskRef
+from mesh.graph.execution import ExecutionGraph, SubtaskRef
 from mesh.graph.logical import OperatorKind
 from mesh.protocol.states import JobState
 
-__all__ = ["job_status"]
+__all__ = ["end_tasks", "job_status"]
+
+
+def end_tasks(graph: ExecutionGraph) -> tuple[set[int], set[int]]:
+    """The tasks that start with a source and those that end with a sink: what counts as
+    a job's records in and out."""
+    logical = graph.logical
+    tasks = graph.job.tasks
+    return (
+        {t.id for t in tasks if logical.operator(t.head).kind is OperatorKind.SOURCE},
+        {t.id for t in tasks if logical.operator(t.tail).kind is OperatorKind.SINK},
+    )
 
 
 def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
@@ -20,10 +31,7 @@ def job_status(job: JobRecord, now_ms: int) -> dict[str, Any]:
     eg = job.graph
     logical = eg.logical
     placement = {a.subtask: a for a in job.assignments}
-    source_tasks = {
-        t.id for t in eg.job.tasks if logical.operator(t.head).kind is OperatorKind.SOURCE
-    }
-    sink_tasks = {t.id for t in eg.job.tasks if logical.operator(t.tail).kind is OperatorKind.SINK}
+    source_tasks, sink_tasks = end_tasks(eg)
     totals: dict[str, float] = {
         "records_in": 0,
         "records_out": 0,

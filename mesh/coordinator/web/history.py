@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.coordinator.jobs import JobRecord
+from mesh.coordinator.views import end_tasks
 
 __all__ = ["HISTORY_INTERVAL_MS", "JobHistory", "RatePoint"]
 
@@ -60,15 +61,13 @@ class JobHistory:
 
 
 def _point(job: JobRecord, now_ms: int) -> RatePoint:
-    graph = job.graph.job
-    has_input = {e.target_task for e in graph.edges}
-    has_output = {e.source_task for e in graph.edges}
+    sources, sinks = end_tasks(job.graph)
     in_rate = out_rate = ratio = 0.0
     for key, rate in job.rates.items():
         task = int(key.partition(".")[0])
-        if task not in has_input:
+        if task in sources:
             in_rate += rate.in_rate
-        if task not in has_output:
+        if task in sinks:
             out_rate += rate.out_rate
         ratio = max(ratio, rate.backpressure_ratio)
     return RatePoint(now_ms, round(in_rate, 1), round(out_rate, 1), round(ratio, 3))

@@ -48,7 +48,7 @@ class SourceReader:
     """
 
     #: Undecodable input since ``take_rejected`` was last called.
-    rejected: list[UndecodableInput] = []
+    rejected: tuple[UndecodableInput, ...] = ()
 
     def plan(self) -> list[Split]:
         """This subtask's splits when the job starts without a checkpoint."""
@@ -72,8 +72,8 @@ class SourceReader:
         """The input read since the last call that could not be decoded (its records are
         left out of what ``read`` returned); the subtask sets each aside as a dead letter,
         or fails with it when dead letters are off."""
-        rejected, self.rejected = self.rejected, []
-        return rejected
+        rejected, self.rejected = self.rejected, ()
+        return list(rejected)
 
     def progress(self) -> tuple[int, int] | None:
         """How much of a bounded input was read: ``(done, total)`` in the reader's own
@@ -330,14 +330,14 @@ class _FileReader(SourceReader):
                     out.append(orjson.loads(line))
             except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
                 what = "is not valid JSON" if self._json else "is not valid UTF-8"
-                self.rejected = [
+                self.rejected = (
                     *self.rejected,
                     UndecodableInput(
                         f"{path}: the line at byte offset {offset} {what} ({exc}): {line[:80]!r}",
                         raw=line.decode("utf-8", "replace"),
                         origin={"file": str(path), "offset": offset},
                     ),
-                ]
+                )
             offset += len(line) + 1
         return out
 
@@ -395,7 +395,7 @@ class _ZmqPullReader(SourceReader):
             try:
                 out.append(orjson.loads(frames[-1]))
             except orjson.JSONDecodeError as exc:
-                self.rejected = [
+                self.rejected = (
                     *self.rejected,
                     UndecodableInput(
                         f"ZmqPull {self._endpoint}: a message is not JSON ({exc}): "
@@ -403,7 +403,7 @@ class _ZmqPullReader(SourceReader):
                         raw=frames[-1].decode("utf-8", "replace"),
                         origin={"endpoint": self._endpoint},
                     ),
-                ]
+                )
         return out
 
     def close(self) -> None:
