@@ -88,7 +88,7 @@ class RestoredSplits:
 class SourceReader:
     """Reads one source subtask's splits.
 
-    The subtask calls, in order: ``initialize`` (fresh splits, or restored ones), ``open``,
+    The subtask calls, in order: ``initialize`` (restored splits, or None), ``open``,
     then ``read`` until it returns None, with ``snapshot`` between reads at every
     checkpoint, and ``close`` at the end whatever happened. Everything runs on the node's
     event loop: ``read`` must not block it (await, or hand blocking work to a thread with
@@ -110,13 +110,15 @@ class SourceReader:
     def initialize(self, restored: RestoredSplits | None) -> None:
         """Adopt the ``restored`` splits, or plan fresh ones (None)."""
 
-    def snapshot(self) -> list[Split]:
-        """The splits with their current positions (JSON), taken at a checkpoint barrier:
-        exactly the records handed out by ``read`` so far are behind these positions."""
+    def snapshot(self, checkpoint_id: int) -> list[Split]:
+        """The splits with their current positions (JSON), taken at checkpoint
+        ``checkpoint_id``'s barrier: exactly the records ``read`` handed out so far are
+        behind these positions."""
         return []
 
-    def open(self) -> None:
-        """Called once, before the first ``read``: acquire files, sockets, clients."""
+    async def open(self) -> None:
+        """Called once, after ``initialize`` and before the first ``read``: acquire files,
+        sockets, clients (and plan the splits, when ``initialize`` got none)."""
 
     async def read(self, max_records: int) -> list[Any] | None:
         """Up to ``max_records`` records; ``[]`` when none are ready yet (return promptly,
@@ -188,7 +190,7 @@ class SinkWriter:
     #: fall behind: awaiting it is how the sink pushes back on the job).
     backpressured: bool = False
 
-    def open(self) -> None:
+    async def open(self) -> None:
         """Called once, before the first ``write``."""
 
     def write(self, records: list[Any]) -> None:
@@ -229,8 +231,8 @@ class Committer:
     fails the subtask, and the job restarts and commits again.
     """
 
-    def open(self) -> None:
-        """Called once, before the first ``commit``."""
+    async def open(self) -> None:
+        """Called once, before the first ``commit`` or ``clean_up``."""
 
     async def commit(self, committable: dict[str, Any]) -> None:
         """Make ``committable`` visible (idempotent)."""
