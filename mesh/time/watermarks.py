@@ -11,6 +11,13 @@ machines make and combine them:
   keeps up with fast sources. When it reads nothing for ``idle_timeout`` it declares
   itself idle, so it does not hold back the event time of the subtasks it feeds; the
   next record makes it active again.
+* ``SplitWatermarks`` — the same generator kept per split, for a reader that tracks
+  event time per split (a Kafka partition each: Flink's per-partition watermarks). Each
+  split has its own ``max_seen - max_delay - 1`` and goes idle on its own; the subtask's
+  watermark is the smallest over the splits that are not idle (a split that has read
+  nothing yet holds it at ``NO_WATERMARK``, as a fresh partition does, until it is
+  idle), and the subtask is idle when every split is (or it holds none). A removed split
+  (a finished partition) holds nothing back any more.
 * ``WatermarkValve`` — a consumer subtask's view of its input channels. Its watermark
   is the minimum over the channels that are neither idle nor ended; when every channel
   is idle the subtask is idle too, and the largest channel watermark goes through (no
@@ -22,6 +29,7 @@ Both only ever hand out increasing watermarks: the output never goes backwards.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "NO_WATERMARK",
     "Progress",
     "SourceWatermarks",
+    "SplitWatermarks",
     "WatermarkValve",
 ]
 
@@ -105,6 +114,130 @@ class SourceWatermarks:
             self.emitted = watermark
             return Progress(watermark=watermark)
         return _NOTHING
+
+
+@dataclass(slots=True)
+class _Split:
+    last_active: float  # when records last came (or when the split was added)
+    max_seen: int = NO_TIMESTAMP
+    idle: bool = False
+
+    def watermark(self, max_delay_ms: int) -> int:
+        if self.max_seen == NO_TIMESTAMP:
+            return NO_WATERMARK
+        return self.max_seen - max_delay_ms - 1
+
+
+class SplitWatermarks:
+    """The bounded-out-of-orderness generator of one source subtask, kept per split.
+
+    It offers its subtask what ``SourceWatermarks`` does (``on_records``, ``on_tick``,
+    ``poll``, ``current``, ``idle``, ``emitted``), with records counted for the split they
+    came from, and ``set_splits`` when the reader's splits change. ``emitted`` and
+    ``idle`` are what the subtask was told to send; ``emitted`` never goes backwards (a
+    split that wakes up with old timestamps does not lower it). A split's idleness is
+    decided at ticks only, as in ``SourceWatermarks``.
+    """
+
+    def __init__(
+        self,
+        max_delay_ms: int,
+        idle_timeout_ms: int | None,
+        now_ms: float,
+        splits: Iterable[str] = (),
+        *,
+        emitted: int = NO_WATERMARK,
+        idle: bool = False,
+    ) -> None:
+        """``emitted`` and ``idle``: what the subtask already sent, when this generator
+        takes over from another one."""
+        if max_delay_ms < 0:
+            raise ValueError(f"max_delay must not be negative, got {max_delay_ms}")
+        self.max_delay_ms = max_delay_ms
+        self.idle_timeout_ms = idle_timeout_ms
+        self.emitted = emitted  # the last watermark handed out
+        self.idle = idle  # the idle status handed out
+        self._splits = {split: _Split(now_ms) for split in splits}
+
+    @property
+    def split_ids(self) -> list[str]:
+        """The splits held now."""
+        return list(self._splits)
+
+    def split_watermark(self, split: str) -> tuple[int, bool]:
+        """One split's own watermark and whether it is idle."""
+        state = self._splits[split]
+        return state.watermark(self.max_delay_ms), state.idle
+
+    def set_splits(self, ids: Iterable[str], now_ms: float) -> None:
+        """The reader holds these splits now. A new split starts active at ``now_ms``
+        with nothing read; a split no longer held stops counting. What that changes (a
+        larger watermark, a change of idle status) comes out of the next ``poll`` or
+        ``on_tick``."""
+        wanted = dict.fromkeys(ids)
+        splits = self._splits
+        if wanted.keys() == splits.keys():
+            return
+        for split in [s for s in splits if s not in wanted]:
+            del splits[split]
+        for split in wanted:
+            if split not in splits:
+                splits[split] = _Split(now_ms)
+
+    def on_records(self, max_timestamp: int, now_ms: float, split: str) -> Progress:
+        """Records of ``split`` were read; ``max_timestamp`` is the largest of their
+        timestamps (a split not held yet is added).
+
+        Returns ``Progress(idle=False)`` when the subtask was idle: the caller sends that
+        before the records.
+        """
+        state = self._splits.get(split)
+        if state is None:
+            state = self._splits[split] = _Split(now_ms)
+        if max_timestamp > state.max_seen:
+            state.max_seen = max_timestamp
+        state.last_active = now_ms
+        state.idle = False
+        if self.idle:
+            self.idle = False
+            return Progress(idle=False)
+        return _NOTHING
+
+    def current(self) -> int:
+        """The watermark the records read so far allow: the smallest over the splits
+        that are not idle (when every split is idle: the last one handed out)."""
+        delay = self.max_delay_ms
+        active = [s.watermark(delay) for s in self._splits.values() if not s.idle]
+        return min(active) if active else self.emitted
+
+    def on_tick(self, now_ms: float) -> Progress:
+        """The periodic tick: splits silent for ``idle_timeout`` become idle; then a
+        larger watermark to send, or a change of idle status."""
+        timeout = self.idle_timeout_ms
+        if timeout is not None:
+            for state in self._splits.values():
+                if not state.idle and now_ms - state.last_active >= timeout:
+                    state.idle = True
+        return self.poll()
+
+    def poll(self) -> Progress:
+        """A larger watermark to send, if the records read allow one, or a change of idle
+        status (after ``set_splits``)."""
+        delay = self.max_delay_ms
+        active = [s.watermark(delay) for s in self._splits.values() if not s.idle]
+        if not active:  # every split idle, or none held: nothing holds event time back
+            if self.idle:
+                return _NOTHING
+            self.idle = True
+            return Progress(idle=True)
+        status: bool | None = None
+        if self.idle:
+            self.idle, status = False, False
+        watermark = min(active)
+        if watermark > self.emitted:
+            self.emitted = watermark
+            return Progress(idle=status, watermark=watermark)
+        return Progress(idle=status) if status is not None else _NOTHING
 
 
 @dataclass(slots=True)

@@ -3,7 +3,10 @@ that moves watermarks and fires timers.
 
 * A source subtask with a ``WatermarkStrategy`` stamps each record it reads with the
   user's timestamp function and feeds a ``SourceWatermarks`` generator; every
-  ``watermark_interval`` it sends the generator's watermark, or says it is idle.
+  ``watermark_interval`` it sends the generator's watermark, or says it is idle. When
+  its reader tracks event time per split (``set_splits`` with the reader's split ids),
+  a ``SplitWatermarks`` takes over: the watermark is the smallest of the splits', and
+  each split goes idle on its own.
 * A consumer subtask feeds the WATERMARK, WATERMARK_STATUS and END_OF_PARTITION events
   of its input channels to a ``WatermarkValve``; when the valve's watermark rises, every
   operator of the chain fires the event-time timers it passed (their output goes down
@@ -32,7 +35,13 @@ from mesh.node.operators.records import UserCodeError, describe_record
 from mesh.node.runtime.chain import Chain
 from mesh.node.runtime.output import EdgeWriter
 from mesh.time.clock import Clock
-from mesh.time.watermarks import NO_WATERMARK, Progress, SourceWatermarks, WatermarkValve
+from mesh.time.watermarks import (
+    NO_WATERMARK,
+    Progress,
+    SourceWatermarks,
+    SplitWatermarks,
+    WatermarkValve,
+)
 from mesh.transport.frames import FrameKind
 
 __all__ = ["EventTime", "EventTimeSettings"]
@@ -75,7 +84,10 @@ class EventTime:
         self.watermark = NO_WATERMARK
         self.idle = False
         self._timestamp = settings.timestamp
-        self._source_watermarks = (
+        self._max_delay_ms = settings.max_delay_ms
+        self._idle_timeout_ms = settings.idle_timeout_ms
+        # One generator for the subtask; per split once the reader reports split ids.
+        self._source_watermarks: SourceWatermarks | SplitWatermarks | None = (
             SourceWatermarks(settings.max_delay_ms, settings.idle_timeout_ms, clock.monotonic_ms())
             if settings.timestamp is not None
             else None
@@ -150,13 +162,54 @@ class EventTime:
             f"{what} — on record {describe_record(record)}"
         )
 
-    def source_read(self, stamps: list[int]) -> None:
-        """A source read records with these timestamps (before they are pushed)."""
+    def set_splits(self, ids: list[str] | None) -> None:
+        """The splits the source's reader holds now (``SourceReader.split_ids``): its
+        event time is then kept per split; None: one watermark for the subtask. Cheap
+        when nothing changed; what a change allows goes out at the next batch or tick."""
         generator = self._source_watermarks
-        if generator is not None and stamps:
+        if generator is None:  # no timestamps: no watermarks
+            return
+        now = self._clock.monotonic_ms()
+        if ids is None:
+            if isinstance(generator, SplitWatermarks):
+                single = SourceWatermarks(self._max_delay_ms, self._idle_timeout_ms, now)
+                # What was sent stays sent: the watermark never goes back.
+                single.emitted, single.idle = generator.emitted, generator.idle
+                self._source_watermarks = single
+            return
+        if isinstance(generator, SplitWatermarks):
+            generator.set_splits(ids, now)
+        else:
+            self._source_watermarks = SplitWatermarks(
+                self._max_delay_ms,
+                self._idle_timeout_ms,
+                now,
+                ids,
+                emitted=generator.emitted,
+                idle=generator.idle,
+            )
+
+    def source_read(self, stamps: list[int], split: str | None = None) -> None:
+        """A source read records with these timestamps (before they are pushed), all of
+        split ``split`` (``SourceReader.last_split``) when the reader tracks splits."""
+        generator = self._source_watermarks
+        if generator is None or not stamps:
+            return
+        if isinstance(generator, SplitWatermarks):
+            if split is None:
+                raise ValueError(
+                    f"source {self._source_name()}: its reader reports split ids but did "
+                    "not name the split its records came from (set last_split in read)"
+                )
+            progress = generator.on_records(max(stamps), self._clock.monotonic_ms(), split)
+        else:
             progress = generator.on_records(max(stamps), self._clock.monotonic_ms())
-            if progress.idle is False:
-                self._emit_status(False)
+        if progress.idle is False:
+            self._emit_status(False)
+
+    def _source_name(self) -> str:
+        spec = self._source_spec
+        return f"{spec.uid!r} ({spec.name})" if spec is not None else "?"
 
     async def source_pushed(self) -> None:
         """After a batch: send the watermark it allows (behind its records)."""
