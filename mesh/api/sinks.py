@@ -1,19 +1,14 @@
-"""Sinks: where records go. Descriptions only; the node builds the writer."""
+"""Sinks: where records go. Descriptions only; the node builds the writer. ``Sink`` is the
+base of every sink (``mesh.connectors``: write your own)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.connectors.base import Sink
+
 __all__ = ["Collect", "JsonLines", "Print", "SQLite", "Sink", "ZmqPush"]
-
-
-class Sink:
-    """Base of every sink description."""
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON summary of the settings, for status output."""
-        return {"type": type(self).__name__}
 
 
 @dataclass(eq=False)

@@ -1,7 +1,8 @@
 """Sources: where records come from. Each says whether it can be replayed.
 
 These classes are descriptions (what to read); the node builds the reader that does the
-reading. Only replayable sources give exactly-once results.
+reading. Only replayable sources give exactly-once results. ``Source`` is the base of
+every source (``mesh.connectors``: write your own).
 """
 
 from __future__ import annotations
@@ -10,27 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.connectors.base import Source
 from mesh.errors import GraphError
 
 __all__ = ["Collection", "Generator", "JsonLines", "Source", "TextFile", "ZmqPull"]
-
-
-class Source:
-    """Base of every source description."""
-
-    #: True when the source can rewind to a recorded position (exactly-once capable).
-    replayable: bool = True
-    #: True when the source ends by itself.
-    bounded: bool = True
-    #: Shown in ``mesh status``.
-    kind: str = "source"
-    #: True when the source decodes what it reads (text, JSON): input it cannot decode
-    #: is a dead letter when the job sets them aside.
-    decodes: bool = False
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON summary of the settings, for status output."""
-        return {"type": type(self).__name__}
 
 
 @dataclass(eq=False)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mesh.connectors.base import SourceReader
 from mesh.graph.logical import OperatorSpec
-from mesh.node.connectors.readers import SourceReader
 from mesh.node.dataplane.channels import InputGate
 from mesh.node.operators.base import RestoredState, RuntimeOperator
 from mesh.node.runtime.chain import SideOutputs

@@ -1,4 +1,5 @@
-"""Exactly-once sinks driven by checkpoints (mesh/node/txn_sinks.py)."""
+"""Exactly-once sinks driven by checkpoints (mesh/node/connectors/txn_sinks.py): the
+two-phase bookkeeping, with the built-in JsonLines and SQLite writers and committers."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import pytest
 from mesh import Job, sinks, sources
 from mesh.errors import EncodingError, RecordError, StateError
 from mesh.graph.keygroups import KeyGroupRange
-from mesh.node.connectors.sqlite_sink import SqliteSink
-from mesh.node.connectors.txn_sinks import JsonLinesSink, TransactionalSink
+from mesh.node.connectors.factory import build_sink
+from mesh.node.connectors.sqlite_sink import SqliteWriter
+from mesh.node.connectors.txn_sinks import TwoPhaseSink
 from mesh.node.operators.base import RestoredState
 from mesh.node.operators.context import TaskContext
 from mesh.time.clock import ManualClock
@@ -33,9 +35,9 @@ class Sinks:
     def __init__(self, kind: str, base: Path) -> None:
         self.kind = kind
         self.base = base
-        self.made: list[TransactionalSink] = []
+        self.made: list[TwoPhaseSink] = []
 
-    def new(
+    async def new(
         self,
         *,
         job_id: str = "job-a",
@@ -43,7 +45,7 @@ class Sinks:
         attempt: int = 0,
         key: str | None = None,
         uid: str = UID,
-    ) -> TransactionalSink:
+    ) -> TwoPhaseSink:
         description: sinks.Sink = (
             sinks.JsonLines("out") if self.kind == "jsonlines" else sinks.SQLite(DB, "events", key)
         )
@@ -61,12 +63,10 @@ class Sinks:
             base_dir=self.base,
             clock=ManualClock(1000),
         )
-        sink: TransactionalSink
-        if isinstance(description, sinks.JsonLines):
-            sink = JsonLinesSink(spec, description, ctx)
-        else:
-            sink = SqliteSink(spec, description, ctx)
-        sink.open()
+        sink = build_sink(spec, description, ctx)
+        assert isinstance(sink, TwoPhaseSink)
+        await sink.writer.open()
+        await sink.committer.open()
         self.made.append(sink)
         return sink
 
@@ -129,13 +129,21 @@ def make_kit(tmp_path: Path) -> Iterator[Callable[[str], Sinks]]:
         kit.close()
 
 
-def write(sink: TransactionalSink, batch: list[Any]) -> list[Any]:
+def write(sink: TwoPhaseSink, batch: list[Any]) -> list[Any]:
     """``process`` a batch, then insert what an SQLite sink staged (its ``settle``, inline)."""
     out = sink.process(batch)
-    if isinstance(sink, SqliteSink) and sink._unwritten:
-        rows, sink._unwritten = sink._unwritten, []
-        sink._insert(sink._writer, rows)
+    writer = sink.writer
+    if isinstance(writer, SqliteWriter) and writer._unwritten:
+        rows, writer._unwritten = writer._unwritten, []
+        writer._insert(writer._writer, rows)
     return out
+
+
+async def notify(sink: TwoPhaseSink, checkpoint_id: int) -> None:
+    """Checkpoint ``checkpoint_id`` completed: the sink commits (its committing task's
+    work, inline)."""
+    sink.notify_checkpoint_complete(checkpoint_id)
+    await sink.commit_due()
 
 
 def _records(*values: Any) -> list[dict[str, Any]]:
@@ -158,8 +166,9 @@ def _restored(
 # -- the transaction lifecycle ---------------------------------------------------------------
 
 
-def test_records_become_visible_when_their_checkpoint_completes(kit: Sinks) -> None:
-    sink = kit.new()
+@pytest.mark.asyncio
+async def test_records_become_visible_when_their_checkpoint_completes(kit: Sinks) -> None:
+    sink = await kit.new()
     write(sink, _records(1, 2))
     assert kit.visible() == []
     assert len(kit.hidden()) == 1  # the current transaction
@@ -177,83 +186,89 @@ def test_records_become_visible_when_their_checkpoint_completes(kit: Sinks) -> N
     assert kit.visible() == []
     assert len(kit.hidden()) == 3
 
-    sink.notify_checkpoint_complete(1)
+    await notify(sink, 1)
     assert kit.visible() == [1, 2]
     assert [e["checkpoint"] for e in sink.pending] == [2]
-    sink.notify_checkpoint_complete(2)
+    await notify(sink, 2)
     assert kit.visible() == [1, 2, 3]
     assert sink.pending == []
     assert len(kit.hidden()) == 1  # record 4 is still in the current transaction
 
-    sink.notify_checkpoint_complete(2)  # again: nothing changes
-    sink.notify_checkpoint_complete(1)
+    await notify(sink, 2)  # again: nothing changes
+    await notify(sink, 1)
     assert kit.visible() == [1, 2, 3]
 
-    assert sink.end_of_input() is True
+    assert await sink.end_of_input() is True
     assert kit.visible() == [1, 2, 3]
-    sink.commit_final()
+    await sink.commit_final()
     assert kit.visible() == [1, 2, 3, 4]
     assert kit.hidden() == []
     assert sink.pending == []
 
 
-def test_a_completed_checkpoint_commits_every_earlier_one(kit: Sinks) -> None:
-    sink = kit.new()
+@pytest.mark.asyncio
+async def test_a_completed_checkpoint_commits_every_earlier_one(kit: Sinks) -> None:
+    sink = await kit.new()
     for checkpoint, value in enumerate("abc", start=1):
         write(sink, _records(value))
         sink.snapshot_state(checkpoint)
-    sink.notify_checkpoint_complete(2)  # notification 1 was skipped
+    await notify(sink, 2)  # notification 1 was skipped
     assert kit.visible() == ["a", "b"]
-    sink.notify_checkpoint_complete(5)
+    await notify(sink, 5)
     assert kit.visible() == ["a", "b", "c"]
 
 
-def test_checkpoint_without_records_adds_no_transaction(kit: Sinks) -> None:
-    sink = kit.new()
+@pytest.mark.asyncio
+async def test_checkpoint_without_records_adds_no_transaction(kit: Sinks) -> None:
+    sink = await kit.new()
     assert sink.snapshot_state(1) == {"pending": []}
-    sink.notify_checkpoint_complete(1)
+    await notify(sink, 1)
     assert kit.visible() == []
-    assert sink.end_of_input() is False
-    sink.commit_final()
+    assert await sink.end_of_input() is False
+    await sink.commit_final()
     assert kit.visible() == []
 
 
-def test_snapshot_state_returns_copies(kit: Sinks) -> None:
-    sink = kit.new()
+@pytest.mark.asyncio
+async def test_snapshot_state_returns_copies(kit: Sinks) -> None:
+    sink = await kit.new()
     write(sink, _records(1))
     state = sink.snapshot_state(1)
     state["pending"][0]["checkpoint"] = 99
-    sink.notify_checkpoint_complete(1)
+    await notify(sink, 1)
     assert kit.visible() == [1]
 
 
-def test_end_of_input_waits_for_commit_final(kit: Sinks) -> None:
-    sink = kit.new()
+@pytest.mark.asyncio
+async def test_end_of_input_waits_for_commit_final(kit: Sinks) -> None:
+    sink = await kit.new()
     write(sink, _records(1))
     sink.snapshot_state(1)
     write(sink, _records(2))
-    assert sink.end_of_input() is True
+    assert await sink.end_of_input() is True
     assert [e["checkpoint"] for e in sink.pending] == [1, "end"]
-    sink.notify_checkpoint_complete(10**6)  # a checkpoint never commits the final part
+    await notify(sink, 10**6)  # a checkpoint never commits the final part
     assert kit.visible() == [1]
-    sink.commit_final()
+    await sink.commit_final()
     assert kit.visible() == [1, 2]
-    sink.commit_final()
+    await sink.commit_final()
     assert kit.visible() == [1, 2]
 
 
-def test_commit_all_makes_everything_visible(kit: Sinks) -> None:
-    sink = kit.new()
+@pytest.mark.asyncio
+async def test_commit_all_makes_everything_visible(kit: Sinks) -> None:
+    sink = await kit.new()
     write(sink, _records(1))
     sink.snapshot_state(1)
     write(sink, _records(2))
-    sink.commit_all()
+    await sink.commit_all()
     assert kit.visible() == [1, 2]
     assert kit.hidden() == []
 
 
-def test_abort_drops_the_current_transaction(kit: Sinks) -> None:
-    sink = kit.new()
+@pytest.mark.asyncio
+async def test_abort_drops_the_current_transaction(kit: Sinks) -> None:
+    sink = await kit.new()
     write(sink, _records(1))
     sink.snapshot_state(1)
     write(sink, _records("dropped"))
@@ -261,47 +276,52 @@ def test_abort_drops_the_current_transaction(kit: Sinks) -> None:
     assert len(kit.hidden()) == 1  # only the pre-committed transaction is left
     write(sink, _records(2))
     sink.snapshot_state(2)
-    sink.notify_checkpoint_complete(2)
+    await notify(sink, 2)
     assert kit.visible() == [1, 2]
     assert kit.hidden() == []
 
 
-def test_jsonlines_file_names(make_kit: Callable[[str], Sinks]) -> None:
+@pytest.mark.asyncio
+async def test_jsonlines_file_names(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("jsonlines")
-    sink = kit.new(job_id="j7", subtask=1, attempt=2)
+    sink = await kit.new(job_id="j7", subtask=1, attempt=2)
     write(sink, _records(1))
     assert kit.hidden()[0].startswith(".part-j7-out-1-a2-")
     assert kit.hidden()[0].endswith(".inprogress")
     sink.snapshot_state(3)
     assert kit.hidden() == [".part-j7-out-1-000003-a2.pending"]
-    sink.notify_checkpoint_complete(3)
+    await notify(sink, 3)
     write(sink, _records(2))
-    sink.end_of_input()
-    sink.commit_final()
+    await sink.end_of_input()
+    await sink.commit_final()
     assert sorted(p.name for p in (kit.base / "out").iterdir()) == [
         "part-j7-out-1-000003.jsonl",
         "part-j7-out-1-end.jsonl",
     ]
 
 
-def test_jsonlines_refuses_records_that_are_not_json(make_kit: Callable[[str], Sinks]) -> None:
-    sink = make_kit("jsonlines").new()
+@pytest.mark.asyncio
+async def test_jsonlines_refuses_records_that_are_not_json(
+    make_kit: Callable[[str], Sinks],
+) -> None:
+    sink = await make_kit("jsonlines").new()
     with pytest.raises(EncodingError, match=r"'out'.*set"):
         write(sink, [{"ok": 1}, {1, 2}])
 
 
-def test_commit_of_a_lost_transaction_fails_after_committing_the_rest(
+@pytest.mark.asyncio
+async def test_commit_of_a_lost_transaction_fails_after_committing_the_rest(
     make_kit: Callable[[str], Sinks],
 ) -> None:
     kit = make_kit("jsonlines")
-    sink = kit.new()
+    sink = await kit.new()
     write(sink, _records(1))
     [first] = sink.snapshot_state(1)["pending"]
     write(sink, _records(2))
     sink.snapshot_state(2)
-    Path(first["pending"]).unlink()
+    os.unlink(first["pending"])
     with pytest.raises(StateError, match="records are lost"):
-        sink.notify_checkpoint_complete(2)
+        await notify(sink, 2)
     assert kit.visible() == [2]
     assert [e["checkpoint"] for e in sink.pending] == [1]
 
@@ -311,9 +331,9 @@ def test_commit_of_a_lost_transaction_fails_after_committing_the_rest(
 
 @pytest.mark.asyncio
 async def test_restore_commits_pending_transactions_exactly_once(kit: Sinks) -> None:
-    old0 = kit.new(job_id="job-a", subtask=0)
-    old1 = kit.new(job_id="job-a", subtask=1)
-    unrelated = kit.new(job_id="job-z", subtask=0)
+    old0 = await kit.new(job_id="job-a", subtask=0)
+    old1 = await kit.new(job_id="job-a", subtask=1)
+    unrelated = await kit.new(job_id="job-z", subtask=0)
     write(old0, _records("a1", "a2"))
     write(old1, _records("b1"))
     write(unrelated, _records("z1"))
@@ -330,39 +350,39 @@ async def test_restore_commits_pending_transactions_exactly_once(kit: Sinks) -> 
     assert kit.visible() == []
 
     everyone = state0 + state1
-    new = kit.new(job_id="job-b", subtask=0)  # restored with parallelism 1
+    new = await kit.new(job_id="job-b", subtask=0)  # restored with parallelism 1
     with anyio.fail_after(TIMEOUT):
         await new.initialize(_restored("job-a", everyone, everyone))
     assert sorted(kit.visible()) == ["a1", "a2", "b1"]
     assert kit.hidden() == unrelated_hidden  # the old job's leftovers are gone
 
     # Restoring the same checkpoint again (another failover) duplicates nothing.
-    again = kit.new(job_id="job-c", subtask=0)
+    again = await kit.new(job_id="job-c", subtask=0)
     with anyio.fail_after(TIMEOUT):
         await again.initialize(_restored("job-a", everyone, everyone))
     assert sorted(kit.visible()) == ["a1", "a2", "b1"]
 
     # The unrelated job goes on as if nothing happened.
-    unrelated.notify_checkpoint_complete(1)
-    unrelated.end_of_input()
-    unrelated.commit_final()
+    await notify(unrelated, 1)
+    await unrelated.end_of_input()
+    await unrelated.commit_final()
     assert sorted(kit.visible()) == ["a1", "a2", "b1", "z1", "z2"]
 
     # The restored job writes on.
     write(new, _records("new"))
     new.snapshot_state(2)
-    new.notify_checkpoint_complete(2)
+    await notify(new, 2)
     assert sorted(kit.visible()) == ["a1", "a2", "b1", "new", "z1", "z2"]
 
 
 @pytest.mark.asyncio
 async def test_restore_after_the_commit_already_happened(kit: Sinks) -> None:
-    old = kit.new(job_id="job-a")
+    old = await kit.new(job_id="job-a")
     write(old, _records(1, 2))
     state = old.snapshot_state(1)["pending"]
-    old.notify_checkpoint_complete(1)  # committed, then the job failed
+    await notify(old, 1)  # committed, then the job failed
     assert kit.visible() == [1, 2]
-    new = kit.new(job_id="job-b")
+    new = await kit.new(job_id="job-b")
     with anyio.fail_after(TIMEOUT):
         await new.initialize(_restored("job-a", state, state))
     assert kit.visible() == [1, 2]
@@ -370,16 +390,16 @@ async def test_restore_after_the_commit_already_happened(kit: Sinks) -> None:
 
 @pytest.mark.asyncio
 async def test_only_subtask_0_cleans_up(kit: Sinks) -> None:
-    old = kit.new(job_id="job-a")
+    old = await kit.new(job_id="job-a")
     write(old, _records(1))
     state = old.snapshot_state(1)["pending"]
     write(old, _records("leftover"))
-    new1 = kit.new(job_id="job-b", subtask=1)
+    new1 = await kit.new(job_id="job-b", subtask=1)
     with anyio.fail_after(TIMEOUT):
         await new1.initialize(_restored("job-a", state, state))
     assert kit.visible() == [1]
     assert len(kit.hidden()) == 1  # subtask 1 committed, but did not clean up
-    new0 = kit.new(job_id="job-b", subtask=0)
+    new0 = await kit.new(job_id="job-b", subtask=0)
     with anyio.fail_after(TIMEOUT):
         await new0.initialize(_restored("job-a", [], state))
     assert kit.hidden() == []
@@ -388,9 +408,9 @@ async def test_only_subtask_0_cleans_up(kit: Sinks) -> None:
 
 @pytest.mark.asyncio
 async def test_a_first_attempt_without_restore_touches_nothing(kit: Sinks) -> None:
-    other = kit.new(job_id="job-a", subtask=1)
+    other = await kit.new(job_id="job-a", subtask=1)
     write(other, _records(1))
-    new = kit.new(job_id="job-a", subtask=0)
+    new = await kit.new(job_id="job-a", subtask=0)
     with anyio.fail_after(TIMEOUT):
         await new.initialize(None)
     assert len(kit.hidden()) == 1
@@ -401,20 +421,19 @@ async def test_a_failover_cleans_only_its_own_subtasks_leftovers(kit: Sinks) -> 
     # Attempt 0 wrote (subtask 0 and 1) and died before any checkpoint. Attempt 1's
     # subtask 1 already writes again when its subtask 0 starts: subtask 0 removes its
     # own old transaction and nothing of its sibling's.
-    write(kit.new(job_id="job-a", subtask=0), _records(1))
-    write(kit.new(job_id="job-a", subtask=1), _records(2))
-    sibling = kit.new(job_id="job-a", subtask=1, attempt=1)
+    write(await kit.new(job_id="job-a", subtask=0), _records(1))
+    write(await kit.new(job_id="job-a", subtask=1), _records(2))
+    sibling = await kit.new(job_id="job-a", subtask=1, attempt=1)
     with anyio.fail_after(TIMEOUT):
         await sibling.initialize(None)  # removes its own attempt-0 leftover
     write(sibling, _records(3))
-    new = kit.new(job_id="job-a", subtask=0, attempt=1)
+    new = await kit.new(job_id="job-a", subtask=0, attempt=1)
     with anyio.fail_after(TIMEOUT):
         await new.initialize(None)
     hidden = kit.hidden()
     assert len(hidden) == 1 and "-1-a1-" in hidden[0]  # the sibling's new transaction
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(
     "kind",
     [
@@ -422,22 +441,22 @@ async def test_a_failover_cleans_only_its_own_subtasks_leftovers(kit: Sinks) -> 
         "sqlite",
     ],
 )
+@pytest.mark.asyncio
 async def test_restore_with_no_pending_transactions_deletes_leftovers(
     make_kit: Callable[[str], Sinks], kind: str
 ) -> None:
     kit = make_kit(kind)
-    old = kit.new(job_id="job-a")
+    old = await kit.new(job_id="job-a")
     assert old.snapshot_state(1) == {"pending": []}
     write(old, _records("leftover"))  # written after the snapshot; then the job crashes
     assert len(kit.hidden()) == 1
-    new = kit.new(job_id="job-b")
+    new = await kit.new(job_id="job-b")
     with anyio.fail_after(TIMEOUT):
         await new.initialize(_restored("job-a", [], []))
     assert kit.hidden() == []
     assert kit.visible() == []
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(
     "kind",
     [
@@ -445,25 +464,25 @@ async def test_restore_with_no_pending_transactions_deletes_leftovers(
         "sqlite",
     ],
 )
+@pytest.mark.asyncio
 async def test_restore_deletes_transactions_precommitted_after_the_checkpoint(
     make_kit: Callable[[str], Sinks], kind: str
 ) -> None:
     kit = make_kit(kind)
-    old = kit.new(job_id="job-a")
+    old = await kit.new(job_id="job-a")
     write(old, _records(1))
     state = old.snapshot_state(1)["pending"]
     write(old, _records(2))
     old.snapshot_state(2)  # checkpoint 2 never completed: the job failed
     write(old, _records(3))
     assert len(kit.hidden()) == 3
-    new = kit.new(job_id="job-b")
+    new = await kit.new(job_id="job-b")
     with anyio.fail_after(TIMEOUT):
         await new.initialize(_restored("job-a", state, state))
     assert kit.visible() == [1]
     assert kit.hidden() == []
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(
     "kind",
     [
@@ -471,18 +490,19 @@ async def test_restore_deletes_transactions_precommitted_after_the_checkpoint(
         "sqlite",
     ],
 )
+@pytest.mark.asyncio
 async def test_cleanup_leaves_other_sinks_of_the_old_job_alone(
     make_kit: Callable[[str], Sinks], kind: str
 ) -> None:
     kit = make_kit(kind)
-    old_out = kit.new(job_id="job-a", uid="out")
-    old_out2 = kit.new(job_id="job-a", uid="out-2")
+    old_out = await kit.new(job_id="job-a", uid="out")
+    old_out2 = await kit.new(job_id="job-a", uid="out-2")
     write(old_out, _records("from out"))
     write(old_out2, _records("from out-2"))
     state_out = old_out.snapshot_state(1)["pending"]
     state_out2 = old_out2.snapshot_state(1)["pending"]
-    new_out = kit.new(job_id="job-b", uid="out")
-    new_out2 = kit.new(job_id="job-b", uid="out-2")
+    new_out = await kit.new(job_id="job-b", uid="out")
+    new_out2 = await kit.new(job_id="job-b", uid="out-2")
     with anyio.fail_after(TIMEOUT):
         await new_out.initialize(_restored("job-a", state_out, state_out))
         await new_out2.initialize(_restored("job-a", state_out2, state_out2))
@@ -492,39 +512,42 @@ async def test_cleanup_leaves_other_sinks_of_the_old_job_alone(
 # -- SQLite specifics --------------------------------------------------------------------------
 
 
-def test_sqlite_upserts_with_a_key(make_kit: Callable[[str], Sinks]) -> None:
+@pytest.mark.asyncio
+async def test_sqlite_upserts_with_a_key(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new(key="id")
+    sink = await kit.new(key="id")
     write(sink, [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}])
     sink.snapshot_state(1)
-    sink.notify_checkpoint_complete(1)
+    await notify(sink, 1)
     assert kit.rows() == [{"id": 1, "v": "c"}, {"id": 2, "v": "b"}]
     write(sink, [{"id": 2, "v": "d", "extra": 5}])
     sink.snapshot_state(2)
-    sink.notify_checkpoint_complete(2)
+    await notify(sink, 2)
     assert kit.rows() == [
         {"id": 1, "v": "c", "extra": None},
         {"id": 2, "v": "d", "extra": 5},
     ]
 
 
-def test_sqlite_without_a_key_appends(make_kit: Callable[[str], Sinks]) -> None:
+@pytest.mark.asyncio
+async def test_sqlite_without_a_key_appends(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new()
+    sink = await kit.new()
     write(sink, [{"id": 1, "v": "a"}, {"id": 1, "v": "a"}])
-    sink.commit_all()
+    await sink.commit_all()
     assert kit.rows() == [{"id": 1, "v": "a"}, {"id": 1, "v": "a"}]
 
 
-def test_sqlite_new_fields_add_columns(make_kit: Callable[[str], Sinks]) -> None:
+@pytest.mark.asyncio
+async def test_sqlite_new_fields_add_columns(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new()
+    sink = await kit.new()
     write(sink, [{"v": 1}])
     sink.snapshot_state(1)
-    sink.notify_checkpoint_complete(1)
+    await notify(sink, 1)
     write(sink, [{"v": 2, "name": "x", "tags": ["a", "b"]}, {"v": 3, "meta": {"k": 1}}])
     sink.snapshot_state(2)
-    sink.notify_checkpoint_complete(2)
+    await notify(sink, 2)
     assert kit.rows() == [
         {"v": 1, "name": None, "tags": None, "meta": None},
         {"v": 2, "name": "x", "tags": '["a","b"]', "meta": None},
@@ -533,47 +556,51 @@ def test_sqlite_new_fields_add_columns(make_kit: Callable[[str], Sinks]) -> None
 
 
 @pytest.mark.parametrize("record", [1, "text", ["v", 1], None])
-def test_sqlite_refuses_records_that_are_not_dicts(
+@pytest.mark.asyncio
+async def test_sqlite_refuses_records_that_are_not_dicts(
     make_kit: Callable[[str], Sinks], record: Any
 ) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new()
+    sink = await kit.new()
     with pytest.raises(RecordError, match=r"sink 'out' \(SQLite events\) needs dict records"):
         write(sink, [{"v": 1}, record])
     assert kit.hidden() == []  # nothing of the batch was staged
 
 
-def test_sqlite_record_without_the_key_field_is_refused_when_written(
+@pytest.mark.asyncio
+async def test_sqlite_record_without_the_key_field_is_refused_when_written(
     make_kit: Callable[[str], Sinks],
 ) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new(key="id")
+    sink = await kit.new(key="id")
     # Refused at once, naming the sink and the record, before it can block a commit.
     with pytest.raises(RecordError, match=r"sink 'out' .* upserts by 'id', but a record has no"):
         write(sink, [{"v": 1}])
     sink.snapshot_state(1)
-    sink.notify_checkpoint_complete(1)
+    await notify(sink, 1)
     assert kit.rows() == []
 
 
-def test_sqlite_upsert_of_records_with_only_the_key(make_kit: Callable[[str], Sinks]) -> None:
+@pytest.mark.asyncio
+async def test_sqlite_upsert_of_records_with_only_the_key(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new(key="id")
+    sink = await kit.new(key="id")
     write(sink, [{"id": 1}, {"id": 2}, {"id": 1}])
     sink.snapshot_state(1)
-    sink.notify_checkpoint_complete(1)
+    await notify(sink, 1)
     assert kit.rows() == [{"id": 1}, {"id": 2}]
 
 
-def test_sqlite_commit_is_recorded_once(make_kit: Callable[[str], Sinks]) -> None:
+@pytest.mark.asyncio
+async def test_sqlite_commit_is_recorded_once(make_kit: Callable[[str], Sinks]) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new()
+    sink = await kit.new()
     write(sink, _records(1))
     [entry] = sink.snapshot_state(1)["pending"]
     assert entry["txn"] == "job-a-out-0-000001"
-    sink.notify_checkpoint_complete(1)
-    other = kit.new(job_id="job-b")
-    other._commit(dict(entry))  # a retried commit of the same transaction
+    await notify(sink, 1)
+    other = await kit.new(job_id="job-b")
+    await other.committer.commit(dict(entry))  # a retried commit of the same transaction
     assert kit.visible() == [1]
     conn = sqlite3.connect(kit.base / DB)
     try:
@@ -586,11 +613,12 @@ def test_sqlite_commit_is_recorded_once(make_kit: Callable[[str], Sinks]) -> Non
 # -- failures while pre-committing and committing ---------------------------------------------
 
 
-def test_a_failed_jsonlines_precommit_keeps_the_transaction(
+@pytest.mark.asyncio
+async def test_a_failed_jsonlines_precommit_keeps_the_transaction(
     make_kit: Callable[[str], Sinks], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit = make_kit("jsonlines")
-    sink = kit.new()
+    sink = await kit.new()
     write(sink, _records(1, 2, 3))
     real_fsync = os.fsync
     calls = {"n": 0}
@@ -606,16 +634,17 @@ def test_a_failed_jsonlines_precommit_keeps_the_transaction(
     monkeypatch.setattr(os, "fsync", real_fsync)
     write(sink, _records(4))
     sink.snapshot_state(2)
-    sink.notify_checkpoint_complete(2)
+    await notify(sink, 2)
     assert kit.visible() == [1, 2, 3, 4]  # nothing lost
     assert kit.hidden() == []
 
 
-def test_a_failed_sqlite_precommit_keeps_the_transaction(
+@pytest.mark.asyncio
+async def test_a_failed_sqlite_precommit_keeps_the_transaction(
     make_kit: Callable[[str], Sinks],
 ) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new()
+    sink = await kit.new()
     write(sink, _records(1, 2, 3))
     with sqlite3.connect(kit.base / DB) as other:
         other.execute(
@@ -629,7 +658,7 @@ def test_a_failed_sqlite_precommit_keeps_the_transaction(
     write(sink, _records(4))
     [entry] = sink.snapshot_state(2)["pending"]
     assert entry["rows"] == 4 and entry["path"] == str(kit.base / DB)
-    sink.notify_checkpoint_complete(2)
+    await notify(sink, 2)
     assert kit.visible() == [1, 2, 3, 4]
     assert kit.hidden() == []
 
@@ -639,7 +668,7 @@ async def test_sqlite_sink_inserts_in_settle_and_at_precommit(
     make_kit: Callable[[str], Sinks],
 ) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new()
+    sink = await kit.new()
     assert sink.needs_settle
     sink.process(_records(1, 2))
     assert kit.hidden() == []  # staged in memory until settle
@@ -647,36 +676,38 @@ async def test_sqlite_sink_inserts_in_settle_and_at_precommit(
         await sink.settle()
     assert len(kit.hidden()) == 1
     sink.process(_records(3))  # the input ends before settle: pre-commit inserts it
-    assert sink.end_of_input() is True
-    sink.commit_final()
+    assert await sink.end_of_input() is True
+    await sink.commit_final()
     assert kit.visible() == [1, 2, 3]
 
 
-def test_sqlite_commit_refuses_a_transaction_whose_rows_are_gone(
+@pytest.mark.asyncio
+async def test_sqlite_commit_refuses_a_transaction_whose_rows_are_gone(
     make_kit: Callable[[str], Sinks],
 ) -> None:
     kit = make_kit("sqlite")
-    sink = kit.new()
+    sink = await kit.new()
     write(sink, _records(1, 2))
     [entry] = sink.snapshot_state(1)["pending"]
     with sqlite3.connect(kit.base / DB) as other:
         other.execute("DELETE FROM _mesh_staging")
     with pytest.raises(StateError, match=rf"{entry['txn']} staged 2 rows in .*out\.db.*lost"):
-        sink.notify_checkpoint_complete(1)
+        await notify(sink, 1)
     assert kit.visible() == []
 
 
-def test_sqlite_restore_commits_into_the_database_that_staged_it(
+@pytest.mark.asyncio
+async def test_sqlite_restore_commits_into_the_database_that_staged_it(
     make_kit: Callable[[str], Sinks], tmp_path: Path
 ) -> None:
     kit = make_kit("sqlite")
-    old = kit.new()
+    old = await kit.new()
     write(old, _records(1, 2))
     [entry] = old.snapshot_state(1)["pending"]
     elsewhere = Sinks("sqlite", tmp_path / "moved")  # the restored job's path differs
     try:
-        new = elsewhere.new(job_id="job-b")
-        new._commit(entry)
+        new = await elsewhere.new(job_id="job-b")
+        await new.committer.commit(entry)
         assert kit.visible() == [1, 2]
         assert elsewhere.visible() == []
     finally:

@@ -9,7 +9,8 @@ state; restored at another parallelism, the splits are dealt out again (a subtas
 read several, or none), so every record is read exactly once across restarts — and a
 key whose records all come from one split keeps its order.
 
-A reader hands out batches (``read``) until its splits are done (``None``); it returns
+The readers implement ``mesh.connectors.SourceReader``. A reader hands out batches
+(``read``) until its splits are done (``None``); it returns
 ``[]`` promptly when nothing is ready, so its subtask can handle checkpoints.
 """
 
@@ -24,64 +25,18 @@ import anyio
 import orjson
 
 from mesh.api import sources
+from mesh.connectors.base import RestoredSplits, SourceReader, Split
 from mesh.errors import GraphError, RecordError, UndecodableInput
 from mesh.node.connectors.splits import plan_splits
 from mesh.node.operators.context import TaskContext
 from mesh.node.operators.records import UserCodeError, first_failure
 from mesh.transport.sockets import Socket, SocketKind
 
-__all__ = ["SourceReader", "build_reader"]
+__all__ = ["SourceReader", "builtin_reader"]
 
 _CHUNK = 1 << 20
 # The longest a reader of a live source waits for input before it returns [].
 _IDLE_WAIT_S = 0.05
-
-Split = dict[str, Any]
-
-
-class SourceReader:
-    """Produces the records of one source subtask.
-
-    Constructing a reader only checks its settings; ``initialize`` gives it its splits
-    (planned fresh, or restored); ``open`` acquires what it reads from and ``close``
-    releases it.
-    """
-
-    #: Undecodable input since ``take_rejected`` was last called.
-    rejected: tuple[UndecodableInput, ...] = ()
-
-    def plan(self) -> list[Split]:
-        """This subtask's splits when the job starts without a checkpoint."""
-        return []
-
-    def initialize(self, splits: list[Split] | None) -> None:
-        """Adopt ``splits`` (restored) or plan fresh ones (None)."""
-
-    def snapshot(self) -> list[Split]:
-        """The splits with their current positions (JSON)."""
-        return []
-
-    def open(self) -> None:
-        """Called once, before the first ``read``."""
-
-    async def read(self, max_records: int) -> list[Any] | None:
-        """Up to ``max_records`` records, ``[]`` if none are ready yet, None at the end."""
-        raise NotImplementedError
-
-    def take_rejected(self) -> list[UndecodableInput]:
-        """The input read since the last call that could not be decoded (its records are
-        left out of what ``read`` returned); the subtask sets each aside as a dead letter,
-        or fails with it when dead letters are off."""
-        rejected, self.rejected = self.rejected, ()
-        return list(rejected)
-
-    def progress(self) -> tuple[int, int] | None:
-        """How much of a bounded input was read: ``(done, total)`` in the reader's own
-        unit (bytes of a file, records of a collection); None when unknown or unbounded."""
-        return None
-
-    def close(self) -> None:
-        """Release files and sockets."""
 
 
 class _StrideReader(SourceReader):
@@ -105,13 +60,14 @@ class _StrideReader(SourceReader):
         k, p = self._ctx.subtask_index, self._ctx.parallelism
         return [{"start": k, "stride": p, "next": k}]
 
-    def initialize(self, splits: list[Split] | None) -> None:
-        self._splits = [dict(s) for s in (self.plan() if splits is None else splits)]
+    def initialize(self, restored: RestoredSplits | None) -> None:
+        splits = self.plan() if restored is None else restored.mine
+        self._splits = [dict(s) for s in splits]
         if self._rate_total is not None and self._splits:
             # Each split carries 1/stride of the total rate.
             self._rate = self._rate_total * len(self._splits) / self._splits[0]["stride"]
 
-    def snapshot(self) -> list[Split]:
+    def snapshot(self, checkpoint_id: int) -> list[Split]:
         return [dict(s) for s in self._splits]
 
     def progress(self) -> tuple[int, int] | None:
@@ -219,10 +175,10 @@ class _FileReader(SourceReader):
             for r in ranges
         ]
 
-    def initialize(self, splits: list[Split] | None) -> None:
-        self._splits = [dict(s) for s in (self.plan() if splits is None else splits)]
+    def initialize(self, restored: RestoredSplits | None) -> None:
+        self._splits = [dict(s) for s in (self.plan() if restored is None else restored.mine)]
 
-    def snapshot(self) -> list[Split]:
+    def snapshot(self, checkpoint_id: int) -> list[Split]:
         return [dict(s) for s in self._splits]
 
     def progress(self) -> tuple[int, int] | None:
@@ -330,13 +286,12 @@ class _FileReader(SourceReader):
                     out.append(orjson.loads(line))
             except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
                 what = "is not valid JSON" if self._json else "is not valid UTF-8"
-                self.rejected = (
-                    *self.rejected,
+                self.reject(
                     UndecodableInput(
                         f"{path}: the line at byte offset {offset} {what} ({exc}): {line[:80]!r}",
                         raw=line.decode("utf-8", "replace"),
                         origin={"file": str(path), "offset": offset},
-                    ),
+                    )
                 )
             offset += len(line) + 1
         return out
@@ -374,7 +329,7 @@ class _ZmqPullReader(SourceReader):
         self._endpoint = source.endpoint
         self._sock: Socket | None = None
 
-    def open(self) -> None:
+    async def open(self) -> None:
         self._sock = self._factory.connect(SocketKind.PULL, self._endpoint, outside=True)
 
     async def read(self, max_records: int) -> list[Any] | None:
@@ -395,14 +350,13 @@ class _ZmqPullReader(SourceReader):
             try:
                 out.append(orjson.loads(frames[-1]))
             except orjson.JSONDecodeError as exc:
-                self.rejected = (
-                    *self.rejected,
+                self.reject(
                     UndecodableInput(
                         f"ZmqPull {self._endpoint}: a message is not JSON ({exc}): "
                         f"{frames[-1][:80]!r}",
                         raw=frames[-1].decode("utf-8", "replace"),
                         origin={"endpoint": self._endpoint},
-                    ),
+                    )
                 )
         return out
 
@@ -412,8 +366,9 @@ class _ZmqPullReader(SourceReader):
             self._sock = None
 
 
-def build_reader(source: sources.Source, ctx: TaskContext) -> SourceReader:
-    """The reader for ``source`` in the subtask described by ``ctx``."""
+def builtin_reader(source: sources.Source, ctx: TaskContext) -> SourceReader | None:
+    """The reader of a built-in ``source`` in the subtask described by ``ctx`` (None for
+    any other source: it makes its own)."""
     factories: dict[type[Any], Callable[[Any, TaskContext], SourceReader]] = {
         sources.Collection: _CollectionReader,
         sources.Generator: _GeneratorReader,
@@ -422,6 +377,4 @@ def build_reader(source: sources.Source, ctx: TaskContext) -> SourceReader:
         sources.ZmqPull: _ZmqPullReader,
     }
     factory = factories.get(type(source))
-    if factory is None:
-        raise GraphError(f"source {type(source).__name__} is not supported by this node")
-    return factory(source, ctx)
+    return factory(source, ctx) if factory is not None else None

@@ -4,7 +4,7 @@ Rows are staged in ``_mesh_staging`` under the current transaction's name; pre-c
 renames them to the transaction's deterministic name; commit moves them into the table
 (upserting on ``key`` if given) and records the name in ``_mesh_commits`` in the same
 SQLite transaction, so committing twice does nothing. See ``txn_sinks`` for the
-protocol.
+protocol. The writer stages and pre-commits; the committer commits and cleans up.
 """
 
 from __future__ import annotations
@@ -16,31 +16,41 @@ from typing import Any
 import anyio
 import orjson
 
+from mesh.connectors.base import Committer, SinkWriter
 from mesh.errors import GraphError, RecordError, StateError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.connectors.txn_sinks import TransactionalSink, transaction_pattern
+from mesh.node.connectors.txn_sinks import TransactionNames, transaction_pattern
 from mesh.node.operators.context import TaskContext
 from mesh.node.operators.records import describe_record, encode_lines
 
-__all__ = ["SqliteSink"]
+__all__ = ["SqliteCommitter", "SqliteWriter"]
 
 _TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL", str: "TEXT"}
 
 
-class SqliteSink(TransactionalSink):
-    """``sinks.SQLite``: rows staged per transaction, moved into the table on commit.
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:  # several subtasks open the file at once; one of them switches it to WAL
+        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
+        pass
+    return conn
 
-    Staged rows are inserted in a worker thread (``settle``, after every batch) through
-    their own connection, without fsync; pre-commit renames the staging rows to the
-    transaction's name in a transaction that is fsynced (it makes every earlier insert
-    durable too). Pre-commit and commit use a second connection on the event loop, so
-    a commit can arrive while an insert is under way.
+
+class SqliteWriter(SinkWriter):
+    """``sinks.SQLite``: rows staged per transaction.
+
+    Staged rows are inserted in a worker thread (``wait_writable``, after every batch)
+    through their own connection, without fsync; pre-commit renames the staging rows to
+    the transaction's name in a transaction that is fsynced (it makes every earlier
+    insert durable too), on a second connection on the event loop.
     """
 
-    needs_settle = True
+    backpressured = True
 
     def __init__(self, spec: OperatorSpec, sink: Any, ctx: TaskContext) -> None:
-        super().__init__(spec, ctx)
+        self.spec = spec
+        self.names = TransactionNames(ctx, spec.uid)
         self.path = ctx.resolve(sink.path)
         self.table = sink.table
         self.key = sink.key
@@ -51,18 +61,10 @@ class SqliteSink(TransactionalSink):
         self._unwritten: list[tuple[str, int, str]] = []  # staged rows not inserted yet
         self._columns: list[str] | None = None
 
-    def _connect(self, path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:  # several subtasks open the file at once; one of them switches it to WAL
-            conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:
-            pass
-        return conn
-
-    def open(self) -> None:
+    async def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connect(self.path)
+            conn = _connect(self.path)
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS _mesh_staging (txn TEXT NOT NULL, seq INTEGER NOT "
                 "NULL, row TEXT NOT NULL, PRIMARY KEY (txn, seq)) STRICT"
@@ -71,7 +73,7 @@ class SqliteSink(TransactionalSink):
                 "CREATE TABLE IF NOT EXISTS _mesh_commits (txn TEXT PRIMARY KEY, "
                 "committed_ms INTEGER NOT NULL) STRICT"
             )
-            writer = self._connect(self.path)
+            writer = _connect(self.path)
             writer.execute("PRAGMA synchronous = NORMAL")  # pre-commit makes it durable
         except (OSError, sqlite3.Error) as exc:
             raise GraphError(f"sink {self.spec.uid!r}: cannot open {self.path}: {exc}") from None
@@ -83,7 +85,8 @@ class SqliteSink(TransactionalSink):
             raise StateError(f"sink {self.spec.uid!r}: {self.path} is not open")
         return self._conn
 
-    def process(self, batch: list[Any]) -> list[Any]:
+    def write(self, records: list[Any]) -> None:
+        batch = records
         for record in batch:
             if not isinstance(record, dict):
                 raise RecordError(
@@ -96,15 +99,14 @@ class SqliteSink(TransactionalSink):
                     f"a record has no {self.key!r}: {describe_record(record)}"
                 )
         if self._current is None:
-            self._current = f"~{self._current_name()}"
+            self._current = f"~{self.names.current()}"
             self._row = 0
         rows = encode_lines(self.spec, batch).splitlines()
         txn, start = self._current, self._row
         self._row += len(rows)
         self._unwritten.extend((txn, start + i, row.decode()) for i, row in enumerate(rows))
-        return []
 
-    async def settle(self) -> None:
+    async def wait_writable(self) -> None:
         if self._unwritten:
             rows, self._unwritten = self._unwritten, []
             await anyio.to_thread.run_sync(self._insert, self._writer, rows)
@@ -121,10 +123,10 @@ class SqliteSink(TransactionalSink):
                 conn.execute("ROLLBACK")
             raise StateError(f"sink {self.spec.uid!r}: cannot write {self.path}: {exc}") from None
 
-    def _has_current(self) -> bool:
-        return self._current is not None
-
-    def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
+    def prepare_commit(self, transaction: str) -> dict[str, Any] | None:
+        if self._current is None:
+            return None
+        txn = transaction
         conn = self._db()
         if self._unwritten:  # the input ended right after a batch: insert it here
             rows, self._unwritten = self._unwritten, []
@@ -143,6 +145,46 @@ class SqliteSink(TransactionalSink):
         self._current = None
         return {"txn": txn, "path": str(self.path), "rows": self._row}
 
+    def abort(self) -> None:
+        self._unwritten = []
+        if self._current is not None and self._conn is not None:
+            try:
+                self._conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (self._current,))
+            except sqlite3.Error:
+                pass
+        self._current = None
+
+    def close(self) -> None:
+        self.abort()
+        for conn in (self._conn, self._writer):
+            if conn is not None:
+                conn.close()
+        self._conn = self._writer = None
+
+
+class SqliteCommitter(Committer):
+    """``sinks.SQLite``: moves a pre-committed transaction's rows into the table and
+    records its name, in one SQLite transaction; cleans up what failed attempts staged."""
+
+    def __init__(self, spec: OperatorSpec, sink: Any, ctx: TaskContext) -> None:
+        self.spec = spec
+        self.clock = ctx.clock
+        self.path = ctx.resolve(sink.path)
+        self.table = sink.table
+        self.key = sink.key
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        try:
+            self._conn = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise GraphError(f"sink {self.spec.uid!r}: cannot open {self.path}: {exc}") from None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError(f"sink {self.spec.uid!r}: {self.path} is not open")
+        return self._conn
+
     def _ensure_table(self, conn: sqlite3.Connection, sample: dict[str, Any]) -> list[str]:
         existing = [row[1] for row in conn.execute(f'PRAGMA table_info("{self.table}")')]
         if not existing:
@@ -160,6 +202,10 @@ class SqliteSink(TransactionalSink):
             existing = list(sample)
         return existing
 
+    async def commit(self, committable: dict[str, Any]) -> None:
+        # An fsynced SQLite transaction: off the event loop.
+        await anyio.to_thread.run_sync(self._commit, committable)
+
     def _commit(self, entry: dict[str, Any]) -> None:
         path = Path(entry.get("path", self.path))
         if path == self.path:
@@ -168,7 +214,7 @@ class SqliteSink(TransactionalSink):
         # A transaction the restored-from job staged in another database (its sink path
         # resolved elsewhere): it commits there.
         try:
-            conn = self._connect(path)
+            conn = _connect(path)
         except sqlite3.Error as exc:
             raise StateError(
                 f"sink {self.spec.uid!r}: cannot open {path} to commit {entry['txn']}: {exc}"
@@ -214,7 +260,7 @@ class SqliteSink(TransactionalSink):
                         sql += f' ON CONFLICT("{self.key}") DO NOTHING'
                 conn.executemany(sql, [[_column(r.get(c)) for c in columns] for r in rows])
             conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (txn,))
-            conn.execute("INSERT INTO _mesh_commits VALUES (?, ?)", (txn, self.ctx.clock.now_ms()))
+            conn.execute("INSERT INTO _mesh_commits VALUES (?, ?)", (txn, self.clock.now_ms()))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -223,19 +269,10 @@ class SqliteSink(TransactionalSink):
                 f"sink {self.spec.uid!r}: cannot commit into {path} table {self.table}: {exc}"
             ) from None
 
-    def _abort_current(self) -> None:
-        self._unwritten = []
-        if self._current is not None and self._conn is not None:
-            try:
-                self._conn.execute("DELETE FROM _mesh_staging WHERE txn = ?", (self._current,))
-            except sqlite3.Error:
-                pass
-        self._current = None
-
-    def _clean_up(self, old_job: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
+    async def clean_up(self, job_id: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
         kept = {e["txn"] for e in keep}
         ours = transaction_pattern(
-            old_job, self.spec.uid, r"-a\d+-\d+", r"-(?:\d+|end)", subtask=subtask
+            job_id, self.spec.uid, r"-a\d+-\d+", r"-(?:\d+|end)", subtask=subtask
         )
         conn = self._db()
         names = [row[0] for row in conn.execute("SELECT DISTINCT txn FROM _mesh_staging")]
@@ -243,11 +280,9 @@ class SqliteSink(TransactionalSink):
         conn.executemany("DELETE FROM _mesh_staging WHERE txn = ?", [(n,) for n in doomed])
 
     def close(self) -> None:
-        self._abort_current()
-        for conn in (self._conn, self._writer):
-            if conn is not None:
-                conn.close()
-        self._conn = self._writer = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _column(value: Any) -> Any:

@@ -1,13 +1,17 @@
-"""Exactly-once sinks: two-phase commit driven by checkpoints.
+"""Exactly-once sinks: a ``SinkWriter`` and its ``Committer`` (``mesh.connectors``) driven
+by checkpoints, and the built-in JsonLines one.
 
 Theory of operation (Flink's TwoPhaseCommitSinkFunction):
 
-* Records go into the *current transaction* (an in-progress file, staging rows).
-* At checkpoint barrier n the sink *pre-commits* it: flushed, fsynced, and renamed to
-  a name fixed by ``(job, sink uid, subtask, n)``; the pre-commit is recorded in the
-  checkpoint's state. A new transaction starts with the next record.
+* Records go into the writer's *current transaction* (an in-progress file, staging rows,
+  a buffer of Kafka records).
+* At checkpoint barrier n the writer *pre-commits* it (``prepare_commit``): flushed,
+  fsynced, renamed to a name fixed by ``(job, sink uid, subtask, n)``; the committable
+  it returns is recorded in the checkpoint's state. A new transaction starts with the
+  next record.
 * When checkpoint n completes (NOTIFY_COMPLETE), every pre-committed transaction up to n
-  is *committed*: made visible. Committing is idempotent (renaming a file that is
+  is *committed* by the committer, in order, in a task of the subtask (a commit may
+  take a while: a Kafka transaction). Committing is idempotent (renaming a file that is
   already there, or a transaction id already recorded, does nothing), so a commit that
   is retried after a failure never duplicates output.
 * Restoring a checkpoint commits the transactions it lists (they may or may not have
@@ -31,7 +35,10 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from mesh.api import sinks
+from mesh.connectors.base import Committer, SinkWriter
 from mesh.errors import GraphError, StateError
 from mesh.graph.logical import OperatorSpec
 from mesh.node.connectors.writers import SinkOperator
@@ -41,105 +48,124 @@ from mesh.node.operators.records import encode_lines
 from mesh.state.files import fsync_dir
 from mesh.telemetry.tracing import traced_step, tracer
 
-__all__ = ["JsonLinesSink", "TransactionalSink", "transaction_pattern"]
+__all__ = [
+    "JsonLinesCommitter",
+    "JsonLinesWriter",
+    "TransactionNames",
+    "TwoPhaseSink",
+    "transaction_pattern",
+]
 
 _FINAL = "end"
 _TRACER = tracer("mesh.node.sinks")
 
 
-class TransactionalSink(SinkOperator):
-    """The checkpoint-driven transaction bookkeeping shared by exactly-once sinks."""
+class TransactionNames:
+    """Names of one sink subtask's transactions: ``<job>-<sink uid>-<subtask>-...``."""
 
-    def __init__(self, spec: OperatorSpec, ctx: TaskContext) -> None:
-        super().__init__(spec)
+    def __init__(self, ctx: TaskContext, uid: str) -> None:
+        self.owner = f"{ctx.job_id}-{uid}-{ctx.subtask_index}"
+        self._attempt = ctx.attempt
+        self._seq = itertools.count()
+
+    def precommitted(self, checkpoint: int | str) -> str:
+        """The name of the transaction pre-committed at ``checkpoint`` (or "end")."""
+        txn = f"{checkpoint:06d}" if isinstance(checkpoint, int) else checkpoint
+        return f"{self.owner}-{txn}"
+
+    def current(self) -> str:
+        """A name for a new current transaction (unique in this attempt)."""
+        return f"{self.owner}-a{self._attempt}-{next(self._seq)}"
+
+
+class TwoPhaseSink(SinkOperator):
+    """The checkpoint-driven transaction bookkeeping of every exactly-once sink."""
+
+    def __init__(
+        self, spec: OperatorSpec, ctx: TaskContext, writer: SinkWriter, committer: Committer
+    ) -> None:
+        super().__init__(spec, writer)
         self.ctx = ctx
+        self.committer = committer
+        self.names = TransactionNames(ctx, spec.uid)
         # Pre-committed transactions not known to be committed, oldest first.
         self.pending: list[dict[str, Any]] = []
-        self._seq = itertools.count()
+        # The newest checkpoint known complete, and a wake-up for the committing task.
+        self._complete = -1
+        self._due = anyio.Event()
+        # Commits one at a time, in order (the committing task, the final commit).
+        self._committing = anyio.Lock()
 
     @property
     def stateful(self) -> bool:
         return True
 
-    @property
-    def _owner(self) -> str:
-        """``<job>-<sink uid>-<subtask>``: the prefix of this subtask's transactions."""
-        return f"{self.ctx.job_id}-{self.spec.uid}-{self.ctx.subtask_index}"
-
-    def _txn_name(self, checkpoint: int | str) -> str:
-        txn = f"{checkpoint:06d}" if isinstance(checkpoint, int) else checkpoint
-        return f"{self._owner}-{txn}"
-
-    def _current_name(self) -> str:
-        """A name for a new current transaction (unique in this attempt)."""
-        return f"{self._owner}-a{self.ctx.attempt}-{next(self._seq)}"
-
-    # -- what each sink implements ---------------------------------------------------------
-
-    def _has_current(self) -> bool:
-        raise NotImplementedError
-
-    def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
-        """Make the current transaction durable under ``txn``; returns its state entry."""
-        raise NotImplementedError
-
-    def _commit(self, entry: dict[str, Any]) -> None:
-        """Make a pre-committed transaction visible (idempotent)."""
-        raise NotImplementedError
-
-    def _abort_current(self) -> None:
-        """Drop the current transaction."""
-        raise NotImplementedError
-
-    def _clean_up(self, old_job: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
-        """Delete what job ``old_job`` left uncommitted (only subtask ``subtask``'s, unless
-        None), except the entries in ``keep``."""
-        raise NotImplementedError
-
     # -- lifecycle ------------------------------------------------------------------------
 
     async def initialize(self, restored: RestoredState | None) -> None:
+        await self.writer.open()
+        await self.committer.open()
         job, index = self.ctx.job_id, self.ctx.subtask_index
         if restored is None:
             if self.ctx.attempt > 0:  # a failover before the first checkpoint
-                self._clean_up(job, [], index)
+                await self.committer.clean_up(job, [], index)
             return
         mine = restored.operator_state.get("pending", [])
         for entry in mine:
-            self._commit(entry)
+            await self._commit(entry)
         everyone = restored.all_operator_state.get("pending", [])
         for old_job in sorted({e["job"] for e in everyone} | {restored.job_id, job}):
             if old_job == job:
                 if self.ctx.attempt > 0 or restored.job_id == job:
-                    self._clean_up(job, everyone, index)
+                    await self.committer.clean_up(job, everyone, index)
             elif index == 0:
-                self._clean_up(old_job, everyone, None)
+                await self.committer.clean_up(old_job, everyone, None)
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, list[Any]]:
-        if self._has_current():
-            with traced_step(_TRACER, "pre-commit", self._span_attributes(checkpoint_id)):
-                entry = self._precommit(self._txn_name(checkpoint_id), checkpoint_id)
-            entry["checkpoint"] = checkpoint_id
+    def _precommit(self, checkpoint: int | str) -> None:
+        committable = self.writer.prepare_commit(self.names.precommitted(checkpoint))
+        if committable is not None:
+            entry = dict(committable)
+            entry["checkpoint"] = checkpoint
             entry["job"] = self.ctx.job_id
             self.pending.append(entry)
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, list[Any]]:
+        with traced_step(_TRACER, "pre-commit", self._span_attributes(checkpoint_id)):
+            self._precommit(checkpoint_id)
         return {"pending": [dict(e) for e in self.pending]}
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        if checkpoint_id > self._complete:
+            self._complete = checkpoint_id
+            self._due.set()
+
+    async def run_commits(self) -> None:
+        while True:
+            await self._due.wait()
+            self._due = anyio.Event()
+            await self.commit_due()
+
+    async def commit_due(self) -> None:
+        """Commit every pre-committed transaction of a completed checkpoint, in order;
+        one that fails is kept (and retried by the restarted job) after the rest."""
         errors = []
-        still = []
-        for entry in self.pending:
-            if entry["checkpoint"] != _FINAL and entry["checkpoint"] <= checkpoint_id:
+        async with self._committing:
+            for entry in list(self.pending):
+                checkpoint = entry["checkpoint"]
+                if checkpoint == _FINAL or checkpoint > self._complete:
+                    continue
                 try:
-                    with traced_step(_TRACER, "commit", self._span_attributes(entry["checkpoint"])):
-                        self._commit(entry)
-                except Exception as exc:  # commit the rest, then fail (it is retried)
+                    with traced_step(_TRACER, "commit", self._span_attributes(checkpoint)):
+                        await self._commit(entry)
+                except Exception as exc:
                     errors.append(exc)
-                    still.append(entry)
-            else:
-                still.append(entry)
-        self.pending = still
+                    continue
+                self.pending.remove(entry)
         if errors:
             raise StateError(f"sink {self.spec.uid!r}: commit failed: {errors[0]}") from errors[0]
+
+    async def _commit(self, entry: dict[str, Any]) -> None:
+        await self.committer.commit(entry)
 
     def _span_attributes(self, checkpoint_id: int) -> dict[str, Any]:
         return {
@@ -148,40 +174,40 @@ class TransactionalSink(SinkOperator):
             "mesh.checkpoint.id": checkpoint_id,
         }
 
-    def end_of_input(self) -> bool:
-        if self._has_current():
-            entry = self._precommit(self._txn_name(_FINAL), _FINAL)
-            entry["checkpoint"] = _FINAL
-            entry["job"] = self.ctx.job_id
-            self.pending.append(entry)
+    async def end_of_input(self) -> bool:
+        await self.writer.flush()
+        self._precommit(_FINAL)
         return bool(self.pending)
 
-    def commit_final(self) -> None:
-        for entry in self.pending:
-            self._commit(entry)
-        self.pending = []
+    async def commit_final(self) -> None:
+        async with self._committing:
+            for entry in list(self.pending):
+                await self._commit(entry)
+                self.pending.remove(entry)
 
-    def commit_all(self) -> None:
-        self.end_of_input()
-        self.commit_final()
+    async def commit_all(self) -> None:
+        await self.end_of_input()
+        await self.commit_final()
 
-    def abort(self) -> None:
-        self._abort_current()
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.committer.close()
 
 
-class JsonLinesSink(TransactionalSink):
-    """``sinks.JsonLines``: part files that appear (renamed, fsynced) when committed."""
+class JsonLinesWriter(SinkWriter):
+    """``sinks.JsonLines``: an in-progress file per transaction, renamed at pre-commit."""
 
     def __init__(self, spec: OperatorSpec, sink: sinks.JsonLines, ctx: TaskContext) -> None:
-        super().__init__(spec, ctx)
+        self.spec = spec
+        self.ctx = ctx
         self.directory = ctx.resolve(sink.directory)
+        self.names = TransactionNames(ctx, spec.uid)
         self._file: Any = None
         self._path: Path | None = None
 
-    def _prefix(self, job: str) -> str:
-        return f"part-{job}-{self.spec.uid}-"
-
-    def open(self) -> None:
+    async def open(self) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -189,28 +215,25 @@ class JsonLinesSink(TransactionalSink):
                 f"sink {self.spec.uid!r}: cannot write to {self.directory}: {exc}"
             ) from None
 
-    def process(self, batch: list[Any]) -> list[Any]:
+    def write(self, records: list[Any]) -> None:
         if self._file is None:
-            self._path = self.directory / f".part-{self._current_name()}.inprogress"
+            self._path = self.directory / f".part-{self.names.current()}.inprogress"
             try:
                 self._file = open(self._path, "wb")  # noqa: SIM115 - closed by precommit/abort
             except OSError as exc:
                 raise StateError(
                     f"sink {self.spec.uid!r}: cannot create {self._path}: {exc}"
                 ) from None
-        self._file.write(encode_lines(self.spec, batch))
-        return []
+        self._file.write(encode_lines(self.spec, records))
 
-    def _has_current(self) -> bool:
-        return self._file is not None
-
-    def _precommit(self, txn: str, checkpoint: int | str) -> dict[str, Any]:
+    def prepare_commit(self, transaction: str) -> dict[str, Any] | None:
         # If any step fails (a full disk), the transaction stays current: the checkpoint
         # is declined and the next one pre-commits the same file again.
-        assert self._file is not None and self._path is not None
+        if self._file is None or self._path is None:
+            return None
         self._file.flush()
         os.fsync(self._file.fileno())
-        pending = self.directory / f".part-{txn}-a{self.ctx.attempt}.pending"
+        pending = self.directory / f".part-{transaction}-a{self.ctx.attempt}.pending"
         os.replace(self._path, pending)
         try:
             fsync_dir(self.directory)  # the rename is part of what the checkpoint relies on
@@ -220,10 +243,33 @@ class JsonLinesSink(TransactionalSink):
         self._file.close()
         self._file = None
         self._path = None
-        return {"pending": str(pending), "final": str(self.directory / f"part-{txn}.jsonl")}
+        return {"pending": str(pending), "final": str(self.directory / f"part-{transaction}.jsonl")}
 
-    def _commit(self, entry: dict[str, Any]) -> None:
-        pending, final = Path(entry["pending"]), Path(entry["final"])
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+
+    def close(self) -> None:
+        self.abort()
+
+
+class JsonLinesCommitter(Committer):
+    """``sinks.JsonLines``: a pre-committed file is renamed to its final name."""
+
+    def __init__(self, spec: OperatorSpec, sink: sinks.JsonLines, ctx: TaskContext) -> None:
+        self.spec = spec
+        self.directory = ctx.resolve(sink.directory)
+
+    async def commit(self, committable: dict[str, Any]) -> None:
+        # A rename and two fsyncs: off the event loop.
+        await anyio.to_thread.run_sync(self._commit, committable)
+
+    def _commit(self, committable: dict[str, Any]) -> None:
+        pending, final = Path(committable["pending"]), Path(committable["final"])
         if pending.exists():
             os.replace(pending, final)
             fsync_dir(final.parent)
@@ -233,29 +279,18 @@ class JsonLinesSink(TransactionalSink):
                 "never written: its records are lost"
             )
 
-    def _abort_current(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._path is not None:
-            self._path.unlink(missing_ok=True)
-            self._path = None
-
-    def _clean_up(self, old_job: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
+    async def clean_up(self, job_id: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
         kept = {Path(e["pending"]).name for e in keep}
         ours = transaction_pattern(
-            old_job,
+            job_id,
             self.spec.uid,
             r"-a\d+-\d+\.inprogress",
             r"-(?:\d+|end)-a\d+\.pending",
             subtask=subtask,
         )
-        for path in self.directory.glob(f".part-{glob_escape(old_job)}-*"):
+        for path in self.directory.glob(f".part-{glob_escape(job_id)}-*"):
             if path.name not in kept and ours.match(path.name[len(".part-") :]):
                 path.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        self._abort_current()
 
 
 def transaction_pattern(

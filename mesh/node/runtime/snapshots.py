@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 
 from mesh import faults
+from mesh.connectors.base import SourceReader
 from mesh.graph.keygroups import KeyGroupRange
 from mesh.graph.logical import OperatorSpec
-from mesh.node.connectors.readers import SourceReader
 from mesh.node.operators.base import RuntimeOperator
 from mesh.protocol.messages import SnapshotFile
 from mesh.state.backends import SnapshotJob
@@ -57,7 +57,7 @@ def capture_state(
         if reader is not None and source_spec is not None:
             path = directory / f"{source_spec.uid}-{index}.db"
             create_snapshot_file(
-                path, {**meta, "uid": source_spec.uid}, {"splits": reader.snapshot()}
+                path, {**meta, "uid": source_spec.uid}, {"splits": reader.snapshot(checkpoint_id)}
             )
             captures.append(SnapshotCapture(source_spec, path, None, keyed=False))
         for op in operators:

@@ -42,10 +42,10 @@ from typing import Any
 import anyio
 
 from mesh._excgroups import unwrap
+from mesh.connectors.base import RestoredSplits, SourceReader
 from mesh.errors import ChannelError, FrameError, UndecodableInput
 from mesh.graph.keygroups import KeyGroupRange, key_group_range
 from mesh.graph.logical import OperatorSpec
-from mesh.node.connectors.readers import SourceReader
 from mesh.node.dataplane.channels import InputChannel, InputGate, Interrupted
 from mesh.node.operators.base import RestoredState, RuntimeOperator
 from mesh.node.runtime.alignment import (
@@ -343,6 +343,9 @@ class SubtaskRunner:
         )
         try:
             with current_span(span):  # sinks pre-commit in the snapshot's trace
+                sink = self._chain.sink
+                if sink is not None:  # what was written before the barrier is durable
+                    await sink.flush()
                 captures = self._capture(checkpoint_id, Path(barrier.directory))
         except Exception as exc:
             log.warning("%s: checkpoint %d declined: %s", self.name, checkpoint_id, exc)
@@ -389,6 +392,8 @@ class SubtaskRunner:
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` completed: let operators commit (sync)."""
+        if self.reader is not None:
+            self.reader.notify_checkpoint_complete(checkpoint_id)
         for op in self.operators:
             op.notify_checkpoint_complete(checkpoint_id)
 
@@ -438,6 +443,8 @@ class SubtaskRunner:
         timed = time.stamps_records
         sampler = self._record_traces.sampler
         read_batch = self.read_batch
+        # A reader that keeps event time per split may gain or lose splits as it reads.
+        per_split = timed and reader.split_ids() is not None
         while True:
             if self._triggers:
                 await self._handle_triggers()
@@ -449,6 +456,8 @@ class SubtaskRunner:
             batch = await reader.read(read_batch)
             if reader.rejected:
                 self._set_aside_undecodable(reader.take_rejected())
+            if per_split:
+                time.set_splits(reader.split_ids())
             if batch is None:
                 time.source_ended()
                 return
@@ -461,7 +470,7 @@ class SubtaskRunner:
                 )
                 if timed:
                     batch, stamps = time.stamp(batch)
-                    time.source_read(stamps)
+                    time.source_read(stamps, reader.last_split)
                     if picks:
                         await self._push_traced(batch, stamps, [(i, i + 1, {}) for i in picks])
                     else:
@@ -537,9 +546,16 @@ class SubtaskRunner:
     async def _initialize(self, opened: list[RuntimeOperator]) -> None:
         if self.reader is not None:
             restored = self.restored.get(self.source_spec.uid) if self.source_spec else None
-            splits = restored.operator_state.get("splits", []) if restored is not None else None
-            self.reader.initialize(splits)
-            self.reader.open()
+            self.reader.initialize(
+                RestoredSplits(
+                    mine=restored.operator_state.get("splits", []),
+                    everyone=restored.all_operator_state.get("splits", []),
+                )
+                if restored is not None
+                else None
+            )
+            await self.reader.open()
+            self._time.set_splits(self.reader.split_ids())
         for op in self.operators:
             op.open()
             opened.append(op)
@@ -555,6 +571,8 @@ class SubtaskRunner:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await self._initialize(opened)
+                if sink is not None:
+                    tg.start_soon(sink.run_commits)
                 if self.writers:
                     tg.start_soon(self._flusher)
                 if self._time.needs_time_loop:
@@ -567,7 +585,7 @@ class SubtaskRunner:
                 await self._time.advance(MAX_WATERMARK)
                 await self._chain.finish()
                 if sink is not None:
-                    sink.end_of_input()
+                    await sink.end_of_input()
                 for writer in self.writers:
                     writer.end_of_input()
                     writer.emit_event(FrameKind.END_OF_PARTITION)
@@ -582,14 +600,15 @@ class SubtaskRunner:
                     await _first_of(self._final_commit.wait(), self._triggered.wait())
                 log.debug("%s: final commit", self.name)
                 if sink is not None:
-                    sink.commit_final()
+                    await sink.commit_final()
                 tg.cancel_scope.cancel()
         except BaseException as exc:
             cancelled = isinstance(unwrap(exc), anyio.get_cancelled_exc_class())
             if sink is not None and sink in opened:
                 try:
                     if self.commit_on_cancel and cancelled:
-                        sink.commit_all()
+                        with anyio.CancelScope(shield=True):
+                            await sink.commit_all()
                     else:
                         sink.abort()
                 except Exception:

@@ -21,11 +21,11 @@ from typing import Any
 
 from mesh.api.job import BuiltJob
 from mesh.api.watermarks import WatermarkStrategy
+from mesh.connectors.base import SourceReader
 from mesh.graph.chaining import TaskSpec
 from mesh.graph.execution import ExecutionGraph, SubtaskRef
 from mesh.graph.logical import OperatorKind, OperatorSpec
 from mesh.node.connectors.factory import build_reader, build_sink
-from mesh.node.connectors.readers import SourceReader
 from mesh.node.dataplane.channels import InputGate, LocalCreditReturn, LocalLink, OutputChannel
 from mesh.node.dataplane.network import JobChannels, NodeNetwork, RemoteCreditReturn, RemoteLink
 from mesh.node.operators.base import RestoredState, RuntimeOperator
@@ -225,7 +225,7 @@ class JobWiring:
             definition = self.built.operator(op_id)
             if definition.kind is OperatorKind.SOURCE:
                 assert definition.source is not None
-                reader = build_reader(definition.source, ctx)
+                reader = build_reader(spec, definition.source, ctx)
                 watermarks = definition.watermarks
             elif definition.kind is OperatorKind.SINK:
                 assert definition.sink is not None
