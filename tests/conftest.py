@@ -14,6 +14,9 @@ from mesh.testing import InProcessCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# kafka, kafka_cluster, kafka_libs_dir: a real broker for the tests that need one.
+pytest_plugins = ["tests.kafka_fixtures"]
+
 # Hypothesis: deterministic in CI, a bit more thorough locally.
 try:
     from hypothesis import HealthCheck, settings

@@ -27,13 +27,14 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from tests.jaeger import HOST, free_port
@@ -517,3 +518,40 @@ def read_topic(
     finally:
         consumer.close()
     return records
+
+
+def produce_json(
+    kafka: Kafka,
+    topic: str,
+    values: Iterable[Any],
+    key: Callable[[Any], str] | None = None,
+    timeout_s: float = 120.0,
+) -> int:
+    """Produce ``values`` as JSON (keyed by ``key(value)`` when given) with an idempotent
+    producer and flush; fail on any record whose delivery failed. Returns the count."""
+    producer = Producer(
+        kafka.client_config(**{"enable.idempotence": True, "linger.ms": 20, "batch.size": 1 << 20})
+    )
+    failures: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failures.append(err)
+
+    sent = 0
+    dumps = orjson.dumps
+    for value in values:
+        k = key(value).encode() if key is not None else None
+        while True:
+            try:
+                producer.produce(topic, key=k, value=dumps(value), on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.05)
+        sent += 1
+        if sent % 10_000 == 0:
+            producer.poll(0)
+    left = producer.flush(timeout_s)
+    assert left == 0, f"{left} records still undelivered after {timeout_s:g} s"
+    assert not failures, f"{len(failures)} records not delivered, first: {failures[0]}"
+    return sent

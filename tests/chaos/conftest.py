@@ -20,7 +20,7 @@ def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         # ChaosRun sets SEQ_* variables for the job file; they go away after the test.
         for key in [k for k in os.environ if k.startswith("SEQ_")]:
             monkeypatch.delenv(key)
-        for key, value in job.env(tmp_path / "out").items():
+        for key, value in {**job.env(tmp_path / "out"), **kwargs.get("env", {})}.items():
             monkeypatch.setenv(key, value)
         run = ChaosRun(tmp_path, job, **kwargs)
         runs.append(run)

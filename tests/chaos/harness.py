@@ -116,14 +116,18 @@ class ChaosRun:
         node_env: dict[str, dict[str, str]] | None = None,
         coordinator_env: dict[str, str] | None = None,
         seed: int = 0,
+        job_file: Path = JOB,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.job = job
+        self.job_file = job_file
         self.out = workdir / "out"
         self.random = random.Random(seed)
         for key in [k for k in os.environ if k.startswith("SEQ_")]:
             del os.environ[key]
         os.environ.update(job.env(self.out))  # the client imports the job file too
+        os.environ.update(env or {})
         heartbeats = (
             {
                 "MESH_HEARTBEAT_INTERVAL": heartbeat_interval,
@@ -136,7 +140,7 @@ class ChaosRun:
             nodes=1,
             slots=slots,
             state_dir=workdir / "cluster",
-            env={**job.env(self.out), **heartbeats},
+            env={**job.env(self.out), **(env or {}), **heartbeats},
             log_level="debug" if os.environ.get("MESH_TEST_DEBUG") else "info",
         )
         self._node_env = node_env or {}
@@ -207,7 +211,7 @@ class ChaosRun:
         return result
 
     async def submit(self) -> str:
-        submission = prepare_submission(JOB, base_dir=self.workdir)
+        submission = prepare_submission(self.job_file, base_dir=self.workdir)
         self.job_id = await self.request(lambda c: c.submit(submission))
         self.note("submitted")
         return self.job_id

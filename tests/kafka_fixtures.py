@@ -1,4 +1,5 @@
-"""Fixtures for tests against a real Kafka (KRaft) on 127.0.0.1."""
+"""Fixtures for tests against a real Kafka (KRaft) on 127.0.0.1 (a pytest plugin, loaded
+by tests/conftest.py, so every test directory has them)."""
 
 from __future__ import annotations
 
