@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Collect", "JsonLines", "Print", "SQLite", "Sink", "ZmqPush"]
+from mesh.connectors.kafka.sink import Kafka
+
+__all__ = ["Collect", "JsonLines", "Kafka", "Print", "SQLite", "Sink", "ZmqPush"]
 
 
 class Sink:

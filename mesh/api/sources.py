@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.connectors.kafka.source import Kafka
 from mesh.errors import GraphError
 
-__all__ = ["Collection", "Generator", "JsonLines", "Source", "TextFile", "ZmqPull"]
+__all__ = ["Collection", "Generator", "JsonLines", "Kafka", "Source", "TextFile", "ZmqPull"]
 
 
 class Source:
