@@ -290,8 +290,13 @@ class _ProducingWriter(KafkaWriter):
                 f"the first error: {first.str()}"
             )
 
+    def abort(self) -> None:
+        self._rest = []
+
     def close(self) -> None:
-        self._producer = None  # destroyed by the client (what is unsent is dropped)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            _discard(producer)  # what is not flushed is written again after a restore
 
 
 class _BufferingWriter(KafkaWriter):

@@ -23,6 +23,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
+from itertools import groupby
 from typing import Any
 
 import anyio
@@ -216,17 +217,20 @@ def _decoder(fmt: str) -> Callable[[bytes], Any]:
 class _Chunk:
     """Records of one partition consumed but not all handed out yet."""
 
-    __slots__ = ("end", "offsets", "pos", "records", "rejects")
+    __slots__ = ("end", "messages", "offsets", "pos", "records", "rejects")
 
     def __init__(
         self,
         records: list[Any],
-        offsets: list[int],
+        offsets: list[int] | None,
         rejects: list[tuple[int, UndecodableInput]],
         end: int,
+        messages: list[Any] | None = None,
     ) -> None:
+        self.messages = messages
         self.records = records
-        self.offsets = offsets  # offsets[i] is the offset of records[i]
+        # records[i] came from offsets[i], or from messages[i] (no message left out)
+        self.offsets = offsets
         self.rejects = rejects  # (offset, error) of messages that could not be decoded
         self.end = end  # the offset after the chunk's last message
         self.pos = 0  # records[:pos] are handed out
@@ -528,7 +532,12 @@ class KafkaReader(SourceReader):
                 split["offset"] = max(split["offset"], chunk.end)
                 chunks.popleft()
             else:
-                split["offset"] = chunk.offsets[chunk.pos - 1] + 1
+                last = (
+                    chunk.offsets[chunk.pos - 1]
+                    if chunk.offsets is not None
+                    else chunk.messages[chunk.pos - 1].offset()  # type: ignore[index]
+                )
+                split["offset"] = last + 1
             if chunk.rejects:
                 offset = split["offset"]
                 for _, error in [r for r in chunk.rejects if r[0] < offset]:
@@ -561,23 +570,27 @@ class KafkaReader(SourceReader):
             if not self._source.bounded and time.monotonic() >= self._next_discovery:
                 self._discover()
             messages = consumer.consume(num_messages=count, timeout=_CONSUME_WAIT_S)
-            groups: dict[str, list[Any]] = {}
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    self._fail(message, error)
-                sid = split_id(message.topic(), message.partition())
-                group = groups.get(sid)
+            if any([m.error() is not None for m in messages]):
+                messages = [m for m in messages if self._keep(m, KafkaError._PARTITION_EOF)]
+            groups: dict[tuple[str, int], list[Any]] = {}
+            # A fetch answers partition by partition: group runs, not single messages.
+            keys = [(m.topic(), m.partition()) for m in messages]
+            start = 0
+            for where, run in groupby(keys):
+                end = start + len(list(run))
+                group = groups.get(where)
                 if group is None:
-                    groups[sid] = group = []
-                group.append(message)
-            for sid, group in groups.items():
+                    groups[where] = messages[start:end]
+                else:
+                    group.extend(messages[start:end])
+                start = end
+            for (topic, partition), group in groups.items():
+                sid = split_id(topic, partition)
                 chunk = self._decode(sid, group)
                 if chunk is not None:
                     self._pending.setdefault(sid, deque()).append(chunk)
-            quiet = [sid for sid in idle if sid not in groups and sid not in self._unassigned]
+            seen = {split_id(t, p) for t, p in groups}
+            quiet = [sid for sid in idle if sid not in seen and sid not in self._unassigned]
             if quiet:
                 positions = consumer.position(
                     [
@@ -590,6 +603,16 @@ class KafkaReader(SourceReader):
                     split = self._splits[sid]
                     if tp.offset >= 0 and sid not in self._pending and tp.offset > split["offset"]:
                         split["offset"] = tp.offset
+
+    def _keep(self, message: Any, eof: int) -> bool:
+        """False for a partition-end event; raises for a message that is an error."""
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() == eof:
+            return False
+        self._fail(message, error)
+        return False
 
     def _fail(self, message: Any, error: Any) -> None:
         topic, partition = message.topic(), message.partition()
@@ -610,7 +633,6 @@ class KafkaReader(SourceReader):
             messages = [m for m in messages if m.offset() < stop]
             if not messages:
                 return None
-        offsets = [m.offset() for m in messages]
         value, key = self._value, self._key
         try:
             if key is None:
@@ -623,7 +645,7 @@ class KafkaReader(SourceReader):
                     }
                     for m in messages
                 ]
-            return _Chunk(records, offsets, [], offsets[-1] + 1)
+            return _Chunk(records, None, [], messages[-1].offset() + 1, messages)
         except (orjson.JSONDecodeError, UnicodeDecodeError):
             return self._decode_slow(messages)
 
