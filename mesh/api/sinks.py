@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.connectors.base import Sink
+from mesh.connectors.kafka.sink import Kafka
 
-__all__ = ["Collect", "JsonLines", "Print", "SQLite", "Sink", "ZmqPush"]
+__all__ = ["Collect", "JsonLines", "Kafka", "Print", "SQLite", "Sink", "ZmqPush"]
 
 
 @dataclass(eq=False)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.connectors.base import Source
+from mesh.connectors.kafka.source import Kafka
 from mesh.errors import GraphError
 
-__all__ = ["Collection", "Generator", "JsonLines", "Source", "TextFile", "ZmqPull"]
+__all__ = ["Collection", "Generator", "JsonLines", "Kafka", "Source", "TextFile", "ZmqPull"]
 
 
 @dataclass(eq=False)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mesh.time.clock import Clock
-from mesh.transport.sockets import SocketFactory
+if TYPE_CHECKING:  # job files import the connector API: keep it free of sockets and loops
+    from mesh.time.clock import Clock
+    from mesh.transport.sockets import SocketFactory
 
 __all__ = ["TaskContext"]
 
