@@ -26,7 +26,11 @@ def load(bootstrap: str, topic: str = "clicks", partitions: int = 6) -> int:
     existing = admin.list_topics(timeout=10).topics
     for future in admin.create_topics([t for t in wanted if t.topic not in existing]).values():
         future.result()
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    # Idempotence keeps each partition in the order sent even when a batch is retried
+    # (a topic just created may refuse the first ones).
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}
+    )
     sent = 0
     for path in sorted(CLICKS.glob("*.jsonl")):
         for line in path.read_bytes().splitlines():
