@@ -256,6 +256,17 @@ async def test_end_of_input_waits_for_commit_final(kit: Sinks) -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_writer_finishes_after_the_final_commit(kit: Sinks) -> None:
+    sink = await kit.new()
+    write(sink, _records(1))
+    await sink.end_of_input()
+    seen = []
+    sink.writer.finish = lambda: seen.append(kit.visible())  # type: ignore[method-assign]
+    await sink.commit_final()
+    assert seen == [[1]]  # once, after the final part was committed
+
+
+@pytest.mark.asyncio
 async def test_commit_all_makes_everything_visible(kit: Sinks) -> None:
     sink = await kit.new()
     write(sink, _records(1))

@@ -184,6 +184,7 @@ class TwoPhaseSink(SinkOperator):
             for entry in list(self.pending):
                 await self._commit(entry)
                 self.pending.remove(entry)
+        self.writer.finish()
 
     async def commit_all(self) -> None:
         await self.end_of_input()
