@@ -13,7 +13,6 @@ and the orders land in out/orders/part-*.csv. docs/connectors.md walks through i
 
 import csv
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,14 @@ import anyio
 from mesh import Job, RecordError
 from mesh.connectors import (
     Committer,
-    RestoredSplits,
     Sink,
     SinkWriter,
     Source,
     SourceReader,
     Split,
     TaskContext,
+    TransactionNames,
+    transaction_pattern,
 )
 
 
@@ -67,7 +67,7 @@ class OrdersReader(SourceReader):
     def __init__(self, source: OrdersApi, ctx: TaskContext) -> None:
         self.source = source
         self.ctx = ctx
-        self.splits: list[Split] = []
+        self.splits: list[Split] = []  # set by initialize (the default one)
 
     def plan(self) -> list[Split]:
         # Every subtask cuts the same splits and keeps every p-th one.
@@ -76,11 +76,8 @@ class OrdersReader(SourceReader):
         splits = [{"start": s, "end": min(s + size, total), "next": s} for s in starts]
         return splits[self.ctx.subtask_index :: self.ctx.parallelism]
 
-    def initialize(self, restored: RestoredSplits | None) -> None:
-        self.splits = self.plan() if restored is None else [dict(s) for s in restored.mine]
-
-    def snapshot(self, checkpoint_id: int) -> list[Split]:
-        return [dict(s) for s in self.splits]
+    # The default initialize keeps plan() (or the restored splits) in self.splits, and
+    # the default snapshot returns copies of them: read keeps their positions.
 
     def progress(self) -> tuple[int, int]:
         done = sum(s["next"] - s["start"] for s in self.splits)
@@ -129,18 +126,16 @@ class CsvWriter(SinkWriter):
         self.sink = sink
         self.ctx = ctx
         self.directory = ctx.resolve(sink.directory)
+        self.names = TransactionNames(ctx)  # <job>-<uid>-<subtask>-...
         self.file: Any = None  # the current transaction's file, and its csv writer
         self.rows: Any = None
-        self.files = 0
 
     async def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, records: list[Any]) -> None:
         if self.file is None:  # a new transaction: a file no other subtask or attempt uses
-            c, self.files = self.ctx, self.files + 1
-            name = f".{c.job_id}-{c.operator_uid}-{c.subtask_index}-a{c.attempt}-{self.files}"
-            path = self.directory / f"{name}.csv.inprogress"
+            path = self.directory / f".{self.names.current()}.csv.inprogress"
             self.file = open(path, "w", newline="")  # noqa: SIM115 - closed when sealed
             self.rows = csv.DictWriter(self.file, self.sink.columns)
             self.rows.writeheader()
@@ -191,13 +186,16 @@ class CsvCommitter(Committer):
 
     async def clean_up(self, job_id: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
         kept = {Path(c["pending"]).name for c in keep}
-        index = r"\d+" if subtask is None else str(subtask)
-        ours = re.compile(
-            rf"\.{re.escape(job_id)}-{re.escape(self.uid)}-{index}-(\d+|end|a\d+-\d+)"
-            r"\.csv\.(pending|inprogress)"
+        # Sealed (-000012, -end) and current (-a0-3) transactions of that job's writers.
+        ours = transaction_pattern(
+            job_id,
+            self.uid,
+            r"-(\d+|end)\.csv\.pending",
+            r"-a\d+-\d+\.csv\.inprogress",
+            subtask=subtask,
         )
         for path in self.directory.glob(".*.csv.*"):
-            if path.name not in kept and ours.fullmatch(path.name):
+            if path.name not in kept and ours.match(path.name[1:]):
                 path.unlink(missing_ok=True)
 
 

@@ -16,6 +16,7 @@ from mesh.connectors.base import (
     Split,
 )
 from mesh.connectors.context import TaskContext
+from mesh.connectors.transactions import TransactionNames, transaction_pattern
 from mesh.errors import UndecodableInput
 
 __all__ = [
@@ -27,5 +28,7 @@ __all__ = [
     "SourceReader",
     "Split",
     "TaskContext",
+    "TransactionNames",
     "UndecodableInput",
+    "transaction_pattern",
 ]

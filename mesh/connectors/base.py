@@ -103,18 +103,27 @@ class SourceReader:
     #: time per split (``split_ids``); each read then returns records of one split only.
     last_split: str | None = None
 
+    #: The splits this reader holds, with their positions (kept up to date by ``read``);
+    #: what the default ``initialize`` and ``snapshot`` work with.
+    splits: list[Split]
+
     def plan(self) -> list[Split]:
-        """This subtask's splits when the job starts without a checkpoint."""
+        """This subtask's splits when the job starts without a checkpoint (called by the
+        default ``initialize``: keep it quick, or plan in ``open`` instead)."""
         return []
 
     def initialize(self, restored: RestoredSplits | None) -> None:
-        """Adopt the ``restored`` splits, or plan fresh ones (None)."""
+        """Adopt the ``restored`` splits (``restored.mine``), or plan fresh ones (None).
+
+        The default keeps them in ``self.splits``; a reader that must do I/O to plan
+        (ask a broker for partitions) overrides it and plans in ``open``."""
+        self.splits = [dict(s) for s in (self.plan() if restored is None else restored.mine)]
 
     def snapshot(self, checkpoint_id: int) -> list[Split]:
         """The splits with their current positions (JSON), taken at checkpoint
         ``checkpoint_id``'s barrier: exactly the records ``read`` handed out so far are
-        behind these positions."""
-        return []
+        behind these positions. The default copies ``self.splits``."""
+        return [dict(s) for s in getattr(self, "splits", [])]
 
     async def open(self) -> None:
         """Called once, after ``initialize`` and before the first ``read``: acquire files,
@@ -137,7 +146,9 @@ class SourceReader:
         return list(rejected)
 
     def reject(self, error: UndecodableInput) -> None:
-        """Set ``error`` aside for ``take_rejected`` (leave its input out of ``read``)."""
+        """Set ``error`` aside for ``take_rejected`` (leave its input out of ``read``): a
+        dead letter when the job sets them aside and the source says it ``decodes``,
+        else the subtask fails with it."""
         self.rejected = (*self.rejected, error)
 
     def progress(self) -> tuple[int, int] | None:

@@ -17,9 +17,9 @@ import anyio
 import orjson
 
 from mesh.connectors.base import Committer, SinkWriter
+from mesh.connectors.transactions import TransactionNames, transaction_pattern
 from mesh.errors import GraphError, RecordError, StateError
 from mesh.graph.logical import OperatorSpec
-from mesh.node.connectors.txn_sinks import TransactionNames, transaction_pattern
 from mesh.node.operators.context import TaskContext
 from mesh.node.operators.records import describe_record, encode_lines
 

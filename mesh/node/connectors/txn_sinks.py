@@ -28,9 +28,7 @@ Theory of operation (Flink's TwoPhaseCommitSinkFunction):
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ import anyio
 
 from mesh.api import sinks
 from mesh.connectors.base import Committer, SinkWriter
+from mesh.connectors.transactions import TransactionNames, transaction_pattern
 from mesh.errors import GraphError, StateError
 from mesh.graph.logical import OperatorSpec
 from mesh.node.connectors.writers import SinkOperator
@@ -58,24 +57,6 @@ __all__ = [
 
 _FINAL = "end"
 _TRACER = tracer("mesh.node.sinks")
-
-
-class TransactionNames:
-    """Names of one sink subtask's transactions: ``<job>-<sink uid>-<subtask>-...``."""
-
-    def __init__(self, ctx: TaskContext, uid: str) -> None:
-        self.owner = f"{ctx.job_id}-{uid}-{ctx.subtask_index}"
-        self._attempt = ctx.attempt
-        self._seq = itertools.count()
-
-    def precommitted(self, checkpoint: int | str) -> str:
-        """The name of the transaction pre-committed at ``checkpoint`` (or "end")."""
-        txn = f"{checkpoint:06d}" if isinstance(checkpoint, int) else checkpoint
-        return f"{self.owner}-{txn}"
-
-    def current(self) -> str:
-        """A name for a new current transaction (unique in this attempt)."""
-        return f"{self.owner}-a{self._attempt}-{next(self._seq)}"
 
 
 class TwoPhaseSink(SinkOperator):
@@ -146,23 +127,21 @@ class TwoPhaseSink(SinkOperator):
             await self.commit_due()
 
     async def commit_due(self) -> None:
-        """Commit every pre-committed transaction of a completed checkpoint, in order;
-        one that fails is kept (and retried by the restarted job) after the rest."""
-        errors = []
+        """Commit every pre-committed transaction of a completed checkpoint, strictly in
+        order: the first that fails stops the rest (a committer may rely on transaction n
+        being committed before n + 1, as Kafka's commit marker does), and the subtask
+        fails; the restarted job commits it and the rest again."""
         async with self._committing:
             for entry in list(self.pending):
                 checkpoint = entry["checkpoint"]
                 if checkpoint == _FINAL or checkpoint > self._complete:
-                    continue
+                    break
                 try:
                     with traced_step(_TRACER, "commit", self._span_attributes(checkpoint)):
                         await self._commit(entry)
                 except Exception as exc:
-                    errors.append(exc)
-                    continue
+                    raise StateError(f"sink {self.spec.uid!r}: commit failed: {exc}") from exc
                 self.pending.remove(entry)
-        if errors:
-            raise StateError(f"sink {self.spec.uid!r}: commit failed: {errors[0]}") from errors[0]
 
     async def _commit(self, entry: dict[str, Any]) -> None:
         await self.committer.commit(entry)
@@ -292,17 +271,3 @@ class JsonLinesCommitter(Committer):
         for path in self.directory.glob(f".part-{glob_escape(job_id)}-*"):
             if path.name not in kept and ours.match(path.name[len(".part-") :]):
                 path.unlink(missing_ok=True)
-
-
-def transaction_pattern(
-    job: str, uid: str, *tails: str, subtask: int | None = None
-) -> re.Pattern[str]:
-    """Names of transactions of sink ``uid`` of job ``job``: ``<job>-<uid>-<subtask><tail>``
-    (of any subtask, or only of ``subtask``).
-
-    Anchored on both ends, so a sink whose uid extends this one's (``out`` and
-    ``out-2``) never matches.
-    """
-    alternatives = "|".join(tails)
-    index = r"\d+" if subtask is None else str(subtask)
-    return re.compile(rf"^{re.escape(job)}-{re.escape(uid)}-{index}(?:{alternatives})$")

@@ -527,7 +527,7 @@ class JobRuntime:
             watermark = None
         elif watermark != MAX_WATERMARK:
             lag = self._clock.now_ms() - runner.watermark
-        progress = runner.reader.progress() if runner.reader is not None else None
+        progress = _progress_of(runner) if runner.reader is not None else None
         return SubtaskMetrics(
             subtask=subtask,
             state=runner.state,
@@ -549,3 +549,16 @@ class JobRuntime:
     def metrics(self) -> list[SubtaskMetrics]:
         """A snapshot of every local subtask's counters."""
         return [self.metrics_of(subtask) for subtask in self.runners]
+
+
+def _progress_of(runner: SubtaskRunner) -> tuple[int, int] | None:
+    """How far a source subtask's reader got; None before it reads, or when a reader's
+    ``progress`` (connector code) raises: metrics must not fail the subtask."""
+    reader = runner.reader
+    if reader is None or runner.state is TaskState.DEPLOYED:
+        return None
+    try:
+        return reader.progress()
+    except Exception:
+        log.debug("%s: the reader's progress() raised", runner.name, exc_info=True)
+        return None
