@@ -370,6 +370,9 @@ class KafkaCommitter(Committer):
         self._name = _sink_name(sink, ctx)
         self._producers: dict[str, Any] = {}  # transactional id -> initialized producer
         self._markers: dict[str, Any] = {}  # transactional id -> consumer of its marker group
+        # transactional id -> the last checkpoint committed under it, once known: after
+        # init_transactions fenced every other writer, only this committer moves it.
+        self._committed: dict[str, int] = {}
         self._limiter = anyio.CapacityLimiter(1)
 
     def _config(self, client_id: str, ours: dict[str, Any]) -> dict[str, Any]:
@@ -448,7 +451,10 @@ class KafkaCommitter(Committer):
         producer = self._producer(owner)
         began = time.monotonic()
         try:
-            if number <= self.marker(owner):
+            last = self._committed.get(owner)
+            if last is None:
+                last = self._committed[owner] = self.marker(owner)
+            if number <= last:
                 log.info(
                     "%s: checkpoint %s of %s is already committed", self._name, checkpoint, owner
                 )
@@ -463,8 +469,10 @@ class KafkaCommitter(Committer):
                 [TopicPartition(self._sink.topic, 0, number)], metadata, self.timeout_s
             )
             self._commit_transaction(producer)
+            self._committed[owner] = number
         except KafkaException as exc:
             error = exc.args[0]
+            self._committed.pop(owner, None)  # read the marker again next time
             self._give_up(owner, producer, error)
             elapsed_ms = (time.monotonic() - began) * 1000
             raise StateError(self._commit_error(owner, checkpoint, error, elapsed_ms)) from None
