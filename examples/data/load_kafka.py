@@ -4,12 +4,14 @@ examples/kafka_clicks.py).
 Creates the topic (6 partitions) and ``clicks-per-user`` if they do not exist, then sends
 every event keyed by its user, so each user's events stay in order in one partition.
 
-    python examples/data/load_kafka.py [--bootstrap localhost:9092]
+    python examples/data/load_kafka.py [--bootstrap HOST:PORT]   # default: $KAFKA_BOOTSTRAP
+                                                                 # or localhost:9092
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import orjson
@@ -49,7 +51,7 @@ def load(bootstrap: str, topic: str = "clicks", partitions: int = 6) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", default="localhost:9092")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092"))
     parser.add_argument("--topic", default="clicks")
     args = parser.parse_args()
     print(f"sent {load(args.bootstrap, args.topic)} events to {args.topic}")
