@@ -14,6 +14,8 @@
     ├── TransportError         the network layer
     │   ├── FrameError         a frame that cannot be decoded (garbage, truncation, version)
     │   └── ChannelError       a channel fault: sequence gap or duplicate, overdraft
+    ├── ConnectorError         a system a connector talks to (Kafka brokers) did not
+    │                          answer or refused; restarts may fix it
     ├── RemoteError            an error reported by a daemon to a client
     └── JobFailed              a job ended FAILED (carries the root cause)
 
@@ -29,6 +31,7 @@ __all__ = [
     "ChannelError",
     "CheckpointError",
     "ConfigError",
+    "ConnectorError",
     "EncodingError",
     "FrameError",
     "GraphError",
@@ -76,6 +79,12 @@ class UndecodableInput(RecordError):
 
 class EncodingError(RecordError):
     """A record cannot be encoded as JSON; names the operator and the record's type."""
+
+
+class ConnectorError(MeshError):
+    """A system outside mesh that a connector reads or writes (Kafka brokers) did not
+    answer in time or refused a request; the message names it. Recoverable: the job's
+    restart strategy applies (the brokers may be back by then)."""
 
 
 class SchedulingError(MeshError):

@@ -24,7 +24,7 @@ from mesh.connectors.base import RestoredSplits, Split
 from mesh.connectors.context import TaskContext
 from mesh.connectors.kafka.sink import KafkaCommitter, transactional_id
 from mesh.connectors.kafka.source import KafkaReader
-from mesh.errors import EncodingError, GraphError, StateError
+from mesh.errors import ConnectorError, EncodingError, GraphError, StateError
 from mesh.time.clock import SystemClock
 from tests.jaeger import free_port
 from tests.kafka import Kafka, kafka_libs, read_topic, running_kafka
@@ -345,7 +345,7 @@ async def test_unreachable_bootstrap_fails_within_the_deadline() -> None:
     reader.initialize(None)
     started = time.monotonic()
     try:
-        with pytest.raises(GraphError) as caught:
+        with pytest.raises(ConnectorError) as caught:
             await reader.open()
     finally:
         reader.close()

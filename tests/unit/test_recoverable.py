@@ -8,6 +8,7 @@ from mesh.errors import (
     ChannelError,
     CheckpointError,
     ConfigError,
+    ConnectorError,
     EncodingError,
     GraphError,
     JobCodeError,
@@ -51,6 +52,7 @@ def test_errors_no_restart_can_fix(error: BaseException) -> None:
         FileNotFoundError(2, "No such file"),
         OSError(28, "No space left on device"),
         ConnectionError("peer gone"),
+        ConnectorError("Kafka source 'events': cannot reach the Kafka brokers at 'k:9092'"),
         SystemExit(3),
     ],
 )

@@ -42,7 +42,7 @@ from mesh.connectors.kafka.settings import (
     require_client,
     retrying,
 )
-from mesh.errors import EncodingError, RecordError, StateError
+from mesh.errors import ConnectorError, EncodingError, RecordError, StateError
 
 __all__ = ["END_CHECKPOINT", "Kafka", "KafkaCommitter", "KafkaWriter", "transactional_id"]
 
@@ -285,7 +285,7 @@ class _ProducingWriter(KafkaWriter):
         if self._failures:
             first, count = self._failures[0], self._failed
             self._failures, self._failed = [], 0
-            raise RecordError(
+            raise ConnectorError(
                 f"{self._name}: {count} records could not be written to {self._sink.bootstrap!r}; "
                 f"the first error: {first.str()}"
             )

@@ -41,7 +41,7 @@ from mesh.connectors.kafka.settings import (
     require_client,
     retrying,
 )
-from mesh.errors import GraphError, RecordError, UndecodableInput
+from mesh.errors import ConnectorError, GraphError, UndecodableInput
 
 __all__ = ["Kafka", "KafkaReader", "owner"]
 
@@ -261,6 +261,7 @@ class KafkaReader(SourceReader):
         self._value = _decoder(source.value_format)
         self._key = _decoder(source.key) if source.key is not None else None
         self._closed = False
+        self._quiet_until = 0.0  # passing consumer errors are logged at most every 10 s
 
     # -- the splits ---------------------------------------------------------------------
 
@@ -360,7 +361,7 @@ class KafkaReader(SourceReader):
             try:
                 partitions = self._partitions(self.metadata_timeout_s)
             except KafkaException as exc:
-                raise GraphError(
+                raise ConnectorError(
                     f"{self._name}: cannot reach the Kafka brokers at {source.bootstrap!r} "
                     f"within {self.metadata_timeout_s:g} s ({exc.args[0].str()}); check "
                     "bootstrap and that the brokers are up"
@@ -605,7 +606,8 @@ class KafkaReader(SourceReader):
                         split["offset"] = tp.offset
 
     def _keep(self, message: Any, eof: int) -> bool:
-        """False for a partition-end event; raises for a message that is an error."""
+        """False for a partition-end or a passing error event; raises for an error the
+        consumer cannot get over by itself."""
         error = message.error()
         if error is None:
             return True
@@ -619,11 +621,22 @@ class KafkaReader(SourceReader):
         where = f"topic {topic!r}" + (
             f" partition {partition}" if partition is not None and partition >= 0 else ""
         )
-        kind = GraphError if error.code() in _GRAPH_ERRORS else RecordError
-        raise kind(
-            f"{self._name}: the broker at {self._source.bootstrap!r} reported an error for "
+        what = (
+            f"{self._name}: the brokers at {self._source.bootstrap!r} reported an error for "
             f"{where}: {error.str()}"
         )
+        code = error.code()
+        if code in _GRAPH_ERRORS:
+            raise GraphError(what)
+        if not error.fatal() and (error.retriable() or code in _transient_codes()):
+            # A broker went away or a request timed out: librdkafka reconnects (to the
+            # new leader) and fetches again by itself.
+            now = time.monotonic()
+            if now >= self._quiet_until:
+                self._quiet_until = now + 10.0
+                log.warning("%s (the consumer retries)", what)
+            return
+        raise ConnectorError(what)
 
     def _decode(self, sid: str, messages: list[Any]) -> _Chunk | None:
         split = self._splits[sid]
@@ -720,6 +733,21 @@ class KafkaReader(SourceReader):
             consumer, self._consumer = self._consumer, None
             if consumer is not None:
                 consumer.close()
+
+
+def _transient_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+
+    return frozenset(
+        {
+            KafkaError._TRANSPORT,
+            KafkaError._ALL_BROKERS_DOWN,
+            KafkaError._RESOLVE,
+            KafkaError._TIMED_OUT,
+            KafkaError.NOT_LEADER_FOR_PARTITION,
+            KafkaError.LEADER_NOT_AVAILABLE,
+        }
+    )
 
 
 def _graph_error_codes() -> frozenset[int]:
