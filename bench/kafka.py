@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # The daemons LocalCluster starts inherit the environment: make them import this tree's mesh.
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    dict.fromkeys([str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 )
 
 from bench.generate import generate  # noqa: E402
