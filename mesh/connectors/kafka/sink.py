@@ -21,6 +21,7 @@ in the checkpoint, and becomes visible one write after the checkpoint completes.
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -300,17 +301,79 @@ class _ProducingWriter(KafkaWriter):
 
 
 class _BufferingWriter(KafkaWriter):
-    """exactly_once: keep what comes in memory; each barrier seals it as a committable."""
+    """exactly_once: keep what comes in memory; each barrier seals it as a committable.
+
+    JSON values with text keys (the usual case) are kept as JSON lines, one string per
+    batch, and the committable holds them as one string of lines (and the keys as
+    another): encoding a checkpoint's output for the snapshot, and splitting it again
+    to commit, is then a few calls in C rather than work per record. Anything else
+    (text or bytes values, a key that is not text or holds a newline) switches the
+    buffer to a list of ``[key, value]`` pairs, base64 where binary.
+    """
 
     def __init__(self, sink: Kafka, ctx: TaskContext) -> None:
         super().__init__(sink, ctx)
         self._owner = transactional_id(ctx)
         self._binary_values = sink.value_format == "bytes"
+        self._lines_ok = sink.value_format == "json"
+        self._keyed = sink.key is not None
+        self._reset()
+
+    def _reset(self) -> None:
         self._binary_keys = self._binary_values
+        self._lines = self._lines_ok
+        self._chunks: list[bytes] = []  # JSON lines, newline-terminated (lines mode)
+        self._keys: list[str] = []  # one per record (lines mode, keyed sinks)
+        self._count = 0
         # [key, value] as text (UTF-8) or base64 text (binary)
         self._records: list[list[str | None]] = []
 
     def write(self, records: list[Any]) -> None:
+        if self._lines:
+            keys = self._text_keys(records) if self._keyed else []
+            if keys is not None:
+                self._chunks.append(self._json_lines(records))
+                self._keys.extend(keys)
+                self._count += len(records)
+                return
+            self._to_records()
+        self._write_records(records)
+
+    def _json_lines(self, records: list[Any]) -> bytes:
+        out = io.BytesIO()
+        write, dumps = out.write, orjson.dumps
+        try:
+            for record in records:
+                write(dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        except TypeError:
+            for record in records:  # find the record at fault, and say which
+                self._encoder.value(record)
+            raise
+        return out.getvalue()
+
+    def _text_keys(self, records: list[Any]) -> list[str] | None:
+        """Each record's key as text, or None when one is not (the buffer then keeps
+        pairs)."""
+        out = []
+        key = self._encoder.key
+        for record in records:
+            k = key(record)
+            if k is None or b"\n" in k:
+                return None
+            try:
+                out.append(k.decode("utf-8"))
+            except UnicodeDecodeError:
+                return None
+        return out
+
+    def _to_records(self) -> None:
+        """Switch the buffer from lines to pairs."""
+        values = b"".join(self._chunks).decode("utf-8").split("\n")[:-1]
+        keys: list[str | None] = list(self._keys) if self._keyed else [None] * len(values)
+        self._records = [[k, v] for k, v in zip(keys, values, strict=True)]
+        self._chunks, self._keys, self._count, self._lines = [], [], 0, False
+
+    def _write_records(self, records: list[Any]) -> None:
         value, key = self._encoder.value, self._encoder.key
         out = self._records
         for record in records:
@@ -337,22 +400,31 @@ class _BufferingWriter(KafkaWriter):
                 pair[0] = base64.b64encode(pair[0].encode("utf-8", "surrogatepass")).decode("ascii")
 
     def prepare_commit(self, transaction: str) -> dict[str, Any] | None:
-        if not self._records:
+        committable: dict[str, Any]
+        if self._count:
+            lines = b"".join(self._chunks).decode("utf-8")
+            committable = {
+                "owner": self._owner,
+                "topic": self._sink.topic,
+                "count": self._count,
+                "value_lines": lines[:-1],  # without the last newline
+                "key_lines": "\n".join(self._keys) if self._keyed else None,
+            }
+        elif self._records:
+            committable = {
+                "owner": self._owner,
+                "topic": self._sink.topic,
+                "keys": "base64" if self._binary_keys else "text",
+                "values": "base64" if self._binary_values else "text",
+                "records": self._records,
+            }
+        else:
             return None
-        committable = {
-            "owner": self._owner,
-            "topic": self._sink.topic,
-            "keys": "base64" if self._binary_keys else "text",
-            "values": "base64" if self._binary_values else "text",
-            "records": self._records,
-        }
-        self._records = []
-        self._binary_keys = self._binary_values
+        self._reset()
         return committable
 
     def abort(self) -> None:
-        self._records = []
-        self._binary_keys = self._binary_values
+        self._reset()
 
 
 class KafkaCommitter(Committer):
@@ -492,21 +564,42 @@ class KafkaCommitter(Committer):
 
     def _produce_all(self, producer: Any, committable: dict[str, Any]) -> None:
         topic = self._sink.topic
-        keys_b64 = committable.get("keys") == "base64"
-        values_b64 = committable.get("values") == "base64"
-        for kt, vt in committable["records"]:
-            k = (
-                None
-                if kt is None
-                else (base64.b64decode(kt) if keys_b64 else kt.encode("utf-8", "surrogatepass"))
+        produce = producer.produce
+        if "value_lines" in committable:
+            values = committable["value_lines"].split("\n")
+            key_lines = committable["key_lines"]
+            keys = key_lines.split("\n") if key_lines is not None else [None] * len(values)
+            if len(values) != committable["count"] or len(keys) != len(values):
+                raise StateError(
+                    f"{self._name}: the committable of {committable['owner']!r} at checkpoint "
+                    f"{committable['checkpoint']} holds {len(values)} values and {len(keys)} "
+                    f"keys, not {committable['count']}: the checkpoint is damaged"
+                )
+            pairs: Any = zip(keys, values, strict=True)
+        else:
+            keys_b64 = committable.get("keys") == "base64"
+            values_b64 = committable.get("values") == "base64"
+
+            def key(kt: str | None) -> bytes | None:
+                if kt is None:
+                    return None
+                return base64.b64decode(kt) if keys_b64 else kt.encode("utf-8", "surrogatepass")
+
+            pairs = (
+                (key(kt), base64.b64decode(vt) if values_b64 else vt)
+                for kt, vt in committable["records"]
             )
-            v = base64.b64decode(vt) if values_b64 else vt.encode("utf-8")
-            while True:
-                try:
-                    producer.produce(topic, v, k)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+        for k, v in pairs:  # str keys and values go as UTF-8
+            try:
+                produce(topic, v, k)
+            except BufferError:
+                while True:
+                    producer.poll(0.05)  # delivers reports, making room
+                    try:
+                        produce(topic, v, k)
+                        break
+                    except BufferError:
+                        continue
         producer.poll(0)
 
     def _give_up(self, owner: str, producer: Any, error: Any) -> None:
