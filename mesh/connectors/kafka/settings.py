@@ -117,9 +117,15 @@ def client_config(
         "bootstrap.servers": bootstrap,
         "client.id": client_id,
         "error_cb": _error_logger(client_id),
+        # librdkafka's own log lines go through Python logging (the daemon's log format),
+        # not straight to stderr.
+        "logger": _CLIENT_LOG,
         **ours,
         **user,
     }
+
+
+_CLIENT_LOG = logging.getLogger("mesh.connectors.kafka.client")
 
 
 def _error_logger(client_id: str) -> Callable[[Any], None]:
