@@ -149,6 +149,13 @@ async def drive_job(
             )
         elif sink.get("type") == "Collect":
             _err(f"results: {len(collected)} collected record(s) printed on stdout")
+        elif sink.get("type") == "Kafka":
+            committed = (
+                " (read it with isolation.level=read_committed)"
+                if sink.get("semantic") == "exactly_once"
+                else ""
+            )
+            _err(f"results: Kafka topic {sink['topic']} at {sink['bootstrap']}{committed}")
     if state is JobState.FAILED:
         _err(f"\n{st.get('error') or 'the job failed'}")
         return Outcome.FAILED
