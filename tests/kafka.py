@@ -552,6 +552,7 @@ def produce_json(
         if sent % 10_000 == 0:
             producer.poll(0)
     left = producer.flush(timeout_s)
+    producer.close()
     assert left == 0, f"{left} records still undelivered after {timeout_s:g} s"
     assert not failures, f"{len(failures)} records not delivered, first: {failures[0]}"
     return sent

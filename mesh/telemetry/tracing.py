@@ -130,6 +130,24 @@ def within_trace(carrier: dict[str, str] | None) -> Iterator[None]:
         otel_context.detach(token)
 
 
+def captured_context() -> otel_context.Context:
+    """The current trace context, to carry work it starts into another task."""
+    return otel_context.get_current()
+
+
+@contextmanager
+def within_context(context: otel_context.Context | None) -> Iterator[None]:
+    """Run the block in ``context`` (from ``captured_context``; no-op for None)."""
+    if context is None:
+        yield
+        return
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 @contextmanager
 def current_span(span: Span) -> Iterator[None]:
     """Make ``span`` the current span for the block (it is not ended)."""

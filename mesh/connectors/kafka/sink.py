@@ -665,9 +665,15 @@ class KafkaCommitter(Committer):
 
 
 def _discard(producer: Any) -> None:
-    """Drop what a producer still holds (an abandoned transaction's records)."""
+    """Drop what a producer still holds (an abandoned transaction's records) and close
+    it now: a reference an exception's traceback keeps must not keep its threads and
+    connections alive until the garbage collector finds it."""
     try:
         producer.purge()
         producer.flush(0)
     except Exception as exc:  # a fenced or fatal producer may refuse; it is dropped anyway
         log.debug("discarding a producer: %s", exc)
+    try:
+        producer.close()
+    except Exception as exc:
+        log.debug("closing a producer: %s", exc)

@@ -45,7 +45,7 @@ from mesh.node.operators.base import RestoredState
 from mesh.node.operators.context import TaskContext
 from mesh.node.operators.records import encode_lines
 from mesh.state.files import fsync_dir
-from mesh.telemetry.tracing import traced_step, tracer
+from mesh.telemetry.tracing import captured_context, traced_step, tracer, within_context
 
 __all__ = [
     "JsonLinesCommitter",
@@ -76,6 +76,8 @@ class TwoPhaseSink(SinkOperator):
         self._due = anyio.Event()
         # Commits one at a time, in order (the committing task, the final commit).
         self._committing = anyio.Lock()
+        # The trace context each completion arrived in: its commits join that trace.
+        self._contexts: dict[int, Any] = {}
 
     @property
     def stateful(self) -> bool:
@@ -118,6 +120,7 @@ class TwoPhaseSink(SinkOperator):
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         if checkpoint_id > self._complete:
             self._complete = checkpoint_id
+            self._contexts[checkpoint_id] = captured_context()
             self._due.set()
 
     async def run_commits(self) -> None:
@@ -136,12 +139,20 @@ class TwoPhaseSink(SinkOperator):
                 checkpoint = entry["checkpoint"]
                 if checkpoint == _FINAL or checkpoint > self._complete:
                     break
+                # In the trace of the completion that made it due.
+                made_due = min((c for c in self._contexts if c >= checkpoint), default=None)
+                context = self._contexts.get(made_due) if made_due is not None else None
                 try:
-                    with traced_step(_TRACER, "commit", self._span_attributes(checkpoint)):
+                    with (
+                        within_context(context),
+                        traced_step(_TRACER, "commit", self._span_attributes(checkpoint)),
+                    ):
                         await self._commit(entry)
                 except Exception as exc:
                     raise StateError(f"sink {self.spec.uid!r}: commit failed: {exc}") from exc
                 self.pending.remove(entry)
+            for done in [c for c in self._contexts if c <= self._complete]:
+                del self._contexts[done]  # everything they made due is committed
 
     async def _commit(self, entry: dict[str, Any]) -> None:
         await self.committer.commit(entry)
