@@ -192,6 +192,46 @@ async def test_bounded_source_ends_at_the_end_offsets_of_its_start(kafka: Kafka)
 
 
 @pytest.mark.asyncio
+async def test_a_pattern_reads_every_matching_topic_and_null_values_stay_none(
+    kafka: Kafka,
+) -> None:
+    kafka.create_topic("pat-a", partitions=2)
+    kafka.create_topic("pat-b", partitions=3)
+    kafka.create_topic("other-c", partitions=1)
+    produce(kafka, "pat-a", [(i % 2, {"t": "a", "i": i}) for i in range(200)])
+    produce(kafka, "pat-b", [(i % 3, {"t": "b", "i": i}) for i in range(300)])
+    produce(kafka, "other-c", [(0, {"t": "c", "i": 0})])
+    tombstones = Producer(kafka.client_config())
+    tombstones.produce("pat-b", None, b"gone", partition=1)
+    assert tombstones.flush(30) == 0
+    source = sources.Kafka(pattern=r"pat-.*", bootstrap=kafka.bootstrap, stop_at="latest")
+    reader = await opened(source)
+    got: list[Any] = []
+    try:
+        with anyio.fail_after(60):
+            while (records := await reader.read(64)) is not None:
+                if records:
+                    topics = {r["t"] for r in records if r is not None}
+                    assert len(topics) <= 1  # one split per read
+                    assert reader.last_split is not None
+                    assert not topics or reader.last_split.startswith(f"pat-{topics.pop()}-")
+                    got.extend(records)
+    finally:
+        reader.close()
+    assert sorted(reader.split_ids() or []) == [
+        "pat-a-0",
+        "pat-a-1",
+        "pat-b-0",
+        "pat-b-1",
+        "pat-b-2",
+    ]
+    assert got.count(None) == 1
+    assert sorted((r["t"], r["i"]) for r in got if r is not None) == sorted(
+        [("a", i) for i in range(200)] + [("b", i) for i in range(300)]
+    )
+
+
+@pytest.mark.asyncio
 async def test_bounded_source_ends_on_a_transactional_topic(kafka: Kafka) -> None:
     kafka.create_topic("txn-in", partitions=2)
     producer = Producer(kafka.client_config(**{"transactional.id": "tests-txn-in"}))

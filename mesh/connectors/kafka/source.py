@@ -23,7 +23,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from itertools import groupby
+from itertools import groupby, repeat
 from typing import Any
 
 import anyio
@@ -262,6 +262,8 @@ class KafkaReader(SourceReader):
         self._key = _decoder(source.key) if source.key is not None else None
         self._closed = False
         self._quiet_until = 0.0  # passing consumer errors are logged at most every 10 s
+        # One topic (no pattern): a message's topic need not be asked for.
+        self._many_topics = source.pattern is not None or len(source.topics or ()) > 1
 
     # -- the splits ---------------------------------------------------------------------
 
@@ -571,11 +573,23 @@ class KafkaReader(SourceReader):
             if not self._source.bounded and time.monotonic() >= self._next_discovery:
                 self._discover()
             messages = consumer.consume(num_messages=count, timeout=_CONSUME_WAIT_S)
-            if any([m.error() is not None for m in messages]):
-                messages = [m for m in messages if self._keep(m, KafkaError._PARTITION_EOF)]
             groups: dict[tuple[str, int], list[Any]] = {}
+            if messages:
+                # Per message, only C calls (map over the method descriptors): this loop
+                # runs for every record the source reads.
+                message = type(messages[0])
+                if any(map(message.error, messages)):
+                    messages = [m for m in messages if self._keep(m, KafkaError._PARTITION_EOF)]
+            if messages:
+                parts = list(map(message.partition, messages))
+                keys: Any = (
+                    zip(map(message.topic, messages), parts, strict=True)
+                    if self._many_topics
+                    else zip(repeat(messages[0].topic()), parts)
+                )
+            else:
+                keys = ()
             # A fetch answers partition by partition: group runs, not single messages.
-            keys = [(m.topic(), m.partition()) for m in messages]
             start = 0
             for where, run in groupby(keys):
                 end = start + len(list(run))
@@ -649,7 +663,11 @@ class KafkaReader(SourceReader):
         value, key = self._value, self._key
         try:
             if key is None:
-                records = [None if (v := m.value()) is None else value(v) for m in messages]
+                raw = list(map(type(messages[0]).value, messages))
+                if None in raw:  # tombstones (null values) stay None
+                    records = [None if v is None else value(v) for v in raw]
+                else:
+                    records = list(map(value, raw))
             else:
                 records = [
                     {
