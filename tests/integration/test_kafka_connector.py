@@ -22,8 +22,9 @@ from confluent_kafka.admin import NewPartitions
 from mesh.api import sinks, sources
 from mesh.connectors.base import RestoredSplits, Split
 from mesh.connectors.context import TaskContext
-from mesh.connectors.kafka.sink import KafkaCommitter, transactional_id
-from mesh.connectors.kafka.source import KafkaReader
+from mesh.connectors.kafka.committer import KafkaCommitter
+from mesh.connectors.kafka.reader import KafkaReader
+from mesh.connectors.kafka.sink import transactional_id
 from mesh.errors import ConnectorError, EncodingError, GraphError, StateError
 from mesh.time.clock import SystemClock
 from tests.jaeger import free_port
