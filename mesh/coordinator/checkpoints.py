@@ -45,7 +45,7 @@ from mesh.protocol.messages import (
     SnapshotFile,
     TriggerCheckpoint,
 )
-from mesh.protocol.states import CheckpointKind, CheckpointOutcome, TaskState
+from mesh.protocol.states import SUBTASK_DONE, CheckpointKind, CheckpointOutcome, TaskState
 from mesh.state.metadata import (
     METADATA_FILE,
     CheckpointMetadata,
@@ -144,6 +144,18 @@ class CheckpointManager:
         states = self.job.states
         return all(states.get(s) in _TAKING_PART for s in self.job.subtasks)
 
+    def _why_no_savepoint(self) -> str | None:
+        """Why no savepoint can be taken of this attempt (a subtask stopped), or None."""
+        states = self.job.states
+        for subtask in self.job.subtasks:
+            state = states.get(subtask)
+            if state in SUBTASK_DONE:
+                return (
+                    f"the job is ending: subtask {subtask} is {state}, "
+                    "and a savepoint needs every subtask running"
+                )
+        return None
+
     def tick(self) -> None:
         """Trigger what is due, expire what took too long."""
         if self.stopped is not None:
@@ -206,22 +218,33 @@ class CheckpointManager:
         return checkpoint_id
 
     def take_savepoint(self, request: SavepointRequest) -> None:
-        """Take a savepoint as soon as no checkpoint is in flight."""
+        """Take a savepoint as soon as every subtask runs and no checkpoint is in flight.
+
+        A job that was just deployed is RUNNING before its subtasks all report running;
+        a savepoint asked for then waits for them, as a checkpoint does. One asked for
+        after a subtask stopped is refused at once.
+        """
         if self.stopped is not None or self._on_final is not None:
             request.done(None, 0, f"the job is {self.stopped or 'finishing'}")
             return
-        if not self._all_running():
-            request.done(None, 0, "the job is not running everywhere (it is ending or starting)")
+        why = self._why_no_savepoint()
+        if why is not None:
+            request.done(None, 0, why)
             return
         self._savepoints.append(request)
         if self.pending is None:
             self._trigger_savepoint()
 
     def _trigger_savepoint(self) -> None:
-        request = self._savepoints.pop(0)
-        if not self._all_running():
-            request.done(None, 0, "the job is not running everywhere (it is ending)")
+        why = self._why_no_savepoint()
+        if why is not None:
+            queued, self._savepoints = self._savepoints, []
+            for request in queued:
+                request.done(None, 0, why)
             return
+        if not self._all_running():
+            return  # subtasks are still starting: ``tick`` tries again
+        request = self._savepoints.pop(0)
         checkpoint_id = self._next_id
         directory = request.directory / f"savepoint-{self.job.job_id[:8]}-{checkpoint_id}"
         request.checkpoint_id = self._trigger(CheckpointKind.SAVEPOINT, directory)
@@ -261,6 +284,9 @@ class CheckpointManager:
         """
         self.job.states[subtask] = state
         pending = self.pending
+        if pending is None and self._savepoints and self.stopped is None:
+            self._trigger_savepoint()  # one waited for the subtasks to start (or stops now)
+            return
         if pending is None or subtask not in pending.expected or subtask in pending.acks:
             return
         if state == TaskState.ENDING:

@@ -642,17 +642,73 @@ def test_failed_savepoint_reports_the_reason(make: Any, tmp_path: Path) -> None:
     assert not h.manager.timer.in_flight
 
 
-def test_savepoint_refused_when_not_every_subtask_runs(make: Any, tmp_path: Path) -> None:
+def test_savepoint_waits_for_subtasks_that_are_still_starting(make: Any, tmp_path: Path) -> None:
+    # A job is RUNNING once its nodes deployed it, before every subtask reports running:
+    # a savepoint asked for in between is taken as soon as they all run.
+    h = make(interval_ms=None)
+    h.manager.on_subtask_state("0.0", "RUNNING")
+    results: list[tuple[str | None, int, str | None]] = []
+    h.manager.take_savepoint(
+        SavepointRequest(directory=tmp_path / "sp", done=lambda *args: results.append(args))
+    )
+    h.manager.on_subtask_state("0.1", "DEPLOYED")
+    h.manager.tick()
+    assert h.take() == [] and results == []
+    h.manager.on_subtask_state("0.1", "RUNNING")
+    assert h.take() == []
+    h.manager.on_subtask_state("1.0", "RUNNING")
+    triggers = [msg for _, msg in h.take() if isinstance(msg, TriggerCheckpoint)]
+    assert [(t.checkpoint_id, t.kind) for t in triggers] == [(1, "savepoint"), (1, "savepoint")]
+    h.ack_all(triggers[0])
+    assert results == [(str(tmp_path / "sp" / f"savepoint-{JOB_ID[:8]}-1"), 1, None)]
+
+
+def test_savepoint_refused_once_a_subtask_stopped(make: Any, tmp_path: Path) -> None:
+    h = make()
+    h.all_running()
+    h.manager.on_subtask_state("1.0", "FINISHED")
+    results: list[tuple[str | None, int, str | None]] = []
+    h.manager.take_savepoint(
+        SavepointRequest(directory=tmp_path / "sp", done=lambda *args: results.append(args))
+    )
+    assert results == [
+        (
+            None,
+            0,
+            "the job is ending: subtask 1.0 is FINISHED, "
+            "and a savepoint needs every subtask running",
+        )
+    ]
+    assert h.take() == []
+
+
+def test_waiting_savepoint_fails_when_a_subtask_stops_before_all_run(
+    make: Any, tmp_path: Path
+) -> None:
     h = make()
     h.manager.on_subtask_state("0.0", "RUNNING")
     results: list[tuple[str | None, int, str | None]] = []
     h.manager.take_savepoint(
         SavepointRequest(directory=tmp_path / "sp", done=lambda *args: results.append(args))
     )
-    assert len(results) == 1
-    path, checkpoint_id, error = results[0]
-    assert path is None and checkpoint_id == 0
-    assert error is not None and "not running everywhere" in error
+    assert results == []
+    h.manager.on_subtask_state("0.1", "FINISHED")
+    [(path, _, error)] = results
+    assert path is None and error is not None and "subtask 0.1 is FINISHED" in error
+    h.manager.on_subtask_state("1.0", "RUNNING")
+    h.manager.tick()
+    assert [m for _, m in h.take() if isinstance(m, TriggerCheckpoint)] == []
+
+
+def test_waiting_savepoint_fails_when_the_attempt_ends(make: Any, tmp_path: Path) -> None:
+    h = make()
+    results: list[tuple[str | None, int, str | None]] = []
+    h.manager.take_savepoint(
+        SavepointRequest(directory=tmp_path / "sp", done=lambda *args: results.append(args))
+    )
+    h.manager.shutdown("restarting")
+    assert results == [(None, 0, "the job is restarting")]
+    h.all_running()
     assert h.take() == []
 
 
