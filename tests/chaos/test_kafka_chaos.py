@@ -17,7 +17,7 @@ import anyio
 import orjson
 import pytest
 
-from tests.chaos.harness import ChaosRun, SeqJob
+from tests.chaos.harness import FINAL, ChaosRun, SeqJob
 from tests.kafka import Kafka, produce_json, read_topic
 
 pytestmark = pytest.mark.slow
@@ -48,8 +48,11 @@ def _committed(kafka: Kafka, topic: str) -> collections.Counter[tuple[str, int]]
     return seen
 
 
-def _run(chaos: Any, kafka: Kafka, semantic: str, *, events: str, counts: str) -> ChaosRun:
+def _run(
+    chaos: Any, kafka: Kafka, semantic: str, *, events: str, counts: str, rate: int = 0
+) -> ChaosRun:
     env = {
+        "KC_RATE": str(rate),
         "KC_BOOTSTRAP": kafka.bootstrap,
         "KC_IN": events,
         "KC_OUT": counts,
@@ -127,7 +130,9 @@ def test_the_partition_leader_killed_mid_run(chaos: Any, kafka_cluster: Kafka) -
     kafka.create_topic("ha-events", 6, replication=3, config={"min.insync.replicas": "2"})
     kafka.create_topic("ha-counts", 6, replication=3, config={"min.insync.replicas": "2"})
     assert produce_json(kafka, "ha-events", _events(count), key=lambda e: e["user"]) == count
-    run = _run(chaos, kafka, "exactly_once", events="ha-events", counts="ha-counts")
+    # Paced to about 5 s of input: unpaced, a fast machine reads it all within two
+    # checkpoints, and the kill would come after the job finished.
+    run = _run(chaos, kafka, "exactly_once", events="ha-events", counts="ha-counts", rate=40_000)
 
     async def scenario() -> dict[str, Any]:
         await run.submit()
@@ -137,6 +142,8 @@ def test_the_partition_leader_killed_mid_run(chaos: Any, kafka_cluster: Kafka) -
         leader = kafka.partition_leader("ha-counts", 0)
         run.note(f"kill -9 kafka node {leader}")
         kafka.node(leader).kill()
+        status = await run.status()
+        assert status["state"] not in FINAL, f"the job had ended before the kill: {status}"
         return await run.wait_final(timeout_s=300)
 
     final = anyio.run(scenario)

@@ -7,10 +7,13 @@ held when the job first started), counts them per user, and writes every running
 with n events, the counts 1..n once each.
 
 Settings from the environment: KC_BOOTSTRAP (required), KC_IN, KC_OUT, KC_SEMANTIC,
-KC_INTERVAL (checkpoints), KC_PARALLELISM.
+KC_INTERVAL (checkpoints), KC_PARALLELISM, and KC_RATE: at most this many events per
+second over the source subtasks (default: no limit), so that a test's kill lands while
+the job runs however fast the machine.
 """
 
 import os
+import time
 
 from mesh import Job, RestartStrategy, sinks, sources
 
@@ -25,6 +28,23 @@ job = Job(
 events = job.source(
     sources.Kafka(os.environ.get("KC_IN", "events"), bootstrap=BOOTSTRAP, stop_at="latest")
 ).uid("events")
+RATE = float(os.environ.get("KC_RATE", "0"))
+if RATE > 0:
+    PER_SUBTASK = RATE / int(os.environ.get("KC_PARALLELISM", "3"))
+    _paced = {"began": 0.0, "seen": 0}
+
+    def pace(event: dict) -> dict:
+        """Holds this subtask to its share of KC_RATE (sleeping every 100 events)."""
+        if _paced["seen"] == 0:
+            _paced["began"] = time.monotonic()
+        _paced["seen"] += 1
+        if _paced["seen"] % 100 == 0:
+            ahead = _paced["began"] + _paced["seen"] / PER_SUBTASK - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        return event
+
+    events = events.map(pace).uid("pace")
 counts = events.key_by(lambda e: e["user"]).count().uid("count")
 counts.sink(
     sinks.Kafka(
