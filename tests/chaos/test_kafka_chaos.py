@@ -49,10 +49,18 @@ def _committed(kafka: Kafka, topic: str) -> collections.Counter[tuple[str, int]]
 
 
 def _run(
-    chaos: Any, kafka: Kafka, semantic: str, *, events: str, counts: str, rate: int = 0
+    chaos: Any,
+    kafka: Kafka,
+    semantic: str,
+    *,
+    events: str,
+    counts: str,
+    rate: int = 0,
+    txn_timeout_ms: int = 60_000,
 ) -> ChaosRun:
     env = {
         "KC_RATE": str(rate),
+        "KC_TXN_TIMEOUT_MS": str(txn_timeout_ms),
         "KC_BOOTSTRAP": kafka.bootstrap,
         "KC_IN": events,
         "KC_OUT": counts,
@@ -124,6 +132,7 @@ def test_at_least_once_loses_nothing_through_the_same_kills(chaos: Any, kafka: K
     print(f"at_least_once: {duplicates} duplicates over {len(expected)} results")
 
 
+@pytest.mark.timeout(300)
 def test_the_partition_leader_killed_mid_run(chaos: Any, kafka_cluster: Kafka) -> None:
     count = 200_000
     kafka = kafka_cluster
@@ -132,7 +141,17 @@ def test_the_partition_leader_killed_mid_run(chaos: Any, kafka_cluster: Kafka) -
     assert produce_json(kafka, "ha-events", _events(count), key=lambda e: e["user"]) == count
     # Paced to about 5 s of input: unpaced, a fast machine reads it all within two
     # checkpoints, and the kill would come after the job finished.
-    run = _run(chaos, kafka, "exactly_once", events="ha-events", counts="ha-counts", rate=40_000)
+    # A transaction caught by the kill may stay open until the brokers abort it: a short
+    # transaction timeout bounds how long its commit can take before the job restarts.
+    run = _run(
+        chaos,
+        kafka,
+        "exactly_once",
+        events="ha-events",
+        counts="ha-counts",
+        rate=40_000,
+        txn_timeout_ms=20_000,
+    )
 
     async def scenario() -> dict[str, Any]:
         await run.submit()

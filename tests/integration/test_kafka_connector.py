@@ -7,6 +7,7 @@ expired transaction clearly."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -624,6 +625,47 @@ async def test_an_expired_transaction_is_a_clear_error_and_the_next_commit_write
         committer.close()
         watcher.close()
     assert values(kafka, "out-expired") == Counter(range(100))
+
+
+@pytest.mark.asyncio
+async def test_a_commit_stuck_in_the_client_fails_in_bounded_time_and_the_next_writes_once(
+    kafka: Kafka,
+) -> None:
+    """A commit whose client call does not return (as a transaction caught by a broker
+    failover can) fails with a clear error once its bound passed, instead of holding the
+    subtask; the next commit, under the same transactional id, fences it and writes the
+    records once."""
+    kafka.create_topic("out-stuck", partitions=1)
+    sink = sinks.Kafka("out-stuck", bootstrap=kafka.bootstrap, transaction_timeout_ms=2000)
+    writer = sink.create_writer(ctx())
+    first = committable(writer, [{"id": i} for i in range(50)], 1)
+    second = committable(writer, [{"id": i} for i in range(50, 100)], 2)
+    committer = sink.create_committer(ctx())
+    assert isinstance(committer, KafkaCommitter)
+    release = threading.Event()
+    try:
+        await committer.commit(first)  # the producer is up, as in a running job
+        committer.timeout_s = 1.0
+        assert committer.commit_limit_s == 6.0
+        committer._in_transaction = lambda owner: release.wait(60)
+        began = time.monotonic()
+        with pytest.raises(StateError) as caught:
+            await committer.commit(second)
+        waited = time.monotonic() - began
+        assert 6.0 <= waited < 12.0, waited
+        message = str(caught.value)
+        assert "checkpoint 2" in message and "did not finish within 6 s" in message, message
+        assert "mesh-job-1-kafka-op-0" in message and "transaction_timeout_ms=2000" in message
+        committer._in_transaction = None
+        committer.timeout_s = 10.0  # the brokers take a moment to abort what it left open
+        await committer.commit(second)  # fences the stuck producer, aborting its transaction
+        release.set()  # the stuck thread goes on: it is fenced, and writes nothing
+        await committer.commit(first)
+        await committer.commit(second)
+    finally:
+        release.set()
+        committer.close()
+    assert values(kafka, "out-stuck") == Counter(range(100))
 
 
 def test_without_confluent_kafka_the_descriptions_say_what_to_install(

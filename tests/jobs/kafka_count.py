@@ -7,7 +7,8 @@ held when the job first started), counts them per user, and writes every running
 with n events, the counts 1..n once each.
 
 Settings from the environment: KC_BOOTSTRAP (required), KC_IN, KC_OUT, KC_SEMANTIC,
-KC_INTERVAL (checkpoints), KC_PARALLELISM, and KC_RATE: at most this many events per
+KC_INTERVAL (checkpoints), KC_PARALLELISM, KC_TXN_TIMEOUT_MS (the sink's
+transaction_timeout_ms), and KC_RATE: at most this many events per
 second over the source subtasks (default: no limit), so that a test's kill lands while
 the job runs however fast the machine.
 """
@@ -52,5 +53,6 @@ counts.sink(
         bootstrap=BOOTSTRAP,
         key="key",
         semantic=os.environ.get("KC_SEMANTIC", "exactly_once"),
+        transaction_timeout_ms=int(os.environ.get("KC_TXN_TIMEOUT_MS", "60000")),
     )
 ).uid("out")

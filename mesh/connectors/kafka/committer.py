@@ -9,10 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-
 from mesh.connectors.base import Committer
 from mesh.connectors.context import TaskContext
+from mesh.connectors.kafka.blocking import call_bounded, close_clients, discard
 from mesh.connectors.kafka.settings import METADATA_TIMEOUT_S, client_config, retrying
 from mesh.connectors.kafka.sink import (
     END_CHECKPOINT,
@@ -20,7 +19,6 @@ from mesh.connectors.kafka.sink import (
     Kafka,
     sink_name,
 )
-from mesh.connectors.kafka.writers import discard
 from mesh.errors import StateError
 
 log = logging.getLogger("mesh.connectors.kafka")
@@ -33,7 +31,8 @@ __all__ = ["KafkaCommitter"]
 
 class KafkaCommitter(Committer):
     """Writes committables in one transaction each, with the checkpoint marker (see the
-    module's docstring). Kafka calls run in one worker thread at a time."""
+    module's docstring). Each commit runs in a daemon thread, bounded by
+    ``commit_limit_s`` (``blocking.py`` says why)."""
 
     #: How long one step (init, marker read, commit) waits for the brokers.
     timeout_s: float = METADATA_TIMEOUT_S
@@ -49,7 +48,13 @@ class KafkaCommitter(Committer):
         # transactional id -> the last checkpoint committed under it, once known: after
         # init_transactions fenced every other writer, only this committer moves it.
         self._committed: dict[str, int] = {}
-        self._limiter = anyio.CapacityLimiter(1)
+
+    @property
+    def commit_limit_s(self) -> float:
+        """The longest one commit may take: the brokers abort a transaction older than
+        ``transaction_timeout_ms``, and the steps around it each wait ``timeout_s`` at
+        most; a commit that takes longer is stuck in the client."""
+        return self._sink.transaction_timeout_ms / 1000.0 + 4 * self.timeout_s
 
     def _config(self, client_id: str, ours: dict[str, Any]) -> dict[str, Any]:
         return client_config(self._sink.bootstrap, client_id, ours, self._sink.config or {})
@@ -70,6 +75,7 @@ class KafkaCommitter(Committer):
             # Fences every other producer with this id and aborts what it left open.
             producer.init_transactions(self.timeout_s)
         except KafkaException as exc:
+            discard(producer)
             raise StateError(
                 f"{self._name}: cannot start transactions under transactional id {owner!r} "
                 f"at {self._sink.bootstrap!r} within {self.timeout_s:g} s: "
@@ -111,7 +117,23 @@ class KafkaCommitter(Committer):
         return int(found.offset) if found.offset >= 0 else -1
 
     async def commit(self, committable: dict[str, Any]) -> None:
-        await anyio.to_thread.run_sync(self._commit, committable, limiter=self._limiter)
+        owner = committable["owner"]
+        limit_s = self.commit_limit_s
+        try:
+            await call_bounded(self._commit, committable, limit_s=limit_s, name=f"commit {owner}")
+        except TimeoutError:
+            # The thread goes on in the client: its producer is not used again, and the
+            # next attempt's init_transactions fences it.
+            self._producers.pop(owner, None)
+            self._committed.pop(owner, None)
+            raise StateError(
+                f"{self._name}: committing checkpoint {committable['checkpoint']} "
+                f"(transactional id {owner!r}, brokers {self._sink.bootstrap!r}) did not "
+                f"finish within {limit_s:g} s (transaction_timeout_ms="
+                f"{self._sink.transaction_timeout_ms} plus {4 * self.timeout_s:g} s): the "
+                "brokers did not complete it. The records are still in the checkpoint: the "
+                "restarted job commits them."
+            ) from None
 
     async def clean_up(self, job_id: str, keep: list[dict[str, Any]], subtask: int | None) -> None:
         # Nothing a writer wrote stays uncommitted in Kafka: an open transaction is
@@ -217,9 +239,9 @@ class KafkaCommitter(Committer):
                 return
             except KafkaException as exc:
                 log.warning("%s: aborting the transaction of %s failed: %s", self._name, owner, exc)
-        dropped = self._producers.pop(owner, None)
-        if dropped is not None:
-            discard(dropped)
+        if self._producers.get(owner) is producer:
+            del self._producers[owner]
+        discard(producer)
 
     def _commit_error(self, owner: str, checkpoint: Any, error: Any, elapsed_ms: float) -> str:
         from confluent_kafka import KafkaError
@@ -261,8 +283,6 @@ class KafkaCommitter(Committer):
 
     def close(self) -> None:
         producers, self._producers = self._producers, {}
-        for producer in producers.values():
-            discard(producer)
         markers, self._markers = self._markers, {}
-        for consumer in markers.values():
-            consumer.close()
+        discard(*producers.values())
+        close_clients(markers.values())

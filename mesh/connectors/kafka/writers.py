@@ -15,6 +15,7 @@ import orjson
 
 from mesh.connectors.base import SinkWriter
 from mesh.connectors.context import TaskContext
+from mesh.connectors.kafka.blocking import discard
 from mesh.connectors.kafka.settings import client_config
 from mesh.connectors.kafka.sink import (
     PRODUCER,
@@ -29,7 +30,7 @@ log = logging.getLogger("mesh.connectors.kafka")
 # How long flush/commit steps wait for the brokers before they check again.
 _WAIT_S = 1.0
 
-__all__ = ["BufferingWriter", "KafkaWriter", "ProducingWriter", "discard"]
+__all__ = ["BufferingWriter", "KafkaWriter", "ProducingWriter"]
 
 
 class _Encoder:
@@ -312,18 +313,3 @@ class BufferingWriter(KafkaWriter):
 
     def abort(self) -> None:
         self._reset()
-
-
-def discard(producer: Any) -> None:
-    """Drop what a producer still holds (an abandoned transaction's records) and close
-    it now: a reference an exception's traceback keeps must not keep its threads and
-    connections alive until the garbage collector finds it."""
-    try:
-        producer.purge()
-        producer.flush(0)
-    except Exception as exc:  # a fenced or fatal producer may refuse; it is dropped anyway
-        log.debug("discarding a producer: %s", exc)
-    try:
-        producer.close()
-    except Exception as exc:
-        log.debug("closing a producer: %s", exc)
