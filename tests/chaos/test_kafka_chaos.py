@@ -24,6 +24,9 @@ pytestmark = pytest.mark.slow
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "kafka_count.py"
 USERS = 997
+# Events/s the 1,000,000-event runs read at most (about 10 s of input): unpaced, a fast
+# machine could finish the job before the third kill.
+PACE = 100_000
 
 
 def _events(count: int) -> Any:
@@ -98,7 +101,7 @@ def test_exactly_once_through_two_node_kills_and_a_coordinator_kill(
     kafka.create_topic("eo-events", 6)
     kafka.create_topic("eo-counts", 6)
     assert produce_json(kafka, "eo-events", _events(count), key=lambda e: e["user"]) == count
-    run = _run(chaos, kafka, "exactly_once", events="eo-events", counts="eo-counts")
+    run = _run(chaos, kafka, "exactly_once", events="eo-events", counts="eo-counts", rate=PACE)
 
     final = anyio.run(_kill_twice_and_the_coordinator, run)
 
@@ -119,7 +122,7 @@ def test_at_least_once_loses_nothing_through_the_same_kills(chaos: Any, kafka: K
     kafka.create_topic("alo-events", 6)
     kafka.create_topic("alo-counts", 6)
     assert produce_json(kafka, "alo-events", _events(count), key=lambda e: e["user"]) == count
-    run = _run(chaos, kafka, "at_least_once", events="alo-events", counts="alo-counts")
+    run = _run(chaos, kafka, "at_least_once", events="alo-events", counts="alo-counts", rate=PACE)
 
     final = anyio.run(_kill_twice_and_the_coordinator, run)
 

@@ -16,7 +16,7 @@ the job runs however fast the machine.
 import os
 import time
 
-from mesh import Job, RestartStrategy, sinks, sources
+from mesh import Job, ProcessFunction, RestartStrategy, sinks, sources
 
 BOOTSTRAP = os.environ["KC_BOOTSTRAP"]
 
@@ -30,22 +30,32 @@ events = job.source(
     sources.Kafka(os.environ.get("KC_IN", "events"), bootstrap=BOOTSTRAP, stop_at="latest")
 ).uid("events")
 RATE = float(os.environ.get("KC_RATE", "0"))
+
+
+class Pace(ProcessFunction):
+    """Holds each source subtask to its share of KC_RATE: every 100 events, it sleeps
+    until 100 events' worth of time passed since the last 100 (a pause, such as a
+    restart, is not made up for)."""
+
+    def open(self, ctx: object) -> None:
+        self.per_100_s = 100 * int(os.environ.get("KC_PARALLELISM", "3")) / RATE
+        self.seen = 0
+        self.last = time.monotonic()
+
+    def process(self, event: dict, ctx: object) -> list[dict]:
+        self.seen += 1
+        if self.seen % 100 == 0:
+            now = time.monotonic()
+            due = self.last + self.per_100_s
+            if due > now:
+                time.sleep(due - now)
+                now = due
+            self.last = now
+        return [event]
+
+
 if RATE > 0:
-    PER_SUBTASK = RATE / int(os.environ.get("KC_PARALLELISM", "3"))
-    _paced = {"began": 0.0, "seen": 0}
-
-    def pace(event: dict) -> dict:
-        """Holds this subtask to its share of KC_RATE (sleeping every 100 events)."""
-        if _paced["seen"] == 0:
-            _paced["began"] = time.monotonic()
-        _paced["seen"] += 1
-        if _paced["seen"] % 100 == 0:
-            ahead = _paced["began"] + _paced["seen"] / PER_SUBTASK - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-        return event
-
-    events = events.map(pace).uid("pace")
+    events = events.process(Pace()).uid("pace")
 counts = events.key_by(lambda e: e["user"]).count().uid("count")
 counts.sink(
     sinks.Kafka(
