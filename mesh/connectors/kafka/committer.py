@@ -36,6 +36,8 @@ class KafkaCommitter(Committer):
 
     #: How long one step (init, marker read, commit) waits for the brokers.
     timeout_s: float = METADATA_TIMEOUT_S
+    #: How many such steps a commit's bound allows for, besides the transaction itself.
+    _BOUNDED_STEPS = 4
     #: Test hook: called inside each transaction, after its records were produced.
     _in_transaction: Callable[[str], None] | None = None
 
@@ -54,7 +56,11 @@ class KafkaCommitter(Committer):
         """The longest one commit may take: the brokers abort a transaction older than
         ``transaction_timeout_ms``, and the steps around it each wait ``timeout_s`` at
         most; a commit that takes longer is stuck in the client."""
-        return self._sink.transaction_timeout_ms / 1000.0 + 4 * self.timeout_s
+        return self._sink.transaction_timeout_ms / 1000.0 + self._steps_s
+
+    @property
+    def _steps_s(self) -> float:
+        return self._BOUNDED_STEPS * self.timeout_s
 
     def _config(self, client_id: str, ours: dict[str, Any]) -> dict[str, Any]:
         return client_config(self._sink.bootstrap, client_id, ours, self._sink.config or {})
@@ -130,7 +136,7 @@ class KafkaCommitter(Committer):
                 f"{self._name}: committing checkpoint {committable['checkpoint']} "
                 f"(transactional id {owner!r}, brokers {self._sink.bootstrap!r}) did not "
                 f"finish within {limit_s:g} s (transaction_timeout_ms="
-                f"{self._sink.transaction_timeout_ms} plus {4 * self.timeout_s:g} s): the "
+                f"{self._sink.transaction_timeout_ms} plus {self._steps_s:g} s): the "
                 "brokers did not complete it. The records are still in the checkpoint: the "
                 "restarted job commits them."
             ) from None
